@@ -1,0 +1,64 @@
+"""callboard: every real-time AI agent session a cluster-wide fact.
+
+The public API lives here; submodules are implementation details.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from callboard.errors import (
+    CallboardError,
+    CapacityError,
+    ConfigurationError,
+    InvalidIdError,
+    MalformedRecordError,
+    MaxConcurrentSessionsExceeded,
+    MaxSessionsPerCallExceeded,
+    NodeDrainingError,
+    SessionNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
+from callboard.registry import (
+    DEFAULT_KEY_PREFIX,
+    CloseRequest,
+    EndedInfo,
+    InMemorySessionKVStore,
+    NodeInfo,
+    RedisSessionKVStore,
+    SessionInfo,
+    SessionKVStore,
+    SessionRegistry,
+    SessionStatus,
+    store_from_url,
+)
+
+try:
+    __version__ = version("callboard")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_KEY_PREFIX",
+    "CallboardError",
+    "CapacityError",
+    "CloseRequest",
+    "ConfigurationError",
+    "EndedInfo",
+    "InMemorySessionKVStore",
+    "InvalidIdError",
+    "MalformedRecordError",
+    "MaxConcurrentSessionsExceeded",
+    "MaxSessionsPerCallExceeded",
+    "NodeDrainingError",
+    "NodeInfo",
+    "RedisSessionKVStore",
+    "SessionInfo",
+    "SessionKVStore",
+    "SessionNotFoundError",
+    "SessionRegistry",
+    "SessionStatus",
+    "StoreError",
+    "StoreUnavailableError",
+    "__version__",
+    "store_from_url",
+]

@@ -1,0 +1,49 @@
+"""The ``callboard`` command. Subcommands live in sibling modules, one per concern."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import click
+
+from callboard import __version__
+
+__all__ = ["main"]
+
+#: Subcommand modules; each defines a click command or group named ``command``. They are
+#: imported only when present so optional extras (server, kube) stay optional.
+_SUBCOMMANDS = ("serve", "sessions", "nodes", "demo", "sidecar", "operator")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "CALLBOARD"})
+@click.version_option(__version__, prog_name="callboard")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Logging threshold.  [env: CALLBOARD_LOG_LEVEL]",
+)
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="Log lines as text or as JSON objects.  [env: CALLBOARD_LOG_FORMAT]",
+)
+def main(log_level: str, log_format: str) -> None:
+    """callboard: see, start and close real-time AI agent sessions across a cluster."""
+    from callboard.cli._logging import configure_logging
+
+    configure_logging(level=getattr(logging, log_level.upper()), fmt=log_format)
+
+
+for _name in _SUBCOMMANDS:
+    try:
+        _module = importlib.import_module(f"callboard.cli.{_name}")
+    except ModuleNotFoundError as _exc:
+        if _exc.name and _exc.name.startswith("callboard.cli"):
+            continue  # not written yet / not shipped
+        raise
+    main.add_command(_module.command)

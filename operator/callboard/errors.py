@@ -1,0 +1,84 @@
+"""The exception tree of callboard.
+
+Every error raised on purpose by callboard derives from one root, so callers can catch at
+the level they need::
+
+    CallboardError
+    ├── ConfigurationError          bad settings, unknown store URL scheme (also ValueError)
+    ├── InvalidIdError              a call/session/node id that is empty, too long or has
+    │                               characters outside the allowed set (also ValueError)
+    ├── StoreError                  the key-value store failed
+    │   └── StoreUnavailableError   it cannot be reached (connection refused, timeout)
+    ├── MalformedRecordError        a stored record is not JSON of the right shape (also ValueError)
+    ├── SessionNotFoundError        no such session (also KeyError)
+    └── CapacityError               a limit refuses a new session
+        ├── MaxConcurrentSessionsExceeded
+        ├── MaxSessionsPerCallExceeded
+        └── NodeDrainingError       the node is draining and takes no new sessions
+
+Errors of the underlying client library (redis-py) are translated at the store boundary and
+chained with ``raise ... from``, so the original stays available as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CallboardError",
+    "CapacityError",
+    "ConfigurationError",
+    "InvalidIdError",
+    "MalformedRecordError",
+    "MaxConcurrentSessionsExceeded",
+    "MaxSessionsPerCallExceeded",
+    "NodeDrainingError",
+    "SessionNotFoundError",
+    "StoreError",
+    "StoreUnavailableError",
+]
+
+
+class CallboardError(Exception):
+    """Root of every error callboard raises on purpose."""
+
+
+class ConfigurationError(CallboardError, ValueError):
+    """A setting is invalid: fix the configuration, retrying will not help."""
+
+
+class InvalidIdError(CallboardError, ValueError):
+    """An id is not acceptable as part of a store key."""
+
+
+class StoreError(CallboardError):
+    """The session store failed to perform an operation."""
+
+
+class StoreUnavailableError(StoreError):
+    """The session store cannot be reached; the operation may succeed later."""
+
+
+class MalformedRecordError(CallboardError, ValueError):
+    """A record read from the store does not decode to the expected shape."""
+
+
+class SessionNotFoundError(CallboardError, KeyError):
+    """The session does not exist (or no longer exists) in the registry."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable.
+        return str(self.args[0]) if self.args else "session not found"
+
+
+class CapacityError(CallboardError):
+    """A limit refuses a new session."""
+
+
+class MaxConcurrentSessionsExceeded(CapacityError):
+    """The node already runs its maximum number of concurrent sessions."""
+
+
+class MaxSessionsPerCallExceeded(CapacityError):
+    """The call already has its maximum number of sessions, counted across all nodes."""
+
+
+class NodeDrainingError(CapacityError):
+    """The node is draining: it finishes its sessions and accepts no new ones."""

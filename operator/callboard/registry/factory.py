@@ -1,0 +1,29 @@
+"""Build a store from a URL: ``memory://``, ``redis://``, ``rediss://``, ``unix://``.
+
+The one factory the CLI and settings use; an unknown scheme is a configuration error.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from callboard.errors import ConfigurationError
+from callboard.registry.memory import InMemorySessionKVStore
+from callboard.registry.redis_store import DEFAULT_KEY_PREFIX, RedisSessionKVStore
+from callboard.registry.store import SessionKVStore
+
+__all__ = ["REDIS_SCHEMES", "store_from_url"]
+
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
+def store_from_url(url: str | None, *, key_prefix: str = DEFAULT_KEY_PREFIX) -> SessionKVStore:
+    """The store named by ``url``; None or ``memory://`` gives a new in-memory store."""
+    if not url or url == "memory://":
+        return InMemorySessionKVStore()
+    scheme = urlsplit(url).scheme
+    if scheme in REDIS_SCHEMES:
+        return RedisSessionKVStore(url=url, key_prefix=key_prefix)
+    raise ConfigurationError(
+        f"unknown store URL scheme {scheme!r} in {url!r}: use memory://, redis://, rediss:// or unix://"
+    )

@@ -1,0 +1,23 @@
+-- Remove one session: its record, its close flag, its index entries; optionally a tombstone.
+-- KEYS[1] = session key, KEYS[2] = close flag, KEYS[3] = call index set, KEYS[4] = tombstone key
+-- ARGV[1] = fallback owner node id, ARGV[2] = session id, ARGV[3] = prefixed "index/nodes/",
+-- ARGV[4] = node index member "call_id/session_id", ARGV[5] = tombstone JSON ('' = none),
+-- ARGV[6] = tombstone TTL in ms. Returns 1 if the record existed.
+local raw = redis.call('GET', KEYS[1])
+local owner = ARGV[1]
+if raw then
+  local ok, record = pcall(cjson.decode, raw)
+  if ok and type(record) == 'table' and type(record.node_id) == 'string' then
+    owner = record.node_id
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('SREM', ARGV[3] .. owner, ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
+end
+if raw then
+  return 1
+end
+return 0

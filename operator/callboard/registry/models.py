@@ -1,0 +1,150 @@
+"""Records stored in the registry: what a session and a node look like on the wire.
+
+``SessionInfo`` is the documented Vision Agents record; its JSON must stay readable by
+Vision Agents nodes, so it carries exactly the documented fields. Readers here ignore
+unknown fields (a newer writer may add some) and raise ``TypeError`` when a required one is
+missing, like a dataclass constructor does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from callboard.errors import MalformedRecordError
+
+__all__ = ["EndedInfo", "NodeInfo", "SessionInfo", "SessionStatus"]
+
+_T = TypeVar("_T")
+
+
+def _decode(data: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
+    if isinstance(data, Mapping):
+        return data
+    try:
+        decoded = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedRecordError(f"{what} record is not valid JSON: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise MalformedRecordError(f"{what} record is a JSON {type(decoded).__name__}, not an object")
+    return decoded
+
+
+def _known_fields(cls: type[_T], data: Mapping[str, Any]) -> _T:
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _encode(obj: object) -> bytes:
+    return json.dumps(dataclasses.asdict(obj), separators=(",", ":")).encode()  # type: ignore[call-overload]
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    """One agent session as the registry knows it (the documented Vision Agents record)."""
+
+    session_id: str
+    call_id: str
+    node_id: str
+    started_at: float
+    """Unix time, seconds."""
+    metrics_updated_at: float | None = None
+    """Unix time of the last :meth:`SessionRegistry.update_metrics`, seconds."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Free-form JSON metrics reported by the agent (latency, tokens...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> bytes:
+        return _encode(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SessionInfo:
+        """Build from a mapping, ignoring unknown keys; ``TypeError`` if a required one is missing."""
+        return _known_fields(cls, data)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> SessionInfo:
+        """Decode a stored record; ``MalformedRecordError`` or ``TypeError`` when it is bad."""
+        info = cls.from_dict(_decode(data, "session"))
+        if not isinstance(info.session_id, str) or not isinstance(info.call_id, str):
+            raise MalformedRecordError("session record has non-string ids")
+        if not isinstance(info.metrics, dict):
+            raise MalformedRecordError("session record has non-object metrics")
+        return info
+
+
+@dataclass(slots=True)
+class NodeInfo:
+    """A node (agent server process or pod) as published by its heartbeat. callboard only."""
+
+    node_id: str
+    capacity: int | None = None
+    """Maximum concurrent sessions, None when unlimited."""
+    active: int = 0
+    """Live sessions at the last heartbeat."""
+    draining: bool = False
+    address: str | None = None
+    """Where the node's HTTP API (or sidecar) answers, e.g. ``http://10.0.0.7:8080``."""
+    pool: str | None = None
+    pod_name: str | None = None
+    namespace: str | None = None
+    version: str | None = None
+    started_at: float = field(default_factory=time.time)
+    heartbeat_at: float = field(default_factory=time.time)
+
+    @property
+    def free_slots(self) -> int | None:
+        """Sessions the node can still take; None when unlimited, 0 when draining."""
+        if self.draining:
+            return 0
+        if self.capacity is None:
+            return None
+        return max(self.capacity - self.active, 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> bytes:
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> NodeInfo:
+        return _known_fields(cls, _decode(data, "node"))
+
+
+@dataclass(slots=True)
+class EndedInfo:
+    """Tombstone left for a while when a session ends, so "ended" is not taken for "lost"."""
+
+    session_id: str
+    call_id: str
+    node_id: str
+    ended_at: float
+    reason: str = "closed"
+
+    def to_json(self) -> bytes:
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> EndedInfo:
+        return _known_fields(cls, _decode(data, "ended"))
+
+
+class SessionStatus(StrEnum):
+    """What became of a session, as far as the registry can tell."""
+
+    LIVE = "live"
+    """Its record is in the registry."""
+    ENDED = "ended"
+    """Its record is gone and its node said so (tombstone) or its node is still alive."""
+    LOST = "lost"
+    """Its record is gone and so is its node record: the node died or was cut off."""
+    UNKNOWN = "unknown"
+    """Its record is gone and nothing else is known (e.g. a foreign node's session)."""
