@@ -85,7 +85,7 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
     def __init__(
         self,
         *,
-        client: aioredis.Redis[Any] | None = None,
+        client: aioredis.Redis | None = None,
         url: str | None = None,
         key_prefix: str = DEFAULT_KEY_PREFIX,
     ) -> None:
@@ -105,7 +105,7 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
                 retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
                 health_check_interval=30,
             )
-        self.client: aioredis.Redis[Any] = client
+        self.client: aioredis.Redis = client
         self._index: SessionIndex | None = None
 
     def __repr__(self) -> str:
@@ -151,15 +151,15 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
 
     async def get(self, key: str) -> bytes | None:
         with translate_errors("get"):
-            value: bytes | None = await self.client.get(self._k(key))
-        return value
+            value = await self.client.get(self._k(key))
+        return value.encode() if isinstance(value, str) else value
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
             return []
         with translate_errors("mget"):
-            values: list[bytes | None] = await self.client.mget([self._k(k) for k in keys])
-        return values
+            values = await self.client.mget([self._k(k) for k in keys])
+        return [v.encode() if isinstance(v, str) else v for v in values]
 
     async def keys(self, prefix: str) -> list[str]:
         pattern = _GLOB_CHARS.sub(r"\\\1", self._k(prefix)) + "*"
