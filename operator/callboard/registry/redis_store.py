@@ -39,6 +39,9 @@ SOCKET_TIMEOUT = 5.0
 RETRIES = 2
 RETRY_BASE = 0.05
 RETRY_CAP = 0.5
+#: Connections per store. Callers beyond it wait (up to SOCKET_TIMEOUT) for a free one
+#: instead of failing: a burst of concurrent starts queues rather than errors out.
+MAX_CONNECTIONS = 64
 #: Keys per SCAN step: few round trips, no long block of the server.
 SCAN_COUNT = 1000
 #: Seconds a pub/sub read waits before looping (lets cancellation and health checks in).
@@ -98,13 +101,16 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
 
-            client = redis_module.Redis.from_url(
+            pool = redis_module.BlockingConnectionPool.from_url(
                 url,
+                max_connections=MAX_CONNECTIONS,
+                timeout=SOCKET_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=SOCKET_TIMEOUT,
                 retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
                 health_check_interval=30,
             )
+            client = redis_module.Redis.from_pool(pool)
         self.client: aioredis.Redis = client
         self._index: SessionIndex | None = None
 

@@ -1,0 +1,59 @@
+# callboard: every target sets up what it needs (virtualenv, dependencies, servers).
+# `make demo` is the main job, `make test` runs every tier (lint, unit, integration, e2e).
+
+PYTHON ?= $(shell command -v python3.12 || command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint test unit integration e2e fast bench demo k8s-tools redis-server clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
+
+$(STAMP): pyproject.toml
+	@echo "[install] creating $(VENV) with $(PYTHON)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@echo "[install] installing callboard and its dev dependencies"
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)  ## Create the virtualenv and install callboard with every extra
+
+redis-server:  ## Make sure a real redis-server is available (installs it if needed)
+	@tests/support/ensure-redis.sh
+
+lint: install  ## ruff (lint + format check), mypy (strict), import-linter (layers)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: install redis-server lint  ## Every tier: lint, unit, integration (real Redis), e2e (real Kubernetes API)
+	$(BIN)/pytest tests
+
+fast: install redis-server  ## Unit and integration tiers only (the inner loop)
+	$(BIN)/pytest tests -m "not e2e"
+
+unit: install  ## Unit tier only
+	$(BIN)/pytest tests/unit
+
+integration: install redis-server  ## Integration tier only (real redis-server)
+	$(BIN)/pytest tests/integration
+
+e2e: install redis-server  ## e2e tier only (real kube-apiserver, built on first use)
+	$(BIN)/pytest tests/e2e -m e2e
+
+k8s-tools:  ## Build kube-apiserver, etcd, controller-manager, scheduler, kwok, kubectl, helm (cached)
+	tests/k8s/build-tools.sh
+
+bench: install redis-server  ## Benchmarks: print tables, never pass/fail
+	$(BIN)/python -m bench
+
+demo: install  ## The main job: a narrated 3-node demo (Redis if available, else in-memory)
+	$(BIN)/callboard demo
+
+clean:  ## Remove the virtualenv and caches (keeps the built Kubernetes tools)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

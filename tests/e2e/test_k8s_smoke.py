@@ -1,0 +1,278 @@
+"""Smoke tests that prove the e2e tier talks to a real Kubernetes API.
+
+CRD schema validation and printer columns, finalizers and deletionTimestamp, the status
+subresource, the ReplicaSet controller honouring pod-deletion-cost, and a real Helm.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .kubeharness import REPO_ROOT, KubeEnv, wait_for
+
+pytestmark = pytest.mark.e2e
+
+CRD_NAME = "agentsessions.callboard.dev"
+CHART = "charts/callboard"
+
+
+def agentsession(name: str, call_id: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "callboard.dev/v1alpha1",
+        "kind": "AgentSession",
+        "metadata": {"name": name},
+        "spec": {"callId": call_id, **spec},
+    }
+
+
+def test_crd_apply_and_printer_columns(kube_env: KubeEnv, kube_namespace: str) -> None:
+    out = kube_env.kubectl("apply", "-f", "manifests/").stdout
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME}" in out
+    kube_env.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+
+    ns = kube_namespace
+    kube_env.kubectl("apply", "-n", ns, "-f", "manifests/examples/agentsession.yaml")
+    kube_env.kubectl(
+        "patch", "ags", "demo-call-1", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"phase": "Running", "podName": "agent-pod-0"}}),
+    )  # fmt: skip
+
+    lines = kube_env.kubectl("get", "ags", "-n", ns).stdout.splitlines()
+    assert lines[0].split() == ["NAME", "CALL", "PHASE", "POD", "AGE"]
+    assert len(lines) == 2
+    assert lines[1].split()[:4] == ["demo-call-1", "demo-call-1", "Running", "agent-pod-0"]
+
+    # The schema's default was applied by the API server.
+    obj = kube_env.kubectl_json("get", "agentsession", "demo-call-1", "-n", ns)
+    assert obj["spec"]["callType"] == "default"
+
+
+def test_schema_violation_rejected(
+    kube_env: KubeEnv, agentsession_crd: str, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    bad = agentsession("bad", "not a valid id!", maxDurationSeconds=0)
+    proc = kube_env.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(bad), check=False)
+    assert proc.returncode != 0
+    assert 'spec.callId: Invalid value: "not a valid id!"' in proc.stderr
+    assert "should match '^[A-Za-z0-9_-]{1,128}$'" in proc.stderr
+    assert "spec.maxDurationSeconds: Invalid value: 0" in proc.stderr
+    assert "should be greater than or equal to 1" in proc.stderr
+
+    missing = agentsession("missing", "x")
+    del missing["spec"]["callId"]
+    proc = kube_env.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(missing), check=False)
+    assert proc.returncode != 0
+    assert "spec.callId: Required value" in proc.stderr
+
+    # Nothing was stored.
+    listed = kube_env.kubectl_json("get", "agentsessions", "-n", ns)
+    assert listed["items"] == []
+
+    # The status schema is enforced through the subresource as well.
+    kube_env.apply(agentsession("good", "good-call"), namespace=ns)
+    proc = kube_env.kubectl(
+        "patch", "ags", "good", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", '{"status": {"phase": "Bogus"}}', check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert 'status.phase: Unsupported value: "Bogus"' in proc.stderr
+
+
+def test_finalizer_holds_deleted_object(
+    kube_env: KubeEnv, agentsession_crd: str, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    obj = agentsession("held", "held-call")
+    obj["metadata"]["finalizers"] = ["callboard.dev/test-finalizer"]
+    kube_env.apply(obj, namespace=ns)
+
+    kube_env.kubectl("delete", "ags", "held", "-n", ns, "--wait=false")
+    held = kube_env.kubectl_json("get", "ags", "held", "-n", ns)
+    assert held["metadata"]["deletionTimestamp"]
+    assert held["metadata"]["finalizers"] == ["callboard.dev/test-finalizer"]
+
+    # Still there a moment later: only removing the finalizer releases it.
+    kube_env.kubectl("wait", "ags/held", "-n", ns, "--for=delete", "--timeout=2s", check=False)
+    assert kube_env.kubectl("get", "ags", "held", "-n", ns, check=False).returncode == 0
+
+    kube_env.kubectl(
+        "patch", "ags", "held", "-n", ns, "--type=json",
+        "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]',
+    )  # fmt: skip
+    kube_env.kubectl("wait", "ags/held", "-n", ns, "--for=delete", "--timeout=30s")
+    gone = kube_env.kubectl("get", "ags", "held", "-n", ns, check=False)
+    assert gone.returncode != 0
+    assert "NotFound" in gone.stderr
+
+
+def test_status_subresource_leaves_spec_alone(
+    kube_env: KubeEnv, agentsession_crd: str, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    kube_env.apply(agentsession("s1", "call-s1", pool="blue"), namespace=ns)
+    before = kube_env.kubectl_json("get", "ags", "s1", "-n", ns)
+
+    patch = {
+        "spec": {"callId": "changed-through-status", "pool": "red"},
+        "status": {"phase": "Running", "podName": "agent-7", "observedGeneration": 1},
+    }
+    kube_env.kubectl(
+        "patch", "ags", "s1", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps(patch),
+    )  # fmt: skip
+    after = kube_env.kubectl_json("get", "ags", "s1", "-n", ns)
+    assert after["status"]["phase"] == "Running"
+    assert after["status"]["podName"] == "agent-7"
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+
+    # And the other way round: the main resource ignores status.
+    kube_env.kubectl(
+        "patch", "ags", "s1", "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"pool": "green"}, "status": {"phase": "Failed"}}),
+    )  # fmt: skip
+    last = kube_env.kubectl_json("get", "ags", "s1", "-n", ns)
+    assert last["spec"]["pool"] == "green"
+    assert last["status"]["phase"] == "Running"
+    assert last["metadata"]["generation"] == before["metadata"]["generation"] + 1
+
+
+def _pods(kube_env: KubeEnv, ns: str, selector: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kube_env.kubectl_json("get", "pods", "-n", ns, "-l", selector)[
+        "items"
+    ]
+    return items
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions") or []
+    )
+
+
+def test_deployment_scale_down_honours_pod_deletion_cost(
+    kube_env: KubeEnv, kube_namespace: str
+) -> None:
+    ns = kube_namespace
+    selector = "app=cost-demo"
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "cost-demo"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "cost-demo"}},
+            "template": {
+                "metadata": {"labels": {"app": "cost-demo"}},
+                "spec": {
+                    "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}],
+                    "terminationGracePeriodSeconds": 0,
+                },
+            },
+        },
+    }
+    kube_env.apply(deployment, namespace=ns)
+    kube_env.kubectl(
+        "rollout", "status", "deployment/cost-demo", "-n", ns, "--timeout=90s"
+    )
+
+    # Rules 1-3 of the ReplicaSet controller's ranking (assigned, phase, ready) come
+    # before the cost, so every pod must be scheduled, Running and Ready first.
+    def all_ready() -> list[dict[str, Any]] | None:
+        pods = _pods(kube_env, ns, selector)
+        ok = len(pods) == 3 and all(
+            p["spec"].get("nodeName") and p["status"].get("phase") == "Running" and _is_ready(p)
+            for p in pods
+        )
+        return pods if ok else None
+
+    pods = wait_for(all_ready, timeout=90, what="3 Running and Ready pods")
+
+    # Without the cost, the controller would prefer pods sharing a node with more of their
+    # siblings, then the newest. Give the lowest cost to the pod it would keep longest:
+    # alone on its node if there is one, else the oldest.
+    per_node: dict[str, int] = {}
+    for p in pods:
+        per_node[p["spec"]["nodeName"]] = per_node.get(p["spec"]["nodeName"], 0) + 1
+    ranked = sorted(
+        pods,
+        key=lambda p: (per_node[p["spec"]["nodeName"]], p["metadata"]["creationTimestamp"]),
+    )
+    victim = ranked[0]["metadata"]["name"]
+    costs = {victim: -10}
+    costs.update({p["metadata"]["name"]: c for p, c in zip(ranked[1:], (100, 50), strict=True)})
+    for name, cost in costs.items():
+        kube_env.kubectl(
+            "annotate", "pod", name, "-n", ns, "--overwrite",
+            f"controller.kubernetes.io/pod-deletion-cost={cost}",
+        )  # fmt: skip
+
+    kube_env.kubectl("scale", "deployment/cost-demo", "-n", ns, "--replicas=2")
+
+    def scaled_down() -> set[str] | None:
+        live = {
+            p["metadata"]["name"]
+            for p in _pods(kube_env, ns, selector)
+            if not p["metadata"].get("deletionTimestamp")
+        }
+        return live if len(live) == 2 else None
+
+    survivors = wait_for(scaled_down, timeout=60, what="the Deployment to scale down to 2")
+    assert victim not in survivors, f"costs {costs}; survivors {sorted(survivors)}"
+    assert survivors == set(costs) - {victim}
+    # The pod is really going away (kwok completes the deletion).
+    kube_env.kubectl("wait", f"pod/{victim}", "-n", ns, "--for=delete", "--timeout=60s")
+
+
+def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
+    lint = kube_env.helm("lint", CHART, "--strict")
+    assert "1 chart(s) linted, 0 chart(s) failed" in lint.stdout
+
+    rendered = kube_env.helm(
+        "template", "cb", CHART, "--namespace", "callboard-system", "--include-crds"
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Deployment",
+        "ServiceAccount",
+    ]
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    assert deployment["metadata"]["namespace"] == "callboard-system"
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "cb-callboard"
+
+    # The chart ships the same CRD as manifests/.
+    crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
+    manifest = yaml.safe_load((Path(REPO_ROOT) / "manifests/agentsession-crd.yaml").read_text())
+    assert crd == manifest
+
+
+def test_helm_install(kube_env: KubeEnv, kube_namespace: str) -> None:
+    ns = kube_namespace
+    release = "cb-" + ns.rsplit("-", 1)[-1]
+    try:
+        kube_env.helm(
+            "install", release, CHART, "--namespace", ns, "--wait", "--timeout", "120s",
+        )  # fmt: skip
+        status = json.loads(kube_env.helm("status", release, "-n", ns, "-o", "json").stdout)
+        assert status["info"]["status"] == "deployed"
+
+        deploy = kube_env.kubectl_json("get", "deployment", f"{release}-callboard-operator", "-n", ns)
+        assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == f"{release}-callboard"
+        if kube_env.local:
+            # kwok ran the operator pod: --wait saw it Available.
+            assert deploy["status"].get("availableReplicas") == 1
+        crd = kube_env.kubectl_json("get", "crd", CRD_NAME)
+        assert crd["spec"]["names"]["shortNames"] == ["ags"]
+    finally:
+        kube_env.helm("uninstall", release, "-n", ns, "--wait", check=False)

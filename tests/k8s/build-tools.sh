@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Build the local Kubernetes test tools from the Go module proxy:
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  (tests/k8s/kubernetes)
+#   etcd, etcdctl                                                      (tests/k8s/etcd)
+#   kwok (fake kubelet) + its stage files                              (tests/k8s/kwok)
+#   helm                                                               (tests/k8s/helm)
+#
+# Each component has its own wrapper Go module (go.mod/go.sum committed) so the
+# versions are pinned and minimal version selection never mixes their dependencies.
+# The versions are read from those go.mod files: bump them there.
+#
+# Output: $CALLBOARD_K8S_TOOLS_DIR (default <repo>/.cache/k8s-tools/bin), git-ignored.
+# Idempotent: a binary that exists and reports the pinned version is not rebuilt.
+#
+# Usage: tests/k8s/build-tools.sh [--force] [component...]
+#        components: kubernetes etcd kwok helm (default: all)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+OUT="${CALLBOARD_K8S_TOOLS_DIR:-$REPO/.cache/k8s-tools/bin}"
+
+FORCE=0
+COMPONENTS=()
+for arg in "$@"; do
+  case "$arg" in
+    --force) FORCE=1 ;;
+    kubernetes | etcd | kwok | helm) COMPONENTS+=("$arg") ;;
+    -h | --help)
+      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "[k8s-tools] unknown argument: $arg" >&2
+      exit 2
+      ;;
+  esac
+done
+[[ ${#COMPONENTS[@]} -gt 0 ]] || COMPONENTS=(kubernetes etcd kwok helm)
+
+log() { echo "[k8s-tools] $*"; }
+
+# --- Go toolchain -----------------------------------------------------------
+if [[ -n "${GO:-}" ]]; then
+  :
+elif [[ -x /usr/local/go/bin/go ]]; then
+  GO=/usr/local/go/bin/go
+elif command -v go >/dev/null 2>&1; then
+  GO="$(command -v go)"
+else
+  echo "[k8s-tools] no Go toolchain found (need Go >= 1.26; set GO=/path/to/go)" >&2
+  exit 1
+fi
+export GOTOOLCHAIN=local CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:-} -mod=readonly"
+PARALLEL="${CALLBOARD_K8S_BUILD_PARALLEL:-2}"
+
+mkdir -p "$OUT"
+# One build at a time per output folder (two pytest sessions may race here).
+exec 9>"$OUT/.build.lock"
+if command -v flock >/dev/null 2>&1; then
+  if ! flock -n 9; then
+    log "another build holds $OUT/.build.lock; waiting ..."
+    flock 9
+  fi
+fi
+
+# Read the pinned version of a module from a wrapper go.mod.
+modver() { # <wrapper dir> <module path>
+  awk -v m="$2" '($1 == m && $2 ~ /^v/) {print $2; exit} ($1 == "require" && $2 == m) {print $3; exit}' "$HERE/$1/go.mod"
+}
+
+# has_version <binary> <expected substring> <args...>: binary exists and its
+# version output contains the expected string.
+has_version() {
+  local bin="$OUT/$1" want="$2"
+  shift 2
+  [[ -x "$bin" ]] || return 1
+  local got
+  got="$("$bin" "$@" 2>&1 || true)"
+  [[ "$got" == *"$want"* ]]
+}
+
+# go_build <wrapper dir> <ldflags> <tags> <package...>: build into a temporary
+# folder, then move the binaries into place (never a half-written binary).
+go_build() {
+  local dir="$1" ldflags="$2" tags="$3"
+  shift 3
+  local tmp
+  tmp="$(mktemp -d "$OUT/.tmp.XXXXXX")"
+  local args=(build -p "$PARALLEL" -trimpath -ldflags "$ldflags" -o "$tmp/")
+  [[ -n "$tags" ]] && args+=(-tags "$tags")
+  if ! (cd "$HERE/$dir" && "$GO" "${args[@]}" "$@"); then
+    rm -rf "$tmp"
+    return 1
+  fi
+  # "name=new" pairs in RENAME give a binary another name.
+  local f r
+  for r in ${RENAME:-}; do
+    mv -f "$tmp/${r%%=*}" "$tmp/${r#*=}"
+  done
+  for f in "$tmp"/*; do mv -f "$f" "$OUT/"; done
+  rm -rf "$tmp"
+}
+
+elapsed() { echo "$((SECONDS - $1))s"; }
+
+build_kubernetes() {
+  local v minor t
+  v="$(modver kubernetes k8s.io/kubernetes)"
+  minor="$(echo "$v" | cut -d. -f2)"
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  local missing=()
+  local b
+  for b in "${bins[@]}"; do
+    if [[ $FORCE == 0 ]]; then
+      if [[ $b == kubectl ]]; then
+        has_version kubectl "Client Version: $v" version --client && continue
+      else
+        has_version "$b" "Kubernetes $v" --version && continue
+      fi
+    fi
+    missing+=("$b")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    log "kubernetes $v: up to date (${bins[*]})"
+    return 0
+  fi
+  local ldf="-s -w" p pkgs=()
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf="$ldf -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  log "building ${missing[*]} $v (cold: tens of minutes on 2 cores) ..."
+  t=$SECONDS
+  go_build kubernetes "$ldf" "selinux,notest,grpcnotrace" "${pkgs[@]}"
+  log "built ${missing[*]} $v in $(elapsed $t)"
+}
+
+build_etcd() {
+  local v t
+  v="$(modver etcd go.etcd.io/etcd/server/v3)"
+  if [[ $FORCE == 0 ]] && has_version etcd "etcd Version: ${v#v}" --version &&
+    has_version etcdctl "etcdctl version: ${v#v}" version; then
+    log "etcd $v: up to date (etcd etcdctl)"
+    return 0
+  fi
+  log "building etcd etcdctl $v ..."
+  t=$SECONDS
+  # go names a .../server/v3 binary "server": call it etcd.
+  RENAME="server=etcd" go_build etcd "-s -w" "" go.etcd.io/etcd/server/v3 go.etcd.io/etcd/etcdctl/v3
+  log "built etcd $v in $(elapsed $t)"
+}
+
+build_kwok() {
+  local v t dir
+  v="$(modver kwok sigs.k8s.io/kwok)"
+  if [[ $FORCE == 0 ]] && has_version kwok "$v" --version && [[ -f "$OUT/kwok-stages/.version" ]] &&
+    [[ "$(cat "$OUT/kwok-stages/.version")" == "$v" ]]; then
+    log "kwok $v: up to date (kwok + stages)"
+    return 0
+  fi
+  log "building kwok $v ..."
+  t=$SECONDS
+  go_build kwok "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$v" "" sigs.k8s.io/kwok/cmd/kwok
+  # kwok has no built-in stages: ship the ones kwokctl uses next to the binary.
+  dir="$(cd "$HERE/kwok" && "$GO" mod download -json "sigs.k8s.io/kwok@$v" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  rm -rf "$OUT/kwok-stages"
+  mkdir -p "$OUT/kwok-stages"
+  cp -r "$dir/kustomize/stage/." "$OUT/kwok-stages/"
+  chmod -R u+w "$OUT/kwok-stages"
+  echo "$v" >"$OUT/kwok-stages/.version"
+  log "built kwok $v in $(elapsed $t)"
+}
+
+build_helm() {
+  local v t kv kmajor kminor ldf
+  v="$(modver helm helm.sh/helm/v3)"
+  if [[ $FORCE == 0 ]] && has_version helm "$v" version --template '{{.Version}}'; then
+    log "helm $v: up to date"
+    return 0
+  fi
+  # As helm's Makefile: the default Kubernetes version for lint/template comes
+  # from the client-go version Helm is built with (v0.X.Y -> 1.X).
+  kv="$(modver helm k8s.io/client-go)"
+  kmajor=$(($(echo "${kv#v}" | cut -d. -f1) + 1))
+  kminor="$(echo "$kv" | cut -d. -f2)"
+  ldf="-s -w -X helm.sh/helm/v3/internal/version.version=$v -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  ldf="$ldf -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$kmajor -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$kminor"
+  ldf="$ldf -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$kmajor -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kminor"
+  log "building helm $v ..."
+  t=$SECONDS
+  go_build helm "$ldf" "" helm.sh/helm/v3/cmd/helm
+  log "built helm $v in $(elapsed $t)"
+}
+
+log "output: $OUT (go: $("$GO" env GOVERSION), -p $PARALLEL)"
+START=$SECONDS
+for c in "${COMPONENTS[@]}"; do
+  "build_$c"
+done
+log "done in $(elapsed "$START")"
