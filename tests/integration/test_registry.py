@@ -149,9 +149,7 @@ async def test_invalid_ids_are_refused_clearly(cluster: Cluster, bad: str) -> No
 
 async def test_max_sessions_per_call_holds_across_racing_nodes(cluster: Cluster) -> None:
     nodes = [await cluster.node(f"node-{i}") for i in range(3)]
-    attempts = [
-        nodes[i % 3].register("busy-call", f"s-{i}", max_sessions_per_call=4) for i in range(30)
-    ]
+    attempts = [nodes[i % 3].register("busy-call", f"s-{i}", max_sessions_per_call=4) for i in range(30)]
     results = await asyncio.gather(*attempts, return_exceptions=True)
     accepted = [r for r in results if isinstance(r, SessionInfo)]
     refused = [r for r in results if isinstance(r, MaxSessionsPerCallExceeded)]
@@ -232,3 +230,34 @@ def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="node_id"):
         SessionRegistry(node_id="bad/id")
     assert SessionRegistry().node_id
+
+
+async def test_start_request_accepted_through_the_registry(cluster: Cluster) -> None:
+    node = await cluster.node("agent-node")
+    operator = await cluster.node("operator")
+    stream = node.start_requests()
+    request = await operator.request_start("agent-node", "call-9", call_type="meeting", params={"lang": "fr"})
+    if cluster.has_push:
+        pushed = await asyncio.wait_for(stream.get(), 2)
+        assert pushed == request
+    assert await node.pending_start_requests() == [request]
+    await node.register(request.call_id, request.session_id)
+    await node.answer_start(request, accepted=True)
+    result = await operator.get_start_result(request.request_id)
+    assert result is not None and result.accepted and result.session_id == request.session_id
+    assert await node.pending_start_requests() == []
+    info = await operator.get("call-9", request.session_id)
+    assert info is not None and info.node_id == "agent-node"
+    await stream.aclose()
+
+
+async def test_start_request_rejected_with_reason(cluster: Cluster) -> None:
+    node = await cluster.node("agent-node")
+    operator = await cluster.node("operator")
+    request = await operator.request_start("agent-node", "call-9")
+    [pending] = await node.pending_start_requests()
+    await node.answer_start(pending, accepted=False, reason="at capacity")
+    result = await operator.get_start_result(request.request_id)
+    assert result is not None
+    assert (result.accepted, result.reason, result.session_id) == (False, "at capacity", None)
+    assert await operator.get_for_call("call-9") == []

@@ -4,11 +4,18 @@ from callboard.registry.factory import store_from_url
 from callboard.registry.ids import MAX_ID_LENGTH, validate_id
 from callboard.registry.index import KVSessionIndex, SessionIndex
 from callboard.registry.memory import InMemorySessionKVStore
-from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus
+from callboard.registry.models import (
+    EndedInfo,
+    NodeInfo,
+    SessionInfo,
+    SessionStatus,
+    StartRequest,
+    StartResult,
+)
 from callboard.registry.redis_store import DEFAULT_KEY_PREFIX, RedisSessionKVStore
 from callboard.registry.registry import (
     CloseRequest,
-    CloseRequestStream,
+    EventStream,
     SessionRegistry,
     generate_node_id,
 )
@@ -23,8 +30,8 @@ __all__ = [
     "DEFAULT_KEY_PREFIX",
     "MAX_ID_LENGTH",
     "CloseRequest",
-    "CloseRequestStream",
     "EndedInfo",
+    "EventStream",
     "InMemorySessionKVStore",
     "KVSessionIndex",
     "NodeInfo",
@@ -36,6 +43,8 @@ __all__ = [
     "SessionKVStore",
     "SessionRegistry",
     "SessionStatus",
+    "StartRequest",
+    "StartResult",
     "Subscription",
     "generate_node_id",
     "store_from_url",

@@ -12,6 +12,8 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``ended/{call_id}/{session_id}``       | JSON tombstone (reason)   | ENDED_TTL    |
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
+| ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | ttl          |
+| ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
 the store adds it. Channel names for push notices are built here too.
@@ -28,6 +30,9 @@ __all__ = [
     "NODES_PREFIX",
     "NODE_INDEX_PREFIX",
     "SESSIONS_PREFIX",
+    "START_CHANNEL_PREFIX",
+    "START_REQUESTS_PREFIX",
+    "START_RESULTS_PREFIX",
     "call_index_key",
     "close_channel",
     "close_key",
@@ -36,6 +41,9 @@ __all__ = [
     "node_key",
     "session_key",
     "split_session_key",
+    "start_channel",
+    "start_request_key",
+    "start_result_key",
 ]
 
 SESSIONS_PREFIX = "sessions/"
@@ -45,6 +53,9 @@ ENDED_PREFIX = "ended/"
 CALL_INDEX_PREFIX = "index/calls/"
 NODE_INDEX_PREFIX = "index/nodes/"
 CLOSE_CHANNEL_PREFIX = "channels/close/"
+START_CHANNEL_PREFIX = "channels/start/"
+START_REQUESTS_PREFIX = "start_requests/"
+START_RESULTS_PREFIX = "start_results/"
 
 #: How long a tombstone of an ended session stays, in seconds: long enough for the operator
 #: (which syncs every few seconds, or after a restart) to tell "ended" from "lost".
@@ -88,3 +99,16 @@ def split_session_key(key: str, prefix: str = SESSIONS_PREFIX) -> tuple[str, str
     if len(parts) != 2 or not all(parts):
         return None
     return parts[0], parts[1]
+
+
+def start_channel(node_id: str) -> str:
+    """The pub/sub channel on which a node receives start requests."""
+    return f"{START_CHANNEL_PREFIX}{node_id}"
+
+
+def start_request_key(node_id: str, request_id: str) -> str:
+    return f"{START_REQUESTS_PREFIX}{node_id}/{request_id}"
+
+
+def start_result_key(request_id: str) -> str:
+    return f"{START_RESULTS_PREFIX}{request_id}"

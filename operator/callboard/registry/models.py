@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from callboard.errors import MalformedRecordError
 
-__all__ = ["EndedInfo", "NodeInfo", "SessionInfo", "SessionStatus"]
+__all__ = ["EndedInfo", "NodeInfo", "SessionInfo", "SessionStatus", "StartRequest", "StartResult"]
 
 _T = TypeVar("_T")
 
@@ -135,6 +135,50 @@ class EndedInfo:
     @classmethod
     def from_json(cls, data: bytes | str) -> EndedInfo:
         return _known_fields(cls, _decode(data, "ended"))
+
+
+@dataclass(slots=True)
+class StartRequest:
+    """A request, sent through the registry (by the operator), that a node start a session.
+
+    The requester chooses ``session_id`` so it can follow the session before it exists.
+    The node answers with :meth:`SessionRegistry.answer_start`: it registers the session
+    (accepted) or says why not (rejected).
+    """
+
+    request_id: str
+    node_id: str
+    call_id: str
+    session_id: str
+    call_type: str = "default"
+    params: dict[str, Any] = field(default_factory=dict)
+    requested_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> bytes:
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> StartRequest:
+        return _known_fields(cls, _decode(data, "start request"))
+
+
+@dataclass(slots=True)
+class StartResult:
+    """A node's answer to a :class:`StartRequest`."""
+
+    request_id: str
+    node_id: str
+    accepted: bool
+    session_id: str | None = None
+    reason: str | None = None
+    answered_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> bytes:
+        return _encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> StartResult:
+        return _known_fields(cls, _decode(data, "start result"))
 
 
 class SessionStatus(StrEnum):

@@ -14,10 +14,10 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Generic, NamedTuple, Self, TypeVar
 
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.errors import StoreError
@@ -25,10 +25,19 @@ from callboard.registry import keys as k
 from callboard.registry.ids import validate_id
 from callboard.registry.index import KVSessionIndex, SessionIndex, parse_close_notice
 from callboard.registry.memory import InMemorySessionKVStore
-from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus
+from callboard.registry.models import (
+    EndedInfo,
+    NodeInfo,
+    SessionInfo,
+    SessionStatus,
+    StartRequest,
+    StartResult,
+)
 from callboard.registry.store import PubSubSupport, SessionIndexSupport, SessionKVStore
 
-__all__ = ["CloseRequest", "CloseRequestStream", "SessionRegistry", "generate_node_id"]
+__all__ = ["CloseRequest", "EventStream", "SessionRegistry", "generate_node_id"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -55,32 +64,38 @@ class CloseRequest(NamedTuple):
     session_id: str
 
 
-class CloseRequestStream:
-    """Close requests for this node's sessions, from the moment it was opened.
+class EventStream(Generic[T]):
+    """Events for this node (close or start requests), from the moment it was opened.
 
-    Iterate it (``async for request in stream``); close it with :meth:`aclose` or use it as
-    an async context manager. Requests arrive by push; each arrives at most once per stream.
+    Iterate it (``async for event in stream``) or await :meth:`get`; close it with
+    :meth:`aclose` or use it as an async context manager. Events arrive by push, at least
+    once (a reconnect re-delivers what was pending), so consumers must be idempotent.
     """
 
-    def __init__(self, registry: SessionRegistry) -> None:
-        self._registry = registry
-        self._queue: asyncio.Queue[CloseRequest] = asyncio.Queue()
+    def __init__(self, streams: set[EventStream[T]]) -> None:
+        self._streams = streams
+        self._queue: asyncio.Queue[T] = asyncio.Queue()
+        streams.add(self)
 
-    def _put(self, request: CloseRequest) -> None:
-        self._queue.put_nowait(request)
+    def _put(self, event: T) -> None:
+        self._queue.put_nowait(event)
 
-    def __aiter__(self) -> AsyncIterator[CloseRequest]:
+    def __aiter__(self) -> AsyncIterator[T]:
         return self
 
-    async def __anext__(self) -> CloseRequest:
+    async def __anext__(self) -> T:
         return await self._queue.get()
 
-    async def get(self) -> CloseRequest:
-        """Wait for the next close request."""
+    async def get(self) -> T:
+        """Wait for the next event."""
         return await self._queue.get()
+
+    def pending(self) -> int:
+        """Events received and not yet consumed."""
+        return self._queue.qsize()
 
     async def aclose(self) -> None:
-        self._registry._streams.discard(self)
+        self._streams.discard(self)
 
     async def __aenter__(self) -> Self:
         return self
@@ -123,9 +138,10 @@ class SessionRegistry:
         self._node = NodeInfo(node_id=self._node_id)
         self._local: dict[tuple[str, str], SessionInfo] = {}
         self._local_close: set[tuple[str, str]] = set()
-        self._streams: set[CloseRequestStream] = set()
+        self._close_streams: set[EventStream[CloseRequest]] = set()
+        self._start_streams: set[EventStream[StartRequest]] = set()
+        self._seen_starts: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._subscribed = asyncio.Event()
         self._throttle = LogThrottle()
         self._running = False
 
@@ -175,11 +191,20 @@ class SessionRegistry:
         await self.heartbeat()
         self._running = True
         if isinstance(self._store, PubSubSupport):
-            self._subscribed.clear()
-            self._tasks.append(
-                guarded_task(self._listen(self._store), name=f"close-listener:{self._node_id}", logger=logger)
-            )
-            await self._subscribed.wait()
+            ready = [asyncio.Event(), asyncio.Event()]
+            listeners = [
+                (k.close_channel(self._node_id), self._on_close_notice, self._poll_missed_closes),
+                (k.start_channel(self._node_id), self._on_start_notice, self._poll_missed_starts),
+            ]
+            for event, (channel, handler, resync) in zip(ready, listeners, strict=True):
+                self._tasks.append(
+                    guarded_task(
+                        self._listen(self._store, channel, handler, resync, event),
+                        name=f"listener:{channel}",
+                        logger=logger,
+                    )
+                )
+            await asyncio.gather(*(event.wait() for event in ready))
         if self.foreign_scan_interval is not None and not isinstance(self._index, KVSessionIndex):
             self._tasks.append(
                 guarded_task(
@@ -411,11 +436,82 @@ class SessionRegistry:
         except (TypeError, ValueError):
             return None
 
-    def close_requests(self) -> CloseRequestStream:
-        """Open a stream of close requests for this node's sessions (push; see class doc)."""
-        stream = CloseRequestStream(self)
-        self._streams.add(stream)
-        return stream
+    def close_requests(self) -> EventStream[CloseRequest]:
+        """Open a stream of close requests for this node's sessions (pushed)."""
+        return EventStream(self._close_streams)
+
+    def start_requests(self) -> EventStream[StartRequest]:
+        """Open a stream of start requests for this node (pushed).
+
+        Requests sent before the stream was opened are in :meth:`pending_start_requests`.
+        """
+        return EventStream(self._start_streams)
+
+    async def request_start(
+        self,
+        node_id: str,
+        call_id: str,
+        *,
+        session_id: str | None = None,
+        call_type: str = "default",
+        params: Mapping[str, Any] | None = None,
+    ) -> StartRequest:
+        """Ask ``node_id`` to start a session for ``call_id``; follow it by its session id.
+
+        The request waits in the store for ``ttl`` seconds (the node polls it after a
+        reconnect) and is pushed at once when the store supports it.
+        """
+        request = StartRequest(
+            request_id=uuid.uuid4().hex,
+            node_id=validate_id(node_id, "node_id"),
+            call_id=validate_id(call_id, "call_id"),
+            session_id=validate_id(session_id or str(uuid.uuid4()), "session_id"),
+            call_type=validate_id(call_type, "call_type"),
+            params=dict(params or {}),
+        )
+        payload = request.to_json()
+        await self._store.set(k.start_request_key(node_id, request.request_id), payload, self._ttl)
+        if node_id == self._node_id:
+            self._on_start_notice(payload)
+        elif isinstance(self._store, PubSubSupport):
+            await self._store.publish(k.start_channel(node_id), payload)
+        return request
+
+    async def pending_start_requests(self) -> list[StartRequest]:
+        """Start requests for this node not answered yet (the polling fallback)."""
+        requests = []
+        for raw in await self._read_prefix(f"{k.START_REQUESTS_PREFIX}{self._node_id}/"):
+            try:
+                requests.append(StartRequest.from_json(raw))
+            except (TypeError, ValueError) as exc:
+                logger.warning("skipping malformed start request: %s", exc)
+        return sorted(requests, key=lambda r: r.requested_at)
+
+    async def answer_start(
+        self, request: StartRequest, *, accepted: bool, reason: str | None = None
+    ) -> StartResult:
+        """Record this node's answer to ``request`` (register the session first to accept)."""
+        result = StartResult(
+            request_id=request.request_id,
+            node_id=self._node_id,
+            accepted=accepted,
+            session_id=request.session_id if accepted else None,
+            reason=reason,
+        )
+        await self._store.set(k.start_result_key(request.request_id), result.to_json(), k.ENDED_TTL)
+        await self._store.delete([k.start_request_key(request.node_id, request.request_id)])
+        return result
+
+    async def get_start_result(self, request_id: str) -> StartResult | None:
+        """The answer to a start request, once the node gave it."""
+        raw = await self._store.get(k.start_result_key(validate_id(request_id, "request_id")))
+        if raw is None:
+            return None
+        try:
+            return StartResult.from_json(raw)
+        except (TypeError, ValueError) as exc:
+            logger.warning("malformed start result %s: %s", request_id, exc)
+            return None
 
     async def index_foreign_sessions(self) -> int:
         """Index sessions of nodes that keep no indexes now (normally done periodically)."""
@@ -424,7 +520,26 @@ class SessionRegistry:
     # -- internals -------------------------------------------------------------------------
 
     def _dispatch(self, request: CloseRequest) -> None:
-        for stream in list(self._streams):
+        for stream in list(self._close_streams):
+            stream._put(request)
+
+    def _on_close_notice(self, message: bytes) -> None:
+        parsed = parse_close_notice(message)
+        if parsed is not None and parsed in self._local:
+            self._dispatch(CloseRequest(*parsed))
+
+    def _on_start_notice(self, message: bytes) -> None:
+        try:
+            request = StartRequest.from_json(message)
+        except (TypeError, ValueError) as exc:
+            logger.warning("ignoring malformed start request notice: %s", exc)
+            return
+        now = time.monotonic()
+        if request.node_id != self._node_id or request.request_id in self._seen_starts:
+            return
+        self._seen_starts = {r: t for r, t in self._seen_starts.items() if now - t < 2 * self._ttl}
+        self._seen_starts[request.request_id] = now
+        for stream in list(self._start_streams):
             stream._put(request)
 
     async def _read_prefix(self, prefix: str) -> list[bytes]:
@@ -446,37 +561,46 @@ class SessionRegistry:
     def _decode_sessions(self, raws: Iterable[bytes]) -> list[SessionInfo]:
         return [s for s in map(self._decode_session, raws) if s is not None]
 
-    async def _listen(self, store: PubSubSupport) -> None:
-        """Deliver pushed close notices; resubscribe with backoff after a store failure."""
-        channel = k.close_channel(self._node_id)
+    async def _listen(
+        self,
+        store: PubSubSupport,
+        channel: str,
+        handler: Callable[[bytes], None],
+        resync: Callable[[], Awaitable[None]],
+        ready: asyncio.Event,
+    ) -> None:
+        """Deliver pushed notices; resubscribe with backoff after a store failure."""
         delay = RESUBSCRIBE_BASE
         resubscribed = False
         while True:
             try:
                 subscription = await store.subscribe(channel)
             except StoreError as exc:
-                self._log_store_failure("subscribe", exc)
-                self._subscribed.set()  # start() must not hang on an outage
+                self._log_store_failure(f"subscribe {channel}", exc)
+                ready.set()  # start() must not hang on an outage
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESUBSCRIBE_CAP)
+                resubscribed = True
                 continue
-            self._subscribed.set()
+            ready.set()
             try:
                 if resubscribed:
-                    await self._poll_missed_closes()
+                    await resync()
                 delay = RESUBSCRIBE_BASE
-                self._throttle.reset("subscribe")
+                self._throttle.reset(f"subscribe {channel}")
                 async for message in subscription:
-                    parsed = parse_close_notice(message)
-                    if parsed is not None and parsed in self._local:
-                        self._dispatch(CloseRequest(*parsed))
+                    handler(message)
             except StoreError as exc:
-                self._log_store_failure("pubsub", exc)
+                self._log_store_failure(f"listen {channel}", exc)
                 resubscribed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESUBSCRIBE_CAP)
             finally:
                 await subscription.aclose()
+
+    async def _poll_missed_starts(self) -> None:
+        for request in await self.pending_start_requests():
+            self._on_start_notice(request.to_json())
 
     async def _poll_missed_closes(self) -> None:
         """After a reconnect, deliver close flags set while notices could not arrive."""
