@@ -101,3 +101,33 @@ def test_store_needs_exactly_one_of_client_or_url() -> None:
         RedisSessionKVStore()
     with pytest.raises(ValueError, match="exactly one"):
         RedisSessionKVStore(url="redis://x", client=object())  # type: ignore[arg-type]
+
+
+async def test_heartbeat_repairs_lost_records_and_a_wrong_node_index(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    from callboard.registry.redis_index import FULL_HEARTBEAT_EVERY
+
+    a = await _registry(redis_url, "node-a")
+    raw = aioredis.Redis.from_url(redis_url)
+    try:
+        for i in range(4):
+            await a.register("call-1", f"s-{i}")
+        # One record lost, index intact: the cheap heartbeat notices and writes it back.
+        await raw.delete("vision_agents:sessions/call-1/s-0")
+        assert await a.heartbeat() == 1
+        assert await raw.exists("vision_agents:sessions/call-1/s-0") == 1
+        # Right count, wrong members: only the periodic full heartbeat can tell.
+        await raw.srem("vision_agents:index/nodes/node-a", "call-1/s-1")
+        await raw.sadd("vision_agents:index/nodes/node-a", "call-1/ghost")
+        await raw.delete("vision_agents:sessions/call-1/s-1")
+        for _ in range(FULL_HEARTBEAT_EVERY):
+            await a.heartbeat()
+        members = {m.decode() for m in await raw.smembers("vision_agents:index/nodes/node-a")}
+        assert members == {f"call-1/s-{i}" for i in range(4)}
+        assert sorted(s.session_id for s in await a.list_sessions(node_id="node-a")) == [
+            f"s-{i}" for i in range(4)
+        ]
+    finally:
+        await raw.aclose()
+        await a.stop()

@@ -1,6 +1,7 @@
 """Registry operations as Lua scripts run inside Redis: one round trip each.
 
-Besides the documented keys, it keeps two sets per the layout in :mod:`keys`:
+The heartbeat sends nothing per session in the steady state: the node's index set names
+the sessions to renew. Besides the documented keys, it keeps two sets (see :mod:`keys`):
 ``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session").
 Members whose record expired (a node died) are pruned when read. Sessions written by
 Vision Agents nodes are not in these sets until :meth:`RedisSessionIndex.index_foreign`
@@ -23,7 +24,13 @@ from callboard.registry.redis_store import SCAN_COUNT, _ms, translate_errors
 if TYPE_CHECKING:
     from callboard.registry.redis_store import RedisSessionKVStore
 
-__all__ = ["RedisSessionIndex"]
+__all__ = ["FULL_HEARTBEAT_EVERY", "RedisSessionIndex"]
+
+#: Every Nth heartbeat sends the node's full session list (the others send none and let the
+#: node's index set drive the renewal). A cheap heartbeat already falls back to a full one
+#: when the index count differs; the periodic full one also repairs the rare index that has
+#: the right count but the wrong members.
+FULL_HEARTBEAT_EVERY = 10
 
 
 @cache
@@ -40,6 +47,8 @@ class RedisSessionIndex(SessionIndex):
         client = store.client
         self._register = client.register_script(_lua("register"))
         self._heartbeat = client.register_script(_lua("heartbeat"))
+        self._heartbeat_full = client.register_script(_lua("heartbeat_full"))
+        self._beats = 0
         self._remove = client.register_script(_lua("remove"))
         self._members = client.register_script(_lua("members"))
         self._request_close = client.register_script(_lua("request_close"))
@@ -78,13 +87,38 @@ class RedisSessionIndex(SessionIndex):
             )
 
     async def heartbeat(self, node: NodeInfo, sessions: Sequence[SessionInfo], ttl: float) -> int:
+        self._beats += 1
+        if self._beats % FULL_HEARTBEAT_EVERY:
+            missing: list[bytes] | None = await self._run(
+                self._heartbeat,
+                "heartbeat",
+                [self._k(k.node_key(node.node_id)), self._k(k.node_index_key(node.node_id))],
+                [
+                    _ms(ttl),
+                    node.to_json(),
+                    len(sessions),
+                    self._k(k.SESSIONS_PREFIX),
+                    self._k(k.CALL_INDEX_PREFIX),
+                ],
+            )
+            if missing is not None:
+                if missing:
+                    by_member = {f"{s.call_id}/{s.session_id}": s for s in sessions}
+                    lost = [by_member[m.decode()] for m in missing if m.decode() in by_member]
+                    await self._register_many(node.node_id, lost, ttl, 0)
+                return len(missing)
+        return await self._full_heartbeat(node, sessions, ttl)
+
+    async def _full_heartbeat(self, node: NodeInfo, sessions: Sequence[SessionInfo], ttl: float) -> int:
         keys = [self._k(k.node_key(node.node_id)), self._k(k.node_index_key(node.node_id))]
+        args: list[Any] = [_ms(ttl), node.to_json()]
         for s in sessions:
             keys += [self._k(k.session_key(s.call_id, s.session_id)), self._k(k.call_index_key(s.call_id))]
-        missing: list[int] = await self._run(self._heartbeat, "heartbeat", keys, [_ms(ttl), node.to_json()])
-        if missing:
-            await self._register_many(node.node_id, [sessions[i - 1] for i in missing], ttl, 0)
-        return len(missing)
+            args.append(f"{s.call_id}/{s.session_id}")
+        positions: list[int] = await self._run(self._heartbeat_full, "full heartbeat", keys, args)
+        if positions:
+            await self._register_many(node.node_id, [sessions[i - 1] for i in positions], ttl, 0)
+        return len(positions)
 
     async def remove(self, call_id: str, session_id: str, ended: EndedInfo | None) -> None:
         keys = [
