@@ -3,7 +3,8 @@
 The public API lives here; submodules are implementation details.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from callboard.errors import (
     CallboardError,
@@ -33,8 +34,8 @@ from callboard.registry import (
 )
 
 try:
-    __version__ = version("callboard")
-except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = _version("callboard")
+except _PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
 __all__ = [
