@@ -29,9 +29,7 @@ _TOOLS_ERROR = pytest.StashKey[str]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "e2e: needs a real Kubernetes API server (started by the suite)"
-    )
+    config.addinivalue_line("markers", "e2e: needs a real Kubernetes API server (started by the suite)")
 
 
 def _is_e2e(item: pytest.Item) -> bool:
@@ -82,21 +80,28 @@ def kube_env(request: pytest.FixtureRequest) -> Iterator[KubeEnv]:
     progress = _Progress(request.config)
     existing = kh.existing_kubeconfig()
     if existing:
+        failure = ""
         try:
-            yield kh.for_existing_cluster(existing, progress)
+            kube = kh.for_existing_cluster(existing, progress)
         except (kh.ToolsError, kh.StartupError) as err:
-            pytest.fail(str(err), pytrace=False)
+            failure = str(err)
+        if failure:
+            pytest.fail(failure, pytrace=False)
+        yield kube
         return
     error = request.config.stash.get(_TOOLS_ERROR, None)
     if error:
         pytest.fail(error, pytrace=False)
+    failure = ""
     try:
         plane = kh.local_control_plane(progress)
         kube = plane.__enter__()
     except kh.ToolsError as err:
-        pytest.fail(str(err), pytrace=False)
+        failure = str(err)
     except kh.StartupError as err:
-        pytest.fail(f"the local Kubernetes control plane did not start: {err}", pytrace=False)
+        failure = f"the local Kubernetes control plane did not start: {err}"
+    if failure:  # outside the except block: no chained traceback
+        pytest.fail(failure, pytrace=False)
     try:
         yield kube
     finally:

@@ -469,10 +469,8 @@ class _Process:
         if popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
         # SIGKILL whatever is left in the group (the leader, or children it left behind).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
@@ -532,9 +530,7 @@ class ControlPlane:
 
         self._spawn("kube-apiserver", self._apiserver_argv())
         self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), deadline)
-        self.log(
-            f"[k8s] kube-apiserver ready on {self.server} ({time.monotonic() - t0:.1f}s)"
-        )
+        self.log(f"[k8s] kube-apiserver ready on {self.server} ({time.monotonic() - t0:.1f}s)")
 
         self._spawn("kube-controller-manager", self._kcm_argv())
         self._spawn("kube-scheduler", self._scheduler_argv())
@@ -613,19 +609,19 @@ class ControlPlane:
             for proc in self.processes:
                 if proc.exited is not None:
                     raise StartupError(
-                        f"{proc.name} exited with {proc.exited} while waiting for {what}\n"
-                        + self.log_tails()
+                        f"{proc.name} exited with {proc.exited} while waiting for {what}\n" + self.log_tails()
                     )
             if check():
                 return
             if time.monotonic() > deadline:
                 raise StartupError(
-                    f"timed out after {START_TIMEOUT:.0f}s waiting for {what}\n"
-                    + self.log_tails()
+                    f"timed out after {START_TIMEOUT:.0f}s waiting for {what}\n" + self.log_tails()
                 )
             time.sleep(0.1)
 
     def _write_certs(self) -> None:
+        from cryptography.hazmat.primitives import serialization
+
         d = self.workdir / "pki"
         d.mkdir()
         self._pki = d
@@ -647,6 +643,9 @@ class ControlPlane:
             "admin.crt": admin.cert_pem,
             "admin.key": admin.key_pem,
             "sa.key": _key_pem(sa_key),
+            "sa.pub": sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
         }
         for name, data in files.items():
             (d / name).write_bytes(data)
@@ -732,10 +731,10 @@ class ControlPlane:
             "--allow-privileged=true",
             "--authorization-mode=Node,RBAC",
             f"--service-account-issuer=https://127.0.0.1:{port}",
-            f"--service-account-key-file={p / 'sa.key'}",
+            f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
             "--profiling=false",
-            "--v=1",
+            "--v=0",
         ]
 
     def _component_kubeconfig_flags(self) -> list[str]:
@@ -765,7 +764,7 @@ class ControlPlane:
             f"--cluster-signing-cert-file={p / 'ca.crt'}",
             f"--cluster-signing-key-file={p / 'ca.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--v=1",
+            "--v=0",
         ]
 
     def _scheduler_argv(self) -> list[str]:
@@ -773,7 +772,7 @@ class ControlPlane:
             str(self.bin_dir / "kube-scheduler"),
             *self._component_kubeconfig_flags(),
             f"--secure-port={self._ports['scheduler']}",
-            "--v=1",
+            "--v=0",
         ]
 
     def _kwok_argv(self) -> list[str]:

@@ -52,9 +52,7 @@ def test_crd_apply_and_printer_columns(kube_env: KubeEnv, kube_namespace: str) -
     assert obj["spec"]["callType"] == "default"
 
 
-def test_schema_violation_rejected(
-    kube_env: KubeEnv, agentsession_crd: str, kube_namespace: str
-) -> None:
+def test_schema_violation_rejected(kube_env: KubeEnv, agentsession_crd: str, kube_namespace: str) -> None:
     ns = kube_namespace
     bad = agentsession("bad", "not a valid id!", maxDurationSeconds=0)
     proc = kube_env.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(bad), check=False)
@@ -144,9 +142,7 @@ def test_status_subresource_leaves_spec_alone(
 
 
 def _pods(kube_env: KubeEnv, ns: str, selector: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kube_env.kubectl_json("get", "pods", "-n", ns, "-l", selector)[
-        "items"
-    ]
+    items: list[dict[str, Any]] = kube_env.kubectl_json("get", "pods", "-n", ns, "-l", selector)["items"]
     return items
 
 
@@ -157,9 +153,7 @@ def _is_ready(pod: dict[str, Any]) -> bool:
     )
 
 
-def test_deployment_scale_down_honours_pod_deletion_cost(
-    kube_env: KubeEnv, kube_namespace: str
-) -> None:
+def test_deployment_scale_down_honours_pod_deletion_cost(kube_env: KubeEnv, kube_namespace: str) -> None:
     ns = kube_namespace
     selector = "app=cost-demo"
     deployment = {
@@ -179,17 +173,14 @@ def test_deployment_scale_down_honours_pod_deletion_cost(
         },
     }
     kube_env.apply(deployment, namespace=ns)
-    kube_env.kubectl(
-        "rollout", "status", "deployment/cost-demo", "-n", ns, "--timeout=90s"
-    )
+    kube_env.kubectl("rollout", "status", "deployment/cost-demo", "-n", ns, "--timeout=90s")
 
     # Rules 1-3 of the ReplicaSet controller's ranking (assigned, phase, ready) come
     # before the cost, so every pod must be scheduled, Running and Ready first.
     def all_ready() -> list[dict[str, Any]] | None:
         pods = _pods(kube_env, ns, selector)
         ok = len(pods) == 3 and all(
-            p["spec"].get("nodeName") and p["status"].get("phase") == "Running" and _is_ready(p)
-            for p in pods
+            p["spec"].get("nodeName") and p["status"].get("phase") == "Running" and _is_ready(p) for p in pods
         )
         return pods if ok else None
 

@@ -170,6 +170,7 @@ build_kwok() {
   mkdir -p "$OUT/kwok-stages"
   cp -r "$dir/kustomize/stage/." "$OUT/kwok-stages/"
   chmod -R u+w "$OUT/kwok-stages"
+  find "$OUT/kwok-stages" -type f ! -name '*.yaml' -delete
   echo "$v" >"$OUT/kwok-stages/.version"
   log "built kwok $v in $(elapsed $t)"
 }
