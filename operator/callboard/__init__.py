@@ -19,6 +19,16 @@ from callboard.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from callboard.launcher import (
+    Agent,
+    AgentLauncher,
+    AgentSession,
+    AgentStartError,
+    CloseReason,
+    CreateAgent,
+    JoinCall,
+    LauncherSettings,
+)
 from callboard.registry import (
     DEFAULT_KEY_PREFIX,
     CloseRequest,
@@ -40,13 +50,21 @@ except _PackageNotFoundError:  # running from a source tree without installation
 
 __all__ = [
     "DEFAULT_KEY_PREFIX",
+    "Agent",
+    "AgentLauncher",
+    "AgentSession",
+    "AgentStartError",
     "CallboardError",
     "CapacityError",
+    "CloseReason",
     "CloseRequest",
     "ConfigurationError",
+    "CreateAgent",
     "EndedInfo",
     "InMemorySessionKVStore",
     "InvalidIdError",
+    "JoinCall",
+    "LauncherSettings",
     "MalformedRecordError",
     "MaxConcurrentSessionsExceeded",
     "MaxSessionsPerCallExceeded",

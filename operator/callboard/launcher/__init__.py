@@ -1,0 +1,28 @@
+"""The in-process node: AgentLauncher runs this node's agent sessions over a SessionRegistry.
+
+Layer: imports only :mod:`callboard.registry` (and the shared errors/helpers); the HTTP API,
+sidecar, operator and CLI build on it.
+"""
+
+from callboard.launcher.agent import Agent, CreateAgent, JoinCall, SupportsToDict, agent_metrics
+from callboard.launcher.launcher import AgentLauncher, AgentStartError, LauncherStats, StartRejection
+from callboard.launcher.maintenance import FixedRateStats, run_fixed_rate
+from callboard.launcher.session import AgentSession, CloseReason
+from callboard.launcher.settings import LauncherSettings
+
+__all__ = [
+    "Agent",
+    "AgentLauncher",
+    "AgentSession",
+    "AgentStartError",
+    "CloseReason",
+    "CreateAgent",
+    "FixedRateStats",
+    "JoinCall",
+    "LauncherSettings",
+    "LauncherStats",
+    "StartRejection",
+    "SupportsToDict",
+    "agent_metrics",
+    "run_fixed_rate",
+]

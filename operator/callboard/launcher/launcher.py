@@ -1,0 +1,725 @@
+"""AgentLauncher: the sessions of this node, their limits, and the loop that keeps them honest.
+
+Compatible with the documented Vision Agents launcher (same constructor, same members), with
+a :class:`~callboard.registry.SessionRegistry` underneath that makes every session visible
+to, and closable from, every node. Without a registry it uses an in-memory one and behaves
+as a single node.
+
+Background work, each a named guarded task:
+
+- ``maintenance``: a fixed-rate cycle (see :mod:`callboard.launcher.maintenance`): idle and
+  max-duration closes, one batch heartbeat, polled close requests (the fallback), changed
+  metrics, and now and then a poll for start requests. One failing agent or an unreachable
+  store is logged (rate-limited) and the cycle goes on.
+- ``close-requests``: consumes the registry's push stream and closes at once.
+- ``start-requests``: consumes start requests sent through the registry (by the operator),
+  starts each session with the requested id and answers accepted or why not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Generic, Self
+
+from callboard._aio import LogThrottle, guarded_task, stop_tasks
+from callboard.errors import (
+    CallboardError,
+    ConfigurationError,
+    InvalidIdError,
+    MaxConcurrentSessionsExceeded,
+    MaxSessionsPerCallExceeded,
+    NodeDrainingError,
+    StoreError,
+)
+from callboard.launcher.agent import Agent, AgentT, CreateAgent, JoinCall, agent_metrics
+from callboard.launcher.maintenance import FixedRateStats, run_fixed_rate
+from callboard.launcher.session import AgentSession, CloseReason
+from callboard.launcher.settings import LauncherSettings
+from callboard.registry import CloseRequest, EventStream, SessionInfo, SessionRegistry, StartRequest
+from callboard.registry.ids import validate_id
+
+__all__ = ["AgentLauncher", "AgentStartError", "LauncherStats", "StartRejection"]
+
+logger = logging.getLogger(__name__)
+
+#: ``maintenance_interval`` may be at most ``ttl / TTL_TO_INTERVAL``: with 3, two heartbeats
+#: in a row can fail (a Redis failover) before the node's records expire.
+TTL_TO_INTERVAL = 3
+#: Seconds an agent gets to leave its call when its session ends; a stuck close is logged
+#: and abandoned so it never blocks a drain or a shutdown.
+AGENT_CLOSE_TIMEOUT = 10.0
+#: Seconds :meth:`AgentLauncher.stop` waits for sessions to close before giving up on them.
+STOP_TIMEOUT = 15.0
+#: Seconds background tasks get to stop (they only wait on the store, itself bounded).
+TASK_STOP_TIMEOUT = 2.0
+#: With push working, poll for start requests every this many cycles anyway (30 s at the
+#: default interval): a pub/sub notice can be lost without a disconnect being noticed.
+START_POLL_EVERY = 6
+#: Metrics writes in flight at once: enough to flush hundreds of sessions in one cycle
+#: without taking every connection of the pool.
+METRICS_CONCURRENCY = 16
+
+
+class AgentStartError(CallboardError):
+    """``create_agent`` failed or returned something that is not an agent (cause chained)."""
+
+
+class StartRejection:
+    """Reasons a node gives when it rejects a start request (the operator reads them)."""
+
+    AT_CAPACITY = "at capacity"
+    DRAINING = "draining"
+    CALL_LIMIT = "call limit"
+    INVALID = "invalid request"
+    FAILED = "agent failed to start"
+    REGISTRY = "registry unavailable"
+
+
+@dataclass
+class LauncherStats:
+    """Counters of one launcher, read by the node's Prometheus metrics and the CLI."""
+
+    started: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    """Refused starts by reason: ``max_concurrent``, ``max_per_call``, ``draining``, ``failed``."""
+    closed: Counter[str] = field(default_factory=Counter)
+    """Ended sessions by :class:`CloseReason`."""
+    start_requests: Counter[str] = field(default_factory=Counter)
+    """Answers to start requests: ``accepted`` or the rejection reason."""
+    maintenance: FixedRateStats = field(default_factory=FixedRateStats)
+    errors: Counter[str] = field(default_factory=Counter)
+    """Failed maintenance steps and agent calls, by step."""
+    registry_ok: bool = True
+    """Whether the last heartbeat reached the store."""
+    last_heartbeat_at: float | None = None
+    """Unix time of the last successful heartbeat."""
+
+
+class AgentLauncher(Generic[AgentT]):
+    """Starts agents on calls, enforces limits, closes what must close, shares it all.
+
+    ``create_agent(**kwargs)`` makes an agent (sync or async); ``join_call(agent,
+    call_type, call_id)`` is the coroutine that runs the session. Limits:
+    ``max_concurrent_sessions`` (this node), ``max_sessions_per_call`` (all nodes,
+    atomic in Redis), ``agent_idle_timeout`` (seconds alone on the call, 0 disables),
+    ``max_session_duration_seconds``. ``maintenance_interval`` paces the maintenance loop
+    and must be at most a third of the registry's TTL (else ``ValueError``).
+    """
+
+    def __init__(
+        self,
+        create_agent: CreateAgent[AgentT],
+        join_call: JoinCall[AgentT],
+        agent_idle_timeout: float = 60.0,
+        max_concurrent_sessions: int | None = None,
+        max_sessions_per_call: int | None = None,
+        max_session_duration_seconds: float | None = None,
+        maintenance_interval: float = 5.0,
+        registry: SessionRegistry | None = None,
+    ) -> None:
+        if agent_idle_timeout < 0:
+            raise ConfigurationError("agent_idle_timeout must be >= 0 (0 disables it)")
+        if max_concurrent_sessions is not None and max_concurrent_sessions <= 0:
+            raise ConfigurationError("max_concurrent_sessions must be > 0 or None")
+        if max_sessions_per_call is not None and max_sessions_per_call <= 0:
+            raise ConfigurationError("max_sessions_per_call must be > 0 or None")
+        if max_session_duration_seconds is not None and max_session_duration_seconds <= 0:
+            raise ConfigurationError("max_session_duration_seconds must be > 0 or None")
+        if maintenance_interval <= 0:
+            raise ConfigurationError("maintenance_interval must be > 0")
+        self._registry = registry if registry is not None else SessionRegistry()
+        limit = self._registry.ttl / TTL_TO_INTERVAL
+        if maintenance_interval > limit:
+            raise ConfigurationError(
+                f"maintenance_interval={maintenance_interval:g}s is too close to the registry ttl="
+                f"{self._registry.ttl:g}s: it must be at most ttl/{TTL_TO_INTERVAL} = {limit:g}s, so "
+                "heartbeats come well before records expire. Lower maintenance_interval or raise ttl."
+            )
+        self._create_agent = create_agent
+        self._join_call = join_call
+        self.agent_idle_timeout = agent_idle_timeout
+        self.max_concurrent_sessions = max_concurrent_sessions
+        self.max_sessions_per_call = max_sessions_per_call
+        self.max_session_duration_seconds = max_session_duration_seconds
+        self.maintenance_interval = maintenance_interval
+
+        self._sessions: dict[str, AgentSession[AgentT]] = {}
+        self._starting = 0
+        self._started_mono: dict[str, float] = {}
+        self._flushed: dict[str, dict[str, Any]] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._start_tasks: set[asyncio.Task[None]] = set()
+        self._handled_starts: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._close_stream: EventStream[CloseRequest] | None = None
+        self._start_stream: EventStream[StartRequest] | None = None
+        self._owns_registry = False
+        self._running = False
+        self._draining = False
+        self._cycle = 0
+        self._throttle = LogThrottle()
+        self._failing: set[str] = set()
+        self.stats = LauncherStats()
+
+    @classmethod
+    def from_settings(
+        cls,
+        create_agent: CreateAgent[AgentT],
+        join_call: JoinCall[AgentT],
+        settings: LauncherSettings,
+        *,
+        registry: SessionRegistry | None = None,
+    ) -> AgentLauncher[AgentT]:
+        return cls(create_agent, join_call, registry=registry, **settings.as_kwargs())
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def ready(self) -> bool:
+        """Running and taking new sessions (False while draining)."""
+        return self._running and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def registry(self) -> SessionRegistry:
+        return self._registry
+
+    @property
+    def node_id(self) -> str:
+        return self._registry.node_id
+
+    @property
+    def sessions(self) -> list[AgentSession[AgentT]]:
+        """The live sessions of this node."""
+        return list(self._sessions.values())
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the registry (unless already running) and the background tasks.
+
+        Raises :class:`~callboard.errors.StoreUnavailableError` when the store cannot be
+        reached, and ``RuntimeError`` when already running.
+        """
+        if self._running:
+            raise RuntimeError("AgentLauncher is already running")
+        self._publish_capacity()
+        # Open the streams before the registry subscribes, so no pushed request is missed.
+        self._close_stream = self._registry.close_requests()
+        self._start_stream = self._registry.start_requests()
+        self._owns_registry = not self._registry.running
+        if self._owns_registry:
+            try:
+                await self._registry.start()
+            except BaseException:
+                await self._close_streams()
+                raise
+        self._running = True
+        self._draining = False
+        self._tasks = [
+            guarded_task(
+                run_fixed_rate(
+                    self.maintenance_cycle,
+                    self.maintenance_interval,
+                    stats=self.stats.maintenance,
+                    clock=asyncio.get_running_loop().time,
+                    on_skip=self._on_skipped_ticks,
+                ),
+                name=f"maintenance:{self.node_id}",
+                logger=logger,
+            ),
+            guarded_task(
+                self._consume_close_requests(self._close_stream),
+                name=f"close-requests:{self.node_id}",
+                logger=logger,
+            ),
+            guarded_task(
+                self._consume_start_requests(self._start_stream),
+                name=f"start-requests:{self.node_id}",
+                logger=logger,
+            ),
+        ]
+        # Let each task take its first step: a guarded task cancelled before it ever ran
+        # would leave its coroutine never awaited (a warning) if stop() came right away.
+        await asyncio.sleep(0)
+        logger.info("launcher started", extra={"node_id": self.node_id})
+
+    async def stop(self) -> None:
+        """Close every session (bounded wait), stop background work, stop an owned registry."""
+        if not self._running:
+            return
+        self._running = False
+        await stop_tasks([*self._tasks, *self._start_tasks], timeout=TASK_STOP_TIMEOUT, logger=logger)
+        self._tasks.clear()
+        for session in list(self._sessions.values()):
+            self._close(session, CloseReason.STOPPED)
+        await self._wait_cleanups(STOP_TIMEOUT)
+        await self._close_streams()
+        if self._owns_registry:
+            await self._registry.stop()
+        logger.info("launcher stopped", extra={"node_id": self.node_id})
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def drain(self, timeout: float) -> int:
+        """Refuse new sessions, mark the node draining, let sessions end, then close the rest.
+
+        Waits up to ``timeout`` seconds for live sessions to end by themselves, then closes
+        what is left (reason ``drain``) and waits for that too. Returns how many sessions
+        had to be closed. Draining lasts until :meth:`stop`.
+        """
+        self._draining = True
+        logger.info(
+            "draining: %d live sessions, grace %.1fs", len(self._sessions), timeout, extra=self._ctx()
+        )
+        try:
+            await self._registry.set_draining(True)
+        except StoreError as exc:
+            logger.warning("could not publish draining state: %s", exc, extra=self._ctx())
+        live = list(self._sessions.values())
+        if live:
+            waiters = [asyncio.ensure_future(s.wait()) for s in live]
+            _, pending = await asyncio.wait(waiters, timeout=max(timeout, 0.0))
+            for waiter in pending:
+                waiter.cancel()
+        leftover = list(self._sessions.values())
+        for session in leftover:
+            self._close(session, CloseReason.DRAIN)
+        await self._wait_cleanups(STOP_TIMEOUT)
+        if leftover:
+            logger.info("drain closed %d sessions at the deadline", len(leftover), extra=self._ctx())
+        return len(leftover)
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def launch(self, **kwargs: Any) -> AgentT:
+        """Create an agent with ``create_agent(**kwargs)`` (documented; no session)."""
+        try:
+            result = self._create_agent(**kwargs)
+            agent = await result if inspect.isawaitable(result) else result
+        except Exception as exc:
+            raise AgentStartError(f"create_agent failed: {exc!r}") from exc
+        if not isinstance(agent, Agent):
+            raise AgentStartError(
+                f"create_agent returned {type(agent).__name__}, which is not an agent "
+                "(it needs id, close(), idle_for() and on_call_for())"
+            )
+        return agent
+
+    async def start_session(
+        self,
+        call_id: str,
+        call_type: str = "default",
+        *,
+        session_id: str | None = None,
+        agent_kwargs: Mapping[str, Any] | None = None,
+    ) -> AgentSession[AgentT]:
+        """Create an agent, register its session, and run ``join_call`` in a task.
+
+        ``session_id`` defaults to the agent's id; a start request passes the id its sender
+        chose (and a repeated request for a live session returns that session).
+        ``agent_kwargs`` go to ``create_agent``.
+
+        Raises :class:`~callboard.errors.NodeDrainingError`,
+        :class:`~callboard.errors.MaxConcurrentSessionsExceeded`,
+        :class:`~callboard.errors.MaxSessionsPerCallExceeded`,
+        :class:`~callboard.errors.InvalidIdError`, :class:`AgentStartError`, and
+        :class:`~callboard.errors.StoreUnavailableError` when the registry is unreachable.
+        """
+        validate_id(call_id, "call_id")
+        validate_id(call_type, "call_type")
+        if session_id is not None:
+            validate_id(session_id, "session_id")
+            existing = self._sessions.get(session_id)
+            if existing is not None and existing.call_id == call_id:
+                return existing
+        if not self._running:
+            raise RuntimeError("AgentLauncher is not running: call start() first")
+        self._check_capacity()
+        self._starting += 1
+        try:
+            agent = await self.launch(**dict(agent_kwargs or {}))
+            try:
+                sid = validate_id(session_id if session_id is not None else agent.id, "session_id")
+                if sid in self._sessions:
+                    raise InvalidIdError(f"session id {sid!r} is already live on this node")
+                if self._draining:
+                    raise NodeDrainingError(f"node {self.node_id} is draining")
+                info = await self._registry.register(
+                    call_id, sid, max_sessions_per_call=self.max_sessions_per_call
+                )
+            except BaseException as exc:
+                if isinstance(exc, MaxSessionsPerCallExceeded):
+                    self.stats.rejected["max_per_call"] += 1
+                elif isinstance(exc, NodeDrainingError):
+                    self.stats.rejected["draining"] += 1
+                await self._close_agent(agent, None)
+                raise
+        except AgentStartError:
+            self.stats.rejected["failed"] += 1
+            raise
+        finally:
+            self._starting -= 1
+        return self._run(sid, call_id, call_type, agent, info)
+
+    async def close_session(self, session_id: str, wait: bool = False) -> bool:
+        """Close a session of this node; with ``wait``, until it left the registry.
+
+        Returns False when no such session runs here.
+        """
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        self._close(session, CloseReason.CLOSED)
+        if wait:
+            await session.wait()
+        return True
+
+    def get_session(self, session_id: str) -> AgentSession[AgentT] | None:
+        """A live session of this node (local look-up only)."""
+        return self._sessions.get(session_id)
+
+    async def request_close_session(self, call_id: str, session_id: str) -> None:
+        """Close a session wherever it runs: at once when here, else through the registry."""
+        session = self._sessions.get(session_id)
+        if session is not None and session.call_id == call_id:
+            self._close(session, CloseReason.CLOSE_REQUESTED)
+            return
+        await self._registry.request_close(call_id, session_id)
+
+    async def get_session_info(self, call_id: str, session_id: str) -> SessionInfo | None:
+        """A session of any node, from the registry."""
+        return await self._registry.get(call_id, session_id)
+
+    def local_metrics(self, session_id: str) -> dict[str, Any] | None:
+        """Current metrics of a local session straight from its agent (None if unknown)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        try:
+            return agent_metrics(session.agent)
+        except Exception as exc:
+            self._log_failure("agent-metrics", exc, session)
+            return None
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    async def maintenance_cycle(self) -> None:
+        """One maintenance cycle. Never raises: each step logs its own failure."""
+        self._cycle += 1
+        self._close_expired()
+        await self._step("heartbeat", self._heartbeat)
+        await self._step("close-requests", self._poll_close_requests)
+        await self._step("metrics", self._flush_metrics)
+        if not self._registry.supports_push or self._cycle % START_POLL_EVERY == 0:
+            await self._step("start-requests", self._poll_start_requests)
+
+    async def _step(self, name: str, step: Any) -> None:
+        try:
+            await step()
+        except Exception as exc:
+            self.stats.errors[name] += 1
+            self._log_failure(name, exc)
+        else:
+            if name in self._failing:
+                self._failing.discard(name)
+                self._throttle.reset(name)
+                logger.info("%s works again", name, extra=self._ctx())
+
+    def _close_expired(self) -> None:
+        now = time.monotonic()
+        for session in list(self._sessions.values()):
+            reason = None
+            try:
+                if 0 < self.agent_idle_timeout <= session.agent.idle_for():
+                    reason = CloseReason.IDLE
+                elif self.max_session_duration_seconds is not None:
+                    age = max(session.agent.on_call_for(), now - self._started_mono.get(session.id, now))
+                    if age >= self.max_session_duration_seconds:
+                        reason = CloseReason.MAX_DURATION
+            except Exception as exc:
+                self.stats.errors["agent-timers"] += 1
+                self._log_failure("agent-timers", exc, session)
+                continue
+            if reason is not None:
+                self._close(session, reason)
+
+    async def _heartbeat(self) -> None:
+        try:
+            await self._registry.heartbeat()
+        except StoreError:
+            self.stats.registry_ok = False
+            raise
+        self.stats.registry_ok = True
+        self.stats.last_heartbeat_at = time.time()
+
+    async def _poll_close_requests(self) -> None:
+        live = {sid: s.call_id for sid, s in self._sessions.items()}
+        if not live:
+            return
+        for sid in await self._registry.get_close_requests(live):
+            session = self._sessions.get(sid)
+            if session is not None:
+                self._close(session, CloseReason.CLOSE_REQUESTED)
+
+    async def _flush_metrics(self) -> None:
+        changed: list[tuple[AgentSession[AgentT], dict[str, Any]]] = []
+        for session in list(self._sessions.values()):
+            try:
+                metrics = agent_metrics(session.agent)
+                if metrics is None or metrics == self._flushed.get(session.id):
+                    continue
+                json.dumps(metrics)  # the registry would fail on it, and keep failing
+            except Exception as exc:
+                self.stats.errors["agent-metrics"] += 1
+                self._log_failure("agent-metrics", exc, session)
+                continue
+            changed.append((session, metrics))
+        if not changed:
+            return
+        limit = asyncio.Semaphore(METRICS_CONCURRENCY)
+
+        async def flush(session: AgentSession[AgentT], metrics: dict[str, Any]) -> None:
+            async with limit:
+                await self._registry.update_metrics(session.call_id, session.id, metrics)
+            if session.id in self._sessions:
+                self._flushed[session.id] = metrics
+
+        results = await asyncio.gather(*(flush(s, m) for s, m in changed), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+    def _on_skipped_ticks(self, missed: int) -> None:
+        self.stats.errors["overrun"] += 1
+        if (suppressed := self._throttle.allow("overrun")) is not None:
+            logger.warning(
+                "maintenance cycle overran %d tick(s) of %.1fs (%d similar messages suppressed)",
+                missed,
+                self.maintenance_interval,
+                suppressed,
+                extra=self._ctx(),
+            )
+
+    # -- close and start requests ---------------------------------------------------------
+
+    async def _consume_close_requests(self, stream: EventStream[CloseRequest]) -> None:
+        async for request in stream:
+            session = self._sessions.get(request.session_id)
+            if session is not None and session.call_id == request.call_id:
+                self._close(session, CloseReason.CLOSE_REQUESTED)
+
+    async def _consume_start_requests(self, stream: EventStream[StartRequest]) -> None:
+        await self._step("start-requests", self._poll_start_requests)  # sent before we listened
+        async for request in stream:
+            self._spawn_start(request)
+
+    async def _poll_start_requests(self) -> None:
+        for request in await self._registry.pending_start_requests():
+            self._spawn_start(request)
+
+    def _spawn_start(self, request: StartRequest) -> None:
+        if request.request_id in self._handled_starts or not self._running:
+            return
+        now = time.monotonic()
+        keep = 2 * self._registry.ttl  # a request lives ttl in the store; re-deliveries come within it
+        self._handled_starts = {r: t for r, t in self._handled_starts.items() if now - t < keep}
+        self._handled_starts[request.request_id] = now
+        task = asyncio.create_task(self._answer_start(request), name=f"start:{request.request_id}")
+        self._start_tasks.add(task)
+        task.add_done_callback(self._start_tasks.discard)
+
+    async def _answer_start(self, request: StartRequest) -> None:
+        ctx = self._ctx(request.call_id, request.session_id)
+        reason: str | None = None
+        try:
+            await self.start_session(
+                request.call_id,
+                request.call_type,
+                session_id=request.session_id,
+                agent_kwargs=request.params,
+            )
+        except NodeDrainingError:
+            reason = StartRejection.DRAINING
+        except MaxConcurrentSessionsExceeded:
+            reason = StartRejection.AT_CAPACITY
+        except MaxSessionsPerCallExceeded:
+            reason = StartRejection.CALL_LIMIT
+        except (InvalidIdError, TypeError, ValueError) as exc:
+            reason = f"{StartRejection.INVALID}: {exc}"
+        except StoreError as exc:
+            # Not answered: forget it so a later poll retries while the request lives.
+            self._handled_starts.pop(request.request_id, None)
+            self._log_failure("start-request", exc)
+            return
+        except AgentStartError as exc:
+            reason = f"{StartRejection.FAILED}: {exc}"
+            logger.warning("start request %s failed: %s", request.request_id, exc, extra=ctx)
+        self.stats.start_requests[reason or "accepted"] += 1
+        try:
+            await self._registry.answer_start(request, accepted=reason is None, reason=reason)
+        except StoreError as exc:
+            self._log_failure("start-answer", exc)
+            return
+        if reason is None:
+            logger.info("start request %s accepted", request.request_id, extra=ctx)
+        else:
+            logger.info("start request %s rejected: %s", request.request_id, reason, extra=ctx)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_capacity(self) -> None:
+        if self._draining:
+            self.stats.rejected["draining"] += 1
+            raise NodeDrainingError(f"node {self.node_id} is draining and takes no new sessions")
+        limit = self.max_concurrent_sessions
+        if limit is not None and len(self._sessions) + self._starting >= limit:
+            self.stats.rejected["max_concurrent"] += 1
+            raise MaxConcurrentSessionsExceeded(
+                f"node {self.node_id} already runs its maximum of {limit} concurrent sessions"
+            )
+
+    def _run(
+        self, sid: str, call_id: str, call_type: str, agent: AgentT, info: SessionInfo
+    ) -> AgentSession[AgentT]:
+        task = asyncio.create_task(self._join(agent, call_type, call_id), name=f"session:{call_id}/{sid}")
+        session = AgentSession(
+            id=sid,
+            call_id=call_id,
+            call_type=call_type,
+            agent=agent,
+            started_at=datetime.fromtimestamp(info.started_at, tz=UTC),
+            task=task,
+        )
+        self._sessions[sid] = session
+        self._started_mono[sid] = time.monotonic()
+        task.add_done_callback(lambda t: self._on_session_done(session, t))
+        self.stats.started += 1
+        logger.info("session started", extra=self._ctx(call_id, sid))
+        return session
+
+    async def _join(self, agent: AgentT, call_type: str, call_id: str) -> None:
+        await self._join_call(agent, call_type, call_id)
+
+    def _close(self, session: AgentSession[AgentT], reason: CloseReason) -> None:
+        """Take the session out of the live set and cancel its task; clean-up follows."""
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        if session.close_reason is None:
+            session.close_reason = reason
+        session.task.cancel()
+
+    def _on_session_done(self, session: AgentSession[AgentT], task: asyncio.Task[None]) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+        if session.close_reason is not None:
+            reason = session.close_reason
+        elif task.cancelled():
+            reason = CloseReason.CANCELLED
+        elif (error := task.exception()) is not None:
+            reason = CloseReason.FAILED
+            logger.error(
+                "join_call failed: %r", error, exc_info=error, extra=self._ctx(session.call_id, session.id)
+            )
+        else:
+            reason = CloseReason.FINISHED
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" at exit
+        cleanup = asyncio.get_running_loop().create_task(
+            self._cleanup(session, reason), name=f"cleanup:{session.call_id}/{session.id}"
+        )
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
+
+    async def _cleanup(self, session: AgentSession[AgentT], reason: CloseReason) -> None:
+        try:
+            await self._close_agent(session.agent, session)
+            try:
+                await self._registry.remove(session.call_id, session.id, reason=reason.value)
+            except StoreError as exc:  # no heartbeat renews it now: it expires within the TTL
+                self._log_failure("remove", exc, session)
+            self.stats.closed[reason.value] += 1
+            logger.info("session ended: %s", reason.value, extra=self._ctx(session.call_id, session.id))
+        finally:
+            self._started_mono.pop(session.id, None)
+            self._flushed.pop(session.id, None)
+            session.ended.set()
+
+    async def _close_agent(self, agent: AgentT, session: AgentSession[AgentT] | None) -> None:
+        try:
+            await asyncio.wait_for(agent.close(), AGENT_CLOSE_TIMEOUT)
+        except Exception as exc:
+            self.stats.errors["agent-close"] += 1
+            self._log_failure("agent-close", exc, session)
+
+    async def _wait_cleanups(self, timeout: float) -> None:
+        if not self._cleanups:
+            return
+        _, stuck = await asyncio.wait(list(self._cleanups), timeout=timeout)
+        if stuck:
+            logger.warning("%d sessions did not finish closing within %.1fs", len(stuck), timeout)
+
+    async def _close_streams(self) -> None:
+        for stream in (self._close_stream, self._start_stream):
+            if stream is not None:
+                await stream.aclose()
+        self._close_stream = self._start_stream = None
+
+    def _publish_capacity(self) -> None:
+        node = self._registry.node
+        if node.capacity is None and self.max_concurrent_sessions is not None:
+            self._registry.set_node_info(
+                address=node.address,
+                capacity=self.max_concurrent_sessions,
+                pool=node.pool,
+                pod_name=node.pod_name,
+                namespace=node.namespace,
+                version=node.version,
+            )
+
+    def _ctx(self, call_id: str | None = None, session_id: str | None = None) -> dict[str, str]:
+        ctx = {"node_id": self.node_id}
+        if call_id is not None:
+            ctx["call_id"] = call_id
+        if session_id is not None:
+            ctx["session_id"] = session_id
+        return ctx
+
+    def _log_failure(self, what: str, exc: BaseException, session: AgentSession[Any] | None = None) -> None:
+        self._failing.add(what)
+        if (suppressed := self._throttle.allow(what)) is None:
+            return
+        ctx = self._ctx(session.call_id, session.id) if session is not None else self._ctx()
+        logger.warning(
+            "%s failed: %s (%d similar messages suppressed)",
+            what,
+            exc if str(exc) else repr(exc),
+            suppressed,
+            extra=ctx,
+        )
