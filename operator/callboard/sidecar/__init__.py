@@ -1,0 +1,33 @@
+"""The sidecar registry agent: the registry node of an agent pod, for apps in any language.
+
+The app talks HTTP to ``callboard sidecar`` on localhost (register and end sessions, follow
+one event stream); the sidecar talks to the registry store, owns the node record, and
+drains on SIGTERM, as a game server talks to the Agones SDK server. Python apps may use
+:class:`SidecarClient`.
+"""
+
+from callboard.sidecar.client import DEFAULT_URL, LiveSession, SidecarClient, SidecarEvent
+from callboard.sidecar.errors import (
+    SidecarRequestError,
+    SidecarUnavailableError,
+    StartRequestMismatchError,
+    UnknownStartRequestError,
+)
+from callboard.sidecar.events import Event, EventLog, EventType
+from callboard.sidecar.settings import ENV_VARS, SidecarSettings
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_VARS",
+    "Event",
+    "EventLog",
+    "EventType",
+    "LiveSession",
+    "SidecarClient",
+    "SidecarEvent",
+    "SidecarRequestError",
+    "SidecarSettings",
+    "SidecarUnavailableError",
+    "StartRequestMismatchError",
+    "UnknownStartRequestError",
+]

@@ -1,0 +1,239 @@
+"""The sidecar's local HTTP API: what the agent app (any language) calls on localhost.
+
+Versioned under ``/v1``; the OpenAPI schema is served at ``/openapi.json`` (``/docs`` to
+browse). Probes (``/healthz``, ``/readyz``) and ``/metrics`` sit outside the version prefix,
+where Kubernetes and Prometheus expect them. Errors are JSON ``{"error", "detail"}`` with:
+409 capacity, 503 draining or store unreachable, 422 bad input, 404 unknown session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from callboard import __version__
+from callboard.errors import (
+    CallboardError,
+    CapacityError,
+    InvalidIdError,
+    NodeDrainingError,
+    SessionNotFoundError,
+    StoreError,
+)
+from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
+from callboard.sidecar.metrics import metrics_registry
+from callboard.sidecar.schemas import (
+    CallId,
+    Error,
+    MetricsBody,
+    NodeOut,
+    Probe,
+    Reason,
+    RegisterBody,
+    RejectBody,
+    RequestId,
+    SessionId,
+    SessionOut,
+    StartRequestOut,
+)
+from callboard.sidecar.service import SidecarService
+
+__all__ = ["PING_INTERVAL", "RETRY_MS", "create_app"]
+
+#: Seconds between keep-alive comments on the event stream: well under the idle timeouts of
+#: proxies and HTTP clients (typically 30-60 s), cheap for an idle loopback connection.
+PING_INTERVAL = 15
+#: Reconnection delay suggested to SSE clients (``retry:``), milliseconds: a restarted
+#: sidecar is back in about a second, and a retry storm on loopback costs nothing.
+RETRY_MS = 500
+
+#: (status code, error classes) from the most specific; the first match wins.
+_STATUS_OF: list[tuple[int, tuple[type[Exception], ...]]] = [
+    (status.HTTP_503_SERVICE_UNAVAILABLE, (NodeDrainingError, StoreError)),
+    (status.HTTP_409_CONFLICT, (CapacityError,)),
+    (status.HTTP_404_NOT_FOUND, (SessionNotFoundError, UnknownStartRequestError)),
+    (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, StartRequestMismatchError)),
+]
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": Error} for code in (404, 409, 422, 503)}
+
+
+def _error_response(exc: CallboardError) -> JSONResponse:
+    code = next((code for code, kinds in _STATUS_OF if isinstance(exc, kinds)), 500)
+    headers = {"Retry-After": "1"} if isinstance(exc, StoreError) else None
+    return JSONResponse(
+        Error(error=type(exc).__name__, detail=str(exc)).model_dump(), status_code=code, headers=headers
+    )
+
+
+def create_app(service: SidecarService) -> FastAPI:
+    """The API of ``service``, with its own metrics registry; no state outside the two."""
+    app = FastAPI(
+        title="callboard sidecar",
+        version=__version__,
+        summary="The local API of an agent pod: register and end sessions, follow the event stream.",
+    )
+    metrics = metrics_registry(service)
+
+    @app.exception_handler(CallboardError)
+    async def callboard_error(request: Request, exc: CallboardError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.post(
+        "/v1/sessions",
+        response_model=SessionOut,
+        status_code=status.HTTP_201_CREATED,
+        responses={
+            200: {"model": SessionOut, "description": "This node already had the session."},
+            **_ERRORS,
+        },
+        tags=["sessions"],
+    )
+    async def register_session(body: RegisterBody, response: Response) -> SessionOut:
+        """Register a session: 201 when new, 200 when this node already has it (idempotent).
+
+        409 at capacity, 503 while draining, 422 for a bad id. With ``start_request_id`` the
+        start request is accepted (or answered as rejected when refused). With ``restore`` a
+        session the app already runs is re-asserted after a sidecar restart.
+        """
+        info, created = await service.register(
+            body.call_id,
+            body.session_id,
+            metrics=body.metrics,
+            restore=body.restore,
+            started_at=body.started_at,
+            start_request_id=body.start_request_id,
+            max_sessions_per_call=body.max_sessions_per_call,
+        )
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return SessionOut.of(service.session(info.call_id, info.session_id))
+
+    @app.get("/v1/sessions", response_model=list[SessionOut], tags=["sessions"])
+    async def list_sessions() -> list[SessionOut]:
+        """This node's live sessions."""
+        return [SessionOut.of(view) for view in service.sessions()]
+
+    @app.get(
+        "/v1/calls/{call_id}/sessions/{session_id}",
+        response_model=SessionOut,
+        responses=_ERRORS,
+        tags=["sessions"],
+    )
+    async def get_session(
+        call_id: Annotated[CallId, Path()], session_id: Annotated[SessionId, Path()]
+    ) -> SessionOut:
+        """One session of this node."""
+        return SessionOut.of(service.session(call_id, session_id))
+
+    @app.put(
+        "/v1/calls/{call_id}/sessions/{session_id}/metrics",
+        response_model=SessionOut,
+        responses=_ERRORS,
+        tags=["sessions"],
+    )
+    async def update_metrics(
+        call_id: Annotated[CallId, Path()], session_id: Annotated[SessionId, Path()], body: MetricsBody
+    ) -> SessionOut:
+        """Replace a session's metrics (shown cluster-wide, e.g. by ``callboard sessions``)."""
+        await service.update_metrics(call_id, session_id, body.metrics)
+        return SessionOut.of(service.session(call_id, session_id))
+
+    @app.delete(
+        "/v1/calls/{call_id}/sessions/{session_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=_ERRORS,
+        tags=["sessions"],
+    )
+    async def end_session(
+        call_id: Annotated[CallId, Path()],
+        session_id: Annotated[SessionId, Path()],
+        reason: Annotated[
+            Reason, Query(description="Why it ended; kept in the session's tombstone.")
+        ] = "completed",
+    ) -> Response:
+        """End a session: it leaves the registry; a short tombstone keeps ``reason``. 404 if unknown."""
+        await service.end(call_id, session_id, reason=reason)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.get("/v1/start-requests", response_model=list[StartRequestOut], tags=["start requests"])
+    async def list_start_requests() -> list[StartRequestOut]:
+        """Start requests not answered yet (also sent as ``start_requested`` events)."""
+        return [StartRequestOut.model_validate(r, from_attributes=True) for r in service.start_requests()]
+
+    @app.post(
+        "/v1/start-requests/{request_id}/reject",
+        response_model=StartRequestOut,
+        responses=_ERRORS,
+        tags=["start requests"],
+    )
+    async def reject_start(request_id: Annotated[RequestId, Path()], body: RejectBody) -> StartRequestOut:
+        """Reject a start request with a reason (to accept one, register its session)."""
+        request = await service.reject_start(request_id, reason=body.reason)
+        return StartRequestOut.model_validate(request, from_attributes=True)
+
+    @app.get("/v1/node", response_model=NodeOut, tags=["node"])
+    async def node_status() -> NodeOut:
+        """This node: identity, capacity, sessions, draining, connection, app health, stream."""
+        return NodeOut.of(service.status())
+
+    @app.get(
+        "/v1/events",
+        tags=["events"],
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}},
+    )
+    async def events(
+        last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+        since: Annotated[
+            str | None, Query(alias="last_event_id", description="Same as the Last-Event-ID header.")
+        ] = None,
+    ) -> EventSourceResponse:
+        """The app's event stream (Server-Sent Events): close_requested, start_requested, drain.
+
+        Each event has ``event:`` (its type), ``id:`` and ``data:`` (a JSON object that repeats
+        the type). Reconnect with ``Last-Event-ID`` to get what was missed; when that is no
+        longer possible (or on a first connection) the stream starts with the events that
+        restate the current state (pending close and start requests, drain), without ids.
+        """
+
+        async def stream() -> AsyncIterator[ServerSentEvent]:
+            yield ServerSentEvent(comment=f"callboard sidecar {service.registry.node_id}", retry=RETRY_MS)
+            async with contextlib.aclosing(service.events.follow(last_event_id or since)) as follow:
+                async for event in follow:
+                    yield ServerSentEvent(
+                        data=json.dumps(event.payload(), separators=(",", ":")),
+                        event=event.type.value,
+                        id=None if event.id is None else str(event.id),
+                    )
+
+        return EventSourceResponse(
+            stream(), ping=PING_INTERVAL, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+
+    @app.get("/healthz", response_model=Probe, tags=["probes"], responses={503: {"model": Probe}})
+    async def healthz() -> JSONResponse:
+        """Liveness: the sidecar's loops run. A store outage does not fail it (restarting won't help)."""
+        if service.healthy:
+            return JSONResponse(Probe(status="ok").model_dump())
+        return JSONResponse(Probe(status="unavailable", reason="a background loop stopped").model_dump(), 503)
+
+    @app.get("/readyz", response_model=Probe, tags=["probes"], responses={503: {"model": Probe}})
+    async def readyz() -> JSONResponse:
+        """Readiness: connected, heartbeat fresh, app healthy, not draining."""
+        ready, reason = service.ready()
+        probe = Probe(status="ok" if ready else "unavailable", reason=None if ready else reason)
+        return JSONResponse(probe.model_dump(), status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["probes"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus metrics of this sidecar (text exposition format)."""
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,126 @@
+"""Request and response bodies of the local API (they make its OpenAPI schema).
+
+Ids are checked with the registry's own :func:`~callboard.registry.validate_id`, so an id the
+registry would refuse is a 422 at the door, with the reason, and never reaches the store.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from callboard.registry import validate_id
+from callboard.sidecar.service import NodeStatus, SessionView
+
+__all__ = [
+    "CallId",
+    "Error",
+    "MetricsBody",
+    "NodeOut",
+    "Probe",
+    "Reason",
+    "RegisterBody",
+    "RejectBody",
+    "RequestId",
+    "SessionId",
+    "SessionOut",
+    "StartRequestOut",
+]
+
+CallId = Annotated[str, AfterValidator(partial(validate_id, kind="call_id"))]
+SessionId = Annotated[str, AfterValidator(partial(validate_id, kind="session_id"))]
+RequestId = Annotated[str, AfterValidator(partial(validate_id, kind="request_id"))]
+#: Why a session ended or a start was rejected; kept short, it is stored in a tombstone.
+Reason = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class RegisterBody(BaseModel):
+    """Register a session of this node (or re-assert one after a sidecar restart)."""
+
+    call_id: CallId
+    session_id: SessionId | None = Field(
+        default=None, description="Required, unless start_request_id names the session to start."
+    )
+    metrics: dict[str, Any] | None = Field(
+        default=None, description="Initial metrics (free-form JSON object)."
+    )
+    start_request_id: RequestId | None = Field(
+        default=None, description="Accept this start request (from a start_requested event)."
+    )
+    restore: bool = Field(
+        default=False,
+        description="Re-assert a session the app already runs: accepted even when draining or full.",
+    )
+    started_at: float | None = Field(
+        default=None, description="With restore: the original start, Unix seconds."
+    )
+    max_sessions_per_call: int | None = Field(
+        default=None,
+        ge=1,
+        description="Refuse (409) if the call already has this many sessions cluster-wide.",
+    )
+
+
+class MetricsBody(BaseModel):
+    metrics: dict[str, Any] = Field(description="Replaces the session's metrics (free-form JSON object).")
+
+
+class RejectBody(BaseModel):
+    reason: Reason
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    call_id: str
+    node_id: str
+    started_at: float
+    metrics_updated_at: float | None
+    metrics: dict[str, Any]
+    close_requested: bool = Field(description="A close was requested and the session has not ended yet.")
+
+    @classmethod
+    def of(cls, view: SessionView) -> SessionOut:
+        return cls(**view.info.to_dict(), close_requested=view.close_requested)
+
+
+class StartRequestOut(BaseModel):
+    request_id: str
+    call_id: str
+    session_id: str
+    call_type: str
+    params: dict[str, Any]
+    requested_at: float
+
+
+class NodeOut(BaseModel):
+    node_id: str
+    pod_name: str | None
+    namespace: str | None
+    pool: str | None
+    capacity: int
+    active: int
+    draining: bool
+    drain_deadline: float | None = Field(description="Unix time the drain ends, once draining.")
+    connected: bool = Field(description="Connected to the registry store.")
+    last_heartbeat_at: float | None
+    app_healthy: bool
+    event_consumers: int
+    last_event_id: int
+    pending_start_requests: int
+    version: str
+
+    @classmethod
+    def of(cls, status: NodeStatus) -> NodeOut:
+        return cls(**{name: getattr(status, name) for name in cls.model_fields})
+
+
+class Probe(BaseModel):
+    status: Literal["ok", "unavailable"]
+    reason: str | None = None
+
+
+class Error(BaseModel):
+    error: str = Field(description="The callboard error class, e.g. MaxConcurrentSessionsExceeded.")
+    detail: str

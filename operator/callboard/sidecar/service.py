@@ -1,0 +1,602 @@
+"""The sidecar service: the registry node of one agent pod, driven by the app over a local API.
+
+The app (any language) registers and ends its sessions here; the service owns the node
+record and heartbeats the node with all its sessions in one round trip, turns close and start
+requests addressed to this node into events on the app's stream, removes the sessions of an
+app that died (:mod:`callboard.sidecar.watchdog`), and drains on SIGTERM.
+
+It knows nothing of HTTP: :mod:`callboard.sidecar.api` maps it to routes and status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from callboard import __version__
+from callboard._aio import LogThrottle, guarded_task, stop_tasks
+from callboard.errors import (
+    CapacityError,
+    MaxConcurrentSessionsExceeded,
+    NodeDrainingError,
+    SessionNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+)
+from callboard.registry import SessionInfo, SessionRegistry, StartRequest
+from callboard.registry import keys as k
+from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
+from callboard.sidecar.events import Event, EventLog, EventType
+from callboard.sidecar.settings import SidecarSettings
+from callboard.sidecar.watchdog import ConsumerWatch, FailureCounter, probe
+
+__all__ = ["NodeStatus", "SessionView", "SidecarService", "SidecarStats"]
+
+logger = logging.getLogger(__name__)
+
+#: Backoff of the first connection to the store, seconds (doubles up to the cap): the sidecar
+#: serves its probes meanwhile, so a Redis that starts after the pod is no crash loop.
+CONNECT_BASE = 0.1
+CONNECT_CAP = 5.0
+#: Bound on stopping background tasks, seconds: never block the pod's exit on them.
+STOP_TIMEOUT = 2.0
+#: Reasons written in the tombstones of sessions the sidecar removes by itself.
+REASON_APP_UNHEALTHY = "app-unhealthy"
+REASON_DRAIN_TIMEOUT = "drain-timeout"
+
+
+@dataclass(slots=True)
+class SidecarStats:
+    """Counters since start, exported by the Prometheus collector."""
+
+    registered: int = 0
+    restored: int = 0
+    ended: dict[str, int] = field(default_factory=dict)
+    """By who ended the session: ``app``, ``app-unhealthy``, ``drain-timeout``."""
+    refused: dict[str, int] = field(default_factory=dict)
+    """Registrations refused, by reason: ``capacity``, ``draining``."""
+    events: dict[str, int] = field(default_factory=dict)
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    app_probes: int = 0
+    app_probe_failures: int = 0
+    app_unhealthy_cleanups: int = 0
+    """Times the sessions of an app that looked dead were removed (probe or empty stream)."""
+
+    @staticmethod
+    def bump(counter: dict[str, int], key: str, n: int = 1) -> None:
+        counter[key] = counter.get(key, 0) + n
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A session of this node as the local API shows it."""
+
+    info: SessionInfo
+    close_requested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """This node as the local API shows it."""
+
+    node_id: str
+    pod_name: str | None
+    namespace: str | None
+    pool: str | None
+    capacity: int
+    active: int
+    draining: bool
+    drain_deadline: float | None
+    connected: bool
+    last_heartbeat_at: float | None
+    app_healthy: bool
+    event_consumers: int
+    last_event_id: int
+    pending_start_requests: int
+    version: str
+
+
+class SidecarService:
+    """One pod's registry node; see the module docstring. Start with :meth:`start`."""
+
+    def __init__(
+        self,
+        settings: SidecarSettings,
+        *,
+        registry: SessionRegistry,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.stats = SidecarStats()
+        self._clock = clock
+        self.events = EventLog(capacity=settings.api.replay_buffer, snapshot=self._snapshot)
+        self._consumer_watch = ConsumerWatch(settings.app.consumer_grace, now=clock())
+        self.events.on_consumers_changed(lambda n: self._consumer_watch.consumers_changed(n, now=clock()))
+        self._app_failures = FailureCounter(settings.app.failure_threshold)
+        self._starts: dict[str, StartRequest] = {}
+        self._close_pending: dict[tuple[str, str], str] = {}
+        self._in_flight = 0
+        self._draining = False
+        self._drain_deadline: float | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._connected = asyncio.Event()
+        self._last_heartbeat_at: float | None = None
+        """Monotonic time of the last successful heartbeat (readiness)."""
+        self._last_heartbeat_wall: float | None = None
+        """Unix time of the same (status)."""
+        self._throttle = LogThrottle()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._log_extra = {"node_id": registry.node_id}
+        registry.set_node_info(
+            address=settings.advertised_address,
+            capacity=settings.node.capacity,
+            pool=settings.node.pool,
+            pod_name=settings.node.pod_name,
+            namespace=settings.node.namespace,
+            version=__version__,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the background work; the store connection is retried until it succeeds."""
+        spawn = [
+            (self._connect_and_heartbeat(), "heartbeat"),
+            (self._pump_closes(), "close-requests"),
+            (self._pump_starts(), "start-requests"),
+        ]
+        if self.settings.app.consumer_grace > 0:
+            spawn.append((self._watch_consumers(), "consumer-watch"))
+        if self.settings.app.health_url is not None:
+            spawn.append((self._watch_app_health(self.settings.app.health_url), "app-health"))
+        for coro, name in spawn:
+            self._tasks.append(guarded_task(coro, name=f"sidecar:{name}", logger=logger))
+
+    async def stop(self) -> None:
+        """End every event stream, stop the background work, remove the node record."""
+        self.events.close()
+        await stop_tasks(self._tasks, timeout=STOP_TIMEOUT, logger=logger)
+        self._tasks.clear()
+        if self.registry.running:
+            await self.registry.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def healthy(self) -> bool:
+        """Liveness: every background loop still runs (they never end on their own)."""
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    def ready(self) -> tuple[bool, str]:
+        """Readiness and why not: connected, heartbeat fresh, app alive, not draining."""
+        if not self.connected:
+            return False, "not connected to the registry store yet"
+        if self._draining:
+            return False, "draining"
+        if self._last_heartbeat_at is None or self._clock() - self._last_heartbeat_at > self.registry.ttl:
+            return False, "no successful heartbeat within the TTL"
+        if not self._app_failures.healthy:
+            return False, "the app's health URL is failing"
+        return True, "ready"
+
+    # -- the app's calls ------------------------------------------------------------------
+
+    async def register(
+        self,
+        call_id: str,
+        session_id: str | None,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        restore: bool = False,
+        started_at: float | None = None,
+        start_request_id: str | None = None,
+        max_sessions_per_call: int | None = None,
+    ) -> tuple[SessionInfo, bool]:
+        """Register a session of this node; return it and whether it was new here.
+
+        ``restore`` re-asserts a session the app already runs (after a sidecar restart): it
+        is accepted even when draining or full, keeps ``started_at`` and ``metrics``, and a
+        close requested meanwhile is delivered. Registering a session this node already has
+        returns it unchanged. ``start_request_id`` accepts that start request; a refusal
+        (capacity, draining) answers it as rejected.
+        """
+        request = self._starts.get(start_request_id) if start_request_id is not None else None
+        if start_request_id is not None and request is None:
+            request = await self._find_start(start_request_id)
+        if request is not None:
+            if call_id != request.call_id or (session_id is not None and session_id != request.session_id):
+                raise StartRequestMismatchError(
+                    f"start request {request.request_id} is for call {request.call_id!r} session "
+                    f"{request.session_id!r}, not call {call_id!r} session {session_id!r}"
+                )
+            session_id = request.session_id
+        if session_id is None:
+            raise StartRequestMismatchError("session_id is required unless a start request names it")
+        self._require_connected()
+        existing = self._local(call_id, session_id)
+        if existing is not None:
+            if request is not None:
+                await self._answer(request, accepted=True)
+            return existing, False
+        if not restore:
+            refusal = self._refusal()
+            if refusal is not None:
+                SidecarStats.bump(self.stats.refused, refusal[0])
+                if request is not None:
+                    await self._answer(request, accepted=False, reason=refusal[0])
+                raise refusal[1]
+        self._in_flight += 1
+        try:
+            info = await self.registry.register(
+                call_id, session_id, max_sessions_per_call=max_sessions_per_call
+            )
+        except CapacityError:
+            SidecarStats.bump(self.stats.refused, "max-sessions-per-call")
+            if request is not None:
+                await self._answer(request, accepted=False, reason="max-sessions-per-call")
+            raise
+        finally:
+            self._in_flight -= 1
+        self._sessions_changed()
+        if restore:
+            await self._restore(info, started_at=started_at, metrics=metrics)
+        elif metrics:
+            await self.registry.update_metrics(call_id, session_id, metrics)
+        if request is not None:
+            await self._answer(request, accepted=True)
+        self.stats.registered += 1
+        logger.info(
+            "session %s", "restored" if restore else "registered",
+            extra={**self._log_extra, "call_id": call_id, "session_id": session_id},
+        )  # fmt: skip
+        return info, True
+
+    async def end(self, call_id: str, session_id: str, *, reason: str) -> None:
+        """End a session of this node (also one only the store still knows, e.g. after a restart)."""
+        if self._local(call_id, session_id) is None:
+            self._require_connected()
+            stored = await self.registry.get(call_id, session_id)
+            if stored is None or stored.node_id != self.registry.node_id:
+                raise SessionNotFoundError(f"no session {call_id}/{session_id} on this node")
+        await self.registry.remove(call_id, session_id, reason=reason)
+        self._close_pending.pop((call_id, session_id), None)
+        self._sessions_changed()
+        SidecarStats.bump(self.stats.ended, "app")
+        logger.info(
+            "session ended: %s",
+            reason,
+            extra={**self._log_extra, "call_id": call_id, "session_id": session_id},
+        )
+
+    async def update_metrics(self, call_id: str, session_id: str, metrics: Mapping[str, Any]) -> SessionInfo:
+        """Replace the metrics of a session of this node."""
+        info = self._local(call_id, session_id)
+        if info is None:
+            raise SessionNotFoundError(f"no session {call_id}/{session_id} on this node")
+        self._require_connected()
+        await self.registry.update_metrics(call_id, session_id, metrics)
+        return info
+
+    async def reject_start(self, request_id: str, *, reason: str) -> StartRequest:
+        """Answer a start request as rejected, with the app's reason."""
+        request = self._starts.get(request_id) or await self._find_start(request_id)
+        if request is None:
+            raise UnknownStartRequestError(f"no pending start request {request_id!r}")
+        await self._answer(request, accepted=False, reason=reason)
+        return request
+
+    def sessions(self) -> list[SessionView]:
+        return [
+            SessionView(info=s, close_requested=(s.call_id, s.session_id) in self._close_pending)
+            for s in self.registry.local_sessions
+        ]
+
+    def session(self, call_id: str, session_id: str) -> SessionView:
+        info = self._local(call_id, session_id)
+        if info is None:
+            raise SessionNotFoundError(f"no session {call_id}/{session_id} on this node")
+        return SessionView(info=info, close_requested=(call_id, session_id) in self._close_pending)
+
+    def start_requests(self) -> list[StartRequest]:
+        return sorted(self._starts.values(), key=lambda r: r.requested_at)
+
+    def status(self) -> NodeStatus:
+        node = self.settings.node
+        return NodeStatus(
+            node_id=self.registry.node_id,
+            pod_name=node.pod_name,
+            namespace=node.namespace,
+            pool=node.pool,
+            capacity=node.capacity,
+            active=len(self.registry.local_sessions),
+            draining=self._draining,
+            drain_deadline=self._drain_deadline,
+            connected=self.connected,
+            last_heartbeat_at=self._last_heartbeat_wall,
+            app_healthy=self._app_failures.healthy,
+            event_consumers=self.events.consumers,
+            last_event_id=self.events.head,
+            pending_start_requests=len(self._starts),
+            version=__version__,
+        )
+
+    # -- drain ------------------------------------------------------------------------------
+
+    async def drain(self, *, force: asyncio.Event | None = None) -> int:
+        """Mark the node draining, tell the app, wait for its sessions to end (or ``force``).
+
+        Sessions still live at the drain timeout are removed with reason ``drain-timeout``;
+        returns how many.
+        """
+        timeout = self.settings.drain.timeout
+        if not self._draining:
+            self._draining = True
+            self._drain_deadline = time.time() + timeout
+            live = len(self.registry.local_sessions)
+            logger.info("draining: waiting up to %.1fs for %d sessions", timeout, live, extra=self._log_extra)
+            if self.registry.running:
+                try:
+                    await self.registry.set_draining(True)
+                except StoreError as exc:
+                    logger.warning("could not publish draining: %s", exc, extra=self._log_extra)
+            for request in list(self._starts.values()):
+                await self._answer(request, accepted=False, reason="draining")
+            self._emit(EventType.DRAIN, self._drain_data())
+        waiters = [asyncio.ensure_future(self._idle.wait())]
+        if force is not None:
+            waiters.append(asyncio.ensure_future(force.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        leftover = len(self.registry.local_sessions)
+        if leftover:
+            logger.warning("drain timeout: removing %d live sessions", leftover, extra=self._log_extra)
+            await self._remove_all(REASON_DRAIN_TIMEOUT, include_stored=False)
+        return leftover
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _local(self, call_id: str, session_id: str) -> SessionInfo | None:
+        for info in self.registry.local_sessions:
+            if info.call_id == call_id and info.session_id == session_id:
+                return info
+        return None
+
+    def _require_connected(self) -> None:
+        if not self.connected:
+            raise StoreUnavailableError("the sidecar is not connected to the registry store yet")
+
+    def _refusal(self) -> tuple[str, CapacityError] | None:
+        if self._draining:
+            return "draining", NodeDrainingError("the node is draining and takes no new sessions")
+        used = len(self.registry.local_sessions) + self._in_flight
+        if used >= self.settings.node.capacity:
+            return "capacity", MaxConcurrentSessionsExceeded(
+                f"the node runs {used} sessions, its capacity is {self.settings.node.capacity}"
+            )
+        return None
+
+    def _sessions_changed(self) -> None:
+        if self.registry.local_sessions:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    async def _restore(
+        self, info: SessionInfo, *, started_at: float | None, metrics: Mapping[str, Any] | None
+    ) -> None:
+        """Write back what the app remembers of a session, and deliver a close asked meanwhile."""
+        self.stats.restored += 1
+        if started_at is not None or metrics is not None:
+            if started_at is not None:
+                info.started_at = started_at
+            if metrics is not None:
+                info.metrics = dict(metrics)
+                info.metrics_updated_at = time.time()
+            key = k.session_key(info.call_id, info.session_id)
+            await self.registry.store.set(key, info.to_json(), self.registry.ttl, only_if_exists=True)
+        flagged = await self.registry.get_close_requests({info.session_id: info.call_id})
+        if flagged:
+            self._on_close(info.call_id, info.session_id, reason="requested")
+
+    def _on_close(self, call_id: str, session_id: str, *, reason: str) -> None:
+        if self._local(call_id, session_id) is None:
+            return
+        self._close_pending[(call_id, session_id)] = reason
+        self._emit(
+            EventType.CLOSE_REQUESTED, {"call_id": call_id, "session_id": session_id, "reason": reason}
+        )
+
+    def _emit(self, type: EventType, data: dict[str, Any]) -> None:
+        SidecarStats.bump(self.stats.events, type.value)
+        self.events.append(type, data)
+
+    def _snapshot(self) -> list[Event]:
+        """The events that restate the current state, for a reader the buffer cannot serve."""
+        snapshot = [
+            Event(EventType.CLOSE_REQUESTED, {"call_id": c, "session_id": s, "reason": reason})
+            for (c, s), reason in self._close_pending.items()
+            if self._local(c, s) is not None
+        ]
+        snapshot += [Event(EventType.START_REQUESTED, _start_data(r)) for r in self.start_requests()]
+        if self._draining:
+            snapshot.append(Event(EventType.DRAIN, self._drain_data()))
+        return snapshot
+
+    def _drain_data(self) -> dict[str, Any]:
+        return {"timeout": self.settings.drain.timeout, "deadline": self._drain_deadline}
+
+    async def _find_start(self, request_id: str) -> StartRequest | None:
+        """A start request this process has not seen (sent before a restart), from the store."""
+        if not self.connected:
+            return None
+        for request in await self.registry.pending_start_requests():
+            if request.request_id == request_id:
+                return request
+        return None
+
+    async def _answer(self, request: StartRequest, *, accepted: bool, reason: str | None = None) -> None:
+        self._starts.pop(request.request_id, None)
+        await self.registry.answer_start(request, accepted=accepted, reason=reason)
+        logger.info(
+            "start request %s %s%s", request.request_id, "accepted" if accepted else "rejected",
+            f": {reason}" if reason else "",
+            extra={**self._log_extra, "call_id": request.call_id, "session_id": request.session_id},
+        )  # fmt: skip
+
+    async def _on_start(self, request: StartRequest) -> None:
+        if request.request_id in self._starts:
+            return
+        refusal = self._refusal()
+        if refusal is not None:
+            await self._answer(request, accepted=False, reason=refusal[0])
+            return
+        self._starts[request.request_id] = request
+        self._emit(EventType.START_REQUESTED, _start_data(request))
+
+    async def _remove_all(self, reason: str, *, include_stored: bool) -> int:
+        """Remove this node's sessions (and those a previous sidecar left in the store)."""
+        targets = {(s.call_id, s.session_id) for s in self.registry.local_sessions}
+        if include_stored and self.connected:
+            try:
+                stored = await self.registry.list_sessions(node_id=self.registry.node_id)
+                targets |= {(s.call_id, s.session_id) for s in stored}
+            except StoreError as exc:
+                logger.warning("could not list this node's stored sessions: %s", exc, extra=self._log_extra)
+        for call_id, session_id in sorted(targets):
+            self._on_close(call_id, session_id, reason=reason)
+            try:
+                await self.registry.remove(call_id, session_id, reason=reason)
+            except StoreError as exc:  # the record expires by TTL: it is no longer heartbeated
+                logger.warning("could not remove %s/%s: %s", call_id, session_id, exc, extra=self._log_extra)
+            self._close_pending.pop((call_id, session_id), None)
+        if targets:
+            SidecarStats.bump(self.stats.ended, reason, len(targets))
+            self._sessions_changed()
+        return len(targets)
+
+    async def _app_dead(self, why: str) -> None:
+        removed = await self._remove_all(REASON_APP_UNHEALTHY, include_stored=True)
+        if removed:
+            self.stats.app_unhealthy_cleanups += 1
+            logger.warning(
+                "the app looks dead (%s): removed its %d sessions", why, removed, extra=self._log_extra
+            )
+
+    # -- background loops -------------------------------------------------------------------
+
+    async def _connect_and_heartbeat(self) -> None:
+        delay = CONNECT_BASE
+        while True:
+            try:
+                await self.registry.start()
+                break
+            except StoreError as exc:
+                self._log_failure("connect", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_CAP)
+        self._throttle.reset("connect")
+        self._beat_ok()
+        self._connected.set()
+        logger.info("connected to the registry store", extra=self._log_extra)
+        try:
+            for request in await self.registry.pending_start_requests():
+                await self._on_start(request)
+        except StoreError as exc:
+            self._log_failure("pending start requests", exc)
+        interval = self.settings.registry.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.9, 1.0))  # jitter: nodes do not beat in step
+            await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> None:
+        try:
+            await self.registry.heartbeat()
+            local = {s.session_id: s.call_id for s in self.registry.local_sessions}
+            flagged = await self.registry.get_close_requests(local)  # the fallback of the push
+        except StoreError as exc:
+            self.stats.heartbeat_failures += 1
+            self._log_failure("heartbeat", exc)
+            return
+        self._beat_ok()
+        self._throttle.reset("heartbeat")
+        for session_id in flagged:
+            call_id = local[session_id]
+            if (call_id, session_id) not in self._close_pending:
+                self._on_close(call_id, session_id, reason="requested")
+        horizon = time.time() - self.registry.ttl
+        for request_id, request in list(self._starts.items()):
+            if request.requested_at < horizon:  # the requester gave up on it
+                del self._starts[request_id]
+
+    def _beat_ok(self) -> None:
+        self.stats.heartbeats += 1
+        self._last_heartbeat_at = self._clock()
+        self._last_heartbeat_wall = time.time()
+
+    async def _pump_closes(self) -> None:
+        async with self.registry.close_requests() as stream:
+            async for request in stream:
+                self._on_close(request.call_id, request.session_id, reason="requested")
+
+    async def _pump_starts(self) -> None:
+        async with self.registry.start_requests() as stream:
+            async for request in stream:
+                try:
+                    await self._on_start(request)
+                except StoreError as exc:
+                    self._log_failure("start request", exc)
+
+    async def _watch_consumers(self) -> None:
+        grace = self.settings.app.consumer_grace
+        tick = min(max(grace / 5, 0.05), 1.0)  # notice within a fifth of the grace, at most 1 s late
+        while True:
+            await asyncio.sleep(tick)
+            if self._consumer_watch.due(now=self._clock()):
+                await self._app_dead(f"no event stream consumer for {grace:g}s")
+
+    async def _watch_app_health(self, url: str) -> None:
+        app = self.settings.app
+        async with httpx.AsyncClient() as client:
+            while True:
+                ok = await probe(client, url, timeout=app.health_timeout)
+                self.stats.app_probes += 1
+                if not ok:
+                    self.stats.app_probe_failures += 1
+                if self._app_failures.record(ok):
+                    await self._app_dead(f"{url} failed {self._app_failures.failures} times in a row")
+                await asyncio.sleep(app.health_interval)
+
+    def _log_failure(self, what: str, exc: Exception) -> None:
+        if (suppressed := self._throttle.allow(what)) is not None:
+            logger.warning("%s failed: %s (%d similar messages suppressed)", what, exc, suppressed,
+                           extra=self._log_extra)  # fmt: skip
+
+
+def _start_data(request: StartRequest) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "call_id": request.call_id,
+        "session_id": request.session_id,
+        "call_type": request.call_type,
+        "params": request.params,
+        "requested_at": request.requested_at,
+    }

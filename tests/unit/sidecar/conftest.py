@@ -1,0 +1,60 @@
+"""A sidecar service on an in-memory store, its API over ASGI, and a second node beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from callboard.registry import InMemorySessionKVStore, SessionRegistry
+from callboard.sidecar.api import create_app
+from callboard.sidecar.service import SidecarService
+from callboard.sidecar.settings import AppWatchSettings, NodeSettings, SidecarSettings
+
+
+async def wait_until(
+    predicate: Callable[[], object | Awaitable[object]], timeout: float = 2.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` (sync or async) until it is true; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Local:
+    service: SidecarService
+    http: httpx.AsyncClient
+    other: SessionRegistry
+    """Another node on the same store: sends close and start requests, reads records."""
+
+
+@pytest.fixture
+async def local() -> AsyncIterator[Local]:
+    store = InMemorySessionKVStore()
+    settings = SidecarSettings(
+        node=NodeSettings(node_id="node-a", capacity=2, pool="voice"),
+        app=AppWatchSettings(consumer_grace=0),
+    )
+    service = SidecarService(settings, registry=SessionRegistry(store, node_id="node-a", ttl=30))
+    other = SessionRegistry(store, node_id="node-b", ttl=30)
+    await service.start()
+    await other.start()
+    await wait_until(lambda: service.connected, what="the service to connect")
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as http:
+        yield Local(service=service, http=http, other=other)
+    await service.stop()
+    await other.stop()

@@ -1,0 +1,146 @@
+"""Sidecar settings: built from CALLBOARD_* variables, validated, documented in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from callboard.cli import main
+from callboard.errors import ConfigurationError
+from callboard.sidecar.settings import DEFAULT_PORT, ENV_VARS, SidecarSettings
+
+
+def test_defaults_are_documented_values() -> None:
+    settings = SidecarSettings.from_env({})
+    assert settings.registry.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.registry.key_prefix == "vision_agents:"
+    assert (settings.registry.ttl, settings.registry.heartbeat_interval) == (30.0, 10.0)
+    assert settings.api.listen == f"127.0.0.1:{DEFAULT_PORT}"
+    assert (settings.api.host, settings.api.port) == ("127.0.0.1", DEFAULT_PORT)
+    assert settings.node.capacity == 10
+    assert settings.app.health_url is None
+    assert settings.app.consumer_grace == 30.0
+    assert settings.drain.timeout == 25.0
+    assert settings.node.node_id  # generated: host name plus a suffix
+    assert settings.advertised_address is None  # loopback means nothing to other pods
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "CALLBOARD_REDIS_URL": "redis://redis:6380/2",
+        "CALLBOARD_KEY_PREFIX": "cb:",
+        "CALLBOARD_TTL": "12",
+        "CALLBOARD_HEARTBEAT_INTERVAL": "3.5",
+        "CALLBOARD_NODE_ID": "node-7",
+        "CALLBOARD_POD_NAME": "agent-7",
+        "CALLBOARD_POD_NAMESPACE": "voice",
+        "CALLBOARD_POD_IP": "10.1.2.3",
+        "CALLBOARD_POOL": "gpu",
+        "CALLBOARD_CAPACITY": "4",
+        "CALLBOARD_ADVERTISE_URL": "http://agent-7.voice:8555",
+        "CALLBOARD_LISTEN": "0.0.0.0:9000",
+        "CALLBOARD_REPLAY_BUFFER": "64",
+        "CALLBOARD_APP_HEALTH_URL": "http://127.0.0.1:8080/health",
+        "CALLBOARD_APP_HEALTH_INTERVAL": "1",
+        "CALLBOARD_APP_HEALTH_TIMEOUT": "0.5",
+        "CALLBOARD_APP_FAILURE_THRESHOLD": "5",
+        "CALLBOARD_EVENT_GRACE": "0",
+        "CALLBOARD_DRAIN_TIMEOUT": "600",
+    }
+    assert set(env) == {var.name for var in ENV_VARS}, "the test must cover every variable"
+    s = SidecarSettings.from_env(env)
+    assert (s.registry.redis_url, s.registry.key_prefix) == ("redis://redis:6380/2", "cb:")
+    assert (s.registry.ttl, s.registry.heartbeat_interval) == (12.0, 3.5)
+    assert (s.node.node_id, s.node.pod_name, s.node.namespace, s.node.pod_ip) == (
+        "node-7",
+        "agent-7",
+        "voice",
+        "10.1.2.3",
+    )
+    assert (s.node.pool, s.node.capacity, s.node.advertise_url) == ("gpu", 4, "http://agent-7.voice:8555")
+    assert (s.api.host, s.api.port, s.api.replay_buffer) == ("0.0.0.0", 9000, 64)
+    assert s.app == dataclasses.replace(
+        s.app,
+        health_url="http://127.0.0.1:8080/health",
+        health_interval=1.0,
+        health_timeout=0.5,
+        failure_threshold=5,
+        consumer_grace=0.0,
+    )
+    assert s.drain.timeout == 600.0
+    assert s.advertised_address == "http://agent-7.voice:8555"
+
+
+def test_node_id_defaults_to_the_pod_name() -> None:
+    assert SidecarSettings.from_env({"CALLBOARD_POD_NAME": "agent-0"}).node.node_id == "agent-0"
+
+
+def test_empty_variables_keep_defaults() -> None:
+    assert SidecarSettings.from_env({"CALLBOARD_CAPACITY": "", "CALLBOARD_POOL": "  "}).node.capacity == 10
+
+
+@pytest.mark.parametrize(
+    ("env", "var"),
+    [
+        ({"CALLBOARD_TTL": "soon"}, "CALLBOARD_TTL"),
+        ({"CALLBOARD_TTL": "nan"}, "CALLBOARD_TTL"),
+        ({"CALLBOARD_TTL": "0"}, "CALLBOARD_TTL"),
+        ({"CALLBOARD_TTL": "5", "CALLBOARD_HEARTBEAT_INTERVAL": "5"}, "CALLBOARD_HEARTBEAT_INTERVAL"),
+        ({"CALLBOARD_CAPACITY": "0"}, "CALLBOARD_CAPACITY"),
+        ({"CALLBOARD_CAPACITY": "2.5"}, "CALLBOARD_CAPACITY"),
+        ({"CALLBOARD_NODE_ID": "bad/id"}, "CALLBOARD_NODE_ID"),
+        ({"CALLBOARD_POD_NAME": "x" * 200}, "CALLBOARD_NODE_ID"),
+        ({"CALLBOARD_LISTEN": "8555"}, "CALLBOARD_LISTEN"),
+        ({"CALLBOARD_LISTEN": "127.0.0.1:70000"}, "CALLBOARD_LISTEN"),
+        ({"CALLBOARD_REPLAY_BUFFER": "0"}, "CALLBOARD_REPLAY_BUFFER"),
+        ({"CALLBOARD_APP_HEALTH_URL": "localhost:8080/health"}, "CALLBOARD_APP_HEALTH_URL"),
+        ({"CALLBOARD_APP_HEALTH_INTERVAL": "0"}, "CALLBOARD_APP_HEALTH_INTERVAL"),
+        ({"CALLBOARD_APP_HEALTH_TIMEOUT": "-1"}, "CALLBOARD_APP_HEALTH_TIMEOUT"),
+        ({"CALLBOARD_APP_FAILURE_THRESHOLD": "0"}, "CALLBOARD_APP_FAILURE_THRESHOLD"),
+        ({"CALLBOARD_EVENT_GRACE": "-1"}, "CALLBOARD_EVENT_GRACE"),
+        ({"CALLBOARD_DRAIN_TIMEOUT": "-1"}, "CALLBOARD_DRAIN_TIMEOUT"),
+    ],
+)
+def test_bad_values_name_their_variable(env: dict[str, str], var: str) -> None:
+    with pytest.raises(ConfigurationError, match=var):
+        SidecarSettings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    ("listen", "pod_ip", "expected"),
+    [
+        ("127.0.0.1:8555", "10.0.0.9", None),
+        ("localhost:8555", None, None),
+        ("[::1]:8555", None, None),
+        ("0.0.0.0:8555", "10.0.0.9", "http://10.0.0.9:8555"),
+        ("0.0.0.0:8555", None, None),
+        ("10.0.0.9:9000", None, "http://10.0.0.9:9000"),
+        ("[fd00::9]:9000", None, "http://[fd00::9]:9000"),
+    ],
+)
+def test_advertised_address(listen: str, pod_ip: str | None, expected: str | None) -> None:
+    env = {"CALLBOARD_LISTEN": listen} | ({"CALLBOARD_POD_IP": pod_ip} if pod_ip else {})
+    assert SidecarSettings.from_env(env).advertised_address == expected
+
+
+def test_env_vars_are_unique_prefixed_and_documented() -> None:
+    names = [var.name for var in ENV_VARS]
+    assert len(names) == len(set(names))
+    for var in ENV_VARS:
+        assert var.name.startswith("CALLBOARD_")
+        assert len(var.help) > 20, f"{var.name} needs a real description"
+
+
+def test_cli_help_documents_every_variable() -> None:
+    result = CliRunner().invoke(main, ["sidecar", "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for var in ENV_VARS:
+        assert var.name in result.output
+
+
+def test_cli_refuses_bad_settings_with_the_variable_name() -> None:
+    result = CliRunner().invoke(main, ["sidecar"], env={"CALLBOARD_CAPACITY": "none"})
+    assert result.exit_code == 2
+    assert "CALLBOARD_CAPACITY" in result.output
