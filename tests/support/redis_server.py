@@ -34,7 +34,7 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with no persistence, bound to 127.0.0.1."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: list[str] | None = None) -> None:
         binary = os.environ.get("CALLBOARD_REDIS_SERVER") or shutil.which("redis-server")
         if not binary:
             raise RuntimeError(INSTALL_HINT)
@@ -42,6 +42,7 @@ class RedisServer:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="callboard-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra_args = list(extra_args or [])
 
     @property
     def url(self) -> str:
@@ -58,6 +59,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.dir),
                 "--protected-mode", "yes",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -70,6 +70,8 @@ def translate_errors(action: str) -> Iterator[None]:
 
     try:
         yield
+    except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError) as exc:
+        raise StoreError(f"Redis refused the credentials or permissions ({action}): {exc}") from exc
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         raise StoreUnavailableError(f"Redis is unreachable ({action}): {exc}") from exc
     except rexc.RedisError as exc:
