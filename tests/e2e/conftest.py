@@ -26,6 +26,7 @@ from .kubeharness import KubeEnv
 
 E2E_DIR = Path(__file__).resolve().parent
 _TOOLS_ERROR = pytest.StashKey[str]()
+_TOOLS_DIR = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -69,7 +70,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if kh.existing_kubeconfig():
         return
     try:
-        kh.ensure_tools(_Progress(config))
+        config.stash[_TOOLS_DIR] = kh.ensure_tools(_Progress(config))
     except kh.ToolsError as err:
         config.stash[_TOOLS_ERROR] = str(err)
 
@@ -94,7 +95,7 @@ def kube_env(request: pytest.FixtureRequest) -> Iterator[KubeEnv]:
         pytest.fail(error, pytrace=False)
     failure = ""
     try:
-        plane = kh.local_control_plane(progress)
+        plane = kh.local_control_plane(progress, bin_dir=request.config.stash.get(_TOOLS_DIR, None))
         kube = plane.__enter__()
     except kh.ToolsError as err:
         failure = str(err)

@@ -634,6 +634,10 @@ class ControlPlane:
             server=True,
         )
         admin = _make_cert("admin", issuer=ca, orgs=["system:masters"], client=True)
+        # Front proxy (aggregation layer): lets controller-manager and scheduler read the
+        # requestheader CA, and aggregated API servers work as in a real cluster.
+        proxy_ca = _make_cert("callboard-e2e-front-proxy-ca")
+        proxy_client = _make_cert("front-proxy-client", issuer=proxy_ca, client=True)
         sa_key = _new_key()
         files = {
             "ca.crt": ca.cert_pem,
@@ -642,6 +646,9 @@ class ControlPlane:
             "serving.key": serving.key_pem,
             "admin.crt": admin.cert_pem,
             "admin.key": admin.key_pem,
+            "front-proxy-ca.crt": proxy_ca.cert_pem,
+            "front-proxy-client.crt": proxy_client.cert_pem,
+            "front-proxy-client.key": proxy_client.key_pem,
             "sa.key": _key_pem(sa_key),
             "sa.pub": sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -733,6 +740,13 @@ class ControlPlane:
             f"--service-account-issuer=https://127.0.0.1:{port}",
             f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
+            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
             "--profiling=false",
             "--v=0",
         ]
@@ -860,9 +874,9 @@ def random_suffix(n: int = 6) -> str:
 
 
 @contextlib.contextmanager
-def local_control_plane(log: Log = _print_log) -> Iterator[KubeEnv]:
-    """Build (if needed) and start a local control plane; stop it on exit."""
-    bin_dir = ensure_tools(log)
+def local_control_plane(log: Log = _print_log, *, bin_dir: Path | None = None) -> Iterator[KubeEnv]:
+    """Start a local control plane (building the tools first unless ``bin_dir`` is given)."""
+    bin_dir = bin_dir or ensure_tools(log)
     plane = ControlPlane(bin_dir, log)
     try:
         kube = plane.start()

@@ -131,7 +131,7 @@ build_kubernetes() {
     ldf="$ldf -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
   for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
-  log "building ${missing[*]} $v (cold: tens of minutes on 2 cores) ..."
+  log "building ${missing[*]} $v (a cold build takes ~7 min on 2 cores) ..."
   t=$SECONDS
   go_build kubernetes "$ldf" "selinux,notest,grpcnotrace" "${pkgs[@]}"
   log "built ${missing[*]} $v in $(elapsed $t)"
