@@ -1,0 +1,48 @@
+"""Names the operator shares with the cluster: the resource, annotations, labels, reasons.
+
+Every string another program may depend on (``kubectl``, dashboards, the cluster
+autoscaler, the ReplicaSet controller) lives here, in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ADOPTED_LABEL",
+    "API_VERSION",
+    "FINALIZER",
+    "GROUP",
+    "KIND",
+    "MANAGED_BY_LABEL",
+    "PLURAL",
+    "POD_DELETION_COST",
+    "REPORTING_COMPONENT",
+    "SAFE_TO_EVICT",
+    "SESSION_ANNOTATION",
+    "VERSION",
+]
+
+GROUP: Final = "callboard.dev"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "agentsessions"
+KIND: Final = "AgentSession"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+#: Held by every AgentSession the operator has seen: deletion becomes a close of the session.
+FINALIZER: Final = "callboard.dev/close-session"
+
+#: ``{call_id}/{session_id}`` of a session started outside Kubernetes that an object mirrors.
+#: Ids never contain ``/`` (see :func:`callboard.registry.validate_id`), so the value splits.
+SESSION_ANNOTATION: Final = "callboard.dev/session"
+#: Set to ``"true"`` on objects the operator created for sessions started elsewhere.
+ADOPTED_LABEL: Final = "callboard.dev/adopted"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+
+#: The ReplicaSet controller removes pods with the lowest cost first (beta since 1.22).
+POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+#: The cluster autoscaler never removes a node that runs a pod with this set to "false".
+SAFE_TO_EVICT: Final = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+#: ``source.component`` and ``reportingComponent`` of the Events the operator posts.
+REPORTING_COMPONENT: Final = "callboard-operator"

@@ -1,0 +1,81 @@
+"""kopf's side: the handlers, registered on a fresh (non-global) kopf registry.
+
+- ``on.event``: every watch event of an AgentSession feeds the cache and the placer
+  (cheap: no API call, no progress record; the work happens in the placer's workers and
+  the sync loop, batched);
+- ``on.delete``: the finalizer (``callboard.dev/close-session``) turns a deletion into a
+  close of the session (:mod:`callboard.kube.deletion`);
+- ``on.probe``: what the liveness endpoint reports;
+- ``on.login``: the same credentials the operator's own API client uses.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import kopf
+
+from callboard.kube.constants import FINALIZER, GROUP, PLURAL, VERSION
+from callboard.kube.runtime import Runtime
+
+__all__ = ["build_kopf_registry", "build_kopf_settings"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_kopf_settings(*, clusterwide: bool) -> Any:
+    """kopf settings: our finalizer, our annotation prefix, no CRD/namespace scanning."""
+    settings = kopf.OperatorSettings()
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # The operator posts its own Events; kopf's would repeat them ("Handler succeeded").
+    settings.posting.level = logging.WARNING
+    # Least privilege: the CRD and the namespaces are given, no need to watch either.
+    settings.scanning.disabled = True
+    settings.peering.standalone = True  # one active replica is the Lease's job
+    settings.peering.clusterwide = clusterwide
+    # Restart watches regularly: a silently broken connection must not freeze the operator.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 10
+    return settings
+
+
+def build_kopf_registry(runtime: Runtime, *, login: Callable[[], Any]) -> Any:
+    registry = kopf.OperatorRegistry()
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.login(registry=registry)
+    def credentials(**_: Any) -> Any:  # sync: kopf runs it in a thread (it reads files)
+        return login()
+
+    @kopf.on.event(*resource, registry=registry)
+    async def observe(**kwargs: Any) -> None:
+        event = kwargs["event"]
+        runtime.observe(event.get("type"), event["object"])
+
+    @kopf.on.delete(*resource, registry=registry, backoff=1.0)
+    async def close_session(**kwargs: Any) -> None:
+        body = kwargs["body"]
+        outcome = await runtime.close_for_deletion(dict(body))
+        meta = body.get("metadata") or {}
+        logger.info(
+            "%s/%s deleted: %s",
+            meta.get("namespace"),
+            meta.get("name"),
+            outcome,
+            extra={"resource": f"{meta.get('namespace')}/{meta.get('name')}"},
+        )
+
+    @kopf.on.probe(id="operator", registry=registry)
+    async def health(**_: Any) -> dict[str, Any]:
+        return runtime.liveness()
+
+    return registry

@@ -1,0 +1,216 @@
+"""A typed, immutable view of an AgentSession object as the API server returned it.
+
+kopf and the API client hand out plain dicts. Every decision of the operator is made
+on an :class:`AgentSession` built once per event, so a missing or odd field is handled
+in one place and the rest of the code reads attributes, not nested ``.get`` chains.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from callboard.kube.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
+from callboard.kube.phases import Condition, Phase
+
+__all__ = [
+    "AgentSession",
+    "Key",
+    "Spec",
+    "Status",
+    "format_time",
+    "parse_time",
+    "resource_version_newer",
+]
+
+#: (namespace, name): how the operator addresses an object.
+Key = tuple[str, str]
+
+
+def parse_time(value: object) -> float | None:
+    """Unix time of an RFC 3339 timestamp (``2024-01-01T00:00:00Z``), None if absent or bad."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed.timestamp()
+
+
+def format_time(timestamp: float) -> str:
+    """RFC 3339 in UTC with second precision, as Kubernetes writes ``metav1.Time``."""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resource_version_newer(candidate: str | None, current: str | None) -> bool:
+    """Whether ``candidate`` is a later version of an object than ``current``.
+
+    Resource versions are documented as opaque; every etcd-backed API server issues them
+    from etcd's revision counter, so when both parse as integers they are compared as such
+    (this keeps a watch event that arrives after our own PATCH response from rolling the
+    cache back). Anything else is taken as newer, the informer's usual rule.
+    """
+    if current is None or candidate is None:
+        return True
+    try:
+        return int(candidate) >= int(current)
+    except ValueError:
+        return True
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    call_id: str
+    call_type: str = "default"
+    pool: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    max_duration_seconds: int | None = None
+    idle_timeout_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Spec:
+        params = data.get("params")
+        return cls(
+            call_id=str(data.get("callId", "")),
+            call_type=_str_or_none(data.get("callType")) or "default",
+            pool=_str_or_none(data.get("pool")),
+            params=dict(params) if isinstance(params, Mapping) else {},
+            max_duration_seconds=_int_or_none(data.get("maxDurationSeconds")),
+            idle_timeout_seconds=_int_or_none(data.get("idleTimeoutSeconds")),
+            ttl_seconds_after_finished=_int_or_none(data.get("ttlSecondsAfterFinished")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    phase: Phase | None = None
+    session_id: str | None = None
+    node_id: str | None = None
+    pod_name: str | None = None
+    started_at: float | None = None
+    last_heartbeat_at: float | None = None
+    ended_at: float | None = None
+    reason: str | None = None
+    message: str | None = None
+    attempts: int = 0
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Status:
+        try:
+            phase = Phase(data["phase"]) if data.get("phase") else None
+        except ValueError:
+            phase = None
+        conditions = data.get("conditions")
+        return cls(
+            phase=phase,
+            session_id=_str_or_none(data.get("sessionId")),
+            node_id=_str_or_none(data.get("nodeId")),
+            pod_name=_str_or_none(data.get("podName")),
+            started_at=parse_time(data.get("startedAt")),
+            last_heartbeat_at=parse_time(data.get("lastHeartbeatAt")),
+            ended_at=parse_time(data.get("endedAt")),
+            reason=_str_or_none(data.get("reason")),
+            message=_str_or_none(data.get("message")),
+            attempts=_int_or_none(data.get("attempts")) or 0,
+            observed_generation=_int_or_none(data.get("observedGeneration")),
+            conditions=tuple(Condition.from_dict(c) for c in conditions or () if isinstance(c, Mapping))
+            if isinstance(conditions, list)
+            else (),
+            raw=dict(data),
+        )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSession:
+    namespace: str
+    name: str
+    uid: str
+    spec: Spec
+    status: Status
+    generation: int = 1
+    resource_version: str | None = None
+    created_at: float | None = None
+    deletion_at: float | None = None
+    finalizers: tuple[str, ...] = ()
+    adopted_session: tuple[str, str] | None = None
+    """``(call_id, session_id)`` when the object mirrors a session started elsewhere."""
+
+    @property
+    def key(self) -> Key:
+        return (self.namespace, self.name)
+
+    @property
+    def deleting(self) -> bool:
+        return self.deletion_at is not None
+
+    @property
+    def has_finalizer(self) -> bool:
+        return FINALIZER in self.finalizers
+
+    @property
+    def session(self) -> tuple[str, str] | None:
+        """``(call_id, session_id)`` of the session this object stands for, once known."""
+        if self.adopted_session is not None:
+            return self.adopted_session
+        if self.status.session_id is not None:
+            return (self.spec.call_id, self.status.session_id)
+        return None
+
+    def reference(self) -> dict[str, Any]:
+        """An ``ObjectReference`` for Events."""
+        ref: dict[str, Any] = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
+        if self.resource_version:
+            ref["resourceVersion"] = self.resource_version
+        return ref
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> AgentSession:
+        meta = body.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        labels = meta.get("labels") or {}
+        adopted: tuple[str, str] | None = None
+        marker = annotations.get(SESSION_ANNOTATION)
+        if isinstance(marker, str) and marker.count("/") == 1 and labels.get(ADOPTED_LABEL) == "true":
+            call_id, session_id = marker.split("/")
+            if call_id and session_id:
+                adopted = (call_id, session_id)
+        generation = meta.get("generation")
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            spec=Spec.from_dict(body.get("spec") or {}),
+            status=Status.from_dict(body.get("status") or {}),
+            generation=generation if isinstance(generation, int) else 1,
+            resource_version=_str_or_none(meta.get("resourceVersion")),
+            created_at=parse_time(meta.get("creationTimestamp")),
+            deletion_at=parse_time(meta.get("deletionTimestamp")),
+            finalizers=tuple(f for f in meta.get("finalizers") or () if isinstance(f, str)),
+            adopted_session=adopted,
+        )

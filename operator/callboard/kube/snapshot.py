@@ -1,0 +1,51 @@
+"""One read of the whole registry (nodes and sessions), shared by every loop of a cycle."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from callboard.registry import NodeInfo, SessionInfo
+
+__all__ = ["Snapshot"]
+
+
+@dataclass
+class Snapshot:
+    taken_at: float
+    """Unix time of the read, seconds."""
+    nodes: dict[str, NodeInfo] = field(default_factory=dict)
+    sessions: dict[tuple[str, str], SessionInfo] = field(default_factory=dict)
+    per_node: Counter[str] = field(default_factory=Counter)
+    """Sessions listed per node id. The placer adds the sessions it saw start since the read."""
+
+    @classmethod
+    def build(cls, nodes: Iterable[NodeInfo], sessions: Iterable[SessionInfo], *, now: float) -> Snapshot:
+        snap = cls(taken_at=now)
+        snap.nodes = {n.node_id: n for n in nodes}
+        for s in sessions:
+            snap.sessions[(s.call_id, s.session_id)] = s
+            snap.per_node[s.node_id] += 1
+        return snap
+
+    def pod_counts(self) -> dict[tuple[str, str], int]:
+        """Live sessions per agent pod ``(namespace, pod)``, for nodes that name their pod."""
+        counts: dict[tuple[str, str], int] = {}
+        for node in self.nodes.values():
+            if node.pod_name and node.namespace:
+                key = (node.namespace, node.pod_name)
+                counts[key] = counts.get(key, 0) + self.per_node[node.node_id]
+        return counts
+
+    def capacity_signature(self, *, freshness: float) -> frozenset[tuple[str, str | None, bool]]:
+        """Which nodes could take a session now: changes when a waiting object may fit."""
+        return frozenset(
+            (
+                n.node_id,
+                n.pool,
+                n.capacity is None or max(n.active, self.per_node[n.node_id]) < n.capacity,
+            )
+            for n in self.nodes.values()
+            if not n.draining and self.taken_at - n.heartbeat_at <= freshness
+        )

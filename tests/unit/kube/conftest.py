@@ -1,0 +1,89 @@
+"""A whole operator runtime over a fake API server and an in-memory registry."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from callboard.kube.runtime import Runtime
+from callboard.kube.settings import (
+    AdoptionSettings,
+    DeletionSettings,
+    PlacementSettings,
+    PodSettings,
+    RegistrySettings,
+    Settings,
+    SyncSettings,
+)
+from callboard.registry import InMemorySessionKVStore
+
+from .fakes import FakeKopf, FakeKube, FakeNode
+
+
+def fast_settings(**overrides: Any) -> Settings:
+    settings = Settings(
+        namespaces=("ns", "adopted"),
+        registry=RegistrySettings(url="memory://", ttl=5.0),
+        placement=PlacementSettings(start_timeout=0.5, max_attempts=3, poll_interval=0.02, workers=4),
+        sync=SyncSettings(interval=0.05, heartbeat_refresh=60.0, lost_grace=0.2),
+        deletion=DeletionSettings(timeout=1.0),
+        adoption=AdoptionSettings(namespace=None, grace=0.1, prime_timeout=1.0),
+        pods=PodSettings(min_interval=0.0),
+    )
+    for name, value in overrides.items():
+        setattr(settings, name, value)
+    return settings
+
+
+class Harness:
+    def __init__(self, settings: Settings) -> None:
+        self.kube = FakeKube()
+        self.store = InMemorySessionKVStore(cleanup_interval=0.05)
+        self.runtime = Runtime(settings=settings, api=self.kube, store=self.store)
+        self.kopf = FakeKopf(self.kube, self.runtime)
+        self.nodes: list[FakeNode] = []
+
+    async def node(self, node_id: str, **kw: Any) -> FakeNode:
+        node = FakeNode(self.store, node_id, **kw)
+        await node.start()
+        self.nodes.append(node)
+        return node
+
+    def status(self, name: str, namespace: str = "ns") -> dict[str, Any]:
+        obj = self.kube.get_object(name, namespace)
+        return {} if obj is None else obj.get("status") or {}
+
+    async def until(self, check: Callable[[], object], timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting; objects: {self.kube.objects}")
+            await asyncio.sleep(0.01)
+
+    async def phase(
+        self, name: str, phase: str, timeout: float = 5.0, namespace: str = "ns"
+    ) -> dict[str, Any]:
+        await self.until(lambda: self.status(name, namespace).get("phase") == phase, timeout)
+        return self.status(name, namespace)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return fast_settings()
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        yield h
+    finally:
+        await h.kopf.stop()
+        for node in h.nodes:
+            await node.kill()
+        await h.runtime.stop()

@@ -1,0 +1,76 @@
+"""Unclaimed sessions (adopt or close), the adopted object, and the cache with its barrier."""
+
+from __future__ import annotations
+
+from callboard.kube.adoption import adopted_manifest, classify
+from callboard.kube.cache import ObjectCache
+from callboard.kube.constants import ADOPTED_LABEL, SESSION_ANNOTATION
+from callboard.kube.objects import AgentSession
+from callboard.registry import NodeInfo, SessionInfo
+
+
+def session(sid: str, call: str = "c") -> SessionInfo:
+    return SessionInfo(session_id=sid, call_id=call, node_id="n", started_at=0.0)
+
+
+def test_classify() -> None:
+    sessions = [
+        session("claimed"),
+        session("from-http-api"),
+        session("ags.mine.uid-gone.1"),
+        session("ags.theirs.uid-x.1"),
+    ]
+    found = classify(sessions, claimed=lambda c, s: s == "claimed", watched=lambda ns: ns == "mine")
+    assert [s.session_id for s in found.adopt] == ["from-http-api"]
+    assert [s.session_id for s in found.close] == ["ags.mine.uid-gone.1"]
+
+
+def test_adopted_manifest() -> None:
+    m = adopted_manifest(
+        session("s1", "Call:1"),
+        NodeInfo(node_id="n", pool="gpu"),
+        namespace="adopted",
+        ttl_seconds_after_finished=60,
+    )
+    assert m["metadata"]["namespace"] == "adopted"
+    assert m["metadata"]["labels"][ADOPTED_LABEL] == "true"
+    assert m["metadata"]["annotations"][SESSION_ANNOTATION] == "Call:1/s1"
+    assert m["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "pool": "gpu"}
+    assert AgentSession.from_body(m).adopted_session == ("Call:1", "s1")
+
+
+def body(name: str, uid: str, rv: str, session_id: str | None = None) -> dict[str, object]:
+    return {
+        "metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": rv},
+        "spec": {"callId": "c"},
+        "status": {"sessionId": session_id} if session_id else {},
+    }
+
+
+def test_cache_keeps_the_newest_version_and_indexes_sessions() -> None:
+    cache = ObjectCache()
+    cache.put_body(body("a", "u1", "5", "s1"))
+    stale = cache.put_body(body("a", "u1", "4"))
+    assert stale.resource_version == "5"
+    assert cache.claiming("c", "s1") is not None
+    cache.put_body(body("a", "u1", "6", "s2"))
+    assert cache.claiming("c", "s1") is None and cache.claiming("c", "s2") is not None
+    # Same name, new object (deleted and created again): replaced whatever the version.
+    cache.put_body(body("a", "u2", "1"))
+    assert cache.by_uid("u1") is None and cache.by_uid("u2") is not None
+    assert cache.remove(("ns", "a"), "u1") is None
+    assert cache.remove(("ns", "a"), "u2") is not None
+    assert len(cache) == 0
+
+
+async def test_primed_when_every_listed_object_was_seen() -> None:
+    cache = ObjectCache()
+    cache.put_body(body("a", "u1", "1"))
+    cache.expect(["u1", "u2", "u3"])
+    assert not cache.primed.is_set()
+    cache.put_body(body("b", "u2", "1"))
+    cache.remove(("ns", "c"), "u3")  # deleted before the watch showed it
+    assert cache.primed.is_set()
+    empty = ObjectCache()
+    empty.expect([])
+    assert empty.primed.is_set()

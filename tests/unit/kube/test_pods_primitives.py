@@ -1,0 +1,84 @@
+"""Pod annotations (what, when) and the work queue / pulse primitives."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from callboard.kube._sync_primitives import Pulse, WorkQueue
+from callboard.kube.api import KubeApi, NotFoundError
+from callboard.kube.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.pods import PodAnnotator, annotations_for
+
+
+def test_annotation_values() -> None:
+    assert annotations_for(3) == {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false"}
+    assert annotations_for(0) == {POD_DELETION_COST: "0", SAFE_TO_EVICT: None}
+
+
+class RecordingApi(KubeApi):
+    def __init__(self, missing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        super().__init__(lambda: None)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.missing = missing
+
+    async def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> Any:
+        if path.rsplit("/", 1)[-1] in self.missing:
+            raise NotFoundError(404, "not found")
+        self.calls.append((path, body))
+        return {}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_patches_only_changes_and_at_most_once_per_interval() -> None:
+    api, clock = RecordingApi(), Clock()
+    pods = PodAnnotator(api, min_interval=5.0, clock=clock)
+    assert await pods.update({("ns", "p1"): 2, ("ns", "p2"): 0}) == 2
+    assert await pods.update({("ns", "p1"): 2, ("ns", "p2"): 0}) == 0  # unchanged
+    clock.now += 1
+    assert await pods.update({("ns", "p1"): 3, ("ns", "p2"): 0}) == 0  # changed, but too soon
+    clock.now += 5
+    assert await pods.update({("ns", "p1"): 3, ("ns", "p2"): 0}) == 1  # the latest count, once due
+    path, body = api.calls[-1]
+    assert path == "/api/v1/namespaces/ns/pods/p1"
+    assert body == {"metadata": {"annotations": {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false"}}}
+
+
+async def test_missing_pods_are_left_alone_for_a_while() -> None:
+    api, clock = RecordingApi(missing={"gone"}), Clock()
+    pods = PodAnnotator(api, min_interval=0.0, clock=clock)
+    assert await pods.update({("ns", "gone"): 1}) == 0
+    assert pods.due({("ns", "gone"): 1}) == {}
+    clock.now += 61
+    assert pods.due({("ns", "gone"): 1}) == {("ns", "gone"): 1}
+
+
+async def test_work_queue_dedupes_and_requeues_keys_added_while_processing() -> None:
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    q.add("a")
+    assert len(q) == 1
+    key = await q.get()
+    assert q.busy("a")
+    q.add("a")  # changed while a worker holds it
+    assert len(q) == 0
+    q.done(key)
+    assert len(q) == 1 and await q.get() == "a"
+    q.done("a")
+    assert not q.busy("a")
+
+
+async def test_pulse_wakes_current_waiters() -> None:
+    pulse = Pulse()
+    waiter = asyncio.create_task(pulse.wait(5.0))
+    await asyncio.sleep(0)
+    pulse.fire()
+    assert await waiter is True
+    assert await pulse.wait(0.01) is False
