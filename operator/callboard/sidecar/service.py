@@ -124,6 +124,9 @@ class SidecarService:
         self._app_failures = FailureCounter(settings.app.failure_threshold)
         self._starts: dict[str, StartRequest] = {}
         self._close_pending: dict[tuple[str, str], str] = {}
+        self._orphans: dict[tuple[str, str], float] = {}
+        """Sessions a previous process of this node left in the store, not re-asserted yet
+        (by the monotonic time they were found): removed if the app turns out dead."""
         self._in_flight = 0
         self._draining = False
         self._drain_deadline: float | None = None
@@ -253,6 +256,7 @@ class SidecarService:
             raise
         finally:
             self._in_flight -= 1
+        self._orphans.pop((call_id, session_id), None)
         self._sessions_changed()
         if restore:
             await self._restore(info, started_at=started_at, metrics=metrics)
@@ -276,6 +280,7 @@ class SidecarService:
                 raise SessionNotFoundError(f"no session {call_id}/{session_id} on this node")
         await self.registry.remove(call_id, session_id, reason=reason)
         self._close_pending.pop((call_id, session_id), None)
+        self._orphans.pop((call_id, session_id), None)
         self._sessions_changed()
         SidecarStats.bump(self.stats.ended, "app")
         logger.info(
@@ -369,7 +374,7 @@ class SidecarService:
         leftover = len(self.registry.local_sessions)
         if leftover:
             logger.warning("drain timeout: removing %d live sessions", leftover, extra=self._log_extra)
-            await self._remove_all(REASON_DRAIN_TIMEOUT, include_stored=False)
+            await self._remove_all(REASON_DRAIN_TIMEOUT, include_orphans=False)
         return leftover
 
     # -- internals --------------------------------------------------------------------------
@@ -472,15 +477,13 @@ class SidecarService:
         self._starts[request.request_id] = request
         self._emit(EventType.START_REQUESTED, _start_data(request))
 
-    async def _remove_all(self, reason: str, *, include_stored: bool) -> int:
+    async def _remove_all(self, reason: str, *, include_orphans: bool) -> int:
         """Remove this node's sessions (and those a previous sidecar left in the store)."""
         targets = {(s.call_id, s.session_id) for s in self.registry.local_sessions}
-        if include_stored and self.connected:
-            try:
-                stored = await self.registry.list_sessions(node_id=self.registry.node_id)
-                targets |= {(s.call_id, s.session_id) for s in stored}
-            except StoreError as exc:
-                logger.warning("could not list this node's stored sessions: %s", exc, extra=self._log_extra)
+        if include_orphans:
+            horizon = self._clock() - self.registry.ttl
+            targets |= {key for key, found in self._orphans.items() if found > horizon}  # else expired
+            self._orphans.clear()
         for call_id, session_id in sorted(targets):
             self._on_close(call_id, session_id, reason=reason)
             try:
@@ -494,7 +497,7 @@ class SidecarService:
         return len(targets)
 
     async def _app_dead(self, why: str) -> None:
-        removed = await self._remove_all(REASON_APP_UNHEALTHY, include_stored=True)
+        removed = await self._remove_all(REASON_APP_UNHEALTHY, include_orphans=True)
         if removed:
             self.stats.app_unhealthy_cleanups += 1
             logger.warning(
@@ -507,6 +510,7 @@ class SidecarService:
         delay = CONNECT_BASE
         while True:
             try:
+                await self._find_orphans()  # before the first heartbeat rebuilds the node index
                 await self.registry.start()
                 break
             except StoreError as exc:
@@ -546,6 +550,16 @@ class SidecarService:
         for request_id, request in list(self._starts.items()):
             if request.requested_at < horizon:  # the requester gave up on it
                 del self._starts[request_id]
+
+    async def _find_orphans(self) -> None:
+        stored = await self.registry.list_sessions(node_id=self.registry.node_id)
+        now = self._clock()
+        self._orphans = {(s.call_id, s.session_id): now for s in stored}
+        if self._orphans:
+            logger.info(
+                "%d sessions of a previous sidecar process await re-assertion by the app", len(self._orphans),
+                extra=self._log_extra,
+            )  # fmt: skip
 
     def _beat_ok(self) -> None:
         self.stats.heartbeats += 1

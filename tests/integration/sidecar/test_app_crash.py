@@ -1,0 +1,89 @@
+"""An app that dies has its sessions removed at once (reason app-unhealthy), not after the TTL.
+
+While the sidecar lives it keeps heartbeating the sessions, so without these watchdogs a dead
+app's sessions would stay listed for ever.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from callboard.registry import SessionRegistry
+from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
+from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
+from tests.support.redis_server import free_port
+
+
+async def metric(sidecar: SidecarProcess, name: str) -> float:
+    text = (await sidecar.http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"callboard_sidecar_{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def gone(peer: SessionRegistry, call_id: str, session_id: str) -> bool:
+    return await peer.get(call_id, session_id) is None
+
+
+async def test_no_event_consumer_for_the_grace_period_removes_the_sessions(
+    sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
+) -> None:
+    sidecar = await sidecar_factory(env={"CALLBOARD_EVENT_GRACE": "1"})
+    app = await app_factory(python_app(sidecar, log_dir=tmp_path))
+    for session_id in ("s-1", "s-2"):
+        await app.send(op="register", call_id="call-1", session_id=session_id)
+        await app.expect("registered", session_id=session_id)
+    # A connected app keeps its sessions: wait out more than two grace periods, by the
+    # sidecar's own heartbeat count (0.3 s apart).
+    await wait_until(lambda: _at_least(sidecar, "heartbeats_total", 9), what="nine heartbeats")
+    assert await sidecar.session_ids() == ["s-1", "s-2"]
+
+    await app.kill()
+    await wait_until(lambda: gone(peer, "call-1", "s-1"), timeout=5, what="the sessions to be removed")
+    for session_id in ("s-1", "s-2"):
+        ended = await peer.get_ended("call-1", session_id)
+        assert ended is not None and (ended.reason, ended.node_id) == ("app-unhealthy", "node-a")
+    assert await sidecar.session_ids() == []
+    assert await metric(sidecar, "app_unhealthy_cleanups_total") == 1
+    node = await wait_until(lambda: peer.get_node("node-a"), what="the node record")
+    assert not node.draining  # the sidecar stays: a restarted app registers again
+    assert (await sidecar.http.get("/readyz")).status_code == 200
+
+
+async def test_failing_health_url_removes_the_sessions(
+    sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
+) -> None:
+    port = free_port()
+    sidecar = await sidecar_factory(
+        env={
+            "CALLBOARD_APP_HEALTH_URL": f"http://127.0.0.1:{port}/health",
+            "CALLBOARD_APP_HEALTH_INTERVAL": "0.1",
+            "CALLBOARD_APP_FAILURE_THRESHOLD": "3",
+            "CALLBOARD_EVENT_GRACE": "0",  # only the probe may notice
+        },
+        ready=False,  # not ready until the app answers its probe
+    )
+    app = await app_factory(python_app(sidecar, "--health-port", str(port), log_dir=tmp_path))
+    await sidecar.wait_ready()
+    await app.send(op="register", call_id="call-1", session_id="s-1")
+    await app.expect("registered", session_id="s-1")
+    probes = await metric(sidecar, "app_probes_total")
+    await wait_until(lambda: _at_least(sidecar, "app_probes_total", probes + 6), what="six more probes")
+    assert await sidecar.session_ids() == ["s-1"]  # a healthy app keeps its sessions
+
+    await app.kill()
+    await wait_until(lambda: gone(peer, "call-1", "s-1"), timeout=5, what="the session to be removed")
+    ended = await peer.get_ended("call-1", "s-1")
+    assert ended is not None and ended.reason == "app-unhealthy"
+    ready = await sidecar.http.get("/readyz")
+    assert ready.status_code == 503 and "health" in ready.json()["reason"]
+    assert (await sidecar.get("/v1/node"))["app_healthy"] is False
+
+    await app_factory(python_app(sidecar, "--health-port", str(port), log_dir=tmp_path, name="py-2"))
+    await sidecar.wait_ready()  # the restarted app is healthy again
+    assert (await sidecar.get("/v1/node"))["app_healthy"] is True
+
+
+async def _at_least(sidecar: SidecarProcess, name: str, value: float) -> bool:
+    return await metric(sidecar, name) >= value
