@@ -51,6 +51,10 @@ else
   echo "[k8s-tools] no Go toolchain found (need Go >= 1.26; set GO=/path/to/go)" >&2
   exit 1
 fi
+if ! GOVERSION_FOUND="$("$GO" env GOVERSION 2>/dev/null)"; then
+  echo "[k8s-tools] cannot run the Go toolchain at $GO (need Go >= 1.26; set GO=/path/to/go)" >&2
+  exit 1
+fi
 export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 PARALLEL="${CALLBOARD_K8S_BUILD_PARALLEL:-2}"
@@ -196,7 +200,7 @@ build_helm() {
   log "built helm $v in $(elapsed $t)"
 }
 
-log "output: $OUT (go: $("$GO" env GOVERSION), -p $PARALLEL)"
+log "output: $OUT (go: $GOVERSION_FOUND, -p $PARALLEL)"
 START=$SECONDS
 for c in "${COMPONENTS[@]}"; do
   "build_$c"
