@@ -1,0 +1,47 @@
+"""Typed settings of the node HTTP API (what ``callboard serve`` maps its flags into)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from callboard.errors import ConfigurationError
+
+__all__ = ["ServerSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """HTTP concerns only; the launcher and the registry have their own settings."""
+
+    auth_token: str | None = None
+    """Bearer token required by every route except ``/health`` and ``/ready`` (probes carry
+    no secret). None turns auth off: the default, as a node API usually sits on a cluster
+    network; set one whenever the port is reachable from outside."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API (``https://app.example.com``, or ``*``).
+    Empty adds no CORS headers at all. Credentials (cookies) are never allowed, so even
+    ``*`` cannot leak a session: the token travels in the Authorization header."""
+    default_page_size: int = 100
+    """Sessions per page of ``GET /sessions`` when the client names no ``limit``."""
+    max_page_size: int = 1000
+    """Largest ``limit`` accepted: one page stays one bounded registry read."""
+    ready_timeout: float = 1.0
+    """Seconds ``/ready`` waits for the registry's ping: Kubernetes probes time out at 1 s
+    by default, and a slow answer is as bad as none for taking traffic."""
+
+    def __post_init__(self) -> None:
+        if self.auth_token is not None and not self.auth_token.strip():
+            raise ConfigurationError("auth_token must not be blank (use None to turn auth off)")
+        if not 1 <= self.default_page_size <= self.max_page_size:
+            raise ConfigurationError("default_page_size must be between 1 and max_page_size")
+        if self.ready_timeout <= 0:
+            raise ConfigurationError("ready_timeout must be > 0")
+        for origin in self.cors_origins:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ConfigurationError(
+                    f"CORS origin {origin!r} must be '*' or scheme://host[:port], e.g. https://app.example.com"
+                )
