@@ -877,13 +877,23 @@ def random_suffix(n: int = 6) -> str:
 def local_control_plane(log: Log = _print_log, *, bin_dir: Path | None = None) -> Iterator[KubeEnv]:
     """Start a local control plane (building the tools first unless ``bin_dir`` is given)."""
     bin_dir = bin_dir or ensure_tools(log)
-    plane = ControlPlane(bin_dir, log)
-    try:
-        kube = plane.start()
-    except BaseException:
-        plane.keep_workdir = True  # keep the logs for a look
-        plane.stop()
-        raise
+    for attempt in (1, 2):
+        plane = ControlPlane(bin_dir, log)
+        try:
+            kube = plane.start()
+            break
+        except StartupError as err:
+            # A free port taken by someone else between picking and binding: try again.
+            port_race = "address already in use" in str(err)
+            plane.keep_workdir = not port_race
+            plane.stop()
+            if not port_race or attempt == 2:
+                raise
+            log("[k8s] a port was taken meanwhile; starting again on other ports")
+        except BaseException:
+            plane.keep_workdir = True  # keep the logs for a look
+            plane.stop()
+            raise
     try:
         yield kube
     finally:
