@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field
 
 from callboard.registry import validate_id
-from callboard.sidecar.service import NodeStatus, SessionView
+from callboard.sidecar.status import NodeStatus, SessionView
 
 __all__ = [
     "CallId",

@@ -15,10 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
-
-import httpx
 
 from callboard import __version__
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
@@ -35,9 +32,11 @@ from callboard.registry import keys as k
 from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
 from callboard.sidecar.events import Event, EventLog, EventType
 from callboard.sidecar.settings import SidecarSettings
-from callboard.sidecar.watchdog import ConsumerWatch, FailureCounter, probe
+from callboard.sidecar.starts import StartDesk, start_data
+from callboard.sidecar.status import NodeStatus, SessionView, SidecarStats
+from callboard.sidecar.watchdog import ConsumerWatch, FailureCounter, watch_consumers, watch_health
 
-__all__ = ["NodeStatus", "SessionView", "SidecarService", "SidecarStats"]
+__all__ = ["SidecarService"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,58 +49,6 @@ STOP_TIMEOUT = 2.0
 #: Reasons written in the tombstones of sessions the sidecar removes by itself.
 REASON_APP_UNHEALTHY = "app-unhealthy"
 REASON_DRAIN_TIMEOUT = "drain-timeout"
-
-
-@dataclass(slots=True)
-class SidecarStats:
-    """Counters since start, exported by the Prometheus collector."""
-
-    registered: int = 0
-    restored: int = 0
-    ended: dict[str, int] = field(default_factory=dict)
-    """By who ended the session: ``app``, ``app-unhealthy``, ``drain-timeout``."""
-    refused: dict[str, int] = field(default_factory=dict)
-    """Registrations refused, by reason: ``capacity``, ``draining``."""
-    events: dict[str, int] = field(default_factory=dict)
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    app_probes: int = 0
-    app_probe_failures: int = 0
-    app_unhealthy_cleanups: int = 0
-    """Times the sessions of an app that looked dead were removed (probe or empty stream)."""
-
-    @staticmethod
-    def bump(counter: dict[str, int], key: str, n: int = 1) -> None:
-        counter[key] = counter.get(key, 0) + n
-
-
-@dataclass(frozen=True, slots=True)
-class SessionView:
-    """A session of this node as the local API shows it."""
-
-    info: SessionInfo
-    close_requested: bool
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """This node as the local API shows it."""
-
-    node_id: str
-    pod_name: str | None
-    namespace: str | None
-    pool: str | None
-    capacity: int
-    active: int
-    draining: bool
-    drain_deadline: float | None
-    connected: bool
-    last_heartbeat_at: float | None
-    app_healthy: bool
-    event_consumers: int
-    last_event_id: int
-    pending_start_requests: int
-    version: str
 
 
 class SidecarService:
@@ -122,7 +69,8 @@ class SidecarService:
         self._consumer_watch = ConsumerWatch(settings.app.consumer_grace, now=clock())
         self.events.on_consumers_changed(lambda n: self._consumer_watch.consumers_changed(n, now=clock()))
         self._app_failures = FailureCounter(settings.app.failure_threshold)
-        self._starts: dict[str, StartRequest] = {}
+        self._log_extra = {"node_id": registry.node_id}
+        self._starts = StartDesk(registry, log_extra=self._log_extra)
         self._close_pending: dict[tuple[str, str], str] = {}
         self._orphans: dict[tuple[str, str], float] = {}
         """Sessions a previous process of this node left in the store, not re-asserted yet
@@ -139,7 +87,6 @@ class SidecarService:
         """Unix time of the same (status)."""
         self._throttle = LogThrottle()
         self._tasks: list[asyncio.Task[None]] = []
-        self._log_extra = {"node_id": registry.node_id}
         registry.set_node_info(
             address=settings.advertised_address,
             capacity=settings.node.capacity,
@@ -158,10 +105,24 @@ class SidecarService:
             (self._pump_closes(), "close-requests"),
             (self._pump_starts(), "start-requests"),
         ]
-        if self.settings.app.consumer_grace > 0:
-            spawn.append((self._watch_consumers(), "consumer-watch"))
-        if self.settings.app.health_url is not None:
-            spawn.append((self._watch_app_health(self.settings.app.health_url), "app-health"))
+        app = self.settings.app
+        if app.consumer_grace > 0:
+            spawn.append(
+                (
+                    watch_consumers(self._consumer_watch, clock=self._clock, on_dead=self._app_dead),
+                    "consumer-watch",
+                )
+            )
+        if app.health_url is not None:
+            probing = watch_health(
+                app.health_url,
+                self._app_failures,
+                interval=app.health_interval,
+                timeout=app.health_timeout,
+                on_probe=self._count_probe,
+                on_dead=self._app_dead,
+            )
+            spawn.append((probing, "app-health"))
         for coro, name in spawn:
             self._tasks.append(guarded_task(coro, name=f"sidecar:{name}", logger=logger))
 
@@ -219,9 +180,9 @@ class SidecarService:
         returns it unchanged. ``start_request_id`` accepts that start request; a refusal
         (capacity, draining) answers it as rejected.
         """
-        request = self._starts.get(start_request_id) if start_request_id is not None else None
-        if start_request_id is not None and request is None:
-            request = await self._find_start(start_request_id)
+        request = None
+        if start_request_id is not None:
+            request = await self._starts.lookup(start_request_id, connected=self.connected)
         if request is not None:
             if call_id != request.call_id or (session_id is not None and session_id != request.session_id):
                 raise StartRequestMismatchError(
@@ -235,14 +196,14 @@ class SidecarService:
         existing = self._local(call_id, session_id)
         if existing is not None:
             if request is not None:
-                await self._answer(request, accepted=True)
+                await self._starts.answer(request, accepted=True)
             return existing, False
         if not restore:
             refusal = self._refusal()
             if refusal is not None:
                 SidecarStats.bump(self.stats.refused, refusal[0])
                 if request is not None:
-                    await self._answer(request, accepted=False, reason=refusal[0])
+                    await self._starts.answer(request, accepted=False, reason=refusal[0])
                 raise refusal[1]
         self._in_flight += 1
         try:
@@ -252,7 +213,7 @@ class SidecarService:
         except CapacityError:
             SidecarStats.bump(self.stats.refused, "max-sessions-per-call")
             if request is not None:
-                await self._answer(request, accepted=False, reason="max-sessions-per-call")
+                await self._starts.answer(request, accepted=False, reason="max-sessions-per-call")
             raise
         finally:
             self._in_flight -= 1
@@ -263,7 +224,7 @@ class SidecarService:
         elif metrics:
             await self.registry.update_metrics(call_id, session_id, metrics)
         if request is not None:
-            await self._answer(request, accepted=True)
+            await self._starts.answer(request, accepted=True)
         self.stats.registered += 1
         logger.info(
             "session %s", "restored" if restore else "registered",
@@ -300,10 +261,10 @@ class SidecarService:
 
     async def reject_start(self, request_id: str, *, reason: str) -> StartRequest:
         """Answer a start request as rejected, with the app's reason."""
-        request = self._starts.get(request_id) or await self._find_start(request_id)
+        request = await self._starts.lookup(request_id, connected=self.connected)
         if request is None:
             raise UnknownStartRequestError(f"no pending start request {request_id!r}")
-        await self._answer(request, accepted=False, reason=reason)
+        await self._starts.answer(request, accepted=False, reason=reason)
         return request
 
     def sessions(self) -> list[SessionView]:
@@ -319,7 +280,7 @@ class SidecarService:
         return SessionView(info=info, close_requested=(call_id, session_id) in self._close_pending)
 
     def start_requests(self) -> list[StartRequest]:
-        return sorted(self._starts.values(), key=lambda r: r.requested_at)
+        return self._starts.pending()
 
     def status(self) -> NodeStatus:
         node = self.settings.node
@@ -360,8 +321,7 @@ class SidecarService:
                     await self.registry.set_draining(True)
                 except StoreError as exc:
                     logger.warning("could not publish draining: %s", exc, extra=self._log_extra)
-            for request in list(self._starts.values()):
-                await self._answer(request, accepted=False, reason="draining")
+            await self._starts.reject_all("draining")
             self._emit(EventType.DRAIN, self._drain_data())
         waiters = [asyncio.ensure_future(self._idle.wait())]
         if force is not None:
@@ -441,7 +401,7 @@ class SidecarService:
             for (c, s), reason in self._close_pending.items()
             if self._local(c, s) is not None
         ]
-        snapshot += [Event(EventType.START_REQUESTED, _start_data(r)) for r in self.start_requests()]
+        snapshot += [Event(EventType.START_REQUESTED, start_data(r)) for r in self._starts.pending()]
         if self._draining:
             snapshot.append(Event(EventType.DRAIN, self._drain_data()))
         return snapshot
@@ -449,33 +409,12 @@ class SidecarService:
     def _drain_data(self) -> dict[str, Any]:
         return {"timeout": self.settings.drain.timeout, "deadline": self._drain_deadline}
 
-    async def _find_start(self, request_id: str) -> StartRequest | None:
-        """A start request this process has not seen (sent before a restart), from the store."""
-        if not self.connected:
-            return None
-        for request in await self.registry.pending_start_requests():
-            if request.request_id == request_id:
-                return request
-        return None
-
-    async def _answer(self, request: StartRequest, *, accepted: bool, reason: str | None = None) -> None:
-        self._starts.pop(request.request_id, None)
-        await self.registry.answer_start(request, accepted=accepted, reason=reason)
-        logger.info(
-            "start request %s %s%s", request.request_id, "accepted" if accepted else "rejected",
-            f": {reason}" if reason else "",
-            extra={**self._log_extra, "call_id": request.call_id, "session_id": request.session_id},
-        )  # fmt: skip
-
     async def _on_start(self, request: StartRequest) -> None:
-        if request.request_id in self._starts:
-            return
         refusal = self._refusal()
-        if refusal is not None:
-            await self._answer(request, accepted=False, reason=refusal[0])
-            return
-        self._starts[request.request_id] = request
-        self._emit(EventType.START_REQUESTED, _start_data(request))
+        if refusal is not None:  # full or draining: the operator places it elsewhere at once
+            await self._starts.answer(request, accepted=False, reason=refusal[0])
+        elif self._starts.hold(request):
+            self._emit(EventType.START_REQUESTED, start_data(request))
 
     async def _remove_all(self, reason: str, *, include_orphans: bool) -> int:
         """Remove this node's sessions (and those a previous sidecar left in the store)."""
@@ -546,10 +485,7 @@ class SidecarService:
             call_id = local[session_id]
             if (call_id, session_id) not in self._close_pending:
                 self._on_close(call_id, session_id, reason="requested")
-        horizon = time.time() - self.registry.ttl
-        for request_id, request in list(self._starts.items()):
-            if request.requested_at < horizon:  # the requester gave up on it
-                del self._starts[request_id]
+        self._starts.expire(time.time() - self.registry.ttl)
 
     async def _find_orphans(self) -> None:
         stored = await self.registry.list_sessions(node_id=self.registry.node_id)
@@ -579,38 +515,12 @@ class SidecarService:
                 except StoreError as exc:
                     self._log_failure("start request", exc)
 
-    async def _watch_consumers(self) -> None:
-        grace = self.settings.app.consumer_grace
-        tick = min(max(grace / 5, 0.05), 1.0)  # notice within a fifth of the grace, at most 1 s late
-        while True:
-            await asyncio.sleep(tick)
-            if self._consumer_watch.due(now=self._clock()):
-                await self._app_dead(f"no event stream consumer for {grace:g}s")
-
-    async def _watch_app_health(self, url: str) -> None:
-        app = self.settings.app
-        async with httpx.AsyncClient() as client:
-            while True:
-                ok = await probe(client, url, timeout=app.health_timeout)
-                self.stats.app_probes += 1
-                if not ok:
-                    self.stats.app_probe_failures += 1
-                if self._app_failures.record(ok):
-                    await self._app_dead(f"{url} failed {self._app_failures.failures} times in a row")
-                await asyncio.sleep(app.health_interval)
+    def _count_probe(self, ok: bool) -> None:
+        self.stats.app_probes += 1
+        if not ok:
+            self.stats.app_probe_failures += 1
 
     def _log_failure(self, what: str, exc: Exception) -> None:
         if (suppressed := self._throttle.allow(what)) is not None:
             logger.warning("%s failed: %s (%d similar messages suppressed)", what, exc, suppressed,
                            extra=self._log_extra)  # fmt: skip
-
-
-def _start_data(request: StartRequest) -> dict[str, Any]:
-    return {
-        "request_id": request.request_id,
-        "call_id": request.call_id,
-        "session_id": request.session_id,
-        "call_type": request.call_type,
-        "params": request.params,
-        "requested_at": request.requested_at,
-    }

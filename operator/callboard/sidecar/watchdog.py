@@ -7,15 +7,18 @@ sidecar (alive) keeps heartbeating them. Two independent signals say the app is 
 - :class:`ConsumerWatch`: nothing has read the event stream for ``grace`` seconds (an app
   process that dies closes its connection, so the sidecar sees the reader leave at once).
 
-Both are plain state machines fed with the time, so they are tested without sleeping; the
-service runs the loops that feed them.
+Both are plain state machines fed with the time, so they are tested without sleeping;
+:func:`watch_consumers` and :func:`watch_health` are the loops that feed them.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
 import httpx
 
-__all__ = ["ConsumerWatch", "FailureCounter", "probe"]
+__all__ = ["ConsumerWatch", "FailureCounter", "probe", "watch_consumers", "watch_health"]
 
 
 class ConsumerWatch:
@@ -79,3 +82,33 @@ async def probe(client: httpx.AsyncClient, url: str, *, timeout: float) -> bool:
     except httpx.HTTPError:
         return False
     return response.is_success
+
+
+async def watch_consumers(
+    watch: ConsumerWatch, *, clock: Callable[[], float], on_dead: Callable[[str], Awaitable[None]]
+) -> None:
+    """Call ``on_dead`` each time ``watch`` runs out of grace; never returns."""
+    tick = min(max(watch.grace / 5, 0.05), 1.0)  # notice within a fifth of the grace, at most 1 s late
+    while True:
+        await asyncio.sleep(tick)
+        if watch.due(now=clock()):
+            await on_dead(f"no event stream consumer for {watch.grace:g}s")
+
+
+async def watch_health(
+    url: str,
+    counter: FailureCounter,
+    *,
+    interval: float,
+    timeout: float,
+    on_probe: Callable[[bool], None],
+    on_dead: Callable[[str], Awaitable[None]],
+) -> None:
+    """Probe ``url`` every ``interval`` seconds; call ``on_dead`` while it fails past the threshold."""
+    async with httpx.AsyncClient() as client:
+        while True:
+            ok = await probe(client, url, timeout=timeout)
+            on_probe(ok)
+            if counter.record(ok):
+                await on_dead(f"{url} failed {counter.failures} times in a row")
+            await asyncio.sleep(interval)
