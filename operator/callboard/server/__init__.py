@@ -4,8 +4,17 @@ Layer: imports the launcher and the registry; imported by the CLI and the demo.
 """
 
 from callboard.server.app import create_app
+from callboard.server.client import NodeApiError, NodeClient
 from callboard.server.metrics import NODE_HEADER, NodeMetrics
 from callboard.server.runner import NodeServer
 from callboard.server.settings import ServerSettings
 
-__all__ = ["NODE_HEADER", "NodeMetrics", "NodeServer", "ServerSettings", "create_app"]
+__all__ = [
+    "NODE_HEADER",
+    "NodeApiError",
+    "NodeClient",
+    "NodeMetrics",
+    "NodeServer",
+    "ServerSettings",
+    "create_app",
+]
