@@ -261,3 +261,14 @@ async def test_start_request_rejected_with_reason(cluster: Cluster) -> None:
     assert result is not None
     assert (result.accepted, result.reason, result.session_id) == (False, "at capacity", None)
     assert await operator.get_for_call("call-9") == []
+
+
+async def test_register_can_restore_start_time_and_metrics(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    before = a.node.heartbeat_at
+    await a.register("call-1", "s1", started_at=123.0, metrics={"tokens": 7})
+    got = await a.get("call-1", "s1")
+    assert got is not None and (got.started_at, got.metrics) == (123.0, {"tokens": 7})
+    await asyncio.sleep(0.01)
+    await a.heartbeat()
+    assert a.node.heartbeat_at > before

@@ -242,20 +242,33 @@ class SessionRegistry:
     # -- documented API ---------------------------------------------------------------
 
     async def register(
-        self, call_id: str, session_id: str, *, max_sessions_per_call: int | None = None
+        self,
+        call_id: str,
+        session_id: str,
+        *,
+        max_sessions_per_call: int | None = None,
+        started_at: float | None = None,
+        metrics: Mapping[str, Any] | None = None,
     ) -> SessionInfo:
         """Record a new session of this node.
 
         With ``max_sessions_per_call``, refuse with
         :class:`~callboard.errors.MaxSessionsPerCallExceeded` if the call already has that
         many sessions on any node (atomic in Redis, best effort on a plain store).
+        ``started_at`` and ``metrics`` restore a session this node already ran (e.g. after
+        a restart of the process that owns the registry).
         """
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
         if max_sessions_per_call is not None and max_sessions_per_call < 1:
             raise ValueError("max_sessions_per_call must be >= 1")
         info = SessionInfo(
-            session_id=session_id, call_id=call_id, node_id=self._node_id, started_at=time.time()
+            session_id=session_id,
+            call_id=call_id,
+            node_id=self._node_id,
+            started_at=time.time() if started_at is None else started_at,
+            metrics=dict(metrics or {}),
+            metrics_updated_at=None if metrics is None else time.time(),
         )
         await self._index.register(info, self._ttl, max_sessions_per_call=max_sessions_per_call)
         self._local[(call_id, session_id)] = info
@@ -363,6 +376,7 @@ class SessionRegistry:
         """
         node = replace(self._node, active=len(self._local), heartbeat_at=time.time())
         restored = await self._index.heartbeat(node, list(self._local.values()), self._ttl)
+        self._node = replace(self._node, heartbeat_at=node.heartbeat_at)
         if restored:
             logger.warning(
                 "heartbeat of %s wrote back %d sessions the store had lost", self._node_id, restored
