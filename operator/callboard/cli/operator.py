@@ -8,6 +8,7 @@ identity default to the downward-API variables ``POD_NAMESPACE`` and ``POD_NAME`
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 
@@ -306,6 +307,12 @@ def command(
         raise click.UsageError(str(exc)) from exc
 
     from callboard.kube.runner import LeadershipLost, run
+
+    # kopf logs every handler call at INFO ("Handler 'observe' succeeded": one line per watch
+    # event) and its probe server every request; keep warnings, unless debugging.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("kopf.objects", "aiohttp.access"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
         asyncio.run(run(settings))

@@ -5,12 +5,14 @@
   the sync loop, batched);
 - ``on.delete``: the finalizer (``callboard.dev/close-session``) turns a deletion into a
   close of the session (:mod:`callboard.kube.deletion`);
+- ``on.cleanup``: stops the operator's loops as soon as kopf stops watching;
 - ``on.probe``: what the liveness endpoint reports;
 - ``on.login``: the same credentials the operator's own API client uses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +50,9 @@ def build_kopf_settings(*, clusterwide: bool) -> Any:
     return settings
 
 
-def build_kopf_registry(runtime: Runtime, *, login: Callable[[], Any]) -> Any:
+def build_kopf_registry(
+    runtime: Runtime, *, login: Callable[[], Any], stop_flag: asyncio.Event | None = None
+) -> Any:
     registry = kopf.OperatorRegistry()
     resource = (GROUP, VERSION, PLURAL)
 
@@ -73,6 +77,13 @@ def build_kopf_registry(runtime: Runtime, *, login: Callable[[], Any]) -> Any:
             outcome,
             extra={"resource": f"{meta.get('namespace')}/{meta.get('name')}"},
         )
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_loops(**_: Any) -> None:
+        # Before kopf waits for stray tasks: placement and sync must not outlive the watch.
+        await runtime.stop()
+        if stop_flag is not None:
+            stop_flag.set()  # kopf waits for its stop-flag waiter before it exits
 
     @kopf.on.probe(id="operator", registry=registry)
     async def health(**_: Any) -> dict[str, Any]:

@@ -84,10 +84,12 @@ class Runtime:
         )
         self.started_at = time.time()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
 
     async def start(self) -> None:
         """Connect to the registry and start the loops (kopf's watch feeds them after this)."""
         await self.store.start()
+        self._running = True
         self.started_at = time.time()
         self.events.start()
         self.placer.start()
@@ -98,6 +100,10 @@ class Runtime:
         ]
 
     async def stop(self) -> None:
+        """Stop the loops and close the registry connection (idempotent)."""
+        if not self._running:
+            return
+        self._running = False
         await stop_tasks(self._tasks, timeout=2.0, logger=logger)
         self._tasks = []
         await self.placer.stop()

@@ -1,0 +1,74 @@
+"""Fixtures of the operator's e2e tests: the cluster's CRD, a namespace, Redis, processes.
+
+``operator_factory`` and ``node_factory`` start real processes and stop them after the
+test; ``kube`` is kubectl bound to the test's namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.kubeharness import KubeEnv
+
+from .harness import AgentNode, Kube, OperatorProcess, service_account_kubeconfig
+
+OperatorFactory = Callable[..., Awaitable[OperatorProcess]]
+NodeFactory = Callable[..., Awaitable[AgentNode]]
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    kube_env: KubeEnv, agentsession_crd: str, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Credentials of the operator's ServiceAccount, bound by manifests/operator/10-rbac.yaml."""
+    return service_account_kubeconfig(kube_env, tmp_path_factory.mktemp("operator") / "kubeconfig")
+
+
+@pytest.fixture
+def kube(kube_env: KubeEnv, kube_namespace: str, agentsession_crd: str) -> Kube:
+    return Kube(kube_env, kube_namespace)
+
+
+@pytest.fixture
+async def operator_factory(
+    operator_kubeconfig: Path, redis_url: str, kube_namespace: str, tmp_path: Path
+) -> AsyncIterator[OperatorFactory]:
+    started: list[OperatorProcess] = []
+
+    async def make(
+        *, name: str = "operator", namespaces: list[str] | None = None, leading: bool = True, **env: Any
+    ) -> OperatorProcess:
+        process = OperatorProcess(
+            kubeconfig=operator_kubeconfig,
+            redis_url=redis_url,
+            namespaces=namespaces or [kube_namespace],
+            log_dir=tmp_path,
+            name=name,
+            env={key: str(value) for key, value in env.items()},
+        )
+        started.append(process)
+        await process.start(leading=leading)
+        return process
+
+    yield make
+    for process in reversed(started):
+        await process.aclose()
+
+
+@pytest.fixture
+async def node_factory(redis_url: str, tmp_path: Path) -> AsyncIterator[NodeFactory]:
+    started: list[AgentNode] = []
+
+    async def make(node_id: str, **kw: Any) -> AgentNode:
+        node = AgentNode(redis_url=redis_url, node_id=node_id, log_dir=tmp_path, **kw)
+        started.append(node)
+        await node.start()
+        return node
+
+    yield make
+    for node in started:
+        await node.aclose()

@@ -1,0 +1,309 @@
+"""Real processes for the operator's e2e tests: ``callboard operator`` and agent nodes.
+
+- :class:`OperatorProcess` runs the real command against the test cluster, authenticated as
+  the ``callboard-operator`` ServiceAccount of ``manifests/operator/`` (so every test also
+  proves the RBAC there is enough), with short timings;
+- :class:`AgentNode` is an agent pod's pair of processes: ``callboard sidecar`` and the
+  Python agent app of the sidecar tier (accepts start requests, ends sessions on close);
+- :class:`Kube` wraps kubectl for async tests (each call runs in a thread, so the event loop
+  keeps reading the processes' output) and waits with ``kubectl wait`` (a watch, not a poll).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.kubeharness import KubeEnv
+from tests.integration.sidecar.harness import (
+    AppProcess,
+    SidecarProcess,
+    callboard_command,
+    python_app,
+    wait_until,
+)
+from tests.support.redis_server import free_port
+
+#: Operator timings for tests: seconds, not minutes (see `callboard operator --help`).
+FAST_OPERATOR = {
+    "CALLBOARD_TTL": "10",
+    "CALLBOARD_START_TIMEOUT": "3",
+    "CALLBOARD_MAX_START_ATTEMPTS": "3",
+    "CALLBOARD_DELETE_TIMEOUT": "10",
+    "CALLBOARD_SYNC_INTERVAL": "0.25",
+    "CALLBOARD_LOST_GRACE": "1",
+    "CALLBOARD_ADOPT_GRACE": "1",
+    "CALLBOARD_POD_ANNOTATION_INTERVAL": "0.5",
+    "CALLBOARD_LEASE_DURATION": "3",
+    "CALLBOARD_LISTEN_HOST": "127.0.0.1",
+}
+#: Node timings: a 3 s TTL (the issue's "ttl 3 s"), heartbeats every 0.5 s.
+NODE_TTL = 3.0
+FAST_NODE = {"CALLBOARD_TTL": str(NODE_TTL), "CALLBOARD_HEARTBEAT_INTERVAL": "0.5"}
+
+OPERATOR_NAMESPACE = "callboard-system"
+SERVICE_ACCOUNT = "callboard-operator"
+
+
+def service_account_kubeconfig(kube: KubeEnv, path: Path) -> Path:
+    """A kubeconfig that authenticates as the operator's ServiceAccount (a TokenRequest token)."""
+    kube.kubectl("apply", "-f", "manifests/operator/10-rbac.yaml")
+    token = kube.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=12h"
+    ).stdout.strip()
+    admin = kube.kubectl_json("config", "view", "--raw", "--minify")
+    cluster = admin["clusters"][0]["cluster"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": cluster}],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": SERVICE_ACCOUNT}}],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+class OperatorProcess:
+    """One ``callboard operator``; :meth:`restart` keeps its settings and ports."""
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path,
+        redis_url: str,
+        namespaces: list[str],
+        log_dir: Path,
+        name: str = "operator",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = log_dir / f"{name}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CALLBOARD_", "POD_"))},
+            **FAST_OPERATOR,
+            "KUBECONFIG": str(kubeconfig),
+            "CALLBOARD_REDIS_URL": redis_url,
+            "CALLBOARD_NAMESPACES": ",".join(namespaces),
+            "CALLBOARD_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
+            "CALLBOARD_LIVENESS_PORT": str(self.liveness_port),
+            "CALLBOARD_METRICS_PORT": str(self.metrics_port),
+            "CALLBOARD_LOG_LEVEL": "debug",
+            "POD_NAME": name,
+            **(env or {}),
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+        # No keep-alive: an idle kept-alive connection is a task kopf waits 5 s for at exit.
+        self.http = httpx.AsyncClient(timeout=5, headers={"Connection": "close"})
+
+    async def start(self, *, leading: bool = True) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *callboard_command(), "operator", stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
+            )
+        await self.wait_live(leading=leading)
+
+    async def health(self) -> dict[str, Any] | None:
+        try:
+            response = await self.http.get(f"http://127.0.0.1:{self.liveness_port}/healthz")
+        except httpx.TransportError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    async def wait_live(self, *, leading: bool = True, timeout: float = 30.0) -> dict[str, Any]:
+        async def live() -> dict[str, Any] | None:
+            self.check_alive()
+            health = await self.health()
+            if health is None:
+                return None
+            return health if ("standby" in health) != leading else None
+
+        result: dict[str, Any] = await wait_until(live, timeout=timeout, what=f"{self.name} live")
+        return result
+
+    async def metrics(self) -> str:
+        response = await self.http.get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        response.raise_for_status()
+        return response.text
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.returncode is not None:
+            pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait: kopf stops, the Lease is released."""
+        assert self.proc is not None
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            pytest.fail(f"{self.name} still runs {timeout}s after SIGTERM:\n{self.log()[-4000:]}")
+
+    async def kill(self) -> None:
+        """SIGKILL: no goodbye, the Lease stays until it expires."""
+        if self.running:
+            assert self.proc is not None
+            self.proc.kill()
+            await self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def aclose(self) -> None:
+        if self.running:
+            with contextlib.suppress(BaseException):
+                await self.stop(timeout=10)
+            await self.kill()
+        await self.http.aclose()
+
+
+class AgentNode:
+    """An agent pod: a sidecar (the node in the registry) and the agent app beside it."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str,
+        node_id: str,
+        log_dir: Path,
+        capacity: int = 4,
+        pool: str | None = None,
+        pod: tuple[str, str] | None = None,
+        on_start: str = "accept",
+        on_close: str = "end",
+    ) -> None:
+        env = {**FAST_NODE, "CALLBOARD_CAPACITY": str(capacity)}
+        if pool is not None:
+            env["CALLBOARD_POOL"] = pool
+        if pod is not None:
+            env["CALLBOARD_POD_NAMESPACE"], env["CALLBOARD_POD_NAME"] = pod
+        self.node_id = node_id
+        self.sidecar = SidecarProcess(redis_url=redis_url, node_id=node_id, log_dir=log_dir, env=env)
+        self._app_args = [
+            "--on-start",
+            on_start,
+            "--on-close",
+            on_close,
+            "--close-reason",
+            "closed-by-request",
+        ]
+        self._log_dir = log_dir
+        self.app: AppProcess | None = None
+
+    async def start(self) -> None:
+        await self.sidecar.start()
+        self.app = python_app(self.sidecar, *self._app_args, log_dir=self._log_dir, name=self.node_id)
+        await self.app.start()
+        await self.app.expect("started")
+
+    async def sessions(self) -> list[str]:
+        return await self.sidecar.session_ids()
+
+    async def kill(self) -> None:
+        """Both processes die at once (a pod lost with its node)."""
+        if self.app is not None:
+            await self.app.kill()
+        await self.sidecar.kill()
+
+    async def aclose(self) -> None:
+        if self.app is not None:
+            await self.app.aclose()
+        await self.sidecar.aclose()
+
+
+class Kube:
+    """kubectl for async tests, in one namespace."""
+
+    def __init__(self, env: KubeEnv, namespace: str) -> None:
+        self.env = env
+        self.ns = namespace
+
+    async def run(
+        self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120.0
+    ) -> Any:
+        return await asyncio.to_thread(self.env.kubectl, *args, check=check, input=input, timeout=timeout)
+
+    async def apply(self, name: str, call_id: str, *, namespace: str | None = None, **spec: Any) -> None:
+        manifest = {
+            "apiVersion": "callboard.dev/v1alpha1",
+            "kind": "AgentSession",
+            "metadata": {"name": name},
+            "spec": {"callId": call_id, **spec},
+        }
+        await self.run("apply", "-n", namespace or self.ns, "-f", "-", input=json.dumps(manifest))
+
+    async def get(
+        self, name: str, *, namespace: str | None = None, kind: str = "ags"
+    ) -> dict[str, Any] | None:
+        proc = await self.run("get", kind, name, "-n", namespace or self.ns, "-o", "json", check=False)
+        if proc.returncode != 0:
+            if "NotFound" in proc.stderr:
+                return None
+            raise AssertionError(proc.stderr)
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    async def list(self, *, namespace: str | None = None, kind: str = "ags") -> list[dict[str, Any]]:
+        proc = await self.run("get", kind, "-n", namespace or self.ns, "-o", "json")
+        items: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
+        return items
+
+    async def wait_phase(
+        self, name: str, phase: str, *, timeout: float = 30.0, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Watch until ``status.phase`` is ``phase`` (kubectl wait); the object then."""
+        ns = namespace or self.ns
+        proc = await self.run(
+            "wait", f"ags/{name}", "-n", ns, f"--for=jsonpath={{.status.phase}}={phase}",
+            f"--timeout={timeout:.0f}s", check=False, timeout=timeout + 30,
+        )  # fmt: skip
+        obj = await self.get(name, namespace=ns)
+        if proc.returncode != 0:
+            raise AssertionError(f"ags/{name} not {phase} within {timeout}s: {proc.stderr}\nnow: {obj}")
+        assert obj is not None
+        return obj
+
+    async def wait_gone(self, name: str, *, timeout: float = 30.0, namespace: str | None = None) -> float:
+        """Watch until the object is deleted; the seconds it took."""
+        started = time.monotonic()
+        ns = namespace or self.ns
+        proc = await self.run(
+            "wait", f"ags/{name}", "-n", ns, "--for=delete", f"--timeout={timeout:.0f}s",
+            check=False, timeout=timeout + 30,
+        )  # fmt: skip
+        if proc.returncode != 0 and "NotFound" not in proc.stderr:
+            raise AssertionError(
+                f"ags/{name} still there after {timeout}s: {await self.get(name, namespace=ns)}"
+            )
+        return time.monotonic() - started
+
+    async def delete(self, name: str, *, namespace: str | None = None) -> None:
+        await self.run("delete", "ags", name, "-n", namespace or self.ns, "--wait=false")
+
+    async def events(self, name: str, *, namespace: str | None = None) -> list[dict[str, Any]]:
+        proc = await self.run(
+            "get", "events", "-n", namespace or self.ns, "--field-selector", f"involvedObject.name={name}",
+            "-o", "json",
+        )  # fmt: skip
+        items: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
+        return sorted(items, key=lambda e: e.get("firstTimestamp") or "")
+
+    async def reasons(self, name: str, *, namespace: str | None = None) -> list[str]:
+        return [e["reason"] for e in await self.events(name, namespace=namespace)]
