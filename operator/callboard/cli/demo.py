@@ -37,7 +37,7 @@ def command(redis_url: str | None, memory: bool, ttl: float, live: bool | None, 
 
     Finishes in about 15 seconds and exits 0 when every narrated claim held.
     """
-    from callboard.demo.runner import DemoOptions, run_demo
+    from callboard.demo.runner import DemoError, DemoOptions, run_demo
 
     if not verbose:
         for name in _NOISY:
@@ -48,6 +48,9 @@ def command(redis_url: str | None, memory: bool, ttl: float, live: bool | None, 
     console = Console()
     try:
         result = asyncio.run(run_demo(console, options))
+    except DemoError as exc:
+        console.print(f"[red]Error: {exc}[/red]")
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)

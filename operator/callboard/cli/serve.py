@@ -147,7 +147,7 @@ async def serve(settings: NodeSettings, *, pod_ip: str | None = None) -> int:
         nonlocal signals
         signals += 1
         if signals == 1:
-            logger.info("%s: draining (up to %.0fs)", sig.name, settings.drain_timeout)
+            logger.info("%s: draining (up to %gs)", sig.name, settings.drain_timeout)
             shutdown.set()
         elif main_task is not None:
             logger.warning("%s again: stopping now", sig.name)

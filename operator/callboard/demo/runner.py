@@ -27,11 +27,12 @@ from rich.table import Table
 
 from callboard.demo.cluster import DemoNode, InProcessNode, ProcessNode, serve_command
 from callboard.demo.redis import LocalRedis, free_port
+from callboard.errors import CallboardError, StoreError
 from callboard.launcher import LauncherSettings
 from callboard.registry import InMemorySessionKVStore, store_from_url
 from callboard.server import NodeApiError, NodeClient
 
-__all__ = ["DemoOptions", "DemoResult", "run_demo"]
+__all__ = ["DemoError", "DemoOptions", "DemoResult", "run_demo"]
 
 NAMES = ("A", "B", "C")
 #: Sessions started, as (node, call): two per node, two per call, so the per-call limit of
@@ -132,6 +133,16 @@ class _Board:
         return Group(sessions, nodes)
 
 
+class DemoError(CallboardError):
+    """The demo cannot run here (e.g. the Redis it was given does not answer)."""
+
+
+def _redact(url: str) -> str:
+    """The URL without user and password."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
+
+
 def _parse(iso: str) -> float:
     from datetime import datetime
 
@@ -194,7 +205,8 @@ class _Demo:
                 redis_url = local.url
                 self.result.backend = f"a local redis-server on port {local.port} (started for the demo)"
             elif not opts.memory and redis_url is not None:
-                self.result.backend = f"Redis at {redis_url.split('@')[-1]}"
+                await self._check_redis(redis_url)
+                self.result.backend = f"Redis at {_redact(redis_url)}"
             if opts.memory or redis_url is None:
                 shared = InMemorySessionKVStore()
                 await shared.start()
@@ -241,6 +253,15 @@ class _Demo:
                 self.clients[name] = await stack.enter_async_context(NodeClient(node.url, timeout=5.0))
             yield
 
+    async def _check_redis(self, redis_url: str) -> None:
+        store = store_from_url(redis_url)
+        try:
+            await store.start()
+        except StoreError as exc:
+            raise DemoError(f"Redis at {_redact(redis_url)} is unreachable: {exc}") from exc
+        finally:
+            await store.close()
+
     async def _delete_keys(self, redis_url: str, prefix: str) -> None:
         store = store_from_url(redis_url, key_prefix=prefix)
         with contextlib.suppress(Exception):
@@ -262,7 +283,11 @@ class _Demo:
         async with self.cluster():
             self.say(f"Starting nodes A, B and C over {self.result.backend} (TTL {opts.ttl:g}s).")
             await asyncio.gather(*(node.start() for node in self.nodes.values()))
-            await asyncio.gather(*(node.wait_ready() for node in self.nodes.values()))
+            try:
+                await asyncio.gather(*(node.wait_ready() for node in self.nodes.values()))
+            except (RuntimeError, TimeoutError) as exc:
+                self.check(False, f"the nodes start: {exc}")
+                return self.result
             for name, node in self.nodes.items():
                 self.note(f"node {name}: [bold]{node.node_id}[/bold] on {node.url}")
             await self.refresh()
