@@ -1,0 +1,129 @@
+"""Launchers over a real Redis, each with its own connection pool, as separate nodes would be."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from callboard import MaxSessionsPerCallExceeded, StoreUnavailableError
+from callboard.launcher import AgentLauncher, CloseReason
+from callboard.registry import RedisSessionKVStore, SessionRegistry
+from callboard.registry import keys as k
+from tests.support.redis_server import RedisServer
+from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
+
+pytestmark = pytest.mark.redis
+
+MakeNode = Callable[..., Awaitable[AgentLauncher[FakeAgent]]]
+
+
+@pytest.fixture
+async def make_node(redis_url: str) -> AsyncIterator[MakeNode]:
+    made: list[AgentLauncher[FakeAgent]] = []
+
+    async def make(node_id: str, *, ttl: float = 30.0, **kwargs: Any) -> AgentLauncher[FakeAgent]:
+        registry = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id=node_id, ttl=ttl)
+        launcher = AgentLauncher(AgentFactory(), fake_join, registry=registry, **kwargs)
+        await launcher.start()
+        made.append(launcher)
+        return launcher
+
+    yield make
+    for launcher in made:
+        await launcher.stop()
+
+
+async def test_per_call_limit_is_atomic_across_nodes(make_node: MakeNode) -> None:
+    nodes = [await make_node(f"node-{i}", max_sessions_per_call=2) for i in range(3)]
+
+    async def start(launcher: AgentLauncher[FakeAgent], call: str) -> bool:
+        try:
+            await launcher.start_session(call)
+        except MaxSessionsPerCallExceeded:
+            return False
+        return True
+
+    for call in ("race-1", "race-2"):
+        results = await asyncio.gather(*(start(nodes[i % 3], call) for i in range(30)))
+        assert sum(results) == 2, call
+        assert len(await nodes[0].registry.get_for_call(call)) == 2
+
+
+async def test_pushed_close_across_nodes_needs_no_cycle(make_node: MakeNode) -> None:
+    a = await make_node("node-a")
+    b = await make_node("node-b")
+    session = await a.start_session("call-1")
+    await b.request_close_session("call-1", session.id)
+    await asyncio.wait_for(session.wait(), 2)
+    assert session.close_reason is CloseReason.CLOSE_REQUESTED
+    assert a.stats.maintenance.cycles == 0
+    assert await b.get_session_info("call-1", session.id) is None
+
+
+async def test_close_flag_of_a_vision_agents_node_is_polled(make_node: MakeNode, redis_url: str) -> None:
+    """A Vision Agents node only writes the documented flag (no push): the poll finds it."""
+    a = await make_node("node-a")
+    session = await a.start_session("call-1")
+    raw = RedisSessionKVStore(url=redis_url)
+    await raw.set(k.close_key("call-1", session.id), b"", 30)
+    await raw.close()
+    await asyncio.sleep(0.05)
+    assert a.get_session(session.id) is session  # nothing pushed
+    await a.maintenance_cycle()
+    await asyncio.wait_for(session.wait(), 2)
+    assert session.close_reason is CloseReason.CLOSE_REQUESTED
+
+
+async def test_redis_outage_is_survived_and_sessions_come_back(
+    make_node: MakeNode, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = await make_node("node-a", agent_idle_timeout=10)
+    live = await a.start_session("call-1")
+    idle = await a.start_session("call-2")
+    idle.agent.idle = 11.0
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="callboard.launcher"):
+        for _ in range(3):
+            await a.maintenance_cycle()
+    assert not a.stats.registry_ok
+    assert caplog.text.count("heartbeat failed") == 1  # rate-limited
+    await asyncio.wait_for(idle.wait(), 5)  # local closes go on without Redis
+    assert idle.close_reason is CloseReason.IDLE
+    with pytest.raises(StoreUnavailableError):
+        await a.start_session("call-3")
+    assert a.get_session(live.id) is live
+
+    redis_server.start()  # empty
+    await a.maintenance_cycle()
+    assert a.stats.registry_ok
+    info = await a.get_session_info("call-1", live.id)
+    assert info is not None and info.node_id == "node-a"
+    assert await a.get_session_info("call-2", idle.id) is None
+
+
+async def test_start_request_over_redis(make_node: MakeNode, redis_url: str) -> None:
+    a = await make_node("node-a")
+    operator = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator")
+    request = await operator.request_start("node-a", "call-1", session_id="ags-1", params={"voice": "warm"})
+    for _ in range(200):
+        result = await operator.get_start_result(request.request_id)
+        if result is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert result is not None and result.accepted
+    session = a.get_session("ags-1")
+    assert session is not None and session.agent.params == {"voice": "warm"}
+    await operator.store.close()
+
+
+async def test_drain_is_published(make_node: MakeNode) -> None:
+    a = await make_node("node-a", max_concurrent_sessions=3)
+    b = await make_node("node-b")
+    await a.start_session("call-1")
+    assert await a.drain(0) == 1
+    node = await b.registry.get_node("node-a")
+    assert node is not None and node.draining and node.free_slots == 0 and node.capacity == 3
