@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.kubeharness import KubeEnv
 
-from .harness import AgentNode, Kube, OperatorProcess, service_account_kubeconfig
+from .harness import AgentNode, Kube, OperatorProcess, ServeNode, service_account_kubeconfig
 
 OperatorFactory = Callable[..., Awaitable[OperatorProcess]]
 NodeFactory = Callable[..., Awaitable[AgentNode]]
@@ -48,7 +48,9 @@ async def operator_factory(
             namespaces=namespaces or [kube_namespace],
             log_dir=tmp_path,
             name=name,
-            env={key: str(value) for key, value in env.items()},
+            # One Lease per test: a test that kills its operator leaves the next one no wait.
+            env={"CALLBOARD_LEASE_NAME": f"lease-{kube_namespace}"[:63].rstrip("-")}
+            | {key: str(value) for key, value in env.items()},
         )
         started.append(process)
         await process.start(leading=leading)
@@ -65,6 +67,21 @@ async def node_factory(redis_url: str, tmp_path: Path) -> AsyncIterator[NodeFact
 
     async def make(node_id: str, **kw: Any) -> AgentNode:
         node = AgentNode(redis_url=redis_url, node_id=node_id, log_dir=tmp_path, **kw)
+        started.append(node)
+        await node.start()
+        return node
+
+    yield make
+    for node in started:
+        await node.aclose()
+
+
+@pytest.fixture
+async def serve_factory(redis_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServeNode]]]:
+    started: list[ServeNode] = []
+
+    async def make(node_id: str, **kw: Any) -> ServeNode:
+        node = ServeNode(redis_url=redis_url, node_id=node_id, log_dir=tmp_path, **kw)
         started.append(node)
         await node.start()
         return node

@@ -307,3 +307,61 @@ class Kube:
 
     async def reasons(self, name: str, *, namespace: str | None = None) -> list[str]:
         return [e["reason"] for e in await self.events(name, namespace=namespace)]
+
+
+class ServeNode:
+    """``callboard serve``: an in-process node with the HTTP API and the simulated agent."""
+
+    def __init__(self, *, redis_url: str, node_id: str, log_dir: Path, capacity: int = 4) -> None:
+        self.node_id = node_id
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"serve-{node_id}.log"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CALLBOARD_", "POD_"))},
+            "CALLBOARD_REDIS_URL": redis_url,
+            "CALLBOARD_NODE_ID": node_id,
+            "CALLBOARD_PORT": str(self.port),
+            "CALLBOARD_TTL": str(NODE_TTL),
+            "CALLBOARD_MAINTENANCE_INTERVAL": "0.5",
+            "CALLBOARD_IDLE_TIMEOUT": "0",
+            "CALLBOARD_CAPACITY": str(capacity),
+            "CALLBOARD_DRAIN_TIMEOUT": "1",
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=10, headers={"Connection": "close"})
+
+    async def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *callboard_command(), "serve", stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
+            )
+
+        async def ready() -> bool:
+            if self.proc is not None and self.proc.returncode is not None:
+                pytest.fail(f"serve {self.node_id} exited:\n{self.log()[-3000:]}")
+            try:
+                return (await self.http.get("/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_until(ready, timeout=30, what=f"callboard serve {self.node_id}")
+
+    async def start_session(self, call_id: str) -> str:
+        response = await self.http.post(f"/calls/{call_id}/sessions", json={"call_type": "default"})
+        response.raise_for_status()
+        session_id: str = response.json()["session_id"]
+        return session_id
+
+    async def has_session(self, call_id: str, session_id: str) -> bool:
+        response = await self.http.get(f"/calls/{call_id}/sessions/{session_id}")
+        return response.status_code == 200
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def aclose(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await self.http.aclose()

@@ -1,0 +1,175 @@
+"""The CRD rejects bad specs; agent pods' annotations follow their session counts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.kubeharness import KubeEnv
+
+from .conftest import NodeFactory, OperatorFactory
+from .harness import Kube
+
+pytestmark = pytest.mark.e2e
+
+COST = "controller.kubernetes.io/pod-deletion-cost"
+EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+
+def manifest(name: str, **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "callboard.dev/v1alpha1",
+            "kind": "AgentSession",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({}, "spec.callId: Required value"),
+        ({"callId": "has space"}, "spec.callId: Invalid value"),
+        ({"callId": "-leading-dash"}, "spec.callId: Invalid value"),
+        ({"callId": "x" * 129}, "spec.callId: Invalid value"),
+        ({"callId": "ok", "callType": "bad/type"}, "spec.callType: Invalid value"),
+        ({"callId": "ok", "params": "not-an-object"}, "spec.params: Invalid value"),
+        ({"callId": "ok", "maxDurationSeconds": 0}, "spec.maxDurationSeconds: Invalid value"),
+        ({"callId": "ok", "idleTimeoutSeconds": -5}, "spec.idleTimeoutSeconds: Invalid value"),
+        ({"callId": "ok", "ttlSecondsAfterFinished": -1}, "spec.ttlSecondsAfterFinished: Invalid value"),
+        ({"callId": "ok", "maxDurationSeconds": "soon"}, "spec.maxDurationSeconds: Invalid value"),
+    ],
+)
+async def test_schema_rejects_bad_specs(kube: Kube, spec: dict[str, Any], error: str) -> None:
+    proc = await kube.run("apply", "-n", kube.ns, "-f", "-", input=manifest("bad", **spec), check=False)
+    assert proc.returncode != 0
+    assert error in proc.stderr, proc.stderr
+    assert await kube.list() == []
+
+
+async def test_schema_accepts_registry_ids_and_keeps_the_call_immutable(kube: Kube) -> None:
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=manifest("good", callId="Room_7:eu.west-1"))
+    proc = await kube.run(
+        "patch",
+        "ags",
+        "good",
+        "-n",
+        kube.ns,
+        "--type=merge",
+        "-p",
+        '{"spec": {"callId": "other"}}',
+        check=False,
+    )
+    assert proc.returncode != 0 and "callId is immutable" in proc.stderr
+    # The pool may change (it re-targets a session still Pending).
+    await kube.run("patch", "ags", "good", "-n", kube.ns, "--type=merge", "-p", '{"spec": {"pool": "gpu"}}')
+    obj = await kube.get("good")
+    assert obj is not None and obj["spec"]["pool"] == "gpu" and obj["spec"]["callId"] == "Room_7:eu.west-1"
+
+
+async def wait_annotation(kube: Kube, pod: str, key: str, value: str) -> None:
+    escaped = key.replace(".", "\\.")
+    await kube.run(
+        "wait", f"pod/{pod}", "-n", kube.ns, f"--for=jsonpath={{.metadata.annotations.{escaped}}}={value}",
+        "--timeout=30s",
+    )  # fmt: skip
+
+
+async def annotations(kube: Kube, pod: str) -> dict[str, str]:
+    obj = await kube.get(pod, kind="pod")
+    assert obj is not None
+    result: dict[str, str] = obj["metadata"].get("annotations") or {}
+    return result
+
+
+async def test_pod_annotations_follow_session_counts(
+    kube: Kube, kube_env: KubeEnv, operator_factory: OperatorFactory, node_factory: NodeFactory
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "agent-0", "labels": {"app": "agent"}},
+        "spec": {"containers": [{"name": "agent", "image": "agent:fake"}]},
+    }
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=json.dumps(pod))
+    node = await node_factory("agent-0-node", pod=(kube.ns, "agent-0"), capacity=4)
+    await operator_factory()
+
+    await wait_annotation(kube, "agent-0", COST, "0")
+    assert EVICT not in await annotations(kube, "agent-0")
+
+    await kube.apply("one", "call-1")
+    await kube.apply("two", "call-2")
+    await kube.wait_phase("one", "Running")
+    await kube.wait_phase("two", "Running")
+    assert (await kube.get("one"))["status"]["podName"] == "agent-0"  # type: ignore[index]
+    await wait_annotation(kube, "agent-0", COST, "2")
+    assert (await annotations(kube, "agent-0"))[EVICT] == "false"
+
+    await kube.delete("one")
+    await wait_annotation(kube, "agent-0", COST, "1")
+    assert (await annotations(kube, "agent-0"))[EVICT] == "false"
+    await kube.delete("two")
+    await wait_annotation(kube, "agent-0", COST, "0")
+    assert EVICT not in await annotations(kube, "agent-0")
+    assert await node.sessions() == []
+
+
+@pytest.mark.timeout(180)
+async def test_scale_down_removes_the_idlest_pods(
+    kube: Kube, operator_factory: OperatorFactory, node_factory: NodeFactory
+) -> None:
+    """A ReplicaSet scaling agent pods down keeps the busiest one (the operator's costs)."""
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "agents"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "agents"}},
+            "template": {
+                "metadata": {"labels": {"app": "agents"}},
+                "spec": {
+                    "containers": [{"name": "agent", "image": "agent:fake"}],
+                    "tolerations": [{"operator": "Exists"}],
+                },
+            },
+        },
+    }
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=json.dumps(deployment))
+    await kube.run("rollout", "status", "deployment/agents", "-n", kube.ns, "--timeout=90s", timeout=120)
+    pods = [p for p in await kube.list(kind="pod") if not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 3
+
+    # The busiest node goes on the pod the ReplicaSet would otherwise remove first
+    # (more co-located pods, then the newest): only its deletion cost can save it.
+    def colocated(p: dict[str, Any]) -> int:
+        return sum(1 for q in pods if q["spec"].get("nodeName") == p["spec"].get("nodeName"))
+
+    pods.sort(key=lambda p: (colocated(p), p["metadata"]["creationTimestamp"]), reverse=True)
+    names = [p["metadata"]["name"] for p in pods]
+    for node_id, pod in zip(("node-a", "node-b", "node-c"), names, strict=True):
+        await node_factory(node_id, pod=(kube.ns, pod), capacity=2)
+    await operator_factory()
+    for i in range(3):
+        await kube.apply(f"s{i}", f"call-{i}")
+        await kube.wait_phase(f"s{i}", "Running")
+    # Packed: node-a takes two, node-b one, node-c none.
+    for pod, cost in zip(names, ("2", "1", "0"), strict=True):
+        await wait_annotation(kube, pod, COST, cost)
+
+    await kube.run("scale", "deployment/agents", "-n", kube.ns, "--replicas=1")
+    await kube.run("rollout", "status", "deployment/agents", "-n", kube.ns, "--timeout=90s", timeout=120)
+
+    async def survivors() -> list[str]:
+        return [
+            p["metadata"]["name"]
+            for p in await kube.list(kind="pod")
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+
+    assert await survivors() == [names[0]]
