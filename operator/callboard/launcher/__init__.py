@@ -4,11 +4,20 @@ Layer: imports only :mod:`callboard.registry` (and the shared errors/helpers); t
 sidecar, operator and CLI build on it.
 """
 
-from callboard.launcher.agent import Agent, CreateAgent, JoinCall, SupportsToDict, agent_metrics
-from callboard.launcher.launcher import AgentLauncher, AgentStartError, LauncherStats, StartRejection
+from callboard.launcher.agent import (
+    Agent,
+    AgentStartError,
+    CreateAgent,
+    JoinCall,
+    SupportsToDict,
+    agent_metrics,
+)
+from callboard.launcher.launcher import AgentLauncher
 from callboard.launcher.maintenance import FixedRateStats, run_fixed_rate
 from callboard.launcher.session import AgentSession, CloseReason
 from callboard.launcher.settings import LauncherSettings
+from callboard.launcher.start_requests import StartRejection
+from callboard.launcher.stats import LauncherStats
 
 __all__ = [
     "Agent",

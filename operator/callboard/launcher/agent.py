@@ -11,9 +11,15 @@ import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Agent", "AgentT", "CreateAgent", "JoinCall", "SupportsToDict", "agent_metrics"]
+from callboard.errors import CallboardError
+
+__all__ = ["Agent", "AgentStartError", "AgentT", "CreateAgent", "JoinCall", "SupportsToDict", "agent_metrics"]
 
 logger = logging.getLogger(__name__)
+
+
+class AgentStartError(CallboardError):
+    """``create_agent`` failed or returned something that is not an agent (cause chained)."""
 
 
 @runtime_checkable

@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Generic, Self
 
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.errors import (
-    CallboardError,
     ConfigurationError,
     InvalidIdError,
     MaxConcurrentSessionsExceeded,
@@ -40,14 +36,17 @@ from callboard.errors import (
     NodeDrainingError,
     StoreError,
 )
-from callboard.launcher.agent import Agent, AgentT, CreateAgent, JoinCall, agent_metrics
-from callboard.launcher.maintenance import FixedRateStats, run_fixed_rate
+from callboard.launcher.agent import Agent, AgentStartError, AgentT, CreateAgent, JoinCall, agent_metrics
+from callboard.launcher.maintenance import run_fixed_rate
+from callboard.launcher.metrics import MetricsPublisher
 from callboard.launcher.session import AgentSession, CloseReason
 from callboard.launcher.settings import LauncherSettings
+from callboard.launcher.start_requests import StartRequestHandler
+from callboard.launcher.stats import LauncherStats
 from callboard.registry import CloseRequest, EventStream, SessionInfo, SessionRegistry, StartRequest
 from callboard.registry.ids import validate_id
 
-__all__ = ["AgentLauncher", "AgentStartError", "LauncherStats", "StartRejection"]
+__all__ = ["AgentLauncher"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,44 +63,6 @@ TASK_STOP_TIMEOUT = 2.0
 #: With push working, poll for start requests every this many cycles anyway (30 s at the
 #: default interval): a pub/sub notice can be lost without a disconnect being noticed.
 START_POLL_EVERY = 6
-#: Metrics writes in flight at once: enough to flush hundreds of sessions in one cycle
-#: without taking every connection of the pool.
-METRICS_CONCURRENCY = 16
-
-
-class AgentStartError(CallboardError):
-    """``create_agent`` failed or returned something that is not an agent (cause chained)."""
-
-
-class StartRejection:
-    """Reasons a node gives when it rejects a start request (the operator reads them)."""
-
-    AT_CAPACITY = "at capacity"
-    DRAINING = "draining"
-    CALL_LIMIT = "call limit"
-    INVALID = "invalid request"
-    FAILED = "agent failed to start"
-    REGISTRY = "registry unavailable"
-
-
-@dataclass
-class LauncherStats:
-    """Counters of one launcher, read by the node's Prometheus metrics and the CLI."""
-
-    started: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
-    """Refused starts by reason: ``max_concurrent``, ``max_per_call``, ``draining``, ``failed``."""
-    closed: Counter[str] = field(default_factory=Counter)
-    """Ended sessions by :class:`CloseReason`."""
-    start_requests: Counter[str] = field(default_factory=Counter)
-    """Answers to start requests: ``accepted`` or the rejection reason."""
-    maintenance: FixedRateStats = field(default_factory=FixedRateStats)
-    errors: Counter[str] = field(default_factory=Counter)
-    """Failed maintenance steps and agent calls, by step."""
-    registry_ok: bool = True
-    """Whether the last heartbeat reached the store."""
-    last_heartbeat_at: float | None = None
-    """Unix time of the last successful heartbeat."""
 
 
 class AgentLauncher(Generic[AgentT]):
@@ -155,10 +116,7 @@ class AgentLauncher(Generic[AgentT]):
         self._sessions: dict[str, AgentSession[AgentT]] = {}
         self._starting = 0
         self._started_mono: dict[str, float] = {}
-        self._flushed: dict[str, dict[str, Any]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
-        self._start_tasks: set[asyncio.Task[None]] = set()
-        self._handled_starts: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._close_stream: EventStream[CloseRequest] | None = None
         self._start_stream: EventStream[StartRequest] | None = None
@@ -169,6 +127,13 @@ class AgentLauncher(Generic[AgentT]):
         self._throttle = LogThrottle()
         self._failing: set[str] = set()
         self.stats = LauncherStats()
+        self._metrics = MetricsPublisher(self._registry, on_agent_error=self._on_agent_metrics_error)
+        self._starts = StartRequestHandler(
+            self._registry,
+            self._start_requested,
+            answers=self.stats.start_requests,
+            log_failure=self._log_failure,
+        )
 
     @classmethod
     def from_settings(
@@ -232,6 +197,7 @@ class AgentLauncher(Generic[AgentT]):
                 raise
         self._running = True
         self._draining = False
+        self._starts.accepting = True
         self._tasks = [
             guarded_task(
                 run_fixed_rate(
@@ -250,7 +216,7 @@ class AgentLauncher(Generic[AgentT]):
                 logger=logger,
             ),
             guarded_task(
-                self._consume_start_requests(self._start_stream),
+                self._starts.consume(self._start_stream),
                 name=f"start-requests:{self.node_id}",
                 logger=logger,
             ),
@@ -265,7 +231,8 @@ class AgentLauncher(Generic[AgentT]):
         if not self._running:
             return
         self._running = False
-        await stop_tasks([*self._tasks, *self._start_tasks], timeout=TASK_STOP_TIMEOUT, logger=logger)
+        await self._starts.stop(TASK_STOP_TIMEOUT)
+        await stop_tasks(self._tasks, timeout=TASK_STOP_TIMEOUT, logger=logger)
         self._tasks.clear()
         for session in list(self._sessions.values()):
             self._close(session, CloseReason.STOPPED)
@@ -436,9 +403,9 @@ class AgentLauncher(Generic[AgentT]):
         self._close_expired()
         await self._step("heartbeat", self._heartbeat)
         await self._step("close-requests", self._poll_close_requests)
-        await self._step("metrics", self._flush_metrics)
+        await self._step("metrics", lambda: self._metrics.publish(list(self._sessions.values())))
         if not self._registry.supports_push or self._cycle % START_POLL_EVERY == 0:
-            await self._step("start-requests", self._poll_start_requests)
+            await self._step("start-requests", self._starts.poll)
 
     async def _step(self, name: str, step: Any) -> None:
         try:
@@ -488,33 +455,9 @@ class AgentLauncher(Generic[AgentT]):
             if session is not None:
                 self._close(session, CloseReason.CLOSE_REQUESTED)
 
-    async def _flush_metrics(self) -> None:
-        changed: list[tuple[AgentSession[AgentT], dict[str, Any]]] = []
-        for session in list(self._sessions.values()):
-            try:
-                metrics = agent_metrics(session.agent)
-                if metrics is None or metrics == self._flushed.get(session.id):
-                    continue
-                json.dumps(metrics)  # the registry would fail on it, and keep failing
-            except Exception as exc:
-                self.stats.errors["agent-metrics"] += 1
-                self._log_failure("agent-metrics", exc, session)
-                continue
-            changed.append((session, metrics))
-        if not changed:
-            return
-        limit = asyncio.Semaphore(METRICS_CONCURRENCY)
-
-        async def flush(session: AgentSession[AgentT], metrics: dict[str, Any]) -> None:
-            async with limit:
-                await self._registry.update_metrics(session.call_id, session.id, metrics)
-            if session.id in self._sessions:
-                self._flushed[session.id] = metrics
-
-        results = await asyncio.gather(*(flush(s, m) for s, m in changed), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise failures[0]
+    def _on_agent_metrics_error(self, exc: BaseException, session: AgentSession[Any]) -> None:
+        self.stats.errors["agent-metrics"] += 1
+        self._log_failure("agent-metrics", exc, session)
 
     def _on_skipped_ticks(self, missed: int) -> None:
         self.stats.errors["overrun"] += 1
@@ -527,7 +470,7 @@ class AgentLauncher(Generic[AgentT]):
                 extra=self._ctx(),
             )
 
-    # -- close and start requests ---------------------------------------------------------
+    # -- close requests -------------------------------------------------------------------
 
     async def _consume_close_requests(self, stream: EventStream[CloseRequest]) -> None:
         async for request in stream:
@@ -535,62 +478,10 @@ class AgentLauncher(Generic[AgentT]):
             if session is not None and session.call_id == request.call_id:
                 self._close(session, CloseReason.CLOSE_REQUESTED)
 
-    async def _consume_start_requests(self, stream: EventStream[StartRequest]) -> None:
-        await self._step("start-requests", self._poll_start_requests)  # sent before we listened
-        async for request in stream:
-            self._spawn_start(request)
-
-    async def _poll_start_requests(self) -> None:
-        for request in await self._registry.pending_start_requests():
-            self._spawn_start(request)
-
-    def _spawn_start(self, request: StartRequest) -> None:
-        if request.request_id in self._handled_starts or not self._running:
-            return
-        now = time.monotonic()
-        keep = 2 * self._registry.ttl  # a request lives ttl in the store; re-deliveries come within it
-        self._handled_starts = {r: t for r, t in self._handled_starts.items() if now - t < keep}
-        self._handled_starts[request.request_id] = now
-        task = asyncio.create_task(self._answer_start(request), name=f"start:{request.request_id}")
-        self._start_tasks.add(task)
-        task.add_done_callback(self._start_tasks.discard)
-
-    async def _answer_start(self, request: StartRequest) -> None:
-        ctx = self._ctx(request.call_id, request.session_id)
-        reason: str | None = None
-        try:
-            await self.start_session(
-                request.call_id,
-                request.call_type,
-                session_id=request.session_id,
-                agent_kwargs=request.params,
-            )
-        except NodeDrainingError:
-            reason = StartRejection.DRAINING
-        except MaxConcurrentSessionsExceeded:
-            reason = StartRejection.AT_CAPACITY
-        except MaxSessionsPerCallExceeded:
-            reason = StartRejection.CALL_LIMIT
-        except (InvalidIdError, TypeError, ValueError) as exc:
-            reason = f"{StartRejection.INVALID}: {exc}"
-        except StoreError as exc:
-            # Not answered: forget it so a later poll retries while the request lives.
-            self._handled_starts.pop(request.request_id, None)
-            self._log_failure("start-request", exc)
-            return
-        except AgentStartError as exc:
-            reason = f"{StartRejection.FAILED}: {exc}"
-            logger.warning("start request %s failed: %s", request.request_id, exc, extra=ctx)
-        self.stats.start_requests[reason or "accepted"] += 1
-        try:
-            await self._registry.answer_start(request, accepted=reason is None, reason=reason)
-        except StoreError as exc:
-            self._log_failure("start-answer", exc)
-            return
-        if reason is None:
-            logger.info("start request %s accepted", request.request_id, extra=ctx)
-        else:
-            logger.info("start request %s rejected: %s", request.request_id, reason, extra=ctx)
+    async def _start_requested(self, request: StartRequest) -> None:
+        await self.start_session(
+            request.call_id, request.call_type, session_id=request.session_id, agent_kwargs=request.params
+        )
 
     # -- internals ------------------------------------------------------------------------
 
@@ -668,7 +559,7 @@ class AgentLauncher(Generic[AgentT]):
             logger.info("session ended: %s", reason.value, extra=self._ctx(session.call_id, session.id))
         finally:
             self._started_mono.pop(session.id, None)
-            self._flushed.pop(session.id, None)
+            self._metrics.forget(session.id)
             session.ended.set()
 
     async def _close_agent(self, agent: AgentT, session: AgentSession[AgentT] | None) -> None:
