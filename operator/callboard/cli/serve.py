@@ -156,7 +156,7 @@ async def serve(settings: NodeSettings, *, pod_ip: str | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     logger.info(
-        "node %s serving on http://%s:%d (registry %s, ttl %gs, agent %s)",
+        "node %s starting on http://%s:%d (registry %s, ttl %gs, agent %s)",
         launcher.node_id,
         settings.host,
         settings.port,
@@ -170,6 +170,9 @@ async def serve(settings: NodeSettings, *, pod_ip: str | None = None) -> int:
         return 130
     except StoreError as exc:
         logger.error("registry unreachable at %s: %s", redact_url(settings.redis_url), exc)
+        return 1
+    except OSError as exc:
+        logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,11 +85,36 @@ class NodeServer:
                 raise TimeoutError(f"node API did not start on {self.host}:{self.port} within {timeout}s")
             await asyncio.sleep(0.01)
 
-    async def run(self, shutdown: asyncio.Event) -> None:
-        """Start the launcher, serve, and on ``shutdown`` drain then stop everything."""
-        await self.launcher.start()
+    def _bind(self) -> socket.socket:
+        """Listen before anything starts, so a taken port is an ``OSError`` here, not an exit
+        from inside uvicorn. With port 0 the OS picks one (read :attr:`port` afterwards)."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            serving = asyncio.create_task(self._server.serve(), name=f"http:{self.launcher.node_id}")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        return sock
+
+    async def run(self, shutdown: asyncio.Event) -> None:
+        """Start the launcher, serve, and on ``shutdown`` drain then stop everything.
+
+        Raises ``OSError`` when the port cannot be bound (before the launcher starts), and
+        :class:`~callboard.errors.StoreUnavailableError` when the registry is unreachable.
+        """
+        sock = self._bind()
+        try:
+            await self.launcher.start()
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            serving = asyncio.create_task(
+                self._server.serve(sockets=[sock]), name=f"http:{self.launcher.node_id}"
+            )
             stopping = asyncio.create_task(shutdown.wait(), name=f"shutdown:{self.launcher.node_id}")
             await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not serving.done():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import sys
 from typing import Any
 
 import click
@@ -12,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from callboard.cli import nodes, serve, sessions
 from tests.integration.multiprocess.conftest import Cluster, MakeCluster, eventually
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.redis
 
@@ -90,3 +93,27 @@ async def test_serve_help_documents_the_environment() -> None:
         "CALLBOARD_API_TOKEN",
     ):
         assert var in result.stdout
+
+
+async def test_serve_reports_a_taken_port_and_an_unreachable_registry() -> None:
+    serve_argv = [sys.executable, "-c", "from callboard.cli import main; main()", "serve"]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            *serve_argv, "--port", str(port), stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1 and b"cannot listen on" in err and b"Traceback" not in err
+    proc = await asyncio.create_subprocess_exec(
+        *serve_argv,
+        "--port",
+        str(free_port()),
+        "--redis-url",
+        "redis://user:hunter2@127.0.0.1:9/0",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1 and b"registry unreachable" in err and b"Traceback" not in err
+    assert b"hunter2" not in err
