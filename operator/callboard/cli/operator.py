@@ -152,7 +152,7 @@ def _port(value: int) -> int | None:
     envvar="CALLBOARD_LOST_GRACE",
     show_envvar=True,
     type=float,
-    default=3.0,
+    default=10.0,
     show_default=True,
     help="Seconds a session must stay missing with its node before it is Lost.",
 )

@@ -42,9 +42,17 @@ class LeadershipLost(RuntimeError):
 
 
 def login() -> Any:
-    """kopf's minimal login: the pod's service account, else the kubeconfig."""
+    """The pod's service account; else the kubeconfig, through the kubernetes client when it is
+    installed (it runs exec plugins: EKS, GKE, AKS), else kopf's minimal kubeconfig reader."""
     settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    info = kopf.login_with_service_account(settings=settings)
+    if info is None:
+        try:
+            info = kopf.login_via_client(settings=settings, logger=logger)
+        except kopf.LoginError:
+            info = None
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise kopf.LoginError("no Kubernetes credentials: not in a pod and no KUBECONFIG or ~/.kube/config")
     return info

@@ -64,9 +64,11 @@ class SyncSettings:
     heartbeat_refresh: float = 60.0
     """Seconds between updates of ``status.lastHeartbeatAt``/``metrics`` of a Running object
     (jittered by up to 25%): 1,000 sessions cost ~17 status patches a second at 60."""
-    lost_grace: float = 3.0
-    """Seconds a session must stay missing, with its node gone, before it is declared Lost:
-    rides out a registry restart, after which the nodes write their sessions back."""
+    lost_grace: float = 10.0
+    """Seconds a session must stay missing, with its node gone, before it is declared Lost
+    (counted after the node's TTL expired its records): rides out a registry restart or
+    flush, after which the nodes write their sessions back within one heartbeat (~10 s at
+    the default 30 s TTL)."""
     concurrency: int = 16
     """API calls a sync cycle makes at once (status patches, deletes, adoptions)."""
 
