@@ -57,3 +57,22 @@ demo: install  ## The main job: a narrated 3-node demo (Redis if available, else
 
 clean:  ## Remove the virtualenv and caches (keeps the built Kubernetes tools)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# ---- Helm chart, manifests, image and a kind cluster (see charts/callboard) ----
+
+CALLBOARD_VERSION := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/callboard/Chart.yaml)
+IMAGE        ?= callboard:$(CALLBOARD_VERSION)
+KIND_CLUSTER ?= callboard
+.PHONY: manifests image kind-up
+
+manifests:  ## Regenerate manifests/ from the Helm chart (charts/render-manifests.sh)
+	@tests/k8s/build-tools.sh helm >/dev/null
+	charts/render-manifests.sh
+
+image:  ## Build the callboard image with Docker (operator/Dockerfile), tagged $(IMAGE)
+	docker build -f operator/Dockerfile -t $(IMAGE) .
+
+kind-up: image  ## Create a kind cluster (if missing) and load the image; then helm install
+	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+	@echo "next: helm install cb charts/callboard -n callboard --create-namespace --kube-context kind-$(KIND_CLUSTER)"

@@ -250,11 +250,17 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
     ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     kinds = sorted(d["kind"] for d in docs)
+    # The default install: the operator and a bundled Redis (tests/e2e/chart covers the rest).
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "Service",
         "ServiceAccount",
     ]
     deployment = next(d for d in docs if d["kind"] == "Deployment")

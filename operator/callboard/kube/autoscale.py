@@ -34,6 +34,7 @@ from callboard.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_CAPACITY",
+    "ENV_VARS",
     "VICTIM_COST",
     "Assessment",
     "AutoscaleSettings",
@@ -65,6 +66,21 @@ class ScalingMode(enum.StrEnum):
     """The operator only exports the desired replicas and free slots (and marks the idle pods
     to remove); an HPA or a KEDA ScaledObject reads the metric and scales."""
 
+
+#: Every variable :meth:`AutoscaleSettings.from_env` reads.
+ENV_VARS = (
+    "CALLBOARD_AUTOSCALE",
+    "CALLBOARD_AUTOSCALE_NAMESPACE",
+    "CALLBOARD_AUTOSCALE_DEPLOYMENT",
+    "CALLBOARD_AUTOSCALE_POOL",
+    "CALLBOARD_AUTOSCALE_MIN",
+    "CALLBOARD_AUTOSCALE_MAX",
+    "CALLBOARD_AUTOSCALE_BUFFER",
+    "CALLBOARD_AUTOSCALE_CAPACITY",
+    "CALLBOARD_AUTOSCALE_INTERVAL",
+    "CALLBOARD_AUTOSCALE_SCALE_DOWN_WINDOW",
+    "CALLBOARD_AUTOSCALE_SETTLE",
+)
 
 _BUFFER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
@@ -170,7 +186,9 @@ class AutoscaleSettings:
         """
 
         def get(suffix: str) -> str | None:
-            value = environ.get(f"CALLBOARD_AUTOSCALE{suffix}", "").strip()
+            name = f"CALLBOARD_AUTOSCALE{suffix}"
+            assert name in ENV_VARS, name
+            value = environ.get(name, "").strip()
             return value or None
 
         def number(suffix: str, kind: type[int] | type[float]) -> int | float | None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from callboard.errors import ConfigurationError
 from callboard.kube.autoscale import (
     DEFAULT_CAPACITY,
+    ENV_VARS,
     AutoscaleSettings,
     Buffer,
     PodView,
@@ -363,3 +364,16 @@ def test_settings_errors(env: dict[str, str], message: str) -> None:
         del full["CALLBOARD_AUTOSCALE_DEPLOYMENT"]
     with pytest.raises(ConfigurationError, match=message):
         AutoscaleSettings.from_env(full)
+
+
+def test_env_vars_lists_exactly_what_from_env_reads() -> None:
+    class Recorder(dict[str, str]):
+        read: set[str] = set()
+
+        def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+            self.read.add(key)
+            return super().get(key, "")
+
+    env = Recorder(CALLBOARD_AUTOSCALE="metrics", CALLBOARD_AUTOSCALE_DEPLOYMENT="agents")
+    AutoscaleSettings.from_env(env)
+    assert Recorder.read == set(ENV_VARS)
