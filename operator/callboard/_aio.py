@@ -32,7 +32,11 @@ def guarded_task(coro: Coroutine[Any, Any, None], *, name: str, logger: logging.
         else:
             logger.debug("background task %s exited", name)
 
-    return asyncio.create_task(guard(), name=name)
+    task = asyncio.create_task(guard(), name=name)
+    # A task cancelled before its first step never awaits ``coro``: close it, so Python
+    # does not warn that it was never awaited. Closing a finished coroutine is a no-op.
+    task.add_done_callback(lambda _: coro.close())
+    return task
 
 
 async def stop_tasks(tasks: Iterable[asyncio.Task[Any]], *, timeout: float, logger: logging.Logger) -> None:

@@ -16,6 +16,12 @@ the level they need::
         ├── MaxSessionsPerCallExceeded
         └── NodeDrainingError       the node is draining and takes no new sessions
 
+Subsystems add their own leaves under the same root, next to the code that raises them:
+``callboard.launcher.agent.AgentStartError`` (the agent factory or join failed),
+``callboard.server.client.NodeApiError`` (a node's HTTP API answered with an error), and in
+``callboard.sidecar.errors`` the sidecar client's ``SidecarUnavailableError``,
+``SidecarRequestError``, ``UnknownStartRequestError`` and ``StartRequestMismatchError``.
+
 Errors of the underlying client library (redis-py) are translated at the store boundary and
 chained with ``raise ... from``, so the original stays available as ``__cause__``.
 """
