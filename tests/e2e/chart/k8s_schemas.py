@@ -128,8 +128,9 @@ def _strict(node: Any) -> Any:
 class ManifestValidator:
     """Validates objects against the vendored schemas; :meth:`errors` lists what is wrong."""
 
-    def __init__(self) -> None:
-        vendored = json.loads(KUBERNETES_SCHEMAS.read_text())
+    def __init__(self, kubernetes: Mapping[str, Any] | None = None) -> None:
+        """``kubernetes``: as :func:`trim` returns it (plus ``version``); default: the vendored file."""
+        vendored = kubernetes if kubernetes is not None else json.loads(KUBERNETES_SCHEMAS.read_text())
         self.kubernetes_version: str = vendored["version"]
         components = {"schemas": _strict(vendored["schemas"])}
         self._validators: dict[tuple[str, str], Any] = {}
