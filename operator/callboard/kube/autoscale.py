@@ -250,6 +250,8 @@ class PodView:
     """Running and Ready: the ReplicaSet controller deletes pods that are not before any other."""
     terminating: bool = False
     """Has a deletion timestamp: no longer counted by the Deployment."""
+    pending: bool = False
+    """Not started (phase Pending): no container runs, so it runs no session either."""
     sessions: int | None = None
     """Live sessions per the registry; None when no node record names this pod."""
     draining: bool = False
@@ -362,9 +364,10 @@ def _scale(
         return current, [], f"cool-down: {floor} wanted within the window"
     if len(staying) != current:
         return current, [], f"not steady: {len(staying)} pods for {current} replicas"
-    busy_unready = sorted(p.name for p in staying if not p.ready and p.sessions != 0)
+    # Not-ready pods go first, whatever their cost: wait until they are ready or idle. One
+    # without a node record may still run sessions (its sidecar lost Redis); a pending one cannot.
+    busy_unready = sorted(p.name for p in staying if not p.ready and not p.pending and p.sessions != 0)
     if busy_unready:
-        # Not-ready pods go first, whatever their cost: wait until they are ready or idle.
         return current, [], f"not-ready pods that may run sessions: {', '.join(busy_unready)}"
     # The controller takes the not-ready pods (all sessionless here) first, then the lowest costs.
     unready = sum(1 for p in staying if not p.ready)

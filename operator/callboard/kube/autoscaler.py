@@ -148,6 +148,7 @@ def pod_views(
                 name=name,
                 ready=_is_ready(pod),
                 terminating=bool(meta.get("deletionTimestamp")),
+                pending=(pod.get("status") or {}).get("phase", "Pending") == "Pending",
                 sessions=sum(max(n.active, listed[n.node_id]) for n in records) if records else None,
                 draining=any(n.draining for n in records),
                 capacity=min(capacities) if capacities else None,

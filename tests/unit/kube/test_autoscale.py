@@ -254,6 +254,18 @@ def test_no_scale_down_while_a_not_ready_pod_may_have_sessions() -> None:
         assert "flaky" in d.reason
 
 
+def test_pending_pods_without_a_record_do_not_block_a_scale_down() -> None:
+    # Pending: nothing runs in it. Running but not ready without a record: its sidecar may
+    # have lost Redis while its sessions go on, so it blocks.
+    pods = [pod("a", 0, created="1"), pod("b", 0, created="2"), pod("new", None, ready=False, pending=True)]
+    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    assert (d.target, d.victims) == (1, ("b",))
+    pods[2] = pod("cut-off", None, ready=False)
+    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    assert d.target == 3
+    assert "cut-off" in d.reason
+
+
 def test_sessionless_not_ready_pods_go_first_and_need_no_mark() -> None:
     pods = [pod("a", 0, created="1"), pod("b", 0, created="2"), pod("starting", 0, ready=False, created="3")]
     d = decide(current=3, desired=2, stabilized=2, pods=pods)

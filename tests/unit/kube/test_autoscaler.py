@@ -467,4 +467,5 @@ def test_pod_views_count_sessions_of_the_pods_node_records() -> None:
     assert views["p2"].sessions == 2
     assert views["p2"].terminating and views["p2"].draining and not views["p2"].ready
     assert views["p2"].cost is None
-    assert views["p3"].sessions is None and not views["p3"].ready
+    assert views["p3"].sessions is None and not views["p3"].ready and views["p3"].pending
+    assert not views["p1"].pending and not views["p2"].pending
