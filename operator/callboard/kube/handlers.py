@@ -27,14 +27,31 @@ __all__ = ["build_kopf_registry", "build_kopf_settings"]
 logger = logging.getLogger(__name__)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Keep no "last handled" copy of the spec on the objects.
+
+    The operator's handlers never ask kopf for diffs (``on.event`` reads the object,
+    ``on.delete`` runs on the deletion timestamp), so kopf's default, an annotation that
+    repeats the whole spec (``params`` included) and costs one more PATCH per new object,
+    buys nothing.
+    """
+
+    def fetch(self, *, body: Any) -> None:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def build_kopf_settings(*, clusterwide: bool) -> Any:
-    """kopf settings: our finalizer, our annotation prefix, no CRD/namespace scanning."""
+    """kopf settings: our finalizer, no spec copies in annotations, no CRD/namespace scanning."""
     settings = kopf.OperatorSettings()
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    # kopf's own prefix: with any other, kopf also writes a "<prefix>/kopf-managed" marker
+    # annotation on every object (one more PATCH per new object). Progress is written only
+    # while a delete handler retries, which is rare.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    settings.persistence.diffbase_storage = NoDiffBase()
     # The operator posts its own Events; kopf's would repeat them ("Handler succeeded").
     settings.posting.level = logging.WARNING
     # Least privilege: the CRD and the namespaces are given, no need to watch either.

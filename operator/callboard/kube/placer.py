@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds before an object whose placement hit an API or registry error is tried again.
 RETRY_DELAY = 1.0
+#: Seconds a confirmed start counts against its node while registry reads do not list it
+#: yet (a read that began before the node registered the session ends after it).
+CONFIRMED_MEMORY = 30.0
 #: Longest wait (seconds) for a registry read newer than an object before calling it
 #: unschedulable: nodes that registered just before it was applied must count.
 FRESH_READ_WAIT = 5.0
@@ -94,6 +97,8 @@ class Placer:
         self._tried: defaultdict[str, set[str]] = defaultdict(set)
         self._failures: defaultdict[str, list[str]] = defaultdict(list)
         self._reserved: dict[str, int] = {}
+        self._confirmed: dict[tuple[str, str], tuple[str, float]] = {}
+        self._confirmed_load: Counter[str] = Counter()
         self._cancelled: set[str] = set()
         self._snapshot: Snapshot | None = None
         self._snapshot_ready = asyncio.Event()
@@ -126,6 +131,10 @@ class Placer:
         self._snapshot = snap
         self._snapshot_ready.set()
         self._fresh.fire()
+        for ref, (node_id, at) in list(self._confirmed.items()):
+            if (ref in snap.sessions and snap.taken_at > at) or snap.taken_at - at > CONFIRMED_MEMORY:
+                del self._confirmed[ref]
+                self._confirmed_load[node_id] -= 1
         signature = snap.capacity_signature(freshness=self._settings.node_freshness)
         if signature != self._signature:
             self._signature = signature
@@ -240,7 +249,10 @@ class Placer:
             assert snap is not None
             found, tally = placement.candidates(
                 snap.nodes.values(),
-                load={n: snap.per_node[n] + self._reserved.get(n, 0) for n in snap.nodes},
+                load={
+                    n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n]
+                    for n in snap.nodes
+                },
                 pool=obj.spec.pool,
                 now=self._clock(),
                 freshness=self._settings.node_freshness,
@@ -321,10 +333,12 @@ class Placer:
         if outcome.kind is OutcomeKind.LIVE:
             session = outcome.session
             snap = self._snapshot
-            if snap is not None:
-                snap.per_node[node_id] += 1  # until the next read lists it
             node = snap.nodes.get(node_id) if snap is not None else None
             now = self._clock()
+            ref = (obj.spec.call_id, session_id_for(obj.namespace, obj.uid, attempt))
+            if ref not in self._confirmed and (snap is None or ref not in snap.sessions):
+                self._confirmed[ref] = (node_id, now)  # counts until a later read lists it
+                self._confirmed_load[node_id] += 1
             started = session.started_at if session is not None else now
             running = await self._writer.transition(
                 latest,

@@ -297,16 +297,27 @@ class Kube:
     async def delete(self, name: str, *, namespace: str | None = None) -> None:
         await self.run("delete", "ags", name, "-n", namespace or self.ns, "--wait=false")
 
-    async def events(self, name: str, *, namespace: str | None = None) -> list[dict[str, Any]]:
-        proc = await self.run(
-            "get", "events", "-n", namespace or self.ns, "--field-selector", f"involvedObject.name={name}",
-            "-o", "json",
-        )  # fmt: skip
-        items: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
-        return sorted(items, key=lambda e: e.get("firstTimestamp") or "")
+    async def events(
+        self, name: str, *, namespace: str | None = None, until: tuple[str, ...] = ()
+    ) -> list[dict[str, Any]]:
+        """Events about ``name``; first waits (10 s at most) until each reason in ``until`` is
+        there: the operator posts Events in the background, a moment after the status."""
+        deadline = time.monotonic() + 10.0
+        while True:
+            proc = await self.run(
+                "get", "events", "-n", namespace or self.ns, "--field-selector",
+                f"involvedObject.name={name}", "-o", "json",
+            )  # fmt: skip
+            items: list[dict[str, Any]] = json.loads(proc.stdout)["items"]
+            missing = set(until) - {e["reason"] for e in items}
+            if not missing or time.monotonic() > deadline:
+                return sorted(items, key=lambda e: e.get("firstTimestamp") or "")
+            await asyncio.sleep(0.2)
 
-    async def reasons(self, name: str, *, namespace: str | None = None) -> list[str]:
-        return [e["reason"] for e in await self.events(name, namespace=namespace)]
+    async def reasons(
+        self, name: str, *, namespace: str | None = None, until: tuple[str, ...] = ()
+    ) -> list[str]:
+        return [e["reason"] for e in await self.events(name, namespace=namespace, until=until)]
 
 
 class ServeNode:

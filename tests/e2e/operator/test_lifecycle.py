@@ -26,7 +26,7 @@ async def test_delete_closes_the_session_on_its_node(
     assert close["data"]["session_id"] == sid
     await node.app.expect("ended", session_id=sid)
     assert await node.sessions() == []
-    assert {"CloseRequested", "Closed"} <= set(await kube.reasons("bye"))
+    assert {"CloseRequested", "Closed"} <= set(await kube.reasons("bye", until=("CloseRequested", "Closed")))
 
 
 async def test_delete_after_the_owner_was_killed_is_bounded(
@@ -42,7 +42,7 @@ async def test_delete_after_the_owner_was_killed_is_bounded(
     took = await kube.wait_gone("orphan", timeout=30)
     # The node's records expire after its TTL; the delete notices within a sync cycle or two.
     assert took < NODE_TTL + 5, f"delete took {took:.1f}s"
-    closed = [e for e in await kube.events("orphan") if e["reason"] == "Closed"]
+    closed = [e for e in await kube.events("orphan", until=("Closed",)) if e["reason"] == "Closed"]
     assert closed, await kube.events("orphan")
 
 
@@ -57,7 +57,9 @@ async def test_delete_gives_up_after_the_timeout_when_the_owner_never_closes(
     await kube.delete("stuck")
     took = await kube.wait_gone("stuck", timeout=30)
     assert 3 < took < 10, f"delete took {took:.1f}s"
-    warning = [e for e in await kube.events("stuck") if e["reason"] == "CloseTimedOut"]
+    warning = [
+        e for e in await kube.events("stuck", until=("CloseTimedOut",)) if e["reason"] == "CloseTimedOut"
+    ]
     assert warning and warning[0]["type"] == "Warning"
     assert "still lists session" in warning[0]["message"]
 
@@ -75,7 +77,9 @@ async def test_node_killed_becomes_lost_and_comes_back(
     lost = await kube.wait_phase("fragile-job", "Lost", timeout=NODE_TTL + 10)
     assert lost["status"]["reason"] == "NodeLost" and lost["status"]["endedAt"]
     assert {c["type"]: c["status"] for c in lost["status"]["conditions"]}["Ready"] == "False"
-    event = next(e for e in await kube.events("fragile-job") if e["reason"] == "NodeLost")
+    event = next(
+        e for e in await kube.events("fragile-job", until=("NodeLost",)) if e["reason"] == "NodeLost"
+    )
     assert event["type"] == "Warning"
 
     # The node comes back (same id) and still runs the session: Running again.
@@ -87,7 +91,7 @@ async def test_node_killed_becomes_lost_and_comes_back(
         await revived.register("call-fragile", sid)
         back = await kube.wait_phase("fragile-job", "Running", timeout=15)
         assert back["status"]["reason"] == "Recovered" and "endedAt" not in back["status"]
-        assert "Recovered" in await kube.reasons("fragile-job")
+        assert "Recovered" in await kube.reasons("fragile-job", until=("Recovered",))
     finally:
         await revived.stop()
 
@@ -115,5 +119,5 @@ async def test_max_duration_closes_the_session(
     await kube.wait_phase("capped", "Running")
     done = await kube.wait_phase("capped", "Succeeded", timeout=15)
     assert "closed-by-request" in done["status"]["message"]
-    assert "MaxDurationExceeded" in await kube.reasons("capped")
+    assert "MaxDurationExceeded" in await kube.reasons("capped", until=("MaxDurationExceeded",))
     assert await node.sessions() == []

@@ -95,7 +95,9 @@ async def test_registry_outage_loses_nothing_and_deletes_are_bounded(
         await kube.delete("drop")
         took = await kube.wait_gone("drop", timeout=30)
         assert took < 10, f"delete took {took:.1f}s"
-        warning = next(e for e in await kube.events("drop") if e["reason"] == "CloseTimedOut")
+        warning = next(
+            e for e in await kube.events("drop", until=("CloseTimedOut",)) if e["reason"] == "CloseTimedOut"
+        )
         assert warning["type"] == "Warning" and "registry is unreachable" in warning["message"]
         # Nothing was declared lost because Redis is down.
         keep = await kube.get("keep")

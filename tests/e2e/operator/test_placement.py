@@ -39,7 +39,9 @@ async def test_apply_runs_on_the_node_with_capacity(
     assert event["data"]["call_id"] == "call-1" and event["data"]["params"] == {"instructions": "say hi"}
     assert await roomy.sessions() == [status["sessionId"]]
     assert await full.sessions() == ["busy-1"]
-    assert {"StartRequested", "Started"} <= set(await kube.reasons("greeter"))
+    assert {"StartRequested", "Started"} <= set(
+        await kube.reasons("greeter", until=("StartRequested", "Started"))
+    )
 
     # kubectl get shows it in the printer columns.
     table = (await kube.run("get", "ags", "-n", kube.ns)).stdout.splitlines()
@@ -61,7 +63,9 @@ async def test_no_capacity_stays_pending_then_runs_when_a_node_appears(
     obj = await kube.wait_phase("gpu-job", "Running")
     assert obj["status"]["nodeId"] == "gpu-node"
     assert await node.sessions() == [obj["status"]["sessionId"]]
-    assert {"NoCapacity", "StartRequested", "Started"} <= set(await kube.reasons("gpu-job"))
+    assert {"NoCapacity", "StartRequested", "Started"} <= set(
+        await kube.reasons("gpu-job", until=("NoCapacity", "StartRequested", "Started"))
+    )
 
 
 async def test_rejected_then_retried_elsewhere(
@@ -76,7 +80,9 @@ async def test_rejected_then_retried_elsewhere(
     assert obj["status"]["nodeId"] == "b-accepts" and obj["status"]["attempts"] == 2
     assert obj["status"]["sessionId"].endswith(".2")
     assert await good.sessions() == [obj["status"]["sessionId"]]
-    rejected = [e for e in await kube.events("picky") if e["reason"] == "NodeRejected"]
+    rejected = [
+        e for e in await kube.events("picky", until=("NodeRejected",)) if e["reason"] == "NodeRejected"
+    ]
     assert len(rejected) == 1 and rejected[0]["type"] == "Warning"
     assert "a-refuses refused attempt 1: not-today" in rejected[0]["message"]
 
@@ -97,7 +103,7 @@ async def test_every_node_refuses_then_failed(
     assert status["reason"] == "StartFailed" and status["attempts"] == 3
     for name in ("r1", "r2", "r3"):
         assert f"node {name} refused" in status["message"]
-    reasons = await kube.reasons("doomed")
+    reasons = await kube.reasons("doomed", until=("StartFailed",))
     assert reasons.count("NodeRejected") == 3 and "StartFailed" in reasons
 
 

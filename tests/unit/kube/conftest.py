@@ -53,6 +53,15 @@ class Harness:
         self.nodes.append(node)
         return node
 
+    async def reasons(self, name: str) -> list[str]:
+        """Reasons of the Events about ``name``, once every queued Event was posted."""
+        await asyncio.wait_for(self.runtime.events.flushed(), 5.0)
+        return self.kube.reasons(name)
+
+    async def events(self) -> list[dict[str, Any]]:
+        await asyncio.wait_for(self.runtime.events.flushed(), 5.0)
+        return self.kube.events
+
     def status(self, name: str, namespace: str = "ns") -> dict[str, Any]:
         obj = self.kube.get_object(name, namespace)
         return {} if obj is None else obj.get("status") or {}

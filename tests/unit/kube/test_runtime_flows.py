@@ -6,8 +6,11 @@ and reach corners that are slow to provoke there (rejections, timeouts, an outag
 
 from __future__ import annotations
 
+import time
+
 from callboard.kube.constants import POD_DELETION_COST, SAFE_TO_EVICT
 from callboard.kube.naming import parse_session_id
+from callboard.kube.settings import Settings
 
 from .conftest import Harness
 
@@ -25,7 +28,7 @@ async def test_apply_places_on_the_packed_node_and_runs(harness: Harness) -> Non
     assert busy.requests[0].params == {"greeting": "hi"} and busy.requests[0].call_type == "default"
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Placed": "True", "Ready": "True"}
-    assert harness.kube.reasons("a1") == ["StartRequested", "Started"]
+    assert await harness.reasons("a1") == ["StartRequested", "Started"]
 
 
 async def test_no_capacity_waits_pending_then_runs_when_a_node_appears(harness: Harness) -> None:
@@ -48,7 +51,7 @@ async def test_rejected_then_retried_elsewhere(harness: Harness) -> None:
     status = await harness.phase("a1", "Running")
     assert status["nodeId"] == "b-good" and status["attempts"] == 2
     assert status["sessionId"].endswith(".2") and good.sessions == [status["sessionId"]]
-    assert "NodeRejected" in harness.kube.reasons("a1")
+    assert "NodeRejected" in await harness.reasons("a1")
 
 
 async def test_unconfirmed_then_failed_after_every_attempt(harness: Harness) -> None:
@@ -58,9 +61,9 @@ async def test_unconfirmed_then_failed_after_every_attempt(harness: Harness) -> 
     status = await harness.phase("a1", "Failed", timeout=10)
     assert status["attempts"] == 3 and status["reason"] == "StartFailed"
     assert "refused" in status["message"] and "did not confirm" in status["message"]
-    reasons = harness.kube.reasons("a1")
+    reasons = await harness.reasons("a1")
     assert reasons.count("StartTimeout") == 2 and reasons.count("NodeRejected") == 1
-    assert any(e["type"] == "Warning" and e["reason"] == "StartFailed" for e in harness.kube.events)
+    assert any(e["type"] == "Warning" and e["reason"] == "StartFailed" for e in await harness.events())
 
 
 async def test_late_confirmation_is_closed_as_a_leftover(harness: Harness) -> None:
@@ -86,7 +89,7 @@ async def test_delete_closes_the_session_then_releases(harness: Harness) -> None
     await harness.until(lambda: harness.kube.get_object("a1") is None)
     assert node.sessions == []
     assert "closed" in harness.kopf.outcomes["a1"]
-    assert harness.kube.reasons("a1")[-2:] == ["CloseRequested", "Closed"]
+    assert (await harness.reasons("a1"))[-2:] == ["CloseRequested", "Closed"]
     assert status["sessionId"] not in node.sessions
 
 
@@ -116,7 +119,7 @@ async def test_delete_gives_up_after_the_timeout_with_a_warning(harness: Harness
     harness.kube.delete_object("a1")
     await harness.until(lambda: harness.kube.get_object("a1") is None, timeout=3.0)
     assert "gave up" in harness.kopf.outcomes["a1"] and "still lists session" in harness.kopf.outcomes["a1"]
-    warning = [e for e in harness.kube.events if e["reason"] == "CloseTimedOut"]
+    warning = [e for e in await harness.events() if e["reason"] == "CloseTimedOut"]
     assert warning and warning[0]["type"] == "Warning"
 
 
@@ -126,8 +129,8 @@ async def test_ended_session_succeeds_then_ttl_deletes(harness: Harness) -> None
     status = await harness.phase("a1", "Running")
     await node.end(status["sessionId"], reason="call_ended")
     await harness.until(lambda: harness.kube.get_object("a1") is None, timeout=3.0)
-    assert "SessionEnded" in harness.kube.reasons("a1")
-    ended = next(e for e in harness.kube.events if e["reason"] == "SessionEnded")
+    assert "SessionEnded" in await harness.reasons("a1")
+    ended = next(e for e in await harness.events() if e["reason"] == "SessionEnded")
     assert "call_ended" in ended["message"]
 
 
@@ -141,7 +144,7 @@ async def test_node_lost_then_back(harness: Harness) -> None:
     await node.registry.heartbeat()  # the node comes back: its heartbeat writes the session back
     status = await harness.phase("a1", "Running", timeout=3.0)
     assert status["reason"] == "Recovered" and "endedAt" not in status
-    assert [e["type"] for e in harness.kube.events if e["reason"] in ("NodeLost", "Recovered")] == [
+    assert [e["type"] for e in await harness.events() if e["reason"] in ("NodeLost", "Recovered")] == [
         "Warning",
         "Normal",
     ]
@@ -153,7 +156,7 @@ async def test_max_duration_closes_and_succeeds(harness: Harness) -> None:
     await harness.phase("a1", "Running")
     status = await harness.phase("a1", "Succeeded", timeout=4.0)
     assert "close_requested" in status["message"]
-    assert "MaxDurationExceeded" in harness.kube.reasons("a1")
+    assert "MaxDurationExceeded" in await harness.reasons("a1")
 
 
 async def test_pod_annotations_follow_the_session_count(harness: Harness) -> None:
@@ -184,3 +187,30 @@ async def test_restart_resumes_a_scheduled_attempt_without_a_second_start(harnes
     harness.runtime.observe(None, obj)
     status = await harness.phase("a1", "Running")
     assert status["attempts"] == 1 and len(node.requests) == 1
+
+
+async def test_a_stale_registry_read_does_not_hide_a_confirmed_start(settings: Settings) -> None:
+    from callboard.kube.placement import Strategy
+    from callboard.kube.snapshot import Snapshot
+
+    settings.placement.strategy = Strategy.SPREAD
+    settings.sync.interval = 3600.0  # this test takes the registry reads itself
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        await h.node("a", capacity=4)
+        await h.node("b", capacity=4)
+        before = time.time()
+        await h.runtime.syncer.cycle()
+        h.kube.apply("s1", "call-1")
+        assert (await h.phase("s1", "Running"))["nodeId"] == "a"
+        # A read that began before "a" registered s1 and ended after: it lists no session.
+        nodes = await h.runtime.registry.list_nodes()
+        h.runtime.placer.set_snapshot(Snapshot.build(nodes, [], now=before))
+        h.kube.apply("s2", "call-2")
+        assert (await h.phase("s2", "Running"))["nodeId"] == "b"
+    finally:
+        await h.kopf.stop()
+        for node in h.nodes:
+            await node.kill()
+        await h.runtime.stop()
