@@ -116,9 +116,9 @@ class LeaderLease:
         }
         if acquire:
             spec["acquireTime"] = now
-            spec["leaseTransitions"] = int(old.get("leaseTransitions") or 0) + (
-                1 if old.get("holderIdentity") else 0
-            )
+            # Counted like client-go: every change of holder of an existing lease.
+            changed = bool(old) and old.get("holderIdentity") != self.identity
+            spec["leaseTransitions"] = int(old.get("leaseTransitions") or 0) + (1 if changed else 0)
         return spec
 
     async def _try_acquire(self) -> bool:
