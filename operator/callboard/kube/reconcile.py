@@ -121,7 +121,10 @@ def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> 
                 ),
                 close=True,
             )
-        return Decision(fields=refresh_fields(obj, session, node, refresh=refresh))
+        # Closing and still live: ask again (the sync loop paces repeats, see ``Syncer``).
+        return Decision(
+            fields=refresh_fields(obj, session, node, refresh=refresh), close=phase is Phase.CLOSING
+        )
     # Succeeded/Failed objects whose session id shows up again belong to the orphan rules.
     return Decision()
 

@@ -43,7 +43,8 @@ logger = logging.getLogger(__name__)
 SessionRef = tuple[str, str]
 
 #: Seconds the operator leaves alone a session it asked to close (or just adopted) before
-#: acting on it again: the node needs a moment, and the close flag lives on meanwhile.
+#: acting on it again (adopting it, or asking again): the node needs a moment, and the
+#: close flag lives on meanwhile.
 RECENT = 30.0
 #: Seconds before retrying to adopt a session the API server refused (e.g. a call id the
 #: CRD schema rejects): the refusal is logged once per period, not once per cycle.
@@ -170,8 +171,8 @@ class Syncer:
         if decision.check_gone:
             await self._check_gone(obj, now)
             return
-        if decision.close and obj.session is not None:
-            await self._registry.request_close(*obj.session)
+        if decision.close and obj.session is not None and obj.session not in self._recent:
+            await self._registry.request_close(*obj.session)  # again every RECENT seconds
             self.note_closed(obj.session)
         if decision.transition is not None:
             await self._writer.transition(obj, decision.transition)

@@ -219,12 +219,16 @@ class FakeNode:
         pod: str | None = None,
         mode: str = "accept",
         ttl: float = 30.0,
+        deaf: bool = False,
     ) -> None:
         self.registry = SessionRegistry(store, node_id=node_id, ttl=ttl, foreign_scan_interval=None)
         self.registry.set_node_info(
             capacity=capacity, pool=pool, pod_name=pod, namespace="agents" if pod else None
         )
         self.mode = mode
+        self.deaf = deaf
+        """Ignore close requests (count them only)."""
+        self.closes = 0
         self.requests: list[StartRequest] = []
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -275,8 +279,10 @@ class FakeNode:
 
     async def _closes(self, stream: Any) -> None:
         async for request in stream:
-            await self.registry.remove(request.call_id, request.session_id, reason="close_requested")
-            await self.registry.heartbeat()
+            self.closes += 1
+            if not self.deaf:
+                await self.registry.remove(request.call_id, request.session_id, reason="close_requested")
+                await self.registry.heartbeat()
 
 
 class FakeKopf:

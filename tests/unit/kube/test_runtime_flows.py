@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from callboard.kube.constants import POD_DELETION_COST, SAFE_TO_EVICT
 from callboard.kube.naming import parse_session_id
 from callboard.kube.settings import Settings
@@ -157,6 +159,19 @@ async def test_max_duration_closes_and_succeeds(harness: Harness) -> None:
     status = await harness.phase("a1", "Succeeded", timeout=4.0)
     assert "close_requested" in status["message"]
     assert "MaxDurationExceeded" in await harness.reasons("a1")
+
+
+async def test_a_session_that_does_not_close_is_asked_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callboard.kube import sync
+
+    monkeypatch.setattr(sync, "RECENT", 0.2)
+    node = await harness.node("n1", deaf=True)
+    harness.kube.apply("a1", "call-1", maxDurationSeconds=1)
+    await harness.phase("a1", "Closing", timeout=4.0)
+    await harness.until(lambda: node.closes >= 3, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Closing"
 
 
 async def test_pod_annotations_follow_the_session_count(harness: Harness) -> None:
