@@ -301,7 +301,12 @@ def command(
             host=listen_host, liveness_port=_port(liveness_port), metrics_port=_port(metrics_port)
         ),
     )
+    from callboard.kube.autoscale import AutoscaleSettings
+
     try:
+        settings.autoscale = AutoscaleSettings.from_env(
+            os.environ, default_namespace=os.environ.get("POD_NAMESPACE") or "default"
+        )
         settings.validate()
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc

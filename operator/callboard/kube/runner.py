@@ -25,6 +25,8 @@ from aiohttp import web
 
 from callboard._aio import guarded_task, stop_tasks
 from callboard.kube.api import KubeApi
+from callboard.kube.autoscale import ScalingMode
+from callboard.kube.autoscaler import AutoscalerMetrics, run_autoscaler
 from callboard.kube.handlers import build_kopf_registry, build_kopf_settings
 from callboard.kube.leader import LeaderLease, default_identity
 from callboard.kube.metrics import CONTENT_TYPE, OperatorMetrics
@@ -88,6 +90,8 @@ async def run(
     """Run the operator until a signal, ``stop_flag``, or the loss of the leader lease."""
     settings.validate()
     metrics = metrics if metrics is not None else OperatorMetrics()
+    # Once per process: a new leadership term must not register the same gauges again.
+    autoscaler_metrics = AutoscalerMetrics(metrics.registry)
     serving = settings.serving
 
     async def render_metrics(_: web.Request) -> web.Response:
@@ -112,6 +116,7 @@ async def run(
                 settings,
                 api=api,
                 metrics=metrics,
+                autoscaler_metrics=autoscaler_metrics,
                 identity=identity,
                 login_fn=login_fn,
                 lease=lease,
@@ -128,6 +133,7 @@ async def _lead(
     *,
     api: KubeApi,
     metrics: OperatorMetrics,
+    autoscaler_metrics: AutoscalerMetrics,
     identity: str,
     login_fn: Callable[[], Any],
     lease: LeaderLease | None,
@@ -143,6 +149,20 @@ async def _lead(
         watchers.append(guarded_task(_relay(lease.lost, stop), name="lease-watch", logger=logger))
     if stop_flag is not None:
         watchers.append(guarded_task(_relay(stop_flag, stop), name="stop-flag", logger=logger))
+    if settings.autoscale.mode is not ScalingMode.OFF:
+        watchers.append(
+            guarded_task(
+                run_autoscaler(
+                    settings=settings.autoscale,
+                    registry=runtime.registry,
+                    api=api,
+                    stop=stop,
+                    metrics=autoscaler_metrics,
+                ),
+                name="autoscaler",
+                logger=logger,
+            )
+        )
     liveness = (
         None
         if settings.serving.liveness_port is None

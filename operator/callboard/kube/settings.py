@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from callboard.errors import ConfigurationError
+from callboard.kube.autoscale import AutoscaleSettings
 from callboard.kube.placement import Strategy
 from callboard.registry import DEFAULT_KEY_PREFIX
 
@@ -142,6 +143,8 @@ class Settings:
     pods: PodSettings = field(default_factory=PodSettings)
     leader: LeaderSettings = field(default_factory=LeaderSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
+    autoscale: AutoscaleSettings = field(default_factory=AutoscaleSettings)
+    """The agent pool's buffer policy (off by default; the chart sets CALLBOARD_AUTOSCALE*)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -152,6 +155,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise :class:`~callboard.errors.ConfigurationError` for settings that cannot work."""
+        self.autoscale.validate()
         adoption = self.adoption.namespace
         if adoption is not None and not self.watches(adoption):
             raise ConfigurationError(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 import callboard.kube
 from callboard.cli import main
+from callboard.kube.autoscale import ScalingMode
 from callboard.kube.settings import Settings
 
 
@@ -43,3 +45,43 @@ def test_namespaces_from_the_environment_split_on_commas(monkeypatch: object) ->
     assert _split_namespaces(("a,b", "c", "a")) == ("a", "b", "c")
     assert Settings(namespaces=("x",)).watches("x") and not Settings(namespaces=("x",)).watches("y")
     assert Settings().clusterwide and Settings().watches("anything")
+
+
+def test_operator_reads_the_autoscaler_settings_the_chart_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    import callboard.kube.runner
+
+    seen: list[Settings] = []
+
+    async def fake_run(settings: Settings) -> None:
+        seen.append(settings)
+
+    monkeypatch.setattr(callboard.kube.runner, "run", fake_run)
+    env = {
+        "CALLBOARD_AUTOSCALE": "scale",
+        "CALLBOARD_AUTOSCALE_NAMESPACE": "agents",
+        "CALLBOARD_AUTOSCALE_DEPLOYMENT": "pool-default",
+        "CALLBOARD_AUTOSCALE_POOL": "default",
+        "CALLBOARD_AUTOSCALE_MIN": "2",
+        "CALLBOARD_AUTOSCALE_MAX": "8",
+        "CALLBOARD_AUTOSCALE_BUFFER": "20%",
+        "CALLBOARD_AUTOSCALE_CAPACITY": "4",
+    }
+    result = CliRunner().invoke(main, ["operator", "--no-leader-election"], env=env)
+    assert result.exit_code == 0, result.output
+    [settings] = seen
+    scale = settings.autoscale
+    assert scale.mode is ScalingMode.SCALE
+    assert (scale.namespace, scale.deployment, scale.min_replicas, scale.max_replicas) == (
+        "agents",
+        "pool-default",
+        2,
+        8,
+    )
+    assert scale.buffer.percent == 20
+
+    result = CliRunner().invoke(main, ["operator"], env={**env, "CALLBOARD_AUTOSCALE_MIN": "9"})
+    assert result.exit_code == 2
+
+
+def test_autoscaler_is_off_unless_configured() -> None:
+    assert Settings().autoscale.mode is ScalingMode.OFF
