@@ -53,9 +53,11 @@ async def test_operator_killed_and_restarted_loses_and_duplicates_nothing(
         return running >= 3
 
     await wait_until(some_running, timeout=60, what="the first sessions to run")
-    await first.kill()  # mid-way: some Running, some Scheduled or not placed yet
+    await first.kill()  # mid-way: often some are still Scheduled or not placed yet
     before = {o["metadata"]["name"]: o.get("status", {}).get("phase") for o in await kube.list()}
-    assert "Running" in before.values() and set(before.values()) != {"Running"}, before
+    # How many were still in flight depends on the machine's speed; the objects applied
+    # below while no operator runs are certainly not placed, whatever the timing.
+    assert "Running" in before.values(), before
 
     # While no operator runs: delete two running objects, apply five more.
     gone = [name for name, phase in before.items() if phase == "Running"][:2]
