@@ -772,6 +772,11 @@ class ControlPlane:
             # Every default controller (replicaset, deployment, garbage collector,
             # namespace, serviceaccount, node lifecycle, endpoints, ...).
             "--controllers=*",
+            # kwok renews the fake nodes' leases; on a loaded 2-core machine a renewal can be
+            # late, and with the default grace (50 s) the node lifecycle controller then marks
+            # the node NotReady and every pod on it unready mid-test (seen: a rollout going
+            # from 2 of 3 available to 0). Nothing here tests Kubernetes node failure.
+            "--node-monitor-grace-period=5m",
             f"--service-account-private-key-file={p / 'sa.key'}",
             "--use-service-account-credentials=true",
             f"--root-ca-file={p / 'ca.crt'}",
