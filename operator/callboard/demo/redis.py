@@ -28,13 +28,16 @@ def free_port() -> int:
 class LocalRedis:
     """Start with :meth:`start` (or ``with``); :attr:`url` once started."""
 
-    def __init__(self, binary: str | None = None) -> None:
+    def __init__(
+        self, binary: str | None = None, *, port: int | None = None, extra_args: list[str] | None = None
+    ) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise FileNotFoundError("redis-server is not on PATH")
         self.binary = found
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="callboard-demo-redis-"))
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.dir = Path(tempfile.mkdtemp(prefix="callboard-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -58,6 +61,7 @@ class LocalRedis:
                 "",
                 "--appendonly",
                 "no",
+                *self.extra_args,
             ],
             cwd=self.dir,
             stdout=log,
@@ -80,7 +84,8 @@ class LocalRedis:
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s); its folder stays for a restart."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -89,6 +94,10 @@ class LocalRedis:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def stop(self) -> None:
+        """Stop the server and remove its folder."""
+        self.terminate()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Self:
