@@ -253,7 +253,10 @@ async def test_buffer_policy_end_to_end(
         assert {p["metadata"]["name"] for p in await sidecars.pods()} == {p2, p3}
         live = {(s.node_id, s.call_id) for s in await registry.list_sessions()}
         assert live == {(pod, call) for pod, calls in sessions.items() for call, _ in calls}
-        assert history == [1, 2, 3, 4, 2]
+        # Down in one step or, when the two pods' sessions end in different cycles, in two:
+        # either way only downwards, to 2.
+        tail = history[4:]
+        assert history[:4] == [1, 2, 3, 4] and tail in ([2], [3, 2]), history
         labels = {"namespace": ns, "deployment": deployment, "pool": POOL}
         assert metrics.registry.get_sample_value("callboard_autoscaler_desired_replicas", labels) == 2
         assert metrics.registry.get_sample_value("callboard_autoscaler_live_sessions", labels) == 3
