@@ -15,6 +15,7 @@ import contextlib
 import secrets
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,9 @@ class _Board:
                 str(m.get("latency_ms_last", "-")),
                 f"{m.get('tokens_in', '-')}/{m.get('tokens_out', '-')}",
             )
+        # Count from the session listing above, not the node records' "active": those are
+        # refreshed by the next heartbeat and would lag behind sessions just started.
+        per_node = Counter(s["node_id"] for s in self.sessions)
         nodes = Table(title="nodes", title_justify="left", header_style="bold")
         for column in ("node", "address", "sessions", "state", "heartbeat"):
             nodes.add_column(column)
@@ -126,7 +130,7 @@ class _Board:
             nodes.add_row(
                 n["node_id"],
                 n["address"] or "-",
-                str(n["active"]),
+                str(per_node[n["node_id"]]),
                 state,
                 f"{n['heartbeat_age_seconds']:.1f}s ago",
             )
