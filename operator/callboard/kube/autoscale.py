@@ -30,11 +30,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
+from callboard.config import parse_float, setting
 from callboard.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_CAPACITY",
-    "ENV_VARS",
     "VICTIM_COST",
     "Assessment",
     "AutoscaleSettings",
@@ -66,21 +66,6 @@ class ScalingMode(enum.StrEnum):
     """The operator only exports the desired replicas and free slots (and marks the idle pods
     to remove); an HPA or a KEDA ScaledObject reads the metric and scales."""
 
-
-#: Every variable :meth:`AutoscaleSettings.from_env` reads.
-ENV_VARS = (
-    "CALLBOARD_AUTOSCALE",
-    "CALLBOARD_AUTOSCALE_NAMESPACE",
-    "CALLBOARD_AUTOSCALE_DEPLOYMENT",
-    "CALLBOARD_AUTOSCALE_POOL",
-    "CALLBOARD_AUTOSCALE_MIN",
-    "CALLBOARD_AUTOSCALE_MAX",
-    "CALLBOARD_AUTOSCALE_BUFFER",
-    "CALLBOARD_AUTOSCALE_CAPACITY",
-    "CALLBOARD_AUTOSCALE_INTERVAL",
-    "CALLBOARD_AUTOSCALE_SCALE_DOWN_WINDOW",
-    "CALLBOARD_AUTOSCALE_SETTLE",
-)
 
 _BUFFER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%?)\s*$")
 
@@ -126,31 +111,64 @@ class Buffer:
 
 @dataclass
 class AutoscaleSettings:
-    """What the autoscaler scales and how. Built from ``CALLBOARD_AUTOSCALE*`` by :meth:`from_env`."""
+    """What the autoscaler scales and how: ``CALLBOARD_AUTOSCALE*`` settings of ``callboard operator``."""
 
-    mode: ScalingMode = ScalingMode.OFF
+    mode: ScalingMode = setting(
+        ScalingMode.OFF,
+        env="CALLBOARD_AUTOSCALE",
+        help="Autoscaling of the agent pool: off, scale (the operator scales the Deployment) or "
+        "metrics (an HPA or KEDA scales on the exported metrics).",
+    )
     """``off``, ``scale`` (the operator scales the Deployment) or ``metrics`` (HPA/KEDA does)."""
-    namespace: str = "default"
+    namespace: str = setting(
+        "default",
+        env=("CALLBOARD_AUTOSCALE_NAMESPACE", "POD_NAMESPACE"),
+        help="Namespace of the agent Deployment.",
+        default_text="$POD_NAMESPACE, else default",
+    )
     """Namespace of the agent Deployment (the chart's release namespace)."""
-    deployment: str = ""
+    deployment: str = setting(
+        "", env="CALLBOARD_AUTOSCALE_DEPLOYMENT", help="Name of the agent Deployment (needed to autoscale)."
+    )
     """Name of the agent Deployment whose pods run ``callboard sidecar``."""
-    pool: str = ""
+    pool: str = setting("", env="CALLBOARD_AUTOSCALE_POOL", help="Pool label of the exported metrics.")
     """Pool name of the agent pods; only a label of the exported metrics."""
-    min_replicas: int = 1
+    min_replicas: int = setting(1, env="CALLBOARD_AUTOSCALE_MIN", help="Fewest agent pods.")
     """Fewest pods, also with no session at all: one warm pod answers the first call at once."""
-    max_replicas: int = 10
+    max_replicas: int = setting(10, env="CALLBOARD_AUTOSCALE_MAX", help="Most agent pods.")
     """Most pods, whatever the load: a ceiling on cost."""
-    buffer: Buffer = field(default_factory=lambda: Buffer(count=5))
+    buffer: Buffer = setting(
+        env="CALLBOARD_AUTOSCALE_BUFFER",
+        help="Free session slots to keep: a count (5) or a percentage of the live sessions (20%).",
+        parse=Buffer.parse,
+        default_factory=lambda: Buffer(count=5),
+    )
     """Free session slots kept beside the live sessions, so a new call finds a pod at once
     (a new pod needs tens of seconds to pull, start and register)."""
-    capacity: int | None = None
+    capacity: int | None = setting(
+        None,
+        env="CALLBOARD_AUTOSCALE_CAPACITY",
+        help="Sessions per agent pod.",
+        default_text="the smallest capacity the pods publish",
+    )
     """Sessions per pod. None: the smallest ``capacity`` the pods publish in their node records."""
-    interval: float = 5.0
+    interval: float = setting(
+        5.0, env="CALLBOARD_AUTOSCALE_INTERVAL", help="Seconds between two autoscaling evaluations."
+    )
     """Seconds between two evaluations (one scale read, one pod list, one registry read each)."""
-    scale_down_window: float = 300.0
+    scale_down_window: float = setting(
+        300.0,
+        env="CALLBOARD_AUTOSCALE_SCALE_DOWN_WINDOW",
+        help="Seconds of cool-down: a scale-down goes to the highest count wanted in this window.",
+        parse=parse_float,
+    )
     """Seconds of cool-down: a scale-down goes to the highest count wanted in this window
     (the HPA's default stabilization window), and never happens sooner after a peak."""
-    settle: float = 1.0
+    settle: float = setting(
+        1.0,
+        env="CALLBOARD_AUTOSCALE_SETTLE",
+        help="Seconds between marking the pods to remove and patching the scale.",
+    )
     """Seconds between marking the pods to remove and patching the scale. Pods and
     ReplicaSets reach the ReplicaSet controller through separate watches, so the new costs
     must be in its cache before it picks pods; one second is ample for a healthy control plane."""
@@ -174,61 +192,6 @@ class AutoscaleSettings:
                 raise ConfigurationError(f"autoscaling {name} must be > 0")
         if self.scale_down_window < 0:
             raise ConfigurationError("autoscaling scale-down window must be >= 0")
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], *, default_namespace: str = "default") -> Self:
-        """Settings from ``CALLBOARD_AUTOSCALE*`` variables; unset or empty ones keep defaults.
-
-        ``CALLBOARD_AUTOSCALE`` (off|scale|metrics), ``..._NAMESPACE`` (default:
-        ``default_namespace``, the operator passes ``POD_NAMESPACE``), ``..._DEPLOYMENT``,
-        ``..._POOL``, ``..._MIN``, ``..._MAX``, ``..._BUFFER`` (5 or 20%), ``..._CAPACITY``,
-        ``..._INTERVAL``, ``..._SCALE_DOWN_WINDOW``, ``..._SETTLE`` (seconds).
-        """
-
-        def get(suffix: str) -> str | None:
-            name = f"CALLBOARD_AUTOSCALE{suffix}"
-            assert name in ENV_VARS, name
-            value = environ.get(name, "").strip()
-            return value or None
-
-        def number(suffix: str, kind: type[int] | type[float]) -> int | float | None:
-            raw = get(suffix)
-            if raw is None:
-                return None
-            try:
-                value = kind(raw)
-            except ValueError as exc:
-                raise ConfigurationError(f"CALLBOARD_AUTOSCALE{suffix}={raw!r}: not a number") from exc
-            if not math.isfinite(value):
-                raise ConfigurationError(f"CALLBOARD_AUTOSCALE{suffix}={raw!r}: not a finite number")
-            return value
-
-        mode_raw = get("") or ScalingMode.OFF.value
-        try:
-            mode = ScalingMode(mode_raw)
-        except ValueError as exc:
-            raise ConfigurationError(f"CALLBOARD_AUTOSCALE={mode_raw!r}: use off, scale or metrics") from exc
-        settings = cls(
-            mode=mode,
-            namespace=get("_NAMESPACE") or default_namespace,
-            deployment=get("_DEPLOYMENT") or "",
-            pool=get("_POOL") or "",
-        )
-        for suffix, attr, kind in (
-            ("_MIN", "min_replicas", int),
-            ("_MAX", "max_replicas", int),
-            ("_CAPACITY", "capacity", int),
-            ("_INTERVAL", "interval", float),
-            ("_SCALE_DOWN_WINDOW", "scale_down_window", float),
-            ("_SETTLE", "settle", float),
-        ):
-            value = number(suffix, kind)
-            if value is not None:
-                setattr(settings, attr, value)
-        if (buffer := get("_BUFFER")) is not None:
-            settings.buffer = Buffer.parse(buffer)
-        settings.validate()
-        return settings
 
 
 def desired_replicas(

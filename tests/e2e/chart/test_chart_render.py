@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from callboard.kube import autoscale
+from callboard import config
 from callboard.kube.autoscale import AutoscaleSettings, Buffer, ScalingMode
-from callboard.sidecar.settings import ENV_VARS as SIDECAR_ENV_VARS
+from callboard.sidecar.settings import SidecarSettings
 from tests.e2e import kubeharness as kh
 
 from .conftest import (
@@ -191,14 +191,20 @@ def _operator_env_vars() -> set[str]:
     from callboard.cli.operator import command
 
     names = {p.envvar for p in command.params if isinstance(p.envvar, str)}
+    names |= {name for p in command.params if isinstance(p.envvar, list) for name in p.envvar}
     names |= {f"CALLBOARD_{p.name.upper()}" for p in main.params if p.name}  # auto_envvar_prefix
-    return names | set(autoscale.ENV_VARS) | {"POD_NAME", "POD_NAMESPACE"}
+    return names | {"POD_NAME", "POD_NAMESPACE"}
+
+
+def _autoscale_settings(env: dict[str, str]) -> AutoscaleSettings:
+    return config.build(AutoscaleSettings, config.from_environ(AutoscaleSettings, env))
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_variable_set_is_one_the_program_reads(render: Render, value_set: str) -> None:
     operator_vars = _operator_env_vars()
-    sidecar_vars = {v.name for v in SIDECAR_ENV_VARS} | {"CALLBOARD_LOG_LEVEL", "CALLBOARD_LOG_FORMAT"}
+    sidecar_vars = {name for opt in config.options(SidecarSettings) for name in opt.env}
+    sidecar_vars |= {"CALLBOARD_LOG_LEVEL", "CALLBOARD_LOG_FORMAT"}
     # Read by nobody: only expanded into CALLBOARD_REDIS_URL as $(CALLBOARD_REDIS_PASSWORD).
     helpers = {"CALLBOARD_REDIS_PASSWORD"}
     for name, _, c in containers(render(*values_args(value_set))):
@@ -213,7 +219,7 @@ def test_autoscaler_settings_from_the_chart(render: Render) -> None:
     docs = render("-f", "tests/e2e/chart/values/full.yaml")
     operator = find(docs, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]["containers"][0]
     env = {k: v for k, v in env_of(operator).items() if isinstance(v, str)}
-    settings = AutoscaleSettings.from_env(env)
+    settings = _autoscale_settings(env)
     assert settings == AutoscaleSettings(
         mode=ScalingMode.SCALE,
         namespace="ns",
@@ -233,7 +239,7 @@ def test_autoscaler_settings_from_the_chart(render: Render) -> None:
             assert ops == []
             continue
         env = {k: v for k, v in env_of(ops[0]).items() if isinstance(v, str)}
-        assert AutoscaleSettings.from_env(env).mode is mode
+        assert _autoscale_settings(env).mode is mode
 
 
 def _redis_url(docs: list[dict[str, Any]], deployment: str, container: str) -> tuple[list[str], Any]:

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from callboard import config
 from callboard.errors import ConfigurationError
 from callboard.kube.autoscale import (
     DEFAULT_CAPACITY,
-    ENV_VARS,
     AutoscaleSettings,
     Buffer,
     PodView,
@@ -315,8 +315,15 @@ def test_a_scale_down_never_needs_a_busy_pod(
 # -- settings ---------------------------------------------------------------------------------
 
 
+def from_env(environ: dict[str, str]) -> AutoscaleSettings:
+    """The autoscale settings ``callboard operator`` builds from ``environ``, validated."""
+    settings = config.build(AutoscaleSettings, config.from_environ(AutoscaleSettings, environ))
+    settings.validate()
+    return settings
+
+
 def test_settings_from_env() -> None:
-    s = AutoscaleSettings.from_env(
+    s = from_env(
         {
             "CALLBOARD_AUTOSCALE": "scale",
             "CALLBOARD_AUTOSCALE_DEPLOYMENT": "cb-agents",
@@ -329,8 +336,8 @@ def test_settings_from_env() -> None:
             "CALLBOARD_AUTOSCALE_SCALE_DOWN_WINDOW": "60",
             "CALLBOARD_AUTOSCALE_SETTLE": "0.5",
             "CALLBOARD_AUTOSCALE_NAMESPACE": "",
-        },
-        default_namespace="agents",
+            "POD_NAMESPACE": "agents",
+        }
     )
     assert s == AutoscaleSettings(
         mode=ScalingMode.SCALE,
@@ -348,7 +355,7 @@ def test_settings_from_env() -> None:
 
 
 def test_settings_default_off() -> None:
-    s = AutoscaleSettings.from_env({})
+    s = from_env({})
     assert s.mode is ScalingMode.OFF
     s.validate()  # nothing to check when off
 
@@ -358,8 +365,8 @@ def test_settings_default_off() -> None:
     [
         ({"CALLBOARD_AUTOSCALE": "hpa"}, "use off, scale or metrics"),
         ({"CALLBOARD_AUTOSCALE": "scale"}, "Deployment's name"),
-        ({"CALLBOARD_AUTOSCALE_MIN": "two"}, "CALLBOARD_AUTOSCALE_MIN='two': not a number"),
-        ({"CALLBOARD_AUTOSCALE_INTERVAL": "nan"}, "not a finite number"),
+        ({"CALLBOARD_AUTOSCALE_MIN": "two"}, "CALLBOARD_AUTOSCALE_MIN='two' .*: must be a whole number"),
+        ({"CALLBOARD_AUTOSCALE_INTERVAL": "nan"}, "CALLBOARD_AUTOSCALE_INTERVAL='nan' .*: must be a finite"),
         ({"CALLBOARD_AUTOSCALE_MIN": "5", "CALLBOARD_AUTOSCALE_MAX": "4"}, "max replicas must be >= min"),
         ({"CALLBOARD_AUTOSCALE_MIN": "-1"}, "min replicas must be >= 0"),
         ({"CALLBOARD_AUTOSCALE_MIN": "0", "CALLBOARD_AUTOSCALE_MAX": "0"}, ">= 1"),
@@ -375,10 +382,10 @@ def test_settings_errors(env: dict[str, str], message: str) -> None:
     if env.get("CALLBOARD_AUTOSCALE") == "scale":
         del full["CALLBOARD_AUTOSCALE_DEPLOYMENT"]
     with pytest.raises(ConfigurationError, match=message):
-        AutoscaleSettings.from_env(full)
+        from_env(full)
 
 
-def test_env_vars_lists_exactly_what_from_env_reads() -> None:
+def test_options_list_exactly_what_from_environ_reads() -> None:
     class Recorder(dict[str, str]):
         read: set[str] = set()
 
@@ -387,5 +394,5 @@ def test_env_vars_lists_exactly_what_from_env_reads() -> None:
             return super().get(key, "")
 
     env = Recorder(CALLBOARD_AUTOSCALE="metrics", CALLBOARD_AUTOSCALE_DEPLOYMENT="agents")
-    AutoscaleSettings.from_env(env)
-    assert Recorder.read == set(ENV_VARS)
+    from_env(env)
+    assert Recorder.read == {name for opt in config.options(AutoscaleSettings) for name in opt.env}

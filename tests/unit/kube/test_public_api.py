@@ -40,9 +40,10 @@ def test_bad_settings_are_a_usage_error() -> None:
 
 
 def test_namespaces_from_the_environment_split_on_commas(monkeypatch: object) -> None:
-    from callboard.cli.operator import _split_namespaces
+    from callboard import config
 
-    assert _split_namespaces(("a,b", "c", "a")) == ("a", "b", "c")
+    environ = {"CALLBOARD_NAMESPACES": "a,b c a"}
+    assert config.build(Settings, config.from_environ(Settings, environ)).namespaces == ("a", "b", "c")
     assert Settings(namespaces=("x",)).watches("x") and not Settings(namespaces=("x",)).watches("y")
     assert Settings().clusterwide and Settings().watches("anything")
 
