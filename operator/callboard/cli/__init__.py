@@ -16,21 +16,27 @@ __all__ = ["main"]
 _SUBCOMMANDS = ("serve", "sessions", "nodes", "demo", "sidecar", "operator")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "CALLBOARD"})
+# No auto_envvar_prefix: it would give every option of every command a second, undocumented
+# variable (CALLBOARD_SERVE_TTL beside CALLBOARD_TTL); each variable is named where it is read.
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="callboard")
 @click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
-    help="Logging threshold.  [env: CALLBOARD_LOG_LEVEL]",
+    envvar="CALLBOARD_LOG_LEVEL",
+    show_envvar=True,
+    help="Logging threshold.",
 )
 @click.option(
     "--log-format",
     default="text",
     show_default=True,
     type=click.Choice(["text", "json"]),
-    help="Log lines as text or as JSON objects.  [env: CALLBOARD_LOG_FORMAT]",
+    envvar="CALLBOARD_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines as text or as JSON objects.",
 )
 def main(log_level: str, log_format: str) -> None:
     """callboard: see, start and close real-time AI agent sessions across a cluster."""

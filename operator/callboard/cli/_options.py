@@ -40,6 +40,9 @@ def _click_option(opt: Option) -> Callable[[_F], _F]:
     kwargs: dict[str, Any] = {
         "envvar": list(opt.env) if len(opt.env) > 1 else opt.name,
         "show_envvar": True,
+        # Not also CALLBOARD_<COMMAND>_<NAME> (the root group's auto_envvar_prefix): a second,
+        # undocumented name for every setting is exactly what --help must not hide.
+        "allow_from_autoenv": False,
         "help": f"{opt.help}  [default: {opt.default_text}]",
     }
     if opt.boolean:

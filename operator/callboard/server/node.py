@@ -39,7 +39,7 @@ class ServeSettings:
     """Everything ``callboard serve`` runs with, grouped by concern."""
 
     host: str = setting("127.0.0.1", env="CALLBOARD_HOST", help="Interface to listen on.")
-    port: int = setting(8080, env="CALLBOARD_PORT", help="HTTP port.", parse=_port)
+    port: int = setting(8080, env="CALLBOARD_PORT", help="HTTP port of the node API.", parse=_port)
     redis_url: str | None = setting(
         None,
         env="CALLBOARD_REDIS_URL",
@@ -54,7 +54,7 @@ class ServeSettings:
     )
     """The documented Vision Agents prefix, so a node shares its view with theirs."""
     node_id: str | None = setting(
-        None, env="CALLBOARD_NODE_ID", help="Node id.", default_text="host name + suffix"
+        None, env="CALLBOARD_NODE_ID", help="Node id in the registry.", default_text="host name + suffix"
     )
     """This node's id; None builds one from the host name (the pod name in Kubernetes)."""
     ttl: float = setting(
