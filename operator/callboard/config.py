@@ -53,6 +53,7 @@ class _Meta(NamedTuple):
     flag: str | None
     short: str | None
     default_text: str | None
+    metavar: str | None
 
 
 def setting(
@@ -64,6 +65,7 @@ def setting(
     flag: str | None = None,
     short: str | None = None,
     default_text: str | None = None,
+    metavar: str | None = None,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
     """A dataclass field that a command sets from ``--flag`` or its environment variable.
@@ -72,10 +74,11 @@ def setting(
     ``CALLBOARD_*`` name and then a downward-API fallback). ``flag`` defaults to the first name
     without the prefix (``CALLBOARD_LEASE_NAME`` -> ``--lease-name``). ``parse`` turns the raw
     string into the value (raise ``ValueError`` with the reason); by default it follows the
-    field's type. ``default_text`` documents a default that is not a plain value ("unlimited").
+    field's type. ``default_text`` documents a default that is not a plain value ("unlimited");
+    ``metavar`` names the value's shape in ``--help`` (``MODULE:FUNCTION``).
     """
     names = (env,) if isinstance(env, str) else tuple(env)
-    meta = {_KEY: _Meta(names, help, parse, flag, short, default_text)}
+    meta = {_KEY: _Meta(names, help, parse, flag, short, default_text, metavar)}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -253,7 +256,7 @@ def _iter_options(cls: type[Any], group: str | None) -> Iterator[Option]:
             default=default,
             help=meta.help,
             parse=parse,
-            metavar=metavar,
+            metavar=meta.metavar or metavar,
             multiple=multiple,
             boolean=boolean,
             default_text=meta.default_text or _shown(default),

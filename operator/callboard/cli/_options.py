@@ -74,6 +74,9 @@ def settings_from_click(cls: type[_T], params: Mapping[str, object]) -> _T:
         raise click.UsageError(str(exc)) from exc
 
 
+_PLAIN_METAVARS = frozenset({"TEXT", "INTEGER", "FLOAT", "BOOLEAN"})
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
@@ -83,10 +86,11 @@ def markdown_table(cls: type[Any]) -> str:
     rows = ["| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
     for opt in options(cls):
         names = " or ".join(f"`{name}`" for name in opt.env)
-        flag = f"`--[no-]{opt.flag}`" if opt.boolean else f"`--{opt.flag}`"
+        shape = "" if opt.metavar in _PLAIN_METAVARS else f" {opt.metavar}"
+        flag = f"`--[no-]{opt.flag}`" if opt.boolean else f"`--{opt.flag}{shape}`"
         if opt.short:
             flag = f"`-{opt.short}`/{flag}"
-        rows.append(f"| {names} | {flag} | {_cell(opt.default_text)} | {_cell(opt.help)} |")
+        rows.append(f"| {names} | {_cell(flag)} | {_cell(opt.default_text)} | {_cell(opt.help)} |")
     return "\n".join(rows) + "\n"
 
 

@@ -64,12 +64,14 @@ class ServeSettings:
     agent: str = setting(
         BUILTIN_AGENT,
         env="CALLBOARD_AGENT",
-        help="MODULE:FUNCTION of create_agent(**kwargs); the default is the built-in simulated agent.",
+        help="create_agent(**kwargs); the default is the built-in simulated agent.",
+        metavar="MODULE:FUNCTION",
     )
     join_call: str | None = setting(
         None,
         env="CALLBOARD_JOIN_CALL",
-        help="MODULE:FUNCTION of join_call(agent, call_type, call_id).",
+        help="join_call(agent, call_type, call_id).",
+        metavar="MODULE:FUNCTION",
         default_text="join_call in the --agent module",
     )
     advertise_url: str | None = setting(
