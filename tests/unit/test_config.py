@@ -280,7 +280,8 @@ def test_every_settings_name_means_one_thing() -> None:
 def test_every_command_option_comes_from_its_settings_class() -> None:
     """No hand-written option with a restated default: every option but --help is generated."""
     for command, cls in SETTINGS.items():
-        cmd = main.commands[command]  # type: ignore[attr-defined]
+        cmd = main.get_command(click.Context(main), command)
+        assert cmd is not None
         params = {p.name for p in cmd.params if isinstance(p, click.Option) and p.name != "help"}
         assert params == {opt.param for opt in config.options(cls)}, command
 
