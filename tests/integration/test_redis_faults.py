@@ -106,7 +106,7 @@ def test_store_needs_exactly_one_of_client_or_url() -> None:
 async def test_heartbeat_repairs_lost_records_and_a_wrong_node_index(redis_url: str) -> None:
     import redis.asyncio as aioredis
 
-    from callboard.registry.redis_index import FULL_HEARTBEAT_EVERY
+    from callboard.registry.backends.redis_index import FULL_HEARTBEAT_EVERY
 
     a = await _registry(redis_url, "node-a")
     raw = aioredis.Redis.from_url(redis_url)

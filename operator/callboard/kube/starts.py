@@ -17,7 +17,7 @@ from enum import StrEnum
 from callboard._aio import LogThrottle
 from callboard.errors import StoreError
 from callboard.registry import SessionInfo, SessionRegistry, StartResult
-from callboard.registry import keys as k
+from callboard.registry import _keys as k
 
 __all__ = ["Outcome", "OutcomeKind", "StartTracker"]
 

@@ -1,9 +1,21 @@
-"""The session registry: stores, records and the registry itself."""
+"""The session registry: stores, records and the registry itself.
 
+Layout (each file's name says what changes there):
+
+- ``models.py`` records on the wire and the wire vocabulary; ``ids.py`` id rules;
+- ``registry.py`` :class:`SessionRegistry`, assembled from ``records.py`` (records and
+  heartbeat), ``push.py`` (close requests, push streams), ``start_requests.py`` and
+  ``foreign.py`` (the foreign scan), over the shared state in ``_core.py``;
+- ``store.py`` the store interface; ``index.py`` the multi-key operations; ``backends/``
+  the stores (``memory.py``, ``redis.py``, ``redis_index.py`` + ``lua/``); ``factory.py``
+  the URL factory; ``_keys.py`` the private key layout.
+"""
+
+from callboard.registry.backends.memory import InMemorySessionKVStore
+from callboard.registry.backends.redis import DEFAULT_KEY_PREFIX, RedisSessionKVStore
 from callboard.registry.factory import store_from_url
 from callboard.registry.ids import MAX_ID_LENGTH, validate_id
 from callboard.registry.index import KVSessionIndex, SessionIndex
-from callboard.registry.memory import InMemorySessionKVStore
 from callboard.registry.models import (
     EndedInfo,
     NodeInfo,
@@ -12,7 +24,6 @@ from callboard.registry.models import (
     StartRequest,
     StartResult,
 )
-from callboard.registry.redis_store import DEFAULT_KEY_PREFIX, RedisSessionKVStore
 from callboard.registry.registry import (
     CloseRequest,
     EventStream,

@@ -11,16 +11,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from callboard.errors import MalformedRecordError
 
-__all__ = ["EndedInfo", "NodeInfo", "SessionInfo", "SessionStatus", "StartRequest", "StartResult"]
+__all__ = [
+    "EndedInfo",
+    "NodeInfo",
+    "SessionInfo",
+    "SessionStatus",
+    "StartRequest",
+    "StartResult",
+    "decode_or_none",
+]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def _decode(data: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
@@ -42,6 +51,26 @@ def _known_fields(cls: type[_T], data: Mapping[str, Any]) -> _T:
 
 def _encode(obj: object) -> bytes:
     return json.dumps(dataclasses.asdict(obj), separators=(",", ":")).encode()  # type: ignore[call-overload]
+
+
+def decode_or_none(
+    decode: Callable[[bytes], _R],
+    raw: bytes | None,
+    *,
+    on_error: Callable[[Exception], None] | None = None,
+) -> _R | None:
+    """``decode(raw)``, or None when ``raw`` is None or malformed (``on_error`` hears why).
+
+    A record another writer garbled must never crash a reader (G12): it reads as absent.
+    """
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except (TypeError, ValueError, LookupError) as exc:  # MalformedRecordError is a ValueError
+        if on_error is not None:
+            on_error(exc)
+        return None
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from callboard.errors import (
     StoreUnavailableError,
 )
 from callboard.registry import SessionInfo, SessionRegistry, StartRequest
-from callboard.registry import keys as k
+from callboard.registry import _keys as k
 from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
 from callboard.sidecar.events import Event, EventLog, EventType
 from callboard.sidecar.settings import SidecarSettings

@@ -15,7 +15,7 @@ from callboard.registry import (
     store_from_url,
     validate_id,
 )
-from callboard.registry import keys as k
+from callboard.registry import _keys as k
 
 
 @pytest.mark.parametrize("good", ["a", "call-1", "A_b.c:d-9", "x" * 128, "0"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from callboard.registry import InMemorySessionKVStore, memory
+from callboard.registry import InMemorySessionKVStore
+from callboard.registry.backends import memory
 
 
 @pytest.fixture

@@ -195,7 +195,7 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
 
     def session_index(self) -> SessionIndex:
         if self._index is None:
-            from callboard.registry.redis_index import RedisSessionIndex
+            from callboard.registry.backends.redis_index import RedisSessionIndex
 
             self._index = RedisSessionIndex(self)
         return self._index

@@ -1,4 +1,8 @@
-"""The key layout in the store, in one place.
+"""The key layout in the store, in one place (private).
+
+Only :mod:`callboard.registry` and its backends import this module (an import-linter
+contract in ``pyproject.toml``): everything else asks the registry, so the layout can
+change in one place.
 
 The first two families are the documented Vision Agents layout and must not change: a
 Vision Agents node sharing the same Redis and prefix reads and writes exactly these.

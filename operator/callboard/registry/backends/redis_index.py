@@ -1,7 +1,8 @@
 """Registry operations as Lua scripts run inside Redis: one round trip each.
 
 The heartbeat sends nothing per session in the steady state: the node's index set names
-the sessions to renew. Besides the documented keys, it keeps two sets (see :mod:`keys`):
+the sessions to renew. Besides the documented keys, it keeps two sets (see
+:mod:`callboard.registry._keys`):
 ``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session").
 Members whose record expired (a node died) are pruned when read. Sessions written by
 Vision Agents nodes are not in these sets until :meth:`RedisSessionIndex.index_foreign`
@@ -16,13 +17,13 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from callboard.errors import MaxSessionsPerCallExceeded
-from callboard.registry import keys as k
+from callboard.registry import _keys as k
+from callboard.registry.backends.redis import SCAN_COUNT, _ms, translate_errors
 from callboard.registry.index import SessionIndex, close_notice
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo
-from callboard.registry.redis_store import SCAN_COUNT, _ms, translate_errors
 
 if TYPE_CHECKING:
-    from callboard.registry.redis_store import RedisSessionKVStore
+    from callboard.registry.backends.redis import RedisSessionKVStore
 
 __all__ = ["FULL_HEARTBEAT_EVERY", "RedisSessionIndex"]
 
@@ -35,7 +36,7 @@ FULL_HEARTBEAT_EVERY = 10
 
 @cache
 def _lua(name: str) -> str:
-    return resources.files("callboard.registry").joinpath(f"lua/{name}.lua").read_text()
+    return resources.files("callboard.registry.backends").joinpath(f"lua/{name}.lua").read_text()
 
 
 class RedisSessionIndex(SessionIndex):
