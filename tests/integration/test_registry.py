@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from callboard import InvalidIdError, MaxSessionsPerCallExceeded, SessionStatus
-from callboard.registry import CloseRequest, SessionInfo, SessionRegistry
+from callboard.registry import CloseRequest, SessionInfo, SessionRegistry, StartProgress, StartRef
 from tests.integration.conftest import Cluster
 
 
@@ -272,3 +272,39 @@ async def test_register_can_restore_start_time_and_metrics(cluster: Cluster) -> 
     await asyncio.sleep(0.01)
     await a.heartbeat()
     assert a.node.heartbeat_at > before
+
+
+async def test_start_progress_reads_records_and_answers_of_many_starts_at_once(cluster: Cluster) -> None:
+    node = await cluster.node("agent-node")
+    operator = await cluster.node("operator")
+    accepted = await operator.request_start("agent-node", "call-1")
+    rejected = await operator.request_start("agent-node", "call-2")
+    waiting = await operator.request_start("agent-node", "call-3")
+    await node.register(accepted.call_id, accepted.session_id)
+    await node.answer_start(accepted, accepted=True)
+    await node.answer_start(rejected, accepted=False, reason="capacity")
+    progress = await operator.get_start_progress(
+        [
+            StartRef(accepted.call_id, accepted.session_id, accepted.request_id),
+            StartRef(rejected.call_id, rejected.session_id, rejected.request_id),
+            StartRef(waiting.call_id, waiting.session_id, waiting.request_id),
+            StartRef(accepted.call_id, accepted.session_id),  # no request id: the record only
+        ]
+    )
+    live, refused, pending, by_record = progress
+    assert live.live and live.session is not None and live.session.node_id == "agent-node"
+    assert live.result is not None and live.result.accepted
+    assert not refused.live and refused.result is not None
+    assert (refused.result.accepted, refused.result.reason) == (False, "capacity")
+    assert pending == StartProgress(live=False, session=None, result=None)
+    assert by_record.live and by_record.result is None
+    assert await operator.get_start_progress([]) == []
+
+
+async def test_start_progress_counts_a_malformed_record_as_live(cluster: Cluster) -> None:
+    operator = await cluster.node("operator")
+    raw = await cluster.raw_store()
+    await raw.set("sessions/call-1/s-1", b"not json", 30)
+    await raw.set("start_results/r-1", b"[]", 30)
+    [progress] = await operator.get_start_progress([StartRef("call-1", "s-1", "r-1")])
+    assert progress == StartProgress(live=True, session=None, result=None)

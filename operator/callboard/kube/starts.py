@@ -1,8 +1,9 @@
 """Following start requests to their outcome in one batched loop.
 
-Every start request in flight is resolved by the same loop: each tick reads, in one MGET,
-the session record and the node's answer of every pending request. A session record means
-it runs; a rejection carries the node's reason; nothing by the deadline is a timeout.
+Every start request in flight is resolved by the same loop: each tick reads, in one MGET
+(:meth:`SessionRegistry.get_start_progress`), the session record and the node's answer of
+every pending request. A session record means it runs; a rejection carries the node's
+reason; nothing by the deadline is a timeout.
 1,000 starts in flight cost one round trip per tick, not 1,000 pollers.
 """
 
@@ -16,8 +17,7 @@ from enum import StrEnum
 
 from callboard._aio import LogThrottle
 from callboard.errors import StoreError
-from callboard.registry import SessionInfo, SessionRegistry, StartResult
-from callboard.registry import _keys as k
+from callboard.registry import SessionInfo, SessionRegistry, StartProgress, StartRef
 
 __all__ = ["Outcome", "OutcomeKind", "StartTracker"]
 
@@ -91,46 +91,31 @@ class StartTracker:
         pending = [p for p in self._pending if not p.future.done()]
         if not pending:
             return
-        keys: list[str] = []
-        for p in pending:
-            keys.append(k.session_key(p.call_id, p.session_id))
-            if p.request_id is not None:
-                keys.append(k.start_result_key(p.request_id))
         try:
-            values = await self._registry.store.mget(keys)
+            progress = await self._registry.get_start_progress(
+                [StartRef(p.call_id, p.session_id, p.request_id) for p in pending]
+            )
         except StoreError as exc:
             if (suppressed := self._throttle.allow("mget")) is not None:
                 logger.warning("cannot read start answers: %s (%d similar suppressed)", exc, suppressed)
-            values = [None] * len(keys)
+            progress = [StartProgress(live=False, session=None, result=None)] * len(pending)
         now = time.monotonic()
-        it = iter(values)
-        for p in pending:
-            raw_session = next(it)
-            raw_result = next(it) if p.request_id is not None else None
-            outcome = self._decide(p, raw_session, raw_result, now)
+        for p, seen in zip(pending, progress, strict=True):
+            outcome = self._decide(p, seen, now)
             if outcome is not None and not p.future.done():
                 p.future.set_result(outcome)
 
-    def _decide(
-        self, p: _Pending, raw_session: bytes | None, raw_result: bytes | None, now: float
-    ) -> Outcome | None:
-        if raw_session is not None:
-            try:
-                return Outcome(OutcomeKind.LIVE, session=SessionInfo.from_json(raw_session))
-            except (TypeError, ValueError):
+    def _decide(self, p: _Pending, seen: StartProgress, now: float) -> Outcome | None:
+        if seen.live:
+            return Outcome(OutcomeKind.LIVE, session=seen.session)
+        result = seen.result
+        if result is not None and not result.accepted:
+            return Outcome(OutcomeKind.REJECTED, reason=result.reason or "rejected")
+        if result is not None and result.accepted:
+            if p.accepted_at is None:
+                p.accepted_at = now
+            if now - p.accepted_at >= ACCEPTED_GRACE:
                 return Outcome(OutcomeKind.LIVE)
-        if raw_result is not None:
-            try:
-                result = StartResult.from_json(raw_result)
-            except (TypeError, ValueError):
-                result = None
-            if result is not None and not result.accepted:
-                return Outcome(OutcomeKind.REJECTED, reason=result.reason or "rejected")
-            if result is not None and result.accepted:
-                if p.accepted_at is None:
-                    p.accepted_at = now
-                if now - p.accepted_at >= ACCEPTED_GRACE:
-                    return Outcome(OutcomeKind.LIVE)
         if now >= p.deadline:
             return Outcome(OutcomeKind.TIMEOUT, reason="no answer")
         return None

@@ -583,16 +583,8 @@ class AgentLauncher(Generic[AgentT]):
         self._close_stream = self._start_stream = None
 
     def _publish_capacity(self) -> None:
-        node = self._registry.node
-        if node.capacity is None and self.max_concurrent_sessions is not None:
-            self._registry.set_node_info(
-                address=node.address,
-                capacity=self.max_concurrent_sessions,
-                pool=node.pool,
-                pod_name=node.pod_name,
-                namespace=node.namespace,
-                version=node.version,
-            )
+        if self._registry.node.capacity is None and self.max_concurrent_sessions is not None:
+            self._registry.set_node_info(capacity=self.max_concurrent_sessions)
 
     def _ctx(self, call_id: str | None = None, session_id: str | None = None) -> dict[str, str]:
         ctx = {"node_id": self.node_id}

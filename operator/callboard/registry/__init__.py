@@ -30,6 +30,7 @@ from callboard.registry.registry import (
     SessionRegistry,
     generate_node_id,
 )
+from callboard.registry.start_requests import StartProgress, StartRef
 from callboard.registry.store import (
     PubSubSupport,
     SessionIndexSupport,
@@ -54,6 +55,8 @@ __all__ = [
     "SessionKVStore",
     "SessionRegistry",
     "SessionStatus",
+    "StartProgress",
+    "StartRef",
     "StartRequest",
     "StartResult",
     "Subscription",

@@ -12,16 +12,27 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
 from callboard.registry.ids import validate_id
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus, decode_or_none
 
-__all__ = ["SessionRecords"]
+__all__ = ["UNSET", "SessionRecords"]
 
 logger = logging.getLogger("callboard.registry.registry")
+
+
+class _Unset:
+    """The type of :data:`UNSET`: "leave this field as it is"."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Default of :meth:`SessionRecords.set_node_info`'s fields: "not given", unlike None.
+UNSET: Final = _Unset()
 
 
 class SessionRecords(RegistryCore):
@@ -115,25 +126,30 @@ class SessionRecords(RegistryCore):
     def set_node_info(
         self,
         *,
-        address: str | None = None,
-        capacity: int | None = None,
-        pool: str | None = None,
-        pod_name: str | None = None,
-        namespace: str | None = None,
-        version: str | None = None,
+        address: str | _Unset | None = UNSET,
+        capacity: int | _Unset | None = UNSET,
+        pool: str | _Unset | None = UNSET,
+        pod_name: str | _Unset | None = UNSET,
+        namespace: str | _Unset | None = UNSET,
+        version: str | _Unset | None = UNSET,
     ) -> None:
-        """Describe this node in its record (published with the next heartbeat)."""
-        if capacity is not None and capacity < 0:
+        """Describe this node in its record (published with the next heartbeat).
+
+        Only the fields given change (None clears one), so two writers of the record (the
+        CLI its address, a launcher its capacity) never undo each other.
+        """
+        if isinstance(capacity, int) and capacity < 0:
             raise ValueError("capacity must be >= 0")
-        self._node = replace(
-            self._node,
-            address=address,
-            capacity=capacity,
-            pool=pool,
-            pod_name=pod_name,
-            namespace=namespace,
-            version=version,
-        )
+        given = {
+            "address": address,
+            "capacity": capacity,
+            "pool": pool,
+            "pod_name": pod_name,
+            "namespace": namespace,
+            "version": version,
+        }
+        changes: dict[str, Any] = {f: v for f, v in given.items() if not isinstance(v, _Unset)}
+        self._node = replace(self._node, **changes)
 
     async def set_draining(self, draining: bool = True) -> None:
         """Mark this node draining (takes no new sessions) and publish it at once."""

@@ -28,7 +28,6 @@ from callboard.errors import (
     StoreUnavailableError,
 )
 from callboard.registry import SessionInfo, SessionRegistry, StartRequest
-from callboard.registry import _keys as k
 from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
 from callboard.sidecar.events import Event, EventLog, EventType
 from callboard.sidecar.settings import SidecarSettings
@@ -208,7 +207,11 @@ class SidecarService:
         self._in_flight += 1
         try:
             info = await self.registry.register(
-                call_id, session_id, max_sessions_per_call=max_sessions_per_call
+                call_id,
+                session_id,
+                max_sessions_per_call=max_sessions_per_call,
+                started_at=started_at if restore else None,
+                metrics=metrics if restore else (metrics or None),
             )
         except CapacityError:
             SidecarStats.bump(self.stats.refused, "max-sessions-per-call")
@@ -220,9 +223,7 @@ class SidecarService:
         self._orphans.pop((call_id, session_id), None)
         self._sessions_changed()
         if restore:
-            await self._restore(info, started_at=started_at, metrics=metrics)
-        elif metrics:
-            await self.registry.update_metrics(call_id, session_id, metrics)
+            await self._restore(info)
         if request is not None:
             await self._starts.answer(request, accepted=True)
         self.stats.registered += 1
@@ -365,19 +366,9 @@ class SidecarService:
         else:
             self._idle.set()
 
-    async def _restore(
-        self, info: SessionInfo, *, started_at: float | None, metrics: Mapping[str, Any] | None
-    ) -> None:
-        """Write back what the app remembers of a session, and deliver a close asked meanwhile."""
+    async def _restore(self, info: SessionInfo) -> None:
+        """Deliver a close asked while the app's session was not registered here."""
         self.stats.restored += 1
-        if started_at is not None or metrics is not None:
-            if started_at is not None:
-                info.started_at = started_at
-            if metrics is not None:
-                info.metrics = dict(metrics)
-                info.metrics_updated_at = time.time()
-            key = k.session_key(info.call_id, info.session_id)
-            await self.registry.store.set(key, info.to_json(), self.registry.ttl, only_if_exists=True)
         flagged = await self.registry.get_close_requests({info.session_id: info.call_id})
         if flagged:
             self._on_close(info.call_id, info.session_id, reason="requested")
