@@ -9,7 +9,14 @@ import logging
 import pytest
 
 from callboard import InvalidIdError, MaxSessionsPerCallExceeded, SessionStatus
-from callboard.registry import CloseRequest, SessionInfo, SessionRegistry, StartProgress, StartRef
+from callboard.registry import (
+    CloseRequest,
+    SessionInfo,
+    SessionRegistry,
+    StartProgress,
+    StartRef,
+    StartRejection,
+)
 from tests.integration.conftest import Cluster
 
 
@@ -256,10 +263,10 @@ async def test_start_request_rejected_with_reason(cluster: Cluster) -> None:
     operator = await cluster.node("operator")
     request = await operator.request_start("agent-node", "call-9")
     [pending] = await node.pending_start_requests()
-    await node.answer_start(pending, accepted=False, reason="at capacity")
+    await node.answer_start(pending, accepted=False, reason=StartRejection.CAPACITY)
     result = await operator.get_start_result(request.request_id)
     assert result is not None
-    assert (result.accepted, result.reason, result.session_id) == (False, "at capacity", None)
+    assert (result.accepted, result.reason, result.session_id) == (False, StartRejection.CAPACITY, None)
     assert await operator.get_for_call("call-9") == []
 
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 
 from callboard._aio import LogThrottle
+from callboard.errors import ConfigurationError
 from callboard.registry.backends.memory import InMemorySessionKVStore
 from callboard.registry.ids import validate_id
 from callboard.registry.index import KVSessionIndex, SessionIndex
@@ -47,9 +48,9 @@ class RegistryCore:
         foreign_scan_interval: float | None = 60.0,
     ) -> None:
         if ttl <= 0:
-            raise ValueError("ttl must be > 0")
+            raise ConfigurationError("ttl must be > 0")
         if foreign_scan_interval is not None and foreign_scan_interval <= 0:
-            raise ValueError("foreign_scan_interval must be > 0 or None")
+            raise ConfigurationError("foreign_scan_interval must be > 0 or None")
         self._store: SessionKVStore = store if store is not None else InMemorySessionKVStore()
         self._node_id = validate_id(node_id if node_id is not None else generate_node_id(), "node_id")
         self._ttl = ttl

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
+from callboard.errors import ConfigurationError
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
 from callboard.registry.ids import validate_id
@@ -68,7 +69,7 @@ class SessionRecords(RegistryCore):
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
         if max_sessions_per_call is not None and max_sessions_per_call < 1:
-            raise ValueError("max_sessions_per_call must be >= 1")
+            raise ConfigurationError("max_sessions_per_call must be >= 1")
         info = SessionInfo(
             session_id=session_id,
             call_id=call_id,
@@ -139,7 +140,7 @@ class SessionRecords(RegistryCore):
         CLI its address, a launcher its capacity) never undo each other.
         """
         if isinstance(capacity, int) and capacity < 0:
-            raise ValueError("capacity must be >= 0")
+            raise ConfigurationError("capacity must be >= 0")
         given = {
             "address": address,
             "capacity": capacity,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,9 +22,39 @@ from callboard.registry.models import SessionInfo, StartRequest, StartResult, de
 from callboard.registry.push import EventStream
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
-__all__ = ["StartProgress", "StartRef", "StartRequests"]
+__all__ = ["SeenRequests", "StartProgress", "StartRef", "StartRequests"]
 
 logger = logging.getLogger("callboard.registry.registry")
+
+
+class SeenRequests:
+    """Request ids handled recently: the one de-duplication of start requests.
+
+    A request is delivered at least once (pushed, then polled after a reconnect or every few
+    cycles), so each consumer drops repeats by id. A request lives one TTL in the store;
+    ids are remembered for ``keep`` seconds (twice the TTL) and then forgotten.
+    """
+
+    def __init__(self, keep: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._keep = keep
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    def first_time(self, request_id: str) -> bool:
+        """Remember ``request_id``; True unless it was seen within ``keep`` seconds."""
+        if request_id in self._seen:
+            return False
+        now = self._clock()
+        self._seen = {r: t for r, t in self._seen.items() if now - t < self._keep}
+        self._seen[request_id] = now
+        return True
+
+    def forget(self, request_id: str) -> None:
+        """Let ``request_id`` through again (its handling failed before an answer)."""
+        self._seen.pop(request_id, None)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._seen
 
 
 class StartRef(NamedTuple):
@@ -60,7 +90,7 @@ class StartRequests(RegistryCore):
     ) -> None:
         super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
         self._start_streams: set[EventStream[StartRequest]] = set()
-        self._seen_starts: dict[str, float] = {}
+        self._seen_starts = SeenRequests(2 * self._ttl)
 
     def start_requests(self) -> EventStream[StartRequest]:
         """Open a stream of start requests for this node (pushed).
@@ -157,11 +187,8 @@ class StartRequests(RegistryCore):
         )
         if request is None:
             return
-        now = time.monotonic()
-        if request.node_id != self._node_id or request.request_id in self._seen_starts:
+        if request.node_id != self._node_id or not self._seen_starts.first_time(request.request_id):
             return
-        self._seen_starts = {r: t for r, t in self._seen_starts.items() if now - t < 2 * self._ttl}
-        self._seen_starts[request.request_id] = now
         for stream in list(self._start_streams):
             stream._put(request)
 

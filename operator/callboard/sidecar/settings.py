@@ -174,7 +174,7 @@ class AppWatchSettings:
         metadata=_env(
             "CALLBOARD_APP_FAILURE_THRESHOLD",
             "Consecutive failed probes after which the app counts as dead and its sessions are removed "
-            "(reason app-unhealthy). 3 rides over one slow garbage collection.",
+            "(reason app_unhealthy). 3 rides over one slow garbage collection.",
         ),
     )
     consumer_grace: float = field(
@@ -182,7 +182,7 @@ class AppWatchSettings:
         metadata=_env(
             "CALLBOARD_EVENT_GRACE",
             "Seconds the event stream may go without a consumer (while sessions exist) before the "
-            "app counts as dead and its sessions are removed (reason app-unhealthy). 0 turns it off.",
+            "app counts as dead and its sessions are removed (reason app_unhealthy). 0 turns it off.",
         ),
     )
 

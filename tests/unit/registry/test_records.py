@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from callboard.errors import ConfigurationError
 from callboard.registry import InMemorySessionKVStore, SessionRegistry
 
 
@@ -49,3 +52,23 @@ async def test_register_without_metrics_leaves_them_unset() -> None:
     registry = SessionRegistry(InMemorySessionKVStore(), node_id="node-a")
     info = await registry.register("call-1", "s-1")
     assert (info.metrics, info.metrics_updated_at) == ({}, None)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: SessionRegistry(ttl=0),
+        lambda: SessionRegistry(foreign_scan_interval=0),
+        lambda: SessionRegistry().set_node_info(capacity=-1),
+        lambda: InMemorySessionKVStore(cleanup_interval=0),
+    ],
+)
+def test_bad_registry_arguments_are_configuration_errors(build: Callable[[], object]) -> None:
+    with pytest.raises(ConfigurationError):  # a CallboardError, and still a ValueError
+        build()
+
+
+async def test_bad_per_call_limit_is_a_configuration_error() -> None:
+    registry = SessionRegistry(InMemorySessionKVStore(), node_id="node-a")
+    with pytest.raises(ConfigurationError, match="max_sessions_per_call"):
+        await registry.register("call-1", "s-1", max_sessions_per_call=0)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 
+from callboard.errors import ConfigurationError
 from callboard.registry.store import PubSubSupport, SessionKVStore, Subscription
 
 __all__ = ["InMemorySessionKVStore"]
@@ -28,7 +29,7 @@ class InMemorySessionKVStore(SessionKVStore, PubSubSupport):
 
     def __init__(self, *, cleanup_interval: float = 60.0) -> None:
         if cleanup_interval <= 0:
-            raise ValueError("cleanup_interval must be > 0")
+            raise ConfigurationError("cleanup_interval must be > 0")
         self.cleanup_interval = cleanup_interval
         self._data: dict[str, tuple[bytes, float]] = {}
         self._subscribers: dict[str, set[asyncio.Queue[bytes]]] = {}

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from callboard.errors import StoreError, StoreUnavailableError
+from callboard.errors import ConfigurationError, StoreError, StoreUnavailableError
 from callboard.registry.store import PubSubSupport, SessionIndexSupport, SessionKVStore, Subscription
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
         key_prefix: str = DEFAULT_KEY_PREFIX,
     ) -> None:
         if (client is None) == (url is None):
-            raise ValueError("Pass exactly one of client or url")
+            raise ConfigurationError("Pass exactly one of client or url")
         redis_module = _import_redis()
         self.key_prefix = key_prefix
         self._owns_client = client is None
