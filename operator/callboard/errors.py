@@ -4,7 +4,8 @@ Every error raised on purpose by callboard derives from one root, so callers can
 the level they need::
 
     CallboardError
-    ├── ConfigurationError          bad settings, unknown store URL scheme (also ValueError)
+    ├── ConfigurationError          bad settings or arguments, unknown store URL scheme
+    │                               (also ValueError)
     ├── InvalidIdError              a call/session/node id that is empty, too long or has
     │                               characters outside the allowed set (also ValueError)
     ├── StoreError                  the key-value store failed
