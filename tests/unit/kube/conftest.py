@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from callboard.kube.runtime import Runtime
+from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import (
     AdoptionSettings,
     DeletionSettings,

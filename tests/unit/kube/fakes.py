@@ -1,6 +1,6 @@
 """An in-memory Kubernetes API and agent nodes, for driving the operator's logic fast.
 
-:class:`FakeKube` stands in for the API server behind :class:`~callboard.kube.api.KubeApi`:
+:class:`FakeKube` stands in for the API server behind :class:`~callboard.kube.k8s.client.KubeApi`:
 AgentSessions (with status subresource, finalizers, deletion timestamps and resource
 versions), pods, Events and Leases, with JSON merge-patch semantics. Each change is
 delivered to ``watchers`` as a watch event would be, on the next loop iteration.
@@ -17,8 +17,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from callboard.kube.api import ConflictError, KubeApi, KubeApiError, NotFoundError
-from callboard.kube.objects import format_time
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError
+from callboard.kube.resource.objects import format_time
 from callboard.registry import SessionKVStore, SessionRegistry, StartRequest
 
 Watcher = Callable[[str, dict[str, Any]], None]
@@ -297,7 +297,7 @@ class FakeKopf:
         kube.watchers.append(self.on_event)
 
     def on_event(self, type_: str, body: dict[str, Any]) -> None:
-        from callboard.kube.constants import FINALIZER
+        from callboard.kube.resource.constants import FINALIZER
 
         self.runtime.observe(type_, body)
         meta = body["metadata"]
@@ -316,16 +316,16 @@ class FakeKopf:
         task.add_done_callback(self._tasks.discard)
 
     async def _add_finalizer(self, namespace: str, name: str, finalizers: list[str]) -> None:
-        from callboard.kube.api import agentsession_path
-        from callboard.kube.constants import FINALIZER
+        from callboard.kube.k8s.client import agentsession_path
+        from callboard.kube.resource.constants import FINALIZER
 
         await self.kube.merge_patch(
             agentsession_path(namespace, name), {"metadata": {"finalizers": [*finalizers, FINALIZER]}}
         )
 
     async def _delete(self, body: dict[str, Any]) -> None:
-        from callboard.kube.api import agentsession_path
-        from callboard.kube.constants import FINALIZER
+        from callboard.kube.k8s.client import agentsession_path
+        from callboard.kube.resource.constants import FINALIZER
 
         meta = body["metadata"]
         self.outcomes[meta["name"]] = await self.runtime.close_for_deletion(body)

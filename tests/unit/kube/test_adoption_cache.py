@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from callboard.kube.adoption import adopted_manifest, classify
-from callboard.kube.cache import ObjectCache
-from callboard.kube.constants import ADOPTED_LABEL, SESSION_ANNOTATION
-from callboard.kube.objects import AgentSession
+from callboard.kube.mirroring.adoption import adopted_manifest, classify
+from callboard.kube.resource.constants import ADOPTED_LABEL, SESSION_ANNOTATION
+from callboard.kube.resource.objects import AgentSession
+from callboard.kube.views.object_cache import ObjectCache
 from callboard.registry import NodeInfo, SessionInfo
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from callboard.errors import ConfigurationError
-from callboard.kube.autoscale import (
+from callboard.kube.autoscaling.policy import (
     DEFAULT_CAPACITY,
     ENV_VARS,
     AutoscaleSettings,

@@ -16,10 +16,16 @@ from typing import Any
 
 import pytest
 
-from callboard.kube.api import ConflictError, KubeApi, KubeApiError, NotFoundError
-from callboard.kube.autoscale import VICTIM_COST, AutoscaleSettings, Buffer, ScalingMode
-from callboard.kube.autoscaler import Autoscaler, AutoscalerMetrics, pod_views, run_autoscaler, scale_path
-from callboard.kube.constants import POD_DELETION_COST
+from callboard.kube.autoscaling.loop import (
+    Autoscaler,
+    AutoscalerMetrics,
+    pod_views,
+    run_autoscaler,
+    scale_path,
+)
+from callboard.kube.autoscaling.policy import VICTIM_COST, AutoscaleSettings, Buffer, ScalingMode
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError
+from callboard.kube.resource.constants import POD_DELETION_COST
 from callboard.registry import InMemorySessionKVStore, NodeInfo, SessionInfo, SessionRegistry
 
 NS = "agents"
@@ -410,7 +416,7 @@ async def test_run_autoscaler_survives_failures_and_stops(
     cluster.down = True
     stop = asyncio.Event()
     registry = SessionRegistry(store, node_id="autoscaler", ttl=30, foreign_scan_interval=None)
-    caplog.set_level(logging.WARNING, logger="callboard.kube.autoscaler")
+    caplog.set_level(logging.WARNING, logger="callboard.kube.autoscaling.loop")
     task = asyncio.create_task(
         run_autoscaler(settings=make_settings(), registry=registry, api=cluster, stop=stop)
     )

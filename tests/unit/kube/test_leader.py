@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from callboard.kube.leader import LeaderLease
+from callboard.kube.k8s.lease import LeaderLease
 from callboard.kube.settings import LeaderSettings
 
 from .fakes import FakeKube

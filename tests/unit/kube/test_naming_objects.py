@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from callboard.kube.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
-from callboard.kube.naming import PlacedSessionId, adopted_name, parse_session_id, session_id_for
-from callboard.kube.objects import AgentSession, format_time, parse_time, resource_version_newer
-from callboard.kube.phases import Phase
+from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
+from callboard.kube.resource.naming import PlacedSessionId, adopted_name, parse_session_id, session_id_for
+from callboard.kube.resource.objects import AgentSession, format_time, parse_time, resource_version_newer
+from callboard.kube.resource.phases import Phase
 from callboard.registry import validate_id
 
 UID = "0b4f6c2e-5f7d-4c1e-9d0a-3f2b1a0c9e8d"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from callboard.kube.objects import Status
-from callboard.kube.phases import Phase, Reason, Transition, apply_transition, is_noop
+from callboard.kube.resource.objects import Status
+from callboard.kube.resource.phases import Phase, Reason, Transition, apply_transition, is_noop
 
 
 def status_after(status: Status, transition: Transition, now: str) -> tuple[Status, dict[str, object]]:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from callboard.kube.placement import Candidate, Strategy, Verdict, candidates, choose, explain
+from callboard.kube.placing.policy import Candidate, Strategy, Verdict, candidates, choose, explain
 from callboard.registry import NodeInfo
 
 NOW = 1_000_000.0

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 from callboard.kube._sync_primitives import Pulse, WorkQueue
-from callboard.kube.api import KubeApi, NotFoundError
-from callboard.kube.constants import POD_DELETION_COST, SAFE_TO_EVICT
-from callboard.kube.pods import PodAnnotator, annotations_for
+from callboard.kube.k8s.client import KubeApi, NotFoundError
+from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for
+from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
 
 
 def test_annotation_values() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from callboard.kube.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
-from callboard.kube.objects import AgentSession, format_time
-from callboard.kube.phases import Phase, Reason
-from callboard.kube.reconcile import decide, gone_transition, refresh_fields
-from callboard.kube.snapshot import Snapshot
+from callboard.kube.mirroring.policy import decide, gone_transition, refresh_fields
+from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
+from callboard.kube.resource.objects import AgentSession, format_time
+from callboard.kube.resource.phases import Phase, Reason
+from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
 
 NOW = 1_700_000_000.0

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from callboard.kube.constants import POD_DELETION_COST, SAFE_TO_EVICT
-from callboard.kube.naming import parse_session_id
+from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.resource.naming import parse_session_id
 from callboard.kube.settings import Settings
 
 from .conftest import Harness
@@ -164,7 +164,7 @@ async def test_max_duration_closes_and_succeeds(harness: Harness) -> None:
 async def test_a_session_that_does_not_close_is_asked_again(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from callboard.kube import sync
+    from callboard.kube.mirroring import loop as sync
 
     monkeypatch.setattr(sync, "RECENT", 0.2)
     node = await harness.node("n1", deaf=True)
@@ -205,8 +205,8 @@ async def test_restart_resumes_a_scheduled_attempt_without_a_second_start(harnes
 
 
 async def test_a_stale_registry_read_does_not_hide_a_confirmed_start(settings: Settings) -> None:
-    from callboard.kube.placement import Strategy
-    from callboard.kube.snapshot import Snapshot
+    from callboard.kube.placing.policy import Strategy
+    from callboard.kube.views.registry_snapshot import Snapshot
 
     settings.placement.strategy = Strategy.SPREAD
     settings.sync.interval = 3600.0  # this test takes the registry reads itself

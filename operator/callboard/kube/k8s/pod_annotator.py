@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from callboard._aio import LogThrottle
-from callboard.kube.api import KubeApi, KubeApiError, NotFoundError, pod_path
-from callboard.kube.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.k8s.client import KubeApi, KubeApiError, NotFoundError, pod_path
+from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
 
 __all__ = ["PodAnnotator", "annotations_for"]
 

@@ -12,9 +12,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from callboard.kube.objects import AgentSession, format_time
-from callboard.kube.phases import FINISHED, Phase, Reason, Transition
-from callboard.kube.snapshot import Snapshot
+from callboard.kube.resource.objects import AgentSession, format_time
+from callboard.kube.resource.phases import FINISHED, Phase, Reason, Transition
+from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
 
 __all__ = ["Decision", "decide", "gone_transition", "refresh_fields"]

@@ -4,7 +4,7 @@ Every live session is one of:
 
 - **claimed**: an object's status (or adoption annotation) names it;
 - **leftover**: its id says the operator placed it (``ags.{ns}.{uid}.{n}``, see
-  :mod:`callboard.kube.naming`) in a watched namespace, but its object is gone or has
+  :mod:`callboard.kube.resource.naming`) in a watched namespace, but its object is gone or has
   moved on to another attempt (a node that confirmed after the timeout): closed;
 - **foreign-placed**: placed by an operator watching other namespaces: left alone;
 - **outside**: started through the HTTP API, a Python launcher or a foreign node sharing the
@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from callboard.kube.constants import (
+from callboard.kube.resource.constants import (
     ADOPTED_LABEL,
     API_VERSION,
     KIND,
     MANAGED_BY_LABEL,
     SESSION_ANNOTATION,
 )
-from callboard.kube.naming import adopted_name, parse_session_id
+from callboard.kube.resource.naming import adopted_name, parse_session_id
 from callboard.registry import NodeInfo, SessionInfo
 
 __all__ = ["Unclaimed", "adopted_manifest", "classify"]

@@ -6,7 +6,7 @@ while it holds the leader lease. Each cycle (every ``interval`` seconds):
 1. ``GET .../deployments/{name}/scale``: the replica count and the pod selector;
 2. ``GET .../pods?labelSelector=...``: the Deployment's pods (ready, terminating, cost);
 3. one read of the registry (nodes and sessions) to count the sessions of each pod;
-4. :func:`callboard.kube.autoscale.assess` and :func:`~callboard.kube.autoscale.decide`;
+4. :func:`callboard.kube.autoscaling.policy.assess` and :func:`~callboard.kube.autoscaling.policy.decide`;
 5. in ``scale`` mode: scale up at once; to scale down, mark the idle pods to remove with the
    lowest ``pod-deletion-cost``, wait ``settle`` seconds, check again that each is still idle
    and still marked (a session may have landed, or the operator rewritten the cost), and
@@ -36,8 +36,7 @@ from prometheus_client import Counter as PromCounter
 
 from callboard._aio import LogThrottle
 from callboard.errors import StoreError
-from callboard.kube.api import ConflictError, KubeApi, KubeApiError, NotFoundError, pod_path
-from callboard.kube.autoscale import (
+from callboard.kube.autoscaling.policy import (
     VICTIM_COST,
     Assessment,
     AutoscaleSettings,
@@ -48,7 +47,8 @@ from callboard.kube.autoscale import (
     assess,
     decide,
 )
-from callboard.kube.constants import POD_DELETION_COST
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, pod_path
+from callboard.kube.resource.constants import POD_DELETION_COST
 from callboard.registry import NodeInfo, SessionInfo, SessionRegistry
 
 __all__ = ["Autoscaler", "AutoscalerMetrics", "pod_views", "run_autoscaler", "scale_path"]

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from callboard.kube.constants import GROUP, PLURAL, VERSION
+from callboard.kube.resource.constants import GROUP, PLURAL, VERSION
 
 __all__ = [
     "ConflictError",

@@ -24,14 +24,14 @@ import kopf
 from aiohttp import web
 
 from callboard._aio import guarded_task, stop_tasks
-from callboard.kube.api import KubeApi
-from callboard.kube.autoscale import ScalingMode
-from callboard.kube.autoscaler import AutoscalerMetrics, run_autoscaler
-from callboard.kube.handlers import build_kopf_registry, build_kopf_settings
-from callboard.kube.leader import LeaderLease, default_identity
-from callboard.kube.metrics import CONTENT_TYPE, OperatorMetrics
-from callboard.kube.runtime import Runtime
+from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
+from callboard.kube.autoscaling.policy import ScalingMode
+from callboard.kube.k8s.client import KubeApi
+from callboard.kube.k8s.lease import LeaderLease, default_identity
+from callboard.kube.running.kopf_handlers import build_kopf_registry, build_kopf_settings
+from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import Settings
+from callboard.kube.views.metrics import CONTENT_TYPE, OperatorMetrics
 from callboard.registry import store_from_url
 
 __all__ = ["LeadershipLost", "login", "run"]

@@ -3,7 +3,7 @@
 One dict keyed by ``(namespace, name)`` plus an index by uid and one by session, so the
 sync loop answers "which object claims this session" in O(1) for 1,000s of objects.
 Writes of the operator itself (PATCH answers) go in too; a watch event older than what
-the cache holds is ignored (see :func:`~callboard.kube.objects.resource_version_newer`).
+the cache holds is ignored (see :func:`~callboard.kube.resource.objects.resource_version_newer`).
 
 :meth:`ObjectCache.expect` and :attr:`ObjectCache.primed` form the start-up barrier: the
 operator lists the objects once, and the cache is primed when the watch delivered each
@@ -17,7 +17,7 @@ import asyncio
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from callboard.kube.objects import AgentSession, Key, resource_version_newer
+from callboard.kube.resource.objects import AgentSession, Key, resource_version_newer
 
 __all__ = ["ObjectCache"]
 

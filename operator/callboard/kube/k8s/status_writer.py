@@ -12,11 +12,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from callboard.kube.api import KubeApi, NotFoundError, agentsession_path
-from callboard.kube.cache import ObjectCache
-from callboard.kube.events import EventPoster
-from callboard.kube.objects import AgentSession, format_time
-from callboard.kube.phases import Transition, apply_transition, is_noop
+from callboard.kube.k8s.client import KubeApi, NotFoundError, agentsession_path
+from callboard.kube.k8s.event_poster import EventPoster
+from callboard.kube.resource.objects import AgentSession, format_time
+from callboard.kube.resource.phases import Transition, apply_transition, is_noop
+from callboard.kube.views.object_cache import ObjectCache
 
 __all__ = ["StatusWriter"]
 

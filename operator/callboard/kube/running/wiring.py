@@ -2,7 +2,7 @@
 
 :class:`Runtime` owns the API client's users (status writer, Event poster, pod
 annotator), the registry handle, the cache, the placer, the start tracker and the sync
-loop. kopf's handlers (:mod:`callboard.kube.handlers`) call into it; it never calls kopf.
+loop. kopf's handlers (:mod:`callboard.kube.running.kopf_handlers`) call into it; it never calls kopf.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from callboard._aio import guarded_task, stop_tasks
-from callboard.kube import deletion
 from callboard.kube._sync_primitives import Pulse
-from callboard.kube.api import KubeApi, KubeApiError, agentsession_path
-from callboard.kube.cache import ObjectCache
-from callboard.kube.events import EventPoster
-from callboard.kube.metrics import OperatorMetrics
-from callboard.kube.placer import Placer
-from callboard.kube.pods import PodAnnotator
+from callboard.kube.deleting import finalizer as deletion
+from callboard.kube.k8s.client import KubeApi, KubeApiError, agentsession_path
+from callboard.kube.k8s.event_poster import EventPoster
+from callboard.kube.k8s.pod_annotator import PodAnnotator
+from callboard.kube.k8s.status_writer import StatusWriter
+from callboard.kube.mirroring.loop import Syncer
+from callboard.kube.placing.loop import Placer
+from callboard.kube.placing.start_tracker import StartTracker
 from callboard.kube.settings import Settings
-from callboard.kube.starts import StartTracker
-from callboard.kube.status import StatusWriter
-from callboard.kube.sync import Syncer
+from callboard.kube.views.metrics import OperatorMetrics
+from callboard.kube.views.object_cache import ObjectCache
 from callboard.registry import SessionKVStore, SessionRegistry
 
 __all__ = ["Runtime"]

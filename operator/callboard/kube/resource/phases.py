@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from callboard.kube.objects import Status
+    from callboard.kube.resource.objects import Status
 
 __all__ = [
     "FINISHED",

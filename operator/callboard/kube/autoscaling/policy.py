@@ -13,11 +13,11 @@ first, then the lowest ``controller.kubernetes.io/pod-deletion-cost``. So the po
 - removes at most as many pods as are idle (a node record with no session, not draining);
 - waits while any not-ready pod has sessions (the controller would delete it first) or
   while the Deployment is not steady (a rollout, pods starting or terminating);
-- names the idle pods to remove (the *victims*), whose cost :mod:`callboard.kube.autoscaler`
+- names the idle pods to remove (the *victims*), whose cost :mod:`callboard.kube.autoscaling.loop`
   sets to :data:`VICTIM_COST`, below any cost the operator writes (the session count), and
   resets stale victim marks on every other pod first.
 
-Everything here is pure (no I/O, the clock is passed in): :mod:`callboard.kube.autoscaler`
+Everything here is pure (no I/O, the clock is passed in): :mod:`callboard.kube.autoscaling.loop`
 reads the cluster and the registry, calls it and acts on the :class:`Decision`.
 """
 

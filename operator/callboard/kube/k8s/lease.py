@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any
 
-from callboard.kube.api import ConflictError, KubeApi, KubeApiError, NotFoundError, lease_path
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, lease_path
 from callboard.kube.settings import LeaderSettings
 
 __all__ = ["LeaderLease", "default_identity"]

@@ -4,7 +4,7 @@
   (cheap: no API call, no progress record; the work happens in the placer's workers and
   the sync loop, batched);
 - ``on.delete``: the finalizer (``callboard.dev/close-session``) turns a deletion into a
-  close of the session (:mod:`callboard.kube.deletion`);
+  close of the session (:mod:`callboard.kube.deleting.finalizer`);
 - ``on.cleanup``: stops the operator's loops as soon as kopf stops watching;
 - ``on.probe``: what the liveness endpoint reports;
 - ``on.login``: the same credentials the operator's own API client uses.
@@ -19,8 +19,8 @@ from typing import Any
 
 import kopf
 
-from callboard.kube.constants import FINALIZER, GROUP, PLURAL, VERSION
-from callboard.kube.runtime import Runtime
+from callboard.kube.resource.constants import FINALIZER, GROUP, PLURAL, VERSION
+from callboard.kube.running.wiring import Runtime
 
 __all__ = ["build_kopf_registry", "build_kopf_settings"]
 

@@ -18,9 +18,9 @@ from prometheus_client import (
 )
 from prometheus_client import Counter as PromCounter
 
-from callboard.kube.objects import AgentSession
-from callboard.kube.phases import Phase
-from callboard.kube.snapshot import Snapshot
+from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.phases import Phase
+from callboard.kube.views.registry_snapshot import Snapshot
 
 __all__ = ["CONTENT_TYPE", "OperatorMetrics"]
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from callboard.kube.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
-from callboard.kube.phases import Condition, Phase
+from callboard.kube.resource.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
+from callboard.kube.resource.phases import Condition, Phase
 
 __all__ = [
     "AgentSession",

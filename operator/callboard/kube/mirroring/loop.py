@@ -3,10 +3,10 @@
 Each cycle reads every node and session once (two scans, whatever the number of objects),
 then, for the objects the placer does not own and that are not being deleted:
 
-- patches the status where the registry says something new (:mod:`callboard.kube.reconcile`);
+- patches the status where the registry says something new (:mod:`callboard.kube.mirroring.policy`);
 - asks the registry about sessions that vanished (ended: Succeeded; node gone: Lost);
 - deletes finished objects past ``ttlSecondsAfterFinished``;
-- adopts sessions started outside Kubernetes and closes leftovers (:mod:`callboard.kube.adoption`);
+- adopts sessions started outside Kubernetes and closes leftovers (:mod:`callboard.kube.mirroring.adoption`);
 - updates the agent pods' annotations and the metrics.
 
 A registry outage skips the cycle: nothing is declared lost because Redis is down.
@@ -23,17 +23,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from callboard._aio import LogThrottle
 from callboard.errors import StoreError
 from callboard.kube._sync_primitives import Pulse
-from callboard.kube.adoption import adopted_manifest, classify
-from callboard.kube.api import ConflictError, KubeApi, KubeApiError, NotFoundError, agentsession_path
-from callboard.kube.cache import ObjectCache
-from callboard.kube.metrics import OperatorMetrics
-from callboard.kube.objects import AgentSession
-from callboard.kube.placer import Placer
-from callboard.kube.pods import PodAnnotator
-from callboard.kube.reconcile import Decision, decide, gone_transition
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, agentsession_path
+from callboard.kube.k8s.pod_annotator import PodAnnotator
+from callboard.kube.k8s.status_writer import StatusWriter
+from callboard.kube.mirroring.adoption import adopted_manifest, classify
+from callboard.kube.mirroring.policy import Decision, decide, gone_transition
+from callboard.kube.placing.loop import Placer
+from callboard.kube.resource.objects import AgentSession
 from callboard.kube.settings import Settings
-from callboard.kube.snapshot import Snapshot
-from callboard.kube.status import StatusWriter
+from callboard.kube.views.metrics import OperatorMetrics
+from callboard.kube.views.object_cache import ObjectCache
+from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import SessionInfo, SessionRegistry, SessionStatus
 
 __all__ = ["Syncer"]

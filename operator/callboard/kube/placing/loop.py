@@ -3,11 +3,11 @@
 Objects that need a node (no phase yet, Pending, or Scheduled without an attempt in this
 process) go through a work queue served by a pool of workers. One attempt:
 
-1. choose a node (:mod:`callboard.kube.placement`) counting the starts in flight;
+1. choose a node (:mod:`callboard.kube.placing.policy`) counting the starts in flight;
 2. write ``Scheduled`` with the attempt's session id *before* sending anything, so a
    restart finds the attempt and follows it instead of starting a second session;
 3. send the start request through the registry;
-4. wait (:class:`~callboard.kube.starts.StartTracker`) for the session record, a refusal
+4. wait (:class:`~callboard.kube.placing.start_tracker.StartTracker`) for the session record, a refusal
    or the timeout: Running, or the next attempt on another node, or Failed after
    ``max_attempts``.
 
@@ -27,18 +27,18 @@ from collections.abc import Callable
 
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.errors import CallboardError, StoreError
-from callboard.kube import placement
 from callboard.kube._sync_primitives import Pulse, WorkQueue
-from callboard.kube.api import KubeApiError
-from callboard.kube.cache import ObjectCache
-from callboard.kube.metrics import OperatorMetrics
-from callboard.kube.naming import session_id_for
-from callboard.kube.objects import AgentSession, Key, format_time, parse_time
-from callboard.kube.phases import ConditionType, Phase, Reason, Transition
+from callboard.kube.k8s.client import KubeApiError
+from callboard.kube.k8s.status_writer import StatusWriter
+from callboard.kube.placing import policy as placement
+from callboard.kube.placing.start_tracker import Outcome, OutcomeKind, StartTracker
+from callboard.kube.resource.naming import session_id_for
+from callboard.kube.resource.objects import AgentSession, Key, format_time, parse_time
+from callboard.kube.resource.phases import ConditionType, Phase, Reason, Transition
 from callboard.kube.settings import PlacementSettings
-from callboard.kube.snapshot import Snapshot
-from callboard.kube.starts import Outcome, OutcomeKind, StartTracker
-from callboard.kube.status import StatusWriter
+from callboard.kube.views.metrics import OperatorMetrics
+from callboard.kube.views.object_cache import ObjectCache
+from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import SessionRegistry, validate_id
 
 __all__ = ["Placer", "needs_placement"]

@@ -20,11 +20,11 @@ from typing import Protocol
 
 from callboard.errors import StoreError
 from callboard.kube._sync_primitives import Pulse
-from callboard.kube.cache import ObjectCache
-from callboard.kube.objects import AgentSession
-from callboard.kube.phases import TERMINAL, Phase, Reason, Transition
-from callboard.kube.placer import Placer
-from callboard.kube.status import StatusWriter
+from callboard.kube.k8s.status_writer import StatusWriter
+from callboard.kube.placing.loop import Placer
+from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.phases import TERMINAL, Phase, Reason, Transition
+from callboard.kube.views.object_cache import ObjectCache
 from callboard.registry import SessionRegistry, SessionStatus
 
 __all__ = ["Closer", "close_for_deletion"]
