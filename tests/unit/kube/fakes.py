@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError
-from callboard.kube.resource.objects import format_time
+from callboard.kube.resource.fields import format_time
 from callboard.registry import SessionKVStore, SessionRegistry, StartRequest
 
 Watcher = Callable[[str, dict[str, Any]], None]

@@ -7,8 +7,9 @@ import re
 import pytest
 
 from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
+from callboard.kube.resource.fields import format_time, parse_time
 from callboard.kube.resource.naming import PlacedSessionId, adopted_name, parse_session_id, session_id_for
-from callboard.kube.resource.objects import AgentSession, format_time, parse_time, resource_version_newer
+from callboard.kube.resource.objects import AgentSession, resource_version_newer
 from callboard.kube.resource.phases import Phase
 from callboard.registry import validate_id
 

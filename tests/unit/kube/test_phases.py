@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from callboard.kube.resource.objects import Status
-from callboard.kube.resource.phases import Phase, Reason, Transition, apply_transition, is_noop
+from callboard.kube.resource.phases import Phase, Reason, Status, Transition, apply_transition, is_noop
 
 
 def status_after(status: Status, transition: Transition, now: str) -> tuple[Status, dict[str, object]]:

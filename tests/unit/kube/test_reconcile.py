@@ -6,7 +6,8 @@ from typing import Any
 
 from callboard.kube.mirroring.policy import decide, gone_transition, refresh_fields
 from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
-from callboard.kube.resource.objects import AgentSession, format_time
+from callboard.kube.resource.fields import format_time
+from callboard.kube.resource.objects import AgentSession
 from callboard.kube.resource.phases import Phase, Reason
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus

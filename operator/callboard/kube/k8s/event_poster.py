@@ -18,7 +18,7 @@ from typing import Any
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.kube.k8s.client import KubeApi, KubeApiError, event_path
 from callboard.kube.resource.constants import REPORTING_COMPONENT
-from callboard.kube.resource.objects import format_time
+from callboard.kube.resource.fields import format_time
 
 __all__ = ["EventPoster"]
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from callboard.kube.k8s.client import KubeApi, NotFoundError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
-from callboard.kube.resource.objects import AgentSession, format_time
+from callboard.kube.resource.fields import format_time
+from callboard.kube.resource.objects import AgentSession
 from callboard.kube.resource.phases import Transition, apply_transition, is_noop
 from callboard.kube.views.object_cache import ObjectCache
 

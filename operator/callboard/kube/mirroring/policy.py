@@ -12,7 +12,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from callboard.kube.resource.objects import AgentSession, format_time
+from callboard.kube.resource.fields import format_time
+from callboard.kube.resource.objects import AgentSession
 from callboard.kube.resource.phases import FINISHED, Phase, Reason, Transition
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus

@@ -32,8 +32,9 @@ from callboard.kube.k8s.client import KubeApiError
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.placing import policy as placement
 from callboard.kube.placing.start_tracker import Outcome, OutcomeKind, StartTracker
+from callboard.kube.resource.fields import format_time, parse_time
 from callboard.kube.resource.naming import session_id_for
-from callboard.kube.resource.objects import AgentSession, Key, format_time, parse_time
+from callboard.kube.resource.objects import AgentSession, Key
 from callboard.kube.resource.phases import ConditionType, Phase, Reason, Transition
 from callboard.kube.settings import PlacementSettings
 from callboard.kube.views.metrics import OperatorMetrics

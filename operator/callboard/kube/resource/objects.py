@@ -7,44 +7,23 @@ in one place and the rest of the code reads attributes, not nested ``.get`` chai
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from callboard.kube.resource.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
-from callboard.kube.resource.phases import Condition, Phase
+from callboard.kube.resource.fields import int_or_none, parse_time, str_or_none
+from callboard.kube.resource.phases import Status
 
 __all__ = [
     "AgentSession",
     "Key",
     "Spec",
-    "Status",
-    "format_time",
-    "parse_time",
     "resource_version_newer",
 ]
 
 #: (namespace, name): how the operator addresses an object.
 Key = tuple[str, str]
-
-
-def parse_time(value: object) -> float | None:
-    """Unix time of an RFC 3339 timestamp (``2024-01-01T00:00:00Z``), None if absent or bad."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.timestamp()
-
-
-def format_time(timestamp: float) -> str:
-    """RFC 3339 in UTC with second precision, as Kubernetes writes ``metav1.Time``."""
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def resource_version_newer(candidate: str | None, current: str | None) -> bool:
@@ -63,14 +42,6 @@ def resource_version_newer(candidate: str | None, current: str | None) -> bool:
         return True
 
 
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 @dataclass(frozen=True, slots=True)
 class Spec:
     call_id: str
@@ -86,58 +57,13 @@ class Spec:
         params = data.get("params")
         return cls(
             call_id=str(data.get("callId", "")),
-            call_type=_str_or_none(data.get("callType")) or "default",
-            pool=_str_or_none(data.get("pool")),
+            call_type=str_or_none(data.get("callType")) or "default",
+            pool=str_or_none(data.get("pool")),
             params=dict(params) if isinstance(params, Mapping) else {},
-            max_duration_seconds=_int_or_none(data.get("maxDurationSeconds")),
-            idle_timeout_seconds=_int_or_none(data.get("idleTimeoutSeconds")),
-            ttl_seconds_after_finished=_int_or_none(data.get("ttlSecondsAfterFinished")),
+            max_duration_seconds=int_or_none(data.get("maxDurationSeconds")),
+            idle_timeout_seconds=int_or_none(data.get("idleTimeoutSeconds")),
+            ttl_seconds_after_finished=int_or_none(data.get("ttlSecondsAfterFinished")),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    phase: Phase | None = None
-    session_id: str | None = None
-    node_id: str | None = None
-    pod_name: str | None = None
-    started_at: float | None = None
-    last_heartbeat_at: float | None = None
-    ended_at: float | None = None
-    reason: str | None = None
-    message: str | None = None
-    attempts: int = 0
-    observed_generation: int | None = None
-    conditions: tuple[Condition, ...] = ()
-    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Status:
-        try:
-            phase = Phase(data["phase"]) if data.get("phase") else None
-        except ValueError:
-            phase = None
-        conditions = data.get("conditions")
-        return cls(
-            phase=phase,
-            session_id=_str_or_none(data.get("sessionId")),
-            node_id=_str_or_none(data.get("nodeId")),
-            pod_name=_str_or_none(data.get("podName")),
-            started_at=parse_time(data.get("startedAt")),
-            last_heartbeat_at=parse_time(data.get("lastHeartbeatAt")),
-            ended_at=parse_time(data.get("endedAt")),
-            reason=_str_or_none(data.get("reason")),
-            message=_str_or_none(data.get("message")),
-            attempts=_int_or_none(data.get("attempts")) or 0,
-            observed_generation=_int_or_none(data.get("observedGeneration")),
-            conditions=tuple(Condition.from_dict(c) for c in conditions or () if isinstance(c, Mapping))
-            if isinstance(conditions, list)
-            else (),
-            raw=dict(data),
-        )
-
-    def condition(self, type_: str) -> Condition | None:
-        return next((c for c in self.conditions if c.type == type_), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +134,7 @@ class AgentSession:
             spec=Spec.from_dict(body.get("spec") or {}),
             status=Status.from_dict(body.get("status") or {}),
             generation=generation if isinstance(generation, int) else 1,
-            resource_version=_str_or_none(meta.get("resourceVersion")),
+            resource_version=str_or_none(meta.get("resourceVersion")),
             created_at=parse_time(meta.get("creationTimestamp")),
             deletion_at=parse_time(meta.get("deletionTimestamp")),
             finalizers=tuple(f for f in meta.get("finalizers") or () if isinstance(f, str)),

@@ -1,4 +1,4 @@
-"""Phases, conditions and the status patch of one phase change (pure functions).
+"""Phases, conditions, the typed status and the status patch of one phase change (pure).
 
 Phases (``status.phase``)::
 
@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from callboard.kube.resource.objects import Status
+from callboard.kube.resource.fields import int_or_none, parse_time, str_or_none
 
 __all__ = [
     "FINISHED",
@@ -33,6 +32,7 @@ __all__ = [
     "EventSpec",
     "Phase",
     "Reason",
+    "Status",
     "Transition",
     "apply_transition",
     "is_noop",
@@ -118,6 +118,53 @@ class Reason(StrEnum):
     CLOSED = "Closed"
     CLOSE_TIMED_OUT = "CloseTimedOut"
     ORPHAN_CLOSED = "OrphanClosed"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """The ``status`` of an AgentSession, typed; ``raw`` keeps what the server sent."""
+
+    phase: Phase | None = None
+    session_id: str | None = None
+    node_id: str | None = None
+    pod_name: str | None = None
+    started_at: float | None = None
+    last_heartbeat_at: float | None = None
+    ended_at: float | None = None
+    reason: str | None = None
+    message: str | None = None
+    attempts: int = 0
+    observed_generation: int | None = None
+    conditions: tuple[Condition, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Status:
+        try:
+            phase = Phase(data["phase"]) if data.get("phase") else None
+        except ValueError:
+            phase = None
+        conditions = data.get("conditions")
+        return cls(
+            phase=phase,
+            session_id=str_or_none(data.get("sessionId")),
+            node_id=str_or_none(data.get("nodeId")),
+            pod_name=str_or_none(data.get("podName")),
+            started_at=parse_time(data.get("startedAt")),
+            last_heartbeat_at=parse_time(data.get("lastHeartbeatAt")),
+            ended_at=parse_time(data.get("endedAt")),
+            reason=str_or_none(data.get("reason")),
+            message=str_or_none(data.get("message")),
+            attempts=int_or_none(data.get("attempts")) or 0,
+            observed_generation=int_or_none(data.get("observedGeneration")),
+            conditions=tuple(Condition.from_dict(c) for c in conditions or () if isinstance(c, Mapping))
+            if isinstance(conditions, list)
+            else (),
+            raw=dict(data),
+        )
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
 
 
 #: Phases whose Event is a Warning.
