@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from callboard.kube.mirroring.adoption import adopted_manifest, classify
 from callboard.kube.resource.constants import ADOPTED_LABEL, SESSION_ANNOTATION
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.views.object_cache import ObjectCache
 from callboard.registry import NodeInfo, SessionInfo
 
@@ -36,7 +36,7 @@ def test_adopted_manifest() -> None:
     assert m["metadata"]["labels"][ADOPTED_LABEL] == "true"
     assert m["metadata"]["annotations"][SESSION_ANNOTATION] == "Call:1/s1"
     assert m["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "pool": "gpu"}
-    assert AgentSession.from_body(m).adopted_session == ("Call:1", "s1")
+    assert AgentSessionObject.from_body(m).adopted_session == ("Call:1", "s1")
 
 
 def body(name: str, uid: str, rv: str, session_id: str | None = None) -> dict[str, object]:

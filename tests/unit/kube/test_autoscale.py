@@ -18,7 +18,7 @@ from callboard.kube.autoscaling.policy import (
     ScalingMode,
     Stabilizer,
     assess,
-    decide,
+    decide_scale,
     desired_replicas,
 )
 
@@ -183,28 +183,28 @@ def test_stabilizer_without_window_follows_at_once() -> None:
     assert s.observe(0.001, 1) == 1
 
 
-# -- decide -----------------------------------------------------------------------------------
+# -- decide_scale -------------------------------------------------------------------------------
 
 
 def test_scale_up_is_immediate() -> None:
     pods = [pod("a", 10), pod("b", 10)]
-    d = decide(current=2, desired=4, stabilized=4, pods=pods)
+    d = decide_scale(current=2, desired=4, stabilized=4, pods=pods)
     assert d.target == 4
     assert d.victims == ()
 
 
 def test_no_change() -> None:
-    d = decide(current=3, desired=3, stabilized=3, pods=[pod("a"), pod("b"), pod("c")])
+    d = decide_scale(current=3, desired=3, stabilized=3, pods=[pod("a"), pod("b"), pod("c")])
     assert (d.target, d.victims, d.reason) == (3, (), "")
 
 
 def test_scale_down_waits_for_the_cool_down() -> None:
     pods = [pod("a", 0), pod("b", 0), pod("c", 1)]
-    d = decide(current=3, desired=1, stabilized=3, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=3, pods=pods)
     assert d.target == 3
     assert "cool-down" in d.reason
     # Part of the way: the window's peak is 2.
-    d = decide(current=3, desired=1, stabilized=2, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=2, pods=pods)
     assert d.target == 2
     assert len(d.victims) == 1
 
@@ -216,7 +216,7 @@ def test_scale_down_removes_only_idle_pods_newest_first() -> None:
         pod("new-idle", 0, created="2026-01-01T00:04:00Z"),
         pod("busy", 1, created="2026-01-01T00:02:00Z"),
     ]
-    d = decide(current=4, desired=1, stabilized=1, pods=pods)
+    d = decide_scale(current=4, desired=1, stabilized=1, pods=pods)
     # Three pods should go, but only two are idle.
     assert d.target == 2
     assert d.victims == ("new-idle", "old-idle")
@@ -225,23 +225,23 @@ def test_scale_down_removes_only_idle_pods_newest_first() -> None:
 
 def test_scale_down_by_one_picks_the_newest_idle_pod() -> None:
     pods = [pod("a", 0, created="1"), pod("b", 0, created="3"), pod("c", 2, created="2")]
-    d = decide(current=3, desired=2, stabilized=2, pods=pods)
+    d = decide_scale(current=3, desired=2, stabilized=2, pods=pods)
     assert (d.target, d.victims) == (2, ("b",))
 
 
 def test_unknown_and_draining_pods_are_not_idle() -> None:
     pods = [pod("unknown", None), pod("draining", 0, draining=True), pod("busy", 2)]
-    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=1, pods=pods)
     assert d.target == 3
     assert d.victims == ()
 
 
 def test_no_scale_down_while_not_steady() -> None:
     pods = [pod("a", 0), pod("b", 0), pod("c", 0, terminating=True)]
-    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=1, pods=pods)
     assert d.target == 3
     assert "not steady" in d.reason
-    d = decide(current=1, desired=0, stabilized=0, pods=[pod("a", 0), pod("surge", 0)])
+    d = decide_scale(current=1, desired=0, stabilized=0, pods=[pod("a", 0), pod("surge", 0)])
     assert d.target == 1
 
 
@@ -249,7 +249,7 @@ def test_no_scale_down_while_a_not_ready_pod_may_have_sessions() -> None:
     # The controller deletes not-ready pods first, whatever their cost.
     for sessions in (2, None):
         pods = [pod("a", 0), pod("b", 0), pod("flaky", sessions, ready=False)]
-        d = decide(current=3, desired=1, stabilized=1, pods=pods)
+        d = decide_scale(current=3, desired=1, stabilized=1, pods=pods)
         assert d.target == 3
         assert "flaky" in d.reason
 
@@ -258,19 +258,19 @@ def test_pending_pods_without_a_record_do_not_block_a_scale_down() -> None:
     # Pending: nothing runs in it. Running but not ready without a record: its sidecar may
     # have lost Redis while its sessions go on, so it blocks.
     pods = [pod("a", 0, created="1"), pod("b", 0, created="2"), pod("new", None, ready=False, pending=True)]
-    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=1, pods=pods)
     assert (d.target, d.victims) == (1, ("b",))
     pods[2] = pod("cut-off", None, ready=False)
-    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=1, pods=pods)
     assert d.target == 3
     assert "cut-off" in d.reason
 
 
 def test_sessionless_not_ready_pods_go_first_and_need_no_mark() -> None:
     pods = [pod("a", 0, created="1"), pod("b", 0, created="2"), pod("starting", 0, ready=False, created="3")]
-    d = decide(current=3, desired=2, stabilized=2, pods=pods)
+    d = decide_scale(current=3, desired=2, stabilized=2, pods=pods)
     assert (d.target, d.victims) == (2, ())
-    d = decide(current=3, desired=1, stabilized=1, pods=pods)
+    d = decide_scale(current=3, desired=1, stabilized=1, pods=pods)
     assert (d.target, d.victims) == (1, ("b",))
 
 
@@ -281,10 +281,10 @@ def test_stale_marks_are_reset_to_the_session_count() -> None:
         pod("unknown-marked", None, cost=-5),
         pod("busy", 1, cost=1),
     ]
-    d = decide(current=4, desired=4, stabilized=4, pods=pods)
+    d = decide_scale(current=4, desired=4, stabilized=4, pods=pods)
     assert d.resets == {"was-victim-now-busy": 2, "was-victim-idle": 0, "unknown-marked": 0}
     # A pod chosen again keeps its mark.
-    d = decide(current=4, desired=3, stabilized=3, pods=pods)
+    d = decide_scale(current=4, desired=3, stabilized=3, pods=pods)
     assert d.victims == ("was-victim-idle",)
     assert d.resets == {"was-victim-now-busy": 2, "unknown-marked": 0}
 
@@ -300,7 +300,7 @@ def test_a_scale_down_never_needs_a_busy_pod(
 ) -> None:
     pods = [pod(f"p{i:02}", s, ready=r) for i, (s, r) in enumerate(zip(sessions, ready, strict=False))]
     current = len(pods)
-    d = decide(current=current, desired=desired, stabilized=min(desired + extra, current), pods=pods)
+    d = decide_scale(current=current, desired=desired, stabilized=min(desired + extra, current), pods=pods)
     if d.target >= current:
         return
     # Simulate the ReplicaSet controller: not-ready first, then the marked victims.

@@ -9,7 +9,7 @@ import pytest
 from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
 from callboard.kube.resource.fields import format_time, parse_time
 from callboard.kube.resource.naming import PlacedSessionId, adopted_name, parse_session_id, session_id_for
-from callboard.kube.resource.objects import AgentSession, resource_version_newer
+from callboard.kube.resource.objects import AgentSessionObject, resource_version_newer
 from callboard.kube.resource.phases import Phase
 from callboard.registry import validate_id
 
@@ -81,7 +81,7 @@ def body(**status: object) -> dict[str, object]:
 
 
 def test_agent_session_view() -> None:
-    obj = AgentSession.from_body(
+    obj = AgentSessionObject.from_body(
         body(phase="Running", sessionId="s-1", attempts=2, conditions=[{"type": "Ready", "status": "True"}])
     )
     assert obj.key == ("ns", "s1")
@@ -95,16 +95,16 @@ def test_agent_session_view() -> None:
 
 
 def test_unknown_phase_and_missing_status_read_as_none() -> None:
-    assert AgentSession.from_body(body(phase="Bogus")).status.phase is None
-    obj = AgentSession.from_body({"metadata": {"name": "x"}, "spec": {}})
+    assert AgentSessionObject.from_body(body(phase="Bogus")).status.phase is None
+    obj = AgentSessionObject.from_body({"metadata": {"name": "x"}, "spec": {}})
     assert obj.status.phase is None and obj.session is None and obj.spec.call_id == ""
 
 
 def test_adopted_marker_needs_label_and_annotation() -> None:
     raw = body()
     raw["metadata"]["annotations"] = {SESSION_ANNOTATION: "call-9/sess-9"}  # type: ignore[index]
-    assert AgentSession.from_body(raw).adopted_session is None
+    assert AgentSessionObject.from_body(raw).adopted_session is None
     raw["metadata"]["labels"] = {ADOPTED_LABEL: "true"}  # type: ignore[index]
-    obj = AgentSession.from_body(raw)
+    obj = AgentSessionObject.from_body(raw)
     assert obj.adopted_session == ("call-9", "sess-9")
     assert obj.session == ("call-9", "sess-9")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from callboard.kube.mirroring.policy import decide, gone_transition, refresh_fields
+from callboard.kube.mirroring.policy import decide_mirror, gone_transition, refresh_fields
 from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
 from callboard.kube.resource.fields import format_time
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import Phase, Reason
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
@@ -16,9 +16,11 @@ NOW = 1_700_000_000.0
 SID = "ags.ns.uid-1.1"
 
 
-def obj(phase: str | None = "Running", *, spec: dict[str, Any] | None = None, **status: Any) -> AgentSession:
+def obj(
+    phase: str | None = "Running", *, spec: dict[str, Any] | None = None, **status: Any
+) -> AgentSessionObject:
     st = {"phase": phase, "sessionId": SID, "nodeId": "n1", "podName": "pod-1", **status} if phase else status
-    return AgentSession.from_body(
+    return AgentSessionObject.from_body(
         {
             "metadata": {"namespace": "ns", "name": "o", "uid": "uid-1", "finalizers": [FINALIZER]},
             "spec": {"callId": "c1", **(spec or {})},
@@ -35,9 +37,9 @@ def snap(*, live: bool = True, started: float = NOW - 10, heartbeat: float = NOW
 
 def test_running_and_live_refreshes_only_when_the_heartbeat_is_old() -> None:
     fresh = obj(lastHeartbeatAt=format_time(NOW - 5), startedAt=format_time(NOW - 10))
-    assert decide(fresh, snap(), now=NOW, refresh=60).empty
+    assert decide_mirror(fresh, snap(), now=NOW, refresh=60).empty
     stale = obj(lastHeartbeatAt=format_time(NOW - 200), startedAt=format_time(NOW - 10))
-    d = decide(stale, snap(), now=NOW, refresh=60)
+    d = decide_mirror(stale, snap(), now=NOW, refresh=60)
     assert d.transition is None and d.fields == {"lastHeartbeatAt": format_time(NOW - 1)}
 
 
@@ -57,39 +59,39 @@ def test_refresh_carries_metrics_and_moves_node_fields() -> None:
 
 
 def test_missing_session_is_a_question_for_the_registry() -> None:
-    assert decide(obj(), snap(live=False), now=NOW, refresh=60).check_gone
-    assert decide(obj("Closing"), snap(live=False), now=NOW, refresh=60).check_gone
-    assert decide(obj("Succeeded"), snap(live=False), now=NOW, refresh=60).empty
+    assert decide_mirror(obj(), snap(live=False), now=NOW, refresh=60).check_gone
+    assert decide_mirror(obj("Closing"), snap(live=False), now=NOW, refresh=60).check_gone
+    assert decide_mirror(obj("Succeeded"), snap(live=False), now=NOW, refresh=60).empty
 
 
 def test_lost_comes_back() -> None:
-    d = decide(obj("Lost", endedAt=format_time(NOW - 5)), snap(), now=NOW, refresh=60)
+    d = decide_mirror(obj("Lost", endedAt=format_time(NOW - 5)), snap(), now=NOW, refresh=60)
     assert d.transition is not None and d.transition.phase is Phase.RUNNING
     assert d.transition.reason == Reason.RECOVERED and d.transition.fields["endedAt"] is None
 
 
 def test_max_duration_closes() -> None:
     o = obj(spec={"maxDurationSeconds": 5}, lastHeartbeatAt=format_time(NOW))
-    d = decide(o, snap(started=NOW - 6), now=NOW, refresh=60)
+    d = decide_mirror(o, snap(started=NOW - 6), now=NOW, refresh=60)
     assert d.close and d.transition is not None and d.transition.phase is Phase.CLOSING
-    assert not decide(o, snap(started=NOW - 4), now=NOW, refresh=60).close
+    assert not decide_mirror(o, snap(started=NOW - 4), now=NOW, refresh=60).close
 
 
 def test_ttl_after_finished_deletes() -> None:
     done = obj("Succeeded", spec={"ttlSecondsAfterFinished": 10}, endedAt=format_time(NOW - 11))
-    assert decide(done, snap(live=False), now=NOW, refresh=60).delete
+    assert decide_mirror(done, snap(live=False), now=NOW, refresh=60).delete
     young = obj("Succeeded", spec={"ttlSecondsAfterFinished": 10}, endedAt=format_time(NOW - 9))
-    assert not decide(young, snap(live=False), now=NOW, refresh=60).delete
+    assert not decide_mirror(young, snap(live=False), now=NOW, refresh=60).delete
     no_ttl = obj("Failed", endedAt=format_time(NOW - 1000))
-    assert not decide(no_ttl, snap(live=False), now=NOW, refresh=60).delete
+    assert not decide_mirror(no_ttl, snap(live=False), now=NOW, refresh=60).delete
     # A Lost object whose session came back is not deleted, it recovers.
     lost = obj("Lost", spec={"ttlSecondsAfterFinished": 1}, endedAt=format_time(NOW - 11))
-    assert not decide(lost, snap(), now=NOW, refresh=60).delete
-    assert decide(lost, snap(live=False), now=NOW, refresh=60).delete
+    assert not decide_mirror(lost, snap(), now=NOW, refresh=60).delete
+    assert decide_mirror(lost, snap(live=False), now=NOW, refresh=60).delete
 
 
 def test_adopted_object_enters_running() -> None:
-    adopted = AgentSession.from_body(
+    adopted = AgentSessionObject.from_body(
         {
             "metadata": {
                 "namespace": "adopted",
@@ -101,14 +103,14 @@ def test_adopted_object_enters_running() -> None:
             "spec": {"callId": "c1"},
         }
     )
-    d = decide(adopted, snap(), now=NOW, refresh=60)
+    d = decide_mirror(adopted, snap(), now=NOW, refresh=60)
     assert (
         d.transition is not None
         and d.transition.phase is Phase.RUNNING
         and d.transition.reason == Reason.ADOPTED
     )
     assert d.transition.fields["sessionId"] == SID and d.transition.fields["podName"] == "pod-1"
-    assert decide(adopted, snap(live=False), now=NOW, refresh=60).check_gone
+    assert decide_mirror(adopted, snap(live=False), now=NOW, refresh=60).check_gone
 
 
 def test_gone_transitions() -> None:

@@ -6,7 +6,8 @@ while it holds the leader lease. Each cycle (every ``interval`` seconds):
 1. ``GET .../deployments/{name}/scale``: the replica count and the pod selector;
 2. ``GET .../pods?labelSelector=...``: the Deployment's pods (ready, terminating, cost);
 3. one read of the registry (nodes and sessions) to count the sessions of each pod;
-4. :func:`callboard.kube.autoscaling.policy.assess` and :func:`~callboard.kube.autoscaling.policy.decide`;
+4. :func:`~callboard.kube.autoscaling.policy.assess` and
+   :func:`~callboard.kube.autoscaling.policy.decide_scale`;
 5. in ``scale`` mode: scale up at once; to scale down, mark the idle pods to remove with the
    lowest ``pod-deletion-cost``, wait ``settle`` seconds, check again that each is still idle
    and still marked (a session may have landed, or the operator rewritten the cost), and
@@ -40,12 +41,12 @@ from callboard.kube.autoscaling.policy import (
     VICTIM_COST,
     Assessment,
     AutoscaleSettings,
-    Decision,
     PodView,
+    ScaleDecision,
     ScalingMode,
     Stabilizer,
     assess,
-    decide,
+    decide_scale,
 )
 from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, pod_path
 from callboard.kube.resource.constants import POD_DELETION_COST
@@ -178,7 +179,7 @@ class Autoscaler:
         self.metrics = metrics if metrics is not None else AutoscalerMetrics()
         self.clock = clock
         self.stabilizer = Stabilizer(settings.scale_down_window)
-        self.last: tuple[Assessment, Decision] | None = None
+        self.last: tuple[Assessment, ScaleDecision] | None = None
         self._labels = {
             "namespace": settings.namespace,
             "deployment": settings.deployment,
@@ -186,7 +187,7 @@ class Autoscaler:
         }
         self.log_extra = {"resource": f"{settings.namespace}/{settings.deployment}"}
 
-    async def cycle(self) -> Decision:
+    async def cycle(self) -> ScaleDecision:
         """Read, decide, act once; the decision taken."""
         s = self.settings
         scale = await self.api.get(scale_path(s.namespace, s.deployment))
@@ -194,7 +195,9 @@ class Autoscaler:
         views = await self._views(str((scale.get("status") or {}).get("selector") or ""))
         assessment = assess(views, s)
         stabilized = self.stabilizer.observe(self.clock(), assessment.desired)
-        decision = decide(current=current, desired=assessment.desired, stabilized=stabilized, pods=views)
+        decision = decide_scale(
+            current=current, desired=assessment.desired, stabilized=stabilized, pods=views
+        )
         if decision.resets:
             await self._set_costs(decision.resets)
         if decision.target < current:
@@ -242,8 +245,8 @@ class Autoscaler:
         return {name for name in done if name is not None}
 
     async def _scale_down(
-        self, scale: Mapping[str, Any], current: int, decision: Decision, marked: set[str]
-    ) -> Decision:
+        self, scale: Mapping[str, Any], current: int, decision: ScaleDecision, marked: set[str]
+    ) -> ScaleDecision:
         s = self.settings
         # Not-ready pods need no mark: the controller deletes them first anyway.
         unmarked_removals = (current - decision.target) - len(decision.victims)
@@ -289,7 +292,7 @@ class Autoscaler:
         await self.api.merge_patch(scale_path(s.namespace, s.deployment), body)
         self.metrics.scale_changes.labels(**self._labels, direction=direction).inc()
 
-    def _export(self, current: int, assessment: Assessment, decision: Decision) -> None:
+    def _export(self, current: int, assessment: Assessment, decision: ScaleDecision) -> None:
         m, labels = self.metrics, self._labels
         m.desired_replicas.labels(**labels).set(decision.target)
         m.policy_replicas.labels(**labels).set(assessment.desired)

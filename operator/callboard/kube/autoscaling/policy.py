@@ -18,7 +18,7 @@ first, then the lowest ``controller.kubernetes.io/pod-deletion-cost``. So the po
   resets stale victim marks on every other pod first.
 
 Everything here is pure (no I/O, the clock is passed in): :mod:`callboard.kube.autoscaling.loop`
-reads the cluster and the registry, calls it and acts on the :class:`Decision`.
+reads the cluster and the registry, calls it and acts on the :class:`ScaleDecision`.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ __all__ = [
     "Assessment",
     "AutoscaleSettings",
     "Buffer",
-    "Decision",
     "PodView",
+    "ScaleDecision",
     "ScalingMode",
     "Stabilizer",
     "assess",
-    "decide",
+    "decide_scale",
     "desired_replicas",
 ]
 
@@ -325,7 +325,7 @@ class Stabilizer:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class ScaleDecision:
     """What to do with the Deployment now."""
 
     target: int
@@ -338,7 +338,7 @@ class Decision:
     """Why the count differs from the desired one (cool-down, idle pods, rollout...)."""
 
 
-def decide(*, current: int, desired: int, stabilized: int, pods: Sequence[PodView]) -> Decision:
+def decide_scale(*, current: int, desired: int, stabilized: int, pods: Sequence[PodView]) -> ScaleDecision:
     """The replica count to set and the pods to mark, given the policy's counts.
 
     ``current`` is the Deployment's ``spec.replicas``, ``desired`` the policy's count now and
@@ -351,7 +351,7 @@ def decide(*, current: int, desired: int, stabilized: int, pods: Sequence[PodVie
     resets = {
         p.name: p.sessions or 0 for p in staying if p.name not in names and p.cost is not None and p.cost < 0
     }
-    return Decision(target=target, victims=tuple(p.name for p in chosen), resets=resets, reason=reason)
+    return ScaleDecision(target=target, victims=tuple(p.name for p in chosen), resets=resets, reason=reason)
 
 
 def _scale(

@@ -22,7 +22,7 @@ from callboard.errors import StoreError
 from callboard.kube._sync_primitives import Pulse
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.placing.loop import Placer
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import TERMINAL, Phase, Reason, Transition
 from callboard.kube.views.object_cache import ObjectCache
 from callboard.registry import SessionRegistry, SessionStatus
@@ -40,7 +40,7 @@ class Closer(Protocol):
 
 
 async def close_for_deletion(
-    obj: AgentSession,
+    obj: AgentSessionObject,
     *,
     cache: ObjectCache,
     registry: SessionRegistry,

@@ -15,7 +15,7 @@ from typing import Any
 from callboard.kube.k8s.client import KubeApi, NotFoundError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
 from callboard.kube.resource.fields import format_time
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import Transition, apply_transition, is_noop
 from callboard.kube.views.object_cache import ObjectCache
 
@@ -39,7 +39,7 @@ class StatusWriter:
         self._clock = clock
         self.patches = 0
 
-    async def transition(self, obj: AgentSession, transition: Transition) -> AgentSession | None:
+    async def transition(self, obj: AgentSessionObject, transition: Transition) -> AgentSessionObject | None:
         """Move ``obj`` to ``transition.phase``; the updated object, or None if it is gone."""
         patch, event = apply_transition(
             obj.status, transition, now=format_time(self._clock()), generation=obj.generation
@@ -57,7 +57,7 @@ class StatusWriter:
             )
         return updated
 
-    async def patch(self, obj: AgentSession, fields: Mapping[str, Any]) -> AgentSession | None:
+    async def patch(self, obj: AgentSessionObject, fields: Mapping[str, Any]) -> AgentSessionObject | None:
         """Merge ``fields`` into the status (skipped when nothing changes)."""
         if is_noop(obj.status, fields):
             return obj
@@ -70,5 +70,5 @@ class StatusWriter:
         self.patches += 1
         return self._cache.put_body(body)
 
-    def event(self, obj: AgentSession, *, type: str, reason: str, message: str) -> None:
+    def event(self, obj: AgentSessionObject, *, type: str, reason: str, message: str) -> None:
         self._events.post(obj.reference(), type=type, reason=reason, message=message)

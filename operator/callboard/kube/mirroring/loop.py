@@ -27,9 +27,9 @@ from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotF
 from callboard.kube.k8s.pod_annotator import PodAnnotator
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.mirroring.adoption import adopted_manifest, classify
-from callboard.kube.mirroring.policy import Decision, decide, gone_transition
+from callboard.kube.mirroring.policy import MirrorDecision, decide_mirror, gone_transition
 from callboard.kube.placing.loop import Placer
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
@@ -128,7 +128,7 @@ class Syncer:
         for obj in self._cache:
             if obj.deleting or self._placer.owns(obj):
                 continue
-            decision = decide(obj, snap, now=now, refresh=self._settings.sync.heartbeat_refresh)
+            decision = decide_mirror(obj, snap, now=now, refresh=self._settings.sync.heartbeat_refresh)
             if decision.check_gone:
                 seen.add(obj.uid)
             if not decision.empty:
@@ -157,7 +157,7 @@ class Syncer:
 
     # -- one object -------------------------------------------------------------------------
 
-    async def _apply(self, obj: AgentSession, decision: Decision, now: float) -> None:
+    async def _apply(self, obj: AgentSessionObject, decision: MirrorDecision, now: float) -> None:
         name = f"{obj.namespace}/{obj.name}"
         if decision.delete:
             logger.info(
@@ -179,7 +179,7 @@ class Syncer:
         elif decision.fields:
             await self._writer.patch(obj, decision.fields)
 
-    async def _check_gone(self, obj: AgentSession, now: float) -> None:
+    async def _check_gone(self, obj: AgentSessionObject, now: float) -> None:
         assert obj.session is not None
         call_id, session_id = obj.session
         status = await self._registry.session_status(call_id, session_id, obj.status.node_id)

@@ -1,7 +1,7 @@
 """What the sync loop should do about one object, given a registry snapshot (pure).
 
-The placer owns objects until they run; from then on :func:`decide` compares each object
-with the registry and returns a :class:`Decision`: a phase change, a status refresh, a
+The placer owns objects until they run; from then on :func:`decide_mirror` compares each object
+with the registry and returns a :class:`MirrorDecision`: a phase change, a status refresh, a
 close request (``maxDurationSeconds``), a delete (``ttlSecondsAfterFinished``), or a
 question the snapshot cannot answer (the session vanished: ended or lost?).
 """
@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callboard.kube.resource.fields import format_time
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import FINISHED, Phase, Reason, Transition
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
 
-__all__ = ["Decision", "decide", "gone_transition", "refresh_fields"]
+__all__ = ["MirrorDecision", "decide_mirror", "gone_transition", "refresh_fields"]
 
 #: Largest extra share of ``heartbeat_refresh`` an object waits, so 1,000 objects that
 #: started together do not refresh in the same second.
@@ -26,7 +26,7 @@ REFRESH_JITTER = 0.25
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class MirrorDecision:
     transition: Transition | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     """Status fields to merge without a phase change."""
@@ -47,7 +47,12 @@ def _jitter(uid: str) -> float:
 
 
 def refresh_fields(
-    obj: AgentSession, session: SessionInfo, node: NodeInfo | None, *, refresh: float, force: bool = False
+    obj: AgentSessionObject,
+    session: SessionInfo,
+    node: NodeInfo | None,
+    *,
+    refresh: float,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Status fields that mirror the registry, when they changed enough to be written."""
     fields: dict[str, Any] = {}
@@ -71,7 +76,7 @@ def refresh_fields(
     return fields
 
 
-def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> Decision:
+def decide_mirror(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: float) -> MirrorDecision:
     """The sync loop's decision for an object the placer does not own and nobody deletes."""
     phase = obj.status.phase
     ref = obj.session
@@ -82,19 +87,19 @@ def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> 
     ended = obj.status.ended_at
     expired = phase in FINISHED and ttl is not None and ended is not None and now >= ended + ttl
     if expired and (phase is not Phase.LOST or session is None):
-        return Decision(delete=True)
+        return MirrorDecision(delete=True)
 
     if ref is None:
-        return Decision()  # nothing was ever placed (Failed before an attempt)
+        return MirrorDecision()  # nothing was ever placed (Failed before an attempt)
 
     if session is None:
         if phase in (Phase.RUNNING, Phase.CLOSING) or (phase is None and obj.adopted_session is not None):
-            return Decision(check_gone=True)
-        return Decision()
+            return MirrorDecision(check_gone=True)
+        return MirrorDecision()
 
     # The session is live.
     if phase is None and obj.adopted_session is not None:
-        return Decision(
+        return MirrorDecision(
             transition=Transition(
                 Phase.RUNNING,
                 Reason.ADOPTED,
@@ -103,7 +108,7 @@ def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> 
             )
         )
     if phase is Phase.LOST:
-        return Decision(
+        return MirrorDecision(
             transition=Transition(
                 Phase.RUNNING,
                 Reason.RECOVERED,
@@ -114,7 +119,7 @@ def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> 
     if phase in (Phase.RUNNING, Phase.CLOSING):
         limit = obj.spec.max_duration_seconds
         if phase is Phase.RUNNING and limit is not None and now - session.started_at >= limit:
-            return Decision(
+            return MirrorDecision(
                 transition=Transition(
                     Phase.CLOSING,
                     Reason.MAX_DURATION_EXCEEDED,
@@ -123,15 +128,15 @@ def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> 
                 close=True,
             )
         # Closing and still live: ask again (the sync loop paces repeats, see ``Syncer``).
-        return Decision(
+        return MirrorDecision(
             fields=refresh_fields(obj, session, node, refresh=refresh), close=phase is Phase.CLOSING
         )
     # Succeeded/Failed objects whose session id shows up again belong to the orphan rules.
-    return Decision()
+    return MirrorDecision()
 
 
 def gone_transition(
-    obj: AgentSession, status: SessionStatus, ended: EndedInfo | None, *, now: float
+    obj: AgentSessionObject, status: SessionStatus, ended: EndedInfo | None, *, now: float
 ) -> Transition | None:
     """Succeeded when the session ended, Lost when its node went with it; None while live."""
     if status is SessionStatus.LIVE:

@@ -34,7 +34,7 @@ from callboard.kube.placing import policy as placement
 from callboard.kube.placing.start_tracker import Outcome, OutcomeKind, StartTracker
 from callboard.kube.resource.fields import format_time, parse_time
 from callboard.kube.resource.naming import session_id_for
-from callboard.kube.resource.objects import AgentSession, Key
+from callboard.kube.resource.objects import AgentSessionObject, Key
 from callboard.kube.resource.phases import ConditionType, Phase, Reason, Transition
 from callboard.kube.settings import PlacementSettings
 from callboard.kube.views.metrics import OperatorMetrics
@@ -56,14 +56,14 @@ CONFIRMED_MEMORY = 30.0
 FRESH_READ_WAIT = 5.0
 
 
-def needs_placement(obj: AgentSession) -> bool:
+def needs_placement(obj: AgentSessionObject) -> bool:
     """Whether the placer owns ``obj`` now (pure: in-process attempts are checked apart)."""
     if obj.deleting or obj.adopted_session is not None or not obj.has_finalizer:
         return False
     return obj.status.phase in (None, Phase.PENDING, Phase.SCHEDULED)
 
 
-def spec_problem(obj: AgentSession) -> str | None:
+def spec_problem(obj: AgentSessionObject) -> str | None:
     """Why the spec cannot be sent to a node (the CRD schema should have caught it)."""
     try:
         validate_id(obj.spec.call_id, "spec.callId")
@@ -111,7 +111,7 @@ class Placer:
 
     # -- feeding ---------------------------------------------------------------------------
 
-    def offer(self, obj: AgentSession) -> None:
+    def offer(self, obj: AgentSessionObject) -> None:
         """Queue ``obj`` if it needs a node (called on every watch event)."""
         if obj.uid in self._cancelled:
             return
@@ -119,7 +119,7 @@ class Placer:
             self._first_seen.setdefault(obj.uid, self._clock())
             self._queue.add(obj.key)
 
-    def owns(self, obj: AgentSession) -> bool:
+    def owns(self, obj: AgentSessionObject) -> bool:
         """Whether the placer is (or will be) working on ``obj``: the sync loop keeps off."""
         return needs_placement(obj) or self._queue.busy(obj.key) or self._busy(obj.uid)
 
@@ -219,7 +219,7 @@ class Placer:
                     return
             await self._attempts(obj)
 
-    async def _resume(self, obj: AgentSession) -> AgentSession | None:
+    async def _resume(self, obj: AgentSessionObject) -> AgentSessionObject | None:
         """Follow an attempt made before this process started (or before an error)."""
         assert obj.status.session_id is not None and obj.status.node_id is not None
         placed = obj.status.condition(ConditionType.PLACED)
@@ -230,7 +230,7 @@ class Placer:
         )
         return await self._settle(obj, obj.status.node_id, obj.status.attempts, outcome)
 
-    async def _attempts(self, obj: AgentSession) -> None:
+    async def _attempts(self, obj: AgentSessionObject) -> None:
         while True:
             if obj.uid in self._cancelled:
                 return
@@ -279,7 +279,9 @@ class Placer:
                 return
             obj = updated
 
-    async def _attempt(self, obj: AgentSession, node_id: str, attempt: int) -> AgentSession | None:
+    async def _attempt(
+        self, obj: AgentSessionObject, node_id: str, attempt: int
+    ) -> AgentSessionObject | None:
         """One start attempt on ``node_id``; the object to continue with, or None when done."""
         session_id = session_id_for(obj.namespace, obj.uid, attempt)
         snap = self._snapshot
@@ -324,8 +326,8 @@ class Placer:
         return await self._settle(written, node_id, attempt, outcome)
 
     async def _settle(
-        self, obj: AgentSession, node_id: str, attempt: int, outcome: Outcome
-    ) -> AgentSession | None:
+        self, obj: AgentSessionObject, node_id: str, attempt: int, outcome: Outcome
+    ) -> AgentSessionObject | None:
         """Record an attempt's outcome: Running (None: done) or the object for the next try."""
         self._metrics.start_attempts.labels(result=outcome.kind.value).inc()
         latest = self._cache.get(obj.key) or obj

@@ -1,7 +1,7 @@
 """A typed, immutable view of an AgentSession object as the API server returned it.
 
 kopf and the API client hand out plain dicts. Every decision of the operator is made
-on an :class:`AgentSession` built once per event, so a missing or odd field is handled
+on an :class:`AgentSessionObject` built once per event, so a missing or odd field is handled
 in one place and the rest of the code reads attributes, not nested ``.get`` chains.
 """
 
@@ -16,7 +16,7 @@ from callboard.kube.resource.fields import int_or_none, parse_time, str_or_none
 from callboard.kube.resource.phases import Status
 
 __all__ = [
-    "AgentSession",
+    "AgentSessionObject",
     "Key",
     "Spec",
     "resource_version_newer",
@@ -67,7 +67,7 @@ class Spec:
 
 
 @dataclass(frozen=True, slots=True)
-class AgentSession:
+class AgentSessionObject:
     namespace: str
     name: str
     uid: str
@@ -116,7 +116,7 @@ class AgentSession:
         return ref
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> AgentSession:
+    def from_body(cls, body: Mapping[str, Any]) -> AgentSessionObject:
         meta = body.get("metadata") or {}
         annotations = meta.get("annotations") or {}
         labels = meta.get("labels") or {}

@@ -18,7 +18,7 @@ from prometheus_client import (
 )
 from prometheus_client import Counter as PromCounter
 
-from callboard.kube.resource.objects import AgentSession
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import Phase
 from callboard.kube.views.registry_snapshot import Snapshot
 
@@ -85,7 +85,7 @@ class OperatorMetrics:
             "callboard_operator_leader", "1 while this replica holds the leader lease.", registry=r
         )
 
-    def observe_objects(self, objects: Iterable[AgentSession]) -> None:
+    def observe_objects(self, objects: Iterable[AgentSessionObject]) -> None:
         counts = Counter(obj.status.phase.value if obj.status.phase else "None" for obj in objects)
         for phase in [*Phase, "None"]:
             name = phase.value if isinstance(phase, Phase) else phase

@@ -17,14 +17,14 @@ import asyncio
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from callboard.kube.resource.objects import AgentSession, Key, resource_version_newer
+from callboard.kube.resource.objects import AgentSessionObject, Key, resource_version_newer
 
 __all__ = ["ObjectCache"]
 
 
 class ObjectCache:
     def __init__(self) -> None:
-        self._objects: dict[Key, AgentSession] = {}
+        self._objects: dict[Key, AgentSessionObject] = {}
         self._by_uid: dict[str, Key] = {}
         self._by_session: dict[tuple[str, str], Key] = {}
         self._expected: set[str] | None = None
@@ -33,17 +33,17 @@ class ObjectCache:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def __iter__(self) -> Iterator[AgentSession]:
+    def __iter__(self) -> Iterator[AgentSessionObject]:
         return iter(list(self._objects.values()))
 
-    def get(self, key: Key) -> AgentSession | None:
+    def get(self, key: Key) -> AgentSessionObject | None:
         return self._objects.get(key)
 
-    def by_uid(self, uid: str) -> AgentSession | None:
+    def by_uid(self, uid: str) -> AgentSessionObject | None:
         key = self._by_uid.get(uid)
         return None if key is None else self._objects.get(key)
 
-    def claiming(self, call_id: str, session_id: str) -> AgentSession | None:
+    def claiming(self, call_id: str, session_id: str) -> AgentSessionObject | None:
         """The object that stands for this session, if any."""
         key = self._by_session.get((call_id, session_id))
         return None if key is None else self._objects.get(key)
@@ -51,7 +51,7 @@ class ObjectCache:
     def uids(self) -> set[str]:
         return set(self._by_uid)
 
-    def put(self, obj: AgentSession) -> AgentSession:
+    def put(self, obj: AgentSessionObject) -> AgentSessionObject:
         """Store ``obj`` unless the cache holds a newer version; return what the cache holds."""
         current = self._objects.get(obj.key)
         if (
@@ -69,10 +69,10 @@ class ObjectCache:
         self._seen(obj.uid)
         return obj
 
-    def put_body(self, body: Mapping[str, Any]) -> AgentSession:
-        return self.put(AgentSession.from_body(body))
+    def put_body(self, body: Mapping[str, Any]) -> AgentSessionObject:
+        return self.put(AgentSessionObject.from_body(body))
 
-    def remove(self, key: Key, uid: str | None = None) -> AgentSession | None:
+    def remove(self, key: Key, uid: str | None = None) -> AgentSessionObject | None:
         current = self._objects.get(key)
         if current is None or (uid is not None and current.uid != uid):
             if uid is not None:
@@ -83,7 +83,7 @@ class ObjectCache:
         self._seen(current.uid)
         return current
 
-    def _unindex(self, obj: AgentSession) -> None:
+    def _unindex(self, obj: AgentSessionObject) -> None:
         if self._by_uid.get(obj.uid) == obj.key:
             del self._by_uid[obj.uid]
         if obj.session is not None and self._by_session.get(obj.session) == obj.key:
