@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from callboard.errors import CallboardError
 from callboard.kube.resource.constants import GROUP, PLURAL, VERSION
 
 __all__ = [
@@ -45,7 +46,13 @@ RETRY_DELAYS = (0.2, 0.5, 1.0)
 MERGE_PATCH = "application/merge-patch+json"
 
 
-class KubeApiError(Exception):
+class KubeApiError(CallboardError):
+    """The Kubernetes API answered with an error, or could not be reached.
+
+    ``status`` is the HTTP status (0 when no answer came), ``reason`` the API's reason, so
+    callers tell a missing object or a lost race from an outage without parsing text.
+    """
+
     def __init__(self, status: int, message: str, *, reason: str = "") -> None:
         super().__init__(f"{status} {reason}: {message}" if status else message)
         self.status = status
@@ -54,11 +61,11 @@ class KubeApiError(Exception):
 
 
 class NotFoundError(KubeApiError):
-    pass
+    """404: the object is gone, which most callers take as done rather than as a failure."""
 
 
 class ConflictError(KubeApiError):
-    pass
+    """409: a create found the object, or a write lost a race on ``resourceVersion``."""
 
 
 def _q(part: str) -> str:

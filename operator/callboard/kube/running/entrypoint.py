@@ -24,6 +24,7 @@ import kopf
 from aiohttp import web
 
 from callboard._aio import guarded_task, stop_tasks
+from callboard.errors import CallboardError
 from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
 from callboard.kube.autoscaling.policy import ScalingMode
 from callboard.kube.k8s.client import KubeApi
@@ -39,7 +40,7 @@ __all__ = ["LeadershipLost", "login", "run"]
 logger = logging.getLogger(__name__)
 
 
-class LeadershipLost(RuntimeError):
+class LeadershipLost(CallboardError, RuntimeError):
     """Another replica holds the lease now: this process must stop."""
 
 
