@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from callboard.kube._sync_primitives import Pulse, WorkQueue
+from callboard._aio import Pulse, WorkQueue
 from callboard.kube.k8s.client import KubeApi, NotFoundError
 from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for
 from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT

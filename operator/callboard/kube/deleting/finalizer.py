@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from callboard._aio import Pulse
 from callboard.errors import StoreError
-from callboard.kube._sync_primitives import Pulse
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.placing.loop import Placer
 from callboard.kube.resource.objects import AgentSessionObject

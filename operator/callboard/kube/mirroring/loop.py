@@ -20,9 +20,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from callboard._aio import LogThrottle
+from callboard._aio import LogThrottle, Pulse
 from callboard.errors import StoreError
-from callboard.kube._sync_primitives import Pulse
 from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, agentsession_path
 from callboard.kube.k8s.pod_annotator import PodAnnotator
 from callboard.kube.k8s.status_writer import StatusWriter

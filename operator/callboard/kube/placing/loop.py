@@ -25,9 +25,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
-from callboard._aio import LogThrottle, guarded_task, stop_tasks
+from callboard._aio import LogThrottle, Pulse, WorkQueue, guarded_task, stop_tasks
 from callboard.errors import CallboardError, StoreError
-from callboard.kube._sync_primitives import Pulse, WorkQueue
 from callboard.kube.k8s.client import KubeApiError
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.placing import policy as placement

@@ -13,8 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from callboard._aio import guarded_task, stop_tasks
-from callboard.kube._sync_primitives import Pulse
+from callboard._aio import Pulse, guarded_task, stop_tasks
 from callboard.kube.deleting import finalizer as deletion
 from callboard.kube.k8s.client import KubeApi, KubeApiError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
