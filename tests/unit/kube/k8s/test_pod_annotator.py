@@ -1,11 +1,9 @@
-"""Pod annotations (what, when) and the work queue / pulse primitives."""
+"""Pod annotations: what they say, and when they are written."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from callboard._aio import Pulse, WorkQueue
 from callboard.kube.k8s.client import KubeApi, NotFoundError
 from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for
 from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
@@ -58,27 +56,3 @@ async def test_missing_pods_are_left_alone_for_a_while() -> None:
     assert pods.due({("ns", "gone"): 1}) == {}
     clock.now += 61
     assert pods.due({("ns", "gone"): 1}) == {("ns", "gone"): 1}
-
-
-async def test_work_queue_dedupes_and_requeues_keys_added_while_processing() -> None:
-    q: WorkQueue[str] = WorkQueue()
-    q.add("a")
-    q.add("a")
-    assert len(q) == 1
-    key = await q.get()
-    assert q.busy("a")
-    q.add("a")  # changed while a worker holds it
-    assert len(q) == 0
-    q.done(key)
-    assert len(q) == 1 and await q.get() == "a"
-    q.done("a")
-    assert not q.busy("a")
-
-
-async def test_pulse_wakes_current_waiters() -> None:
-    pulse = Pulse()
-    waiter = asyncio.create_task(pulse.wait(5.0))
-    await asyncio.sleep(0)
-    pulse.fire()
-    assert await waiter is True
-    assert await pulse.wait(0.01) is False

@@ -6,8 +6,7 @@ import asyncio
 
 from callboard.kube.k8s.lease import LeaderLease
 from callboard.kube.settings import LeaderSettings
-
-from .fakes import FakeKube
+from tests.unit.kube.fakes import FakeKube
 
 FAST = LeaderSettings(namespace="ops", name="lead", lease_duration=0.4, renew_interval=0.1)
 

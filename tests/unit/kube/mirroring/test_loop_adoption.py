@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callboard.kube.settings import AdoptionSettings, Settings
-
-from .conftest import Harness, fast_settings
+from tests.unit.kube.conftest import Harness, fast_settings
 
 
 @pytest.fixture
