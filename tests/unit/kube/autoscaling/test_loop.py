@@ -8,10 +8,9 @@ the newest). New replicas appear as ready pods at once.
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -24,117 +23,19 @@ from callboard.kube.autoscaling.loop import (
     scale_path,
 )
 from callboard.kube.autoscaling.policy import VICTIM_COST, AutoscaleSettings, Buffer, ScalingMode
-from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError
+from callboard.kube.k8s.client import ConflictError
 from callboard.kube.resource.constants import POD_DELETION_COST
 from callboard.registry import InMemorySessionKVStore, NodeInfo, SessionInfo, SessionRegistry
+from tests.support.fake_kube import FakeDeployment, FakeKube
 
 NS = "agents"
 DEPLOYMENT = "pool"
 COST = POD_DELETION_COST
 
 
-class FakeCluster(KubeApi):
-    def __init__(self, replicas: int) -> None:
-        super().__init__(lambda: None)
-        self.replicas = replicas
-        self.version = 1
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.clock = itertools.count(1)
-        self.deleted: list[str] = []
-        self.scale_patches: list[int] = []
-        self.on_pod_patch: Callable[[str, dict[str, Any]], None] | None = None
-        self.down = False
-        self._names = itertools.count()
-        self._reconcile()
-
-    async def open(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def add_pod(self, *, ready: bool = True) -> str:
-        name = f"pool-{next(self._names):02}"
-        self.pods[name] = {
-            "metadata": {
-                "name": name,
-                "namespace": NS,
-                "labels": {"app": "pool"},
-                "creationTimestamp": f"2026-01-01T00:{next(self.clock):02}:00Z",
-                "annotations": {},
-            },
-            "status": {
-                "phase": "Running" if ready else "Pending",
-                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            },
-        }
-        return name
-
-    def cost(self, name: str) -> str | None:
-        annotations: dict[str, str] = self.pods[name]["metadata"]["annotations"]
-        return annotations.get(COST)
-
-    def _rank(self, pod: dict[str, Any]) -> tuple[int, int, str]:
-        ready = pod["status"]["phase"] == "Running"
-        cost = int(pod["metadata"]["annotations"].get(COST, "0"))
-        # Not-ready first, then the lowest cost, then the newest.
-        return (
-            1 if ready else 0,
-            cost,
-            "".join(chr(255 - ord(c)) for c in pod["metadata"]["creationTimestamp"]),
-        )
-
-    def _reconcile(self) -> None:
-        while len(self.pods) < self.replicas:
-            self.add_pod()
-        while len(self.pods) > self.replicas:
-            victim = min(self.pods.values(), key=self._rank)["metadata"]["name"]
-            del self.pods[victim]
-            self.deleted.append(victim)
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        if self.down:
-            raise KubeApiError(0, "connection refused")
-        await asyncio.sleep(0)
-        if path == scale_path(NS, DEPLOYMENT):
-            if method == "GET":
-                return {
-                    "metadata": {"name": DEPLOYMENT, "namespace": NS, "resourceVersion": str(self.version)},
-                    "spec": {"replicas": self.replicas},
-                    "status": {"replicas": len(self.pods), "selector": "app=pool"},
-                }
-            assert method == "PATCH"
-            assert body is not None
-            wanted = (body.get("metadata") or {}).get("resourceVersion")
-            if wanted is not None and wanted != str(self.version):
-                raise ConflictError(409, "the object has been modified")
-            self.replicas = body["spec"]["replicas"]
-            self.scale_patches.append(self.replicas)
-            self.version += 1
-            self._reconcile()
-            return None
-        if path == f"/api/v1/namespaces/{NS}/pods" and method == "GET":
-            assert params == {"labelSelector": "app=pool"}
-            return {"items": [copy.deepcopy(p) for p in self.pods.values()]}
-        prefix = f"/api/v1/namespaces/{NS}/pods/"
-        if path.startswith(prefix) and method == "PATCH":
-            name = path.removeprefix(prefix)
-            if name not in self.pods:
-                raise NotFoundError(404, f"pods {name!r} not found")
-            assert body is not None
-            self.pods[name]["metadata"]["annotations"].update(body["metadata"]["annotations"])
-            if self.on_pod_patch is not None:
-                self.on_pod_patch(name, body)
-            return None
-        raise AssertionError(f"unexpected call {method} {path}")
+def deployment(replicas: int) -> FakeDeployment:
+    """The agent Deployment on a fresh fake API server, its pods started."""
+    return FakeKube().add_deployment(DEPLOYMENT, NS, replicas=replicas, labels={"app": "pool"})
 
 
 class Agents:
@@ -146,7 +47,7 @@ class Agents:
         self.nodes: dict[str, SessionRegistry] = {}
         self.ids = itertools.count()
 
-    async def sync(self, cluster: FakeCluster) -> None:
+    async def sync(self, cluster: FakeDeployment) -> None:
         for name in cluster.pods.keys() - self.nodes.keys():
             node = SessionRegistry(self.store, node_id=name, ttl=30)
             node.set_node_info(capacity=self.capacity, pod_name=name, namespace=NS, pool="default")
@@ -209,16 +110,16 @@ class FakeClock:
         return self.now
 
 
-def scaler(cluster: FakeCluster, store: InMemorySessionKVStore, **kw: Any) -> Autoscaler:
+def scaler(cluster: FakeDeployment, store: InMemorySessionKVStore, **kw: Any) -> Autoscaler:
     clock = kw.pop("clock", FakeClock())
     registry = SessionRegistry(store, node_id="autoscaler", ttl=30, foreign_scan_interval=None)
-    return Autoscaler(settings=make_settings(**kw), registry=registry, api=cluster, clock=clock)
+    return Autoscaler(settings=make_settings(**kw), registry=registry, api=cluster.kube, clock=clock)
 
 
 async def test_sessions_rise_then_end_and_only_idle_pods_go(
     store: InMemorySessionKVStore, agents: Agents
 ) -> None:
-    cluster = FakeCluster(replicas=1)
+    cluster = deployment(replicas=1)
     auto = scaler(cluster, store)
     await agents.sync(cluster)
     first = next(iter(cluster.pods))
@@ -252,7 +153,7 @@ async def test_sessions_rise_then_end_and_only_idle_pods_go(
 
 
 async def test_scale_down_is_limited_to_idle_pods(store: InMemorySessionKVStore, agents: Agents) -> None:
-    cluster = FakeCluster(replicas=4)
+    cluster = deployment(replicas=4)
     await agents.sync(cluster)
     names = sorted(cluster.pods)
     for name in names[1:]:
@@ -269,7 +170,7 @@ async def test_scale_down_is_limited_to_idle_pods(store: InMemorySessionKVStore,
 async def test_a_victim_that_gets_a_session_meanwhile_stays(
     store: InMemorySessionKVStore, agents: Agents
 ) -> None:
-    cluster = FakeCluster(replicas=3)
+    cluster = deployment(replicas=3)
     await agents.sync(cluster)
     names = sorted(cluster.pods)
     await agents.start_session(names[0])
@@ -281,7 +182,7 @@ async def test_a_victim_that_gets_a_session_meanwhile_stays(
         if body["metadata"]["annotations"][COST] == str(VICTIM_COST) and name == names[2] and not landed:
             landed.append(asyncio.ensure_future(agents.start_session(name)))
 
-    cluster.on_pod_patch = on_patch
+    cluster.kube.on_pod_patch = on_patch
     decision = await auto.cycle()
     assert landed
     assert decision.target == 2
@@ -292,7 +193,7 @@ async def test_a_victim_that_gets_a_session_meanwhile_stays(
 
 
 async def test_a_victim_whose_cost_was_rewritten_stays(store: InMemorySessionKVStore, agents: Agents) -> None:
-    cluster = FakeCluster(replicas=2)
+    cluster = deployment(replicas=2)
     await agents.sync(cluster)
     auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
 
@@ -301,18 +202,18 @@ async def test_a_victim_whose_cost_was_rewritten_stays(store: InMemorySessionKVS
         if body["metadata"]["annotations"][COST] == str(VICTIM_COST):
             cluster.pods[name]["metadata"]["annotations"][COST] = "0"
 
-    cluster.on_pod_patch = operator_rewrites
+    cluster.kube.on_pod_patch = operator_rewrites
     decision = await auto.cycle()
     assert decision.target == 2
     assert cluster.deleted == []
     assert cluster.scale_patches == []
-    cluster.on_pod_patch = None
+    cluster.kube.on_pod_patch = None
     assert (await auto.cycle()).target == 1
     assert len(cluster.deleted) == 1
 
 
 async def test_cool_down_holds_the_peak(store: InMemorySessionKVStore, agents: Agents) -> None:
-    cluster = FakeCluster(replicas=1)
+    cluster = deployment(replicas=1)
     await agents.sync(cluster)
     clock = FakeClock()
     auto = scaler(cluster, store, scale_down_window=60.0, clock=clock)
@@ -332,7 +233,7 @@ async def test_cool_down_holds_the_peak(store: InMemorySessionKVStore, agents: A
 
 
 async def test_stale_marks_are_taken_back(store: InMemorySessionKVStore, agents: Agents) -> None:
-    cluster = FakeCluster(replicas=2)
+    cluster = deployment(replicas=2)
     await agents.sync(cluster)
     a, _ = sorted(cluster.pods)
     await agents.start_session(a)
@@ -347,7 +248,7 @@ async def test_stale_marks_are_taken_back(store: InMemorySessionKVStore, agents:
 async def test_metrics_mode_exports_and_marks_but_never_scales(
     store: InMemorySessionKVStore, agents: Agents
 ) -> None:
-    cluster = FakeCluster(replicas=3)
+    cluster = deployment(replicas=3)
     await agents.sync(cluster)
     names = sorted(cluster.pods)
     for _ in range(2):
@@ -357,7 +258,7 @@ async def test_metrics_mode_exports_and_marks_but_never_scales(
     auto = Autoscaler(
         settings=make_settings(mode=ScalingMode.METRICS, buffer=Buffer(count=1)),
         registry=registry,
-        api=cluster,
+        api=cluster.kube,
         metrics=metrics,
         clock=FakeClock(),
     )
@@ -379,19 +280,19 @@ async def test_metrics_mode_exports_and_marks_but_never_scales(
     assert value("capacity") == 2
     # Already marked: no second patch of the same pod.
     patched: list[str] = []
-    cluster.on_pod_patch = lambda name, body: patched.append(name)
+    cluster.kube.on_pod_patch = lambda name, body: patched.append(name)
     await auto.cycle()
     assert patched == []
 
 
 async def test_conflicting_scale_change_wins(store: InMemorySessionKVStore, agents: Agents) -> None:
-    cluster = FakeCluster(replicas=1)
+    cluster = deployment(replicas=1)
     await agents.sync(cluster)
     first = next(iter(cluster.pods))
     for _ in range(2):
         await agents.start_session(first)
     auto = scaler(cluster, store)
-    real_get = cluster.get
+    real_get = cluster.kube.get
 
     async def get_then_someone_scales(path: str, *, params: Mapping[str, str] | None = None) -> Any:
         result = await real_get(path, params=params)
@@ -399,7 +300,7 @@ async def test_conflicting_scale_change_wins(store: InMemorySessionKVStore, agen
             cluster.version += 1  # kubectl scale, between our read and our patch
         return result
 
-    cluster.get = get_then_someone_scales  # type: ignore[method-assign]
+    cluster.kube.get = get_then_someone_scales  # type: ignore[method-assign]
     with pytest.raises(ConflictError):
         await auto.cycle()
     assert cluster.scale_patches == []
@@ -408,17 +309,17 @@ async def test_conflicting_scale_change_wins(store: InMemorySessionKVStore, agen
 async def test_run_autoscaler_survives_failures_and_stops(
     store: InMemorySessionKVStore, agents: Agents, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cluster = FakeCluster(replicas=1)
+    cluster = deployment(replicas=1)
     await agents.sync(cluster)
     first = next(iter(cluster.pods))
     for _ in range(2):
         await agents.start_session(first)
-    cluster.down = True
+    cluster.kube.down = True
     stop = asyncio.Event()
     registry = SessionRegistry(store, node_id="autoscaler", ttl=30, foreign_scan_interval=None)
     caplog.set_level(logging.WARNING, logger="callboard.kube.autoscaling.loop")
     task = asyncio.create_task(
-        run_autoscaler(settings=make_settings(), registry=registry, api=cluster, stop=stop)
+        run_autoscaler(settings=make_settings(), registry=registry, api=cluster.kube, stop=stop)
     )
     for _ in range(200):
         if "autoscaling cycle failed" in caplog.text:
@@ -426,7 +327,7 @@ async def test_run_autoscaler_survives_failures_and_stops(
         await asyncio.sleep(0.01)
     assert "connection refused" in caplog.text
     assert cluster.replicas == 1
-    cluster.down = False
+    cluster.kube.down = False
     for _ in range(200):
         if cluster.replicas == 2:
             break
@@ -438,9 +339,11 @@ async def test_run_autoscaler_survives_failures_and_stops(
 
 async def test_run_autoscaler_off_returns_at_once(store: InMemorySessionKVStore) -> None:
     registry = SessionRegistry(store, node_id="autoscaler", ttl=30, foreign_scan_interval=None)
-    cluster = FakeCluster(replicas=1)
+    cluster = deployment(replicas=1)
     await asyncio.wait_for(
-        run_autoscaler(settings=AutoscaleSettings(), registry=registry, api=cluster, stop=asyncio.Event()),
+        run_autoscaler(
+            settings=AutoscaleSettings(), registry=registry, api=cluster.kube, stop=asyncio.Event()
+        ),
         0.5,
     )
 

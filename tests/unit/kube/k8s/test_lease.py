@@ -6,7 +6,7 @@ import asyncio
 
 from callboard.kube.k8s.lease import LeaderLease
 from callboard.kube.settings import LeaderSettings
-from tests.unit.kube.fakes import FakeKube
+from tests.support.fake_kube import FakeKube
 
 FAST = LeaderSettings(namespace="ops", name="lead", lease_duration=0.4, renew_interval=0.1)
 
