@@ -26,10 +26,11 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 
 from callboard._aio import LogThrottle, Pulse, WorkQueue, guarded_task, stop_tasks
-from callboard.errors import CallboardError, StoreError
+from callboard.errors import StoreError
 from callboard.kube.k8s.client import KubeApiError
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.placing import policy as placement
+from callboard.kube.placing.policy import needs_placement, spec_problem
 from callboard.kube.placing.start_tracker import Outcome, OutcomeKind, StartTracker
 from callboard.kube.resource.fields import format_time, parse_time
 from callboard.kube.resource.naming import session_id_for
@@ -39,9 +40,9 @@ from callboard.kube.settings import PlacementSettings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
 from callboard.kube.views.registry_snapshot import Snapshot
-from callboard.registry import SessionRegistry, validate_id
+from callboard.registry import SessionRegistry
 
-__all__ = ["Placer", "needs_placement"]
+__all__ = ["Placer"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,23 +54,6 @@ CONFIRMED_MEMORY = 30.0
 #: Longest wait (seconds) for a registry read newer than an object before calling it
 #: unschedulable: nodes that registered just before it was applied must count.
 FRESH_READ_WAIT = 5.0
-
-
-def needs_placement(obj: AgentSessionObject) -> bool:
-    """Whether the placer owns ``obj`` now (pure: in-process attempts are checked apart)."""
-    if obj.deleting or obj.adopted_session is not None or not obj.has_finalizer:
-        return False
-    return obj.status.phase in (None, Phase.PENDING, Phase.SCHEDULED)
-
-
-def spec_problem(obj: AgentSessionObject) -> str | None:
-    """Why the spec cannot be sent to a node (the CRD schema should have caught it)."""
-    try:
-        validate_id(obj.spec.call_id, "spec.callId")
-        validate_id(obj.spec.call_type, "spec.callType")
-    except CallboardError as exc:
-        return str(exc)
-    return None
 
 
 class Placer:

@@ -1,4 +1,7 @@
-"""Choosing a node for a new session (pure functions).
+"""Which objects need a node, and choosing one for each new session (pure functions).
+
+:func:`needs_placement` says whether the placer owns an object now, :func:`spec_problem`
+whether its spec can be sent to a node at all.
 
 A node is a candidate when its record is fresh (heartbeat within ``freshness`` seconds),
 it is not draining, it belongs to the requested pool (no pool requested: any node) and
@@ -20,9 +23,21 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from callboard.registry import NodeInfo
+from callboard.errors import CallboardError
+from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.resource.phases import Phase
+from callboard.registry import NodeInfo, validate_id
 
-__all__ = ["Candidate", "Strategy", "Verdict", "candidates", "choose", "explain"]
+__all__ = [
+    "Candidate",
+    "Strategy",
+    "Verdict",
+    "candidates",
+    "choose",
+    "explain",
+    "needs_placement",
+    "spec_problem",
+]
 
 
 class Strategy(StrEnum):
@@ -128,3 +143,20 @@ def explain(tally: Counter[Verdict], *, pool: str | None) -> str:
         f"{tally[v]} {v.value}" for v in Verdict if v not in (Verdict.OK, Verdict.OTHER_POOL) and tally[v]
     ]
     return f"0 of {in_pool} agent nodes in {where} can take a session: {', '.join(parts)}"
+
+
+def needs_placement(obj: AgentSessionObject) -> bool:
+    """Whether the placer owns ``obj`` now (pure: in-process attempts are checked apart)."""
+    if obj.deleting or obj.adopted_session is not None or not obj.has_finalizer:
+        return False
+    return obj.status.phase in (None, Phase.PENDING, Phase.SCHEDULED)
+
+
+def spec_problem(obj: AgentSessionObject) -> str | None:
+    """Why the spec cannot be sent to a node (the CRD schema should have caught it)."""
+    try:
+        validate_id(obj.spec.call_id, "spec.callId")
+        validate_id(obj.spec.call_type, "spec.callType")
+    except CallboardError as exc:
+        return str(exc)
+    return None

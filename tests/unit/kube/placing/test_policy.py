@@ -6,7 +6,18 @@ from collections import Counter
 
 import pytest
 
-from callboard.kube.placing.policy import Candidate, Strategy, Verdict, candidates, choose, explain
+from callboard.kube.placing.policy import (
+    Candidate,
+    Strategy,
+    Verdict,
+    candidates,
+    choose,
+    explain,
+    needs_placement,
+    spec_problem,
+)
+from callboard.kube.resource.constants import FINALIZER
+from callboard.kube.resource.objects import AgentSessionObject
 from callboard.registry import NodeInfo
 
 NOW = 1_000_000.0
@@ -102,3 +113,42 @@ def test_explain() -> None:
     assert explain(Counter({Verdict.OTHER_POOL: 2}), pool="gpu") == "none of 2 agent nodes is in pool 'gpu'"
     text = explain(Counter({Verdict.FULL: 2, Verdict.DRAINING: 1, Verdict.OTHER_POOL: 3}), pool="gpu")
     assert text == "0 of 3 agent nodes in pool 'gpu' can take a session: 1 draining, 2 full"
+
+
+def agent_session(*, phase: str | None = None, finalizer: bool = True, **meta: object) -> AgentSessionObject:
+    return AgentSessionObject.from_body(
+        {
+            "metadata": {
+                "namespace": "ns",
+                "name": "a1",
+                "uid": "u1",
+                "finalizers": [FINALIZER] if finalizer else [],
+                **meta,
+            },
+            "spec": {"callId": "call-1"},
+            "status": {"phase": phase} if phase else {},
+        }
+    )
+
+
+@pytest.mark.parametrize("phase", [None, "Pending", "Scheduled"])
+def test_objects_not_yet_running_need_placement(phase: str | None) -> None:
+    assert needs_placement(agent_session(phase=phase))
+
+
+@pytest.mark.parametrize("phase", ["Running", "Closing", "Lost", "Succeeded", "Failed"])
+def test_objects_past_placement_do_not(phase: str) -> None:
+    assert not needs_placement(agent_session(phase=phase))
+
+
+def test_objects_without_finalizer_or_being_deleted_are_not_placed() -> None:
+    assert not needs_placement(agent_session(finalizer=False))
+    assert not needs_placement(agent_session(deletionTimestamp="2026-01-01T00:00:00Z"))
+
+
+def test_a_spec_the_registry_would_refuse_is_named() -> None:
+    assert spec_problem(agent_session()) is None
+    bad = AgentSessionObject.from_body({"metadata": {"name": "a1"}, "spec": {"callId": "bad id!"}})
+    problem = spec_problem(bad)
+    assert problem is not None
+    assert "spec.callId" in problem
