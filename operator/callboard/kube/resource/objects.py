@@ -68,6 +68,13 @@ class Spec:
 
 @dataclass(frozen=True, slots=True)
 class AgentSessionObject:
+    """One AgentSession custom resource, typed.
+
+    ``Object`` in the name: it is the Kubernetes object, not a running session (that is
+    the launcher's ``AgentSession``, the Vision Agents name); the object points at its
+    session through :attr:`session` once one is known.
+    """
+
     namespace: str
     name: str
     uid: str
