@@ -264,7 +264,7 @@ def command(
     adopted; agent pods carry pod-deletion-cost and safe-to-evict for autoscaling.
     Credentials: the pod's service account, else $KUBECONFIG or ~/.kube/config.
     """
-    from callboard.kube.placement import Strategy
+    from callboard.kube.placing.policy import Strategy
     from callboard.kube.settings import (
         AdoptionSettings,
         DeletionSettings,
@@ -301,7 +301,7 @@ def command(
             host=listen_host, liveness_port=_port(liveness_port), metrics_port=_port(metrics_port)
         ),
     )
-    from callboard.kube.autoscale import AutoscaleSettings
+    from callboard.kube.autoscaling.policy import AutoscaleSettings
 
     try:
         settings.autoscale = AutoscaleSettings.from_env(
@@ -311,7 +311,7 @@ def command(
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
 
-    from callboard.kube.runner import LeadershipLost, run
+    from callboard.kube.running.entrypoint import LeadershipLost, run
 
     # kopf logs every handler call at INFO ("Handler 'observe' succeeded": one line per watch
     # event) and its probe server every request; keep warnings, unless debugging.

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from callboard.errors import ConfigurationError
-from callboard.kube.autoscale import AutoscaleSettings
-from callboard.kube.placement import Strategy
+from callboard.kube.autoscaling.policy import AutoscaleSettings
+from callboard.kube.placing.policy import Strategy
 from callboard.registry import DEFAULT_KEY_PREFIX
 
 __all__ = [

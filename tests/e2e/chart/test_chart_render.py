@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from callboard.kube import autoscale
-from callboard.kube.autoscale import AutoscaleSettings, Buffer, ScalingMode
+from callboard.kube.autoscaling import policy as autoscale
+from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
 from callboard.sidecar.settings import ENV_VARS as SIDECAR_ENV_VARS
 from tests.e2e import kubeharness as kh
 
@@ -385,8 +385,8 @@ _METRIC = re.compile(r"\b(callboard_[a-z_]+?)(?:_bucket|_total)?\b")
 def test_dashboard_uses_metrics_that_exist(render: Render) -> None:
     from prometheus_client import CollectorRegistry
 
-    from callboard.kube.autoscaler import AutoscalerMetrics
-    from callboard.kube.metrics import OperatorMetrics
+    from callboard.kube.autoscaling.loop import AutoscalerMetrics
+    from callboard.kube.views.metrics import OperatorMetrics
 
     config_map = find(render("-f", "tests/e2e/chart/values/full.yaml"), "ConfigMap")
     assert config_map["metadata"]["namespace"] == "monitoring"
