@@ -32,8 +32,8 @@ from typing import Any
 
 import aiohttp
 
-from callboard.kube.api import KubeApi, agentsession_path
-from callboard.kube.runner import login
+from callboard.kube.k8s.client import KubeApi, agentsession_path
+from callboard.kube.running.entrypoint import login
 from tests.e2e import kubeharness as kh
 from tests.support.redis_server import RedisServer, free_port
 

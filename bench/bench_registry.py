@@ -23,8 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 
 from callboard.registry import RedisSessionKVStore, SessionInfo, SessionRegistry
-from callboard.registry import keys as k
-from callboard.registry.redis_index import FULL_HEARTBEAT_EVERY, RedisSessionIndex
+from callboard.registry import _keys as k
+from callboard.registry.backends.redis_index import FULL_HEARTBEAT_EVERY, RedisSessionIndex
 from tests.support.redis_server import RedisServer
 
 POLL_INTERVAL_S = 5.0  # the documented maintenance interval

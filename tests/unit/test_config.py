@@ -28,7 +28,7 @@ from callboard import config
 from callboard.cli import main
 from callboard.cli._options import update_readme
 from callboard.errors import ConfigurationError
-from callboard.kube.autoscale import Buffer, ScalingMode
+from callboard.kube.autoscaling.policy import Buffer, ScalingMode
 from callboard.kube.settings import Settings
 from callboard.server.node import ServeSettings
 from callboard.sidecar.settings import SidecarSettings
@@ -64,7 +64,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Settings each command would run with; the commands stop right there."""
     import callboard.cli.serve
     import callboard.cli.sidecar
-    import callboard.kube.runner
+    import callboard.kube.running.entrypoint
 
     seen: list[object] = []
 
@@ -74,7 +74,7 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(callboard.cli.serve, "serve", fake_run)
     monkeypatch.setattr(callboard.cli.sidecar, "_run", fake_run)
-    monkeypatch.setattr(callboard.kube.runner, "run", fake_run)
+    monkeypatch.setattr(callboard.kube.running.entrypoint, "run", fake_run)
     return seen
 
 

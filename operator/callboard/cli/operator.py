@@ -50,7 +50,7 @@ def command(**options: object) -> None:
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from exc
 
-    from callboard.kube.runner import LeadershipLost, run
+    from callboard.kube.running.entrypoint import LeadershipLost, run
 
     # kopf logs every handler call at INFO ("Handler 'observe' succeeded": one line per watch
     # event) and its probe server every request; keep warnings, unless debugging.

@@ -14,8 +14,8 @@ from typing import Self
 
 from callboard.config import build, parse_int, setting
 from callboard.errors import ConfigurationError
-from callboard.kube.autoscale import AutoscaleSettings
-from callboard.kube.placement import Strategy
+from callboard.kube.autoscaling.policy import AutoscaleSettings
+from callboard.kube.placing.policy import Strategy
 from callboard.registry import DEFAULT_KEY_PREFIX
 
 __all__ = [

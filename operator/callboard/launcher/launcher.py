@@ -31,7 +31,6 @@ from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.errors import (
     ConfigurationError,
     InvalidIdError,
-    MaxConcurrentSessionsExceeded,
     MaxSessionsPerCallExceeded,
     NodeDrainingError,
     StoreError,
@@ -43,8 +42,17 @@ from callboard.launcher.session import AgentSession, CloseReason
 from callboard.launcher.settings import LauncherSettings
 from callboard.launcher.start_requests import StartRequestHandler
 from callboard.launcher.stats import LauncherStats
-from callboard.registry import CloseRequest, EventStream, SessionInfo, SessionRegistry, StartRequest
-from callboard.registry.ids import validate_id
+from callboard.registry import (
+    CloseRequest,
+    EventStream,
+    SessionInfo,
+    SessionRegistry,
+    StartRejection,
+    StartRequest,
+    admission_error,
+    check_admission,
+    validate_id,
+)
 
 __all__ = ["AgentLauncher"]
 
@@ -63,6 +71,9 @@ TASK_STOP_TIMEOUT = 2.0
 #: With push working, poll for start requests every this many cycles anyway (30 s at the
 #: default interval): a pub/sub notice can be lost without a disconnect being noticed.
 START_POLL_EVERY = 6
+#: The ``stats.rejected`` key (the ``callboard_sessions_rejected`` metric's label) of each
+#: admission refusal; kept from before the shared vocabulary so dashboards keep working.
+_STAT_OF = {StartRejection.DRAINING: "draining", StartRejection.CAPACITY: "max_concurrent"}
 
 
 class AgentLauncher(Generic[AgentT]):
@@ -258,7 +269,7 @@ class AgentLauncher(Generic[AgentT]):
         """Refuse new sessions, mark the node draining, let sessions end, then close the rest.
 
         Waits up to ``timeout`` seconds for live sessions to end by themselves, then closes
-        what is left (reason ``drain``) and waits for that too. Returns how many sessions
+        what is left (reason ``drain_timeout``) and waits for that too. Returns how many sessions
         had to be closed. Draining lasts until :meth:`stop`.
         """
         self._draining = True
@@ -336,8 +347,8 @@ class AgentLauncher(Generic[AgentT]):
                 sid = validate_id(session_id if session_id is not None else agent.id, "session_id")
                 if sid in self._sessions:
                     raise InvalidIdError(f"session id {sid!r} is already live on this node")
-                if self._draining:
-                    raise NodeDrainingError(f"node {self.node_id} is draining")
+                if self._draining:  # drain() began while the agent was created
+                    raise admission_error(StartRejection.DRAINING, node_id=self.node_id)
                 info = await self._registry.register(
                     call_id, sid, max_sessions_per_call=self.max_sessions_per_call
                 )
@@ -486,15 +497,12 @@ class AgentLauncher(Generic[AgentT]):
     # -- internals ------------------------------------------------------------------------
 
     def _check_capacity(self) -> None:
-        if self._draining:
-            self.stats.rejected["draining"] += 1
-            raise NodeDrainingError(f"node {self.node_id} is draining and takes no new sessions")
+        active = len(self._sessions) + self._starting
         limit = self.max_concurrent_sessions
-        if limit is not None and len(self._sessions) + self._starting >= limit:
-            self.stats.rejected["max_concurrent"] += 1
-            raise MaxConcurrentSessionsExceeded(
-                f"node {self.node_id} already runs its maximum of {limit} concurrent sessions"
-            )
+        rejection = check_admission(draining=self._draining, active=active, capacity=limit)
+        if rejection is not None:
+            self.stats.rejected[_STAT_OF[rejection]] += 1
+            raise admission_error(rejection, node_id=self.node_id, active=active, capacity=limit)
 
     def _run(
         self, sid: str, call_id: str, call_type: str, agent: AgentT, info: SessionInfo
@@ -583,16 +591,8 @@ class AgentLauncher(Generic[AgentT]):
         self._close_stream = self._start_stream = None
 
     def _publish_capacity(self) -> None:
-        node = self._registry.node
-        if node.capacity is None and self.max_concurrent_sessions is not None:
-            self._registry.set_node_info(
-                address=node.address,
-                capacity=self.max_concurrent_sessions,
-                pool=node.pool,
-                pod_name=node.pod_name,
-                namespace=node.namespace,
-                version=node.version,
-            )
+        if self._registry.node.capacity is None and self.max_concurrent_sessions is not None:
+            self._registry.set_node_info(capacity=self.max_concurrent_sessions)
 
     def _ctx(self, call_id: str | None = None, session_id: str | None = None) -> dict[str, str]:
         ctx = {"node_id": self.node_id}

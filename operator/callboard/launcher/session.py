@@ -10,35 +10,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Generic
 
 from callboard.launcher.agent import AgentT
+from callboard.registry import EndReason
 
 __all__ = ["AgentSession", "CloseReason"]
 
 
-class CloseReason(StrEnum):
-    """Why a session ended: the ``reason`` of its tombstone in the registry."""
-
-    FINISHED = "finished"
-    """``join_call`` returned: the call is over."""
-    FAILED = "failed"
-    """``join_call`` raised."""
-    CLOSED = "closed"
-    """:meth:`AgentLauncher.close_session` on this node (API, CLI)."""
-    CLOSE_REQUESTED = "close_requested"
-    """A close request from another node (pushed, or polled as the fallback)."""
-    IDLE = "idle"
-    """The agent was alone on the call for ``agent_idle_timeout`` seconds."""
-    MAX_DURATION = "max_duration"
-    """The session ran for ``max_session_duration_seconds``."""
-    DRAIN = "drain"
-    """The node drained and the session outlived the grace period."""
-    STOPPED = "stopped"
-    """The launcher stopped."""
-    CANCELLED = "cancelled"
-    """Someone cancelled the task directly."""
+CloseReason = EndReason
+"""Why a session ended: the registry's :class:`~callboard.registry.EndReason` (one vocabulary
+for every runtime), under the name the documented Vision Agents launcher API uses."""
 
 
 @dataclass(eq=False)

@@ -2,44 +2,35 @@
 
 Each request is answered once: the session starts with the id the sender chose and the
 answer is "accepted", or the answer says why not in words the operator acts on
-(:class:`StartRejection`). Requests arrive by push; they are also polled at start-up (sent
-before this node listened) and every few cycles (a notice lost without a disconnect).
-Duplicates are dropped by request id for twice the TTL, as a request lives one TTL.
+(:class:`~callboard.registry.StartRejection`, shared with the sidecar). Requests arrive by
+push; they are also polled at start-up (sent before this node listened) and every few cycles
+(a notice lost without a disconnect). Duplicates are dropped by request id
+(:class:`~callboard.registry.SeenRequests`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from callboard._aio import stop_tasks
-from callboard.errors import (
-    InvalidIdError,
-    MaxConcurrentSessionsExceeded,
-    MaxSessionsPerCallExceeded,
-    NodeDrainingError,
-    StoreError,
-)
+from callboard.errors import CapacityError, InvalidIdError, StoreError
 from callboard.launcher.agent import AgentStartError
-from callboard.registry import EventStream, SessionRegistry, StartRequest
+from callboard.registry import (
+    EventStream,
+    SeenRequests,
+    SessionRegistry,
+    StartRejection,
+    StartRequest,
+    rejection_for,
+)
 
 __all__ = ["StartRejection", "StartRequestHandler"]
 
 logger = logging.getLogger(__name__)
-
-
-class StartRejection:
-    """Reasons a node gives when it rejects a start request (the operator reads them)."""
-
-    AT_CAPACITY = "at capacity"
-    DRAINING = "draining"
-    CALL_LIMIT = "call limit"
-    INVALID = "invalid request"
-    FAILED = "agent failed to start"
 
 
 class StartRequestHandler:
@@ -58,7 +49,7 @@ class StartRequestHandler:
         self.answers = answers
         self.log_failure = log_failure
         self.accepting = True
-        self._handled: dict[str, float] = {}
+        self._handled = SeenRequests(2 * registry.ttl)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def consume(self, stream: EventStream[StartRequest]) -> None:
@@ -76,12 +67,8 @@ class StartRequestHandler:
 
     def spawn(self, request: StartRequest) -> None:
         """Answer ``request`` in a task of its own (a slow ``create_agent`` blocks nothing)."""
-        if request.request_id in self._handled or not self.accepting:
+        if not self.accepting or not self._handled.first_time(request.request_id):
             return
-        now = time.monotonic()
-        keep = 2 * self.registry.ttl
-        self._handled = {r: t for r, t in self._handled.items() if now - t < keep}
-        self._handled[request.request_id] = now
         task = asyncio.create_task(self._answer(request), name=f"start:{request.request_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -99,17 +86,13 @@ class StartRequestHandler:
         reason: str | None = None
         try:
             await self.start(request)
-        except NodeDrainingError:
-            reason = StartRejection.DRAINING
-        except MaxConcurrentSessionsExceeded:
-            reason = StartRejection.AT_CAPACITY
-        except MaxSessionsPerCallExceeded:
-            reason = StartRejection.CALL_LIMIT
+        except CapacityError as exc:
+            reason = rejection_for(exc) or StartRejection.CAPACITY
         except InvalidIdError as exc:
             reason = f"{StartRejection.INVALID}: {exc}"
         except StoreError as exc:
             # Not answered: forget it, so a later poll retries while the request lives.
-            self._handled.pop(request.request_id, None)
+            self._handled.forget(request.request_id)
             self.log_failure("start-request", exc)
             return
         except (AgentStartError, RuntimeError) as exc:

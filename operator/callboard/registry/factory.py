@@ -8,8 +8,8 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from callboard.errors import ConfigurationError
-from callboard.registry.memory import InMemorySessionKVStore
-from callboard.registry.redis_store import DEFAULT_KEY_PREFIX, RedisSessionKVStore
+from callboard.registry.backends.memory import InMemorySessionKVStore
+from callboard.registry.backends.redis import DEFAULT_KEY_PREFIX, RedisSessionKVStore
 from callboard.registry.store import SessionKVStore
 
 __all__ = ["REDIS_SCHEMES", "store_from_url"]

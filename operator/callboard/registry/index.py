@@ -6,7 +6,7 @@ into a :class:`SessionIndex`:
 - :class:`KVSessionIndex` works on any :class:`SessionKVStore` with only the documented
   methods (``mset``, ``keys``, ``mget``...). Look-ups by call or node scan keys; the
   per-call limit is checked then written, so it is not atomic across nodes.
-- ``RedisSessionIndex`` (in :mod:`callboard.registry.redis_index`) runs each operation as
+- ``RedisSessionIndex`` (in :mod:`callboard.registry.backends.redis_index`) runs each operation as
   one Lua script next to the data, keeps per-call and per-node sets so look-ups never scan,
   and makes the per-call limit atomic.
 """
@@ -17,8 +17,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from callboard.errors import MaxSessionsPerCallExceeded
-from callboard.registry import keys as k
-from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo
+from callboard.registry import _keys as k
+from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, decode_or_none
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = ["KVSessionIndex", "SessionIndex", "close_notice", "parse_close_notice"]
@@ -117,12 +117,9 @@ class KVSessionIndex(SessionIndex):
         await self.store.set(k.close_key(call_id, session_id), b"", ttl)
         if not isinstance(self.store, PubSubSupport):
             return None
-        raw = await self.store.get(k.session_key(call_id, session_id))
-        if raw is None:
+        info = decode_or_none(SessionInfo.from_json, await self.store.get(k.session_key(call_id, session_id)))
+        if info is None:
             return None
-        try:
-            owner = SessionInfo.from_json(raw).node_id
-        except (TypeError, ValueError, LookupError):
-            return None
+        owner = info.node_id
         await self.store.publish(k.close_channel(owner), close_notice(call_id, session_id))
         return owner

@@ -11,16 +11,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from callboard.errors import MalformedRecordError
 
-__all__ = ["EndedInfo", "NodeInfo", "SessionInfo", "SessionStatus", "StartRequest", "StartResult"]
+__all__ = [
+    "EndReason",
+    "EndedInfo",
+    "NodeInfo",
+    "SessionInfo",
+    "SessionStatus",
+    "StartRejection",
+    "StartRequest",
+    "StartResult",
+    "decode_or_none",
+]
 
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 def _decode(data: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
@@ -42,6 +53,26 @@ def _known_fields(cls: type[_T], data: Mapping[str, Any]) -> _T:
 
 def _encode(obj: object) -> bytes:
     return json.dumps(dataclasses.asdict(obj), separators=(",", ":")).encode()  # type: ignore[call-overload]
+
+
+def decode_or_none(
+    decode: Callable[[bytes], _R],
+    raw: bytes | None,
+    *,
+    on_error: Callable[[Exception], None] | None = None,
+) -> _R | None:
+    """``decode(raw)``, or None when ``raw`` is None or malformed (``on_error`` hears why).
+
+    A record another writer garbled must never crash a reader (G12): it reads as absent.
+    """
+    if raw is None:
+        return None
+    try:
+        return decode(raw)
+    except (TypeError, ValueError, LookupError) as exc:  # MalformedRecordError is a ValueError
+        if on_error is not None:
+            on_error(exc)
+        return None
 
 
 @dataclass(slots=True)
@@ -128,6 +159,7 @@ class EndedInfo:
     node_id: str
     ended_at: float
     reason: str = "closed"
+    """Normally an :class:`EndReason`; an app's own words when it ended the session itself."""
 
     def to_json(self) -> bytes:
         return _encode(self)
@@ -171,6 +203,8 @@ class StartResult:
     accepted: bool
     session_id: str | None = None
     reason: str | None = None
+    """Why not, when rejected: a :class:`StartRejection`, optionally followed by ``": detail"``
+    (``"invalid: call_id must not be empty"``), or an app's own words (sidecar)."""
     answered_at: float = field(default_factory=time.time)
 
     def to_json(self) -> bytes:
@@ -192,3 +226,56 @@ class SessionStatus(StrEnum):
     """Its record is gone and so is its node record: the node died or was cut off."""
     UNKNOWN = "unknown"
     """Its record is gone and nothing else is known (e.g. a foreign node's session)."""
+
+
+class EndReason(StrEnum):
+    """Why a session ended: the ``reason`` of its tombstone, the same from every runtime.
+
+    The launcher and the sidecar write these; a sidecar app that ends a session itself may
+    give its own words instead. The sidecar's ``close_requested`` event carries the reason
+    the session is about to end with.
+    """
+
+    FINISHED = "finished"
+    """The agent's work returned: the call is over (launcher: ``join_call`` returned)."""
+    FAILED = "failed"
+    """The agent's work raised."""
+    CLOSED = "closed"
+    """Closed on its own node (API, CLI, or the sidecar app's ``DELETE``)."""
+    CLOSE_REQUESTED = "close_requested"
+    """A close request from another node (pushed, or polled as the fallback)."""
+    IDLE = "idle"
+    """The agent was alone on the call for the idle timeout."""
+    MAX_DURATION = "max_duration"
+    """The session ran for its maximum duration."""
+    DRAIN_TIMEOUT = "drain_timeout"
+    """The node drained and the session outlived the grace period."""
+    DRAIN = "drain_timeout"
+    """Alias of :attr:`DRAIN_TIMEOUT` (the launcher's former name)."""
+    STOPPED = "stopped"
+    """The runtime stopped."""
+    CANCELLED = "cancelled"
+    """Someone cancelled the session's task directly."""
+    APP_UNHEALTHY = "app_unhealthy"
+    """The sidecar found its app dead (health probes, or no stream consumer) and removed it."""
+
+
+class StartRejection(StrEnum):
+    """Why a node rejected a start request: the ``reason`` of its :class:`StartResult`.
+
+    The operator reads these (and places the session elsewhere); both node runtimes give
+    them, from the one admission check in :mod:`callboard.registry.admission`.
+    """
+
+    CAPACITY = "capacity"
+    """The node runs as many sessions as it may (``max_concurrent_sessions`` / capacity)."""
+    AT_CAPACITY = "capacity"
+    """Alias of :attr:`CAPACITY` (the launcher's former name)."""
+    CALL_LIMIT = "call_limit"
+    """The call has ``max_sessions_per_call`` sessions across all nodes."""
+    DRAINING = "draining"
+    """The node is draining and takes no new sessions."""
+    INVALID = "invalid"
+    """The request cannot be served as given (a bad id); followed by ``": detail"``."""
+    FAILED = "start_failed"
+    """The agent failed to start; followed by ``": detail"``."""

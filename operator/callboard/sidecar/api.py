@@ -27,6 +27,7 @@ from callboard.errors import (
     SessionNotFoundError,
     StoreError,
 )
+from callboard.registry import EndReason
 from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
 from callboard.sidecar.metrics import metrics_registry
 from callboard.sidecar.schemas import (
@@ -156,7 +157,7 @@ def create_app(service: SidecarService) -> FastAPI:
         session_id: Annotated[SessionId, Path()],
         reason: Annotated[
             Reason, Query(description="Why it ended; kept in the session's tombstone.")
-        ] = "completed",
+        ] = EndReason.FINISHED.value,
     ) -> Response:
         """End a session: it leaves the registry; a short tombstone keeps ``reason``. 404 if unknown."""
         await service.end(call_id, session_id, reason=reason)

@@ -26,7 +26,7 @@ from typing import Any, Self
 import httpx
 
 from callboard import errors as cb_errors
-from callboard.registry import validate_id
+from callboard.registry import EndReason, validate_id
 from callboard.sidecar import errors as sc_errors
 from callboard.sidecar.settings import DEFAULT_PORT
 from callboard.sidecar.sse import SSEDecoder
@@ -197,7 +197,7 @@ class SidecarClient:
         validate_id(request_id, "request_id")
         await self._request("POST", f"/v1/start-requests/{request_id}/reject", json={"reason": reason})
 
-    async def end(self, call_id: str, session_id: str, *, reason: str = "completed") -> bool:
+    async def end(self, call_id: str, session_id: str, *, reason: str = EndReason.FINISHED) -> bool:
         """End a session; False when the sidecar did not know it (already ended or removed)."""
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")

@@ -21,14 +21,20 @@ from callboard import __version__
 from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.errors import (
     CapacityError,
-    MaxConcurrentSessionsExceeded,
-    NodeDrainingError,
     SessionNotFoundError,
     StoreError,
     StoreUnavailableError,
 )
-from callboard.registry import SessionInfo, SessionRegistry, StartRequest
-from callboard.registry import keys as k
+from callboard.registry import (
+    EndReason,
+    SessionInfo,
+    SessionRegistry,
+    StartRejection,
+    StartRequest,
+    admission_error,
+    check_admission,
+    rejection_for,
+)
 from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
 from callboard.sidecar.events import Event, EventLog, EventType
 from callboard.sidecar.settings import SidecarSettings
@@ -47,8 +53,8 @@ CONNECT_CAP = 5.0
 #: Bound on stopping background tasks, seconds: never block the pod's exit on them.
 STOP_TIMEOUT = 2.0
 #: Reasons written in the tombstones of sessions the sidecar removes by itself.
-REASON_APP_UNHEALTHY = "app-unhealthy"
-REASON_DRAIN_TIMEOUT = "drain-timeout"
+REASON_APP_UNHEALTHY = EndReason.APP_UNHEALTHY
+REASON_DRAIN_TIMEOUT = EndReason.DRAIN_TIMEOUT
 
 
 class SidecarService:
@@ -208,21 +214,24 @@ class SidecarService:
         self._in_flight += 1
         try:
             info = await self.registry.register(
-                call_id, session_id, max_sessions_per_call=max_sessions_per_call
+                call_id,
+                session_id,
+                max_sessions_per_call=max_sessions_per_call,
+                started_at=started_at if restore else None,
+                metrics=metrics if restore else (metrics or None),
             )
-        except CapacityError:
-            SidecarStats.bump(self.stats.refused, "max-sessions-per-call")
+        except CapacityError as exc:
+            rejection = rejection_for(exc) or StartRejection.CALL_LIMIT
+            SidecarStats.bump(self.stats.refused, rejection)
             if request is not None:
-                await self._starts.answer(request, accepted=False, reason="max-sessions-per-call")
+                await self._starts.answer(request, accepted=False, reason=rejection)
             raise
         finally:
             self._in_flight -= 1
         self._orphans.pop((call_id, session_id), None)
         self._sessions_changed()
         if restore:
-            await self._restore(info, started_at=started_at, metrics=metrics)
-        elif metrics:
-            await self.registry.update_metrics(call_id, session_id, metrics)
+            await self._restore(info)
         if request is not None:
             await self._starts.answer(request, accepted=True)
         self.stats.registered += 1
@@ -307,7 +316,7 @@ class SidecarService:
     async def drain(self, *, force: asyncio.Event | None = None) -> int:
         """Mark the node draining, tell the app, wait for its sessions to end (or ``force``).
 
-        Sessions still live at the drain timeout are removed with reason ``drain-timeout``;
+        Sessions still live at the drain timeout are removed with reason ``drain_timeout``;
         returns how many.
         """
         timeout = self.settings.drain.timeout
@@ -321,7 +330,7 @@ class SidecarService:
                     await self.registry.set_draining(True)
                 except StoreError as exc:
                     logger.warning("could not publish draining: %s", exc, extra=self._log_extra)
-            await self._starts.reject_all("draining")
+            await self._starts.reject_all(StartRejection.DRAINING)
             self._emit(EventType.DRAIN, self._drain_data())
         waiters = [asyncio.ensure_future(self._idle.wait())]
         if force is not None:
@@ -349,15 +358,14 @@ class SidecarService:
         if not self.connected:
             raise StoreUnavailableError("the sidecar is not connected to the registry store yet")
 
-    def _refusal(self) -> tuple[str, CapacityError] | None:
-        if self._draining:
-            return "draining", NodeDrainingError("the node is draining and takes no new sessions")
-        used = len(self.registry.local_sessions) + self._in_flight
-        if used >= self.settings.node.capacity:
-            return "capacity", MaxConcurrentSessionsExceeded(
-                f"the node runs {used} sessions, its capacity is {self.settings.node.capacity}"
-            )
-        return None
+    def _refusal(self) -> tuple[StartRejection, CapacityError] | None:
+        active = len(self.registry.local_sessions) + self._in_flight
+        capacity = self.settings.node.capacity
+        rejection = check_admission(draining=self._draining, active=active, capacity=capacity)
+        if rejection is None:
+            return None
+        node_id = self.registry.node_id
+        return rejection, admission_error(rejection, node_id=node_id, active=active, capacity=capacity)
 
     def _sessions_changed(self) -> None:
         if self.registry.local_sessions:
@@ -365,22 +373,12 @@ class SidecarService:
         else:
             self._idle.set()
 
-    async def _restore(
-        self, info: SessionInfo, *, started_at: float | None, metrics: Mapping[str, Any] | None
-    ) -> None:
-        """Write back what the app remembers of a session, and deliver a close asked meanwhile."""
+    async def _restore(self, info: SessionInfo) -> None:
+        """Deliver a close asked while the app's session was not registered here."""
         self.stats.restored += 1
-        if started_at is not None or metrics is not None:
-            if started_at is not None:
-                info.started_at = started_at
-            if metrics is not None:
-                info.metrics = dict(metrics)
-                info.metrics_updated_at = time.time()
-            key = k.session_key(info.call_id, info.session_id)
-            await self.registry.store.set(key, info.to_json(), self.registry.ttl, only_if_exists=True)
         flagged = await self.registry.get_close_requests({info.session_id: info.call_id})
         if flagged:
-            self._on_close(info.call_id, info.session_id, reason="requested")
+            self._on_close(info.call_id, info.session_id, reason=EndReason.CLOSE_REQUESTED)
 
     def _on_close(self, call_id: str, session_id: str, *, reason: str) -> None:
         if self._local(call_id, session_id) is None:
@@ -484,7 +482,7 @@ class SidecarService:
         for session_id in flagged:
             call_id = local[session_id]
             if (call_id, session_id) not in self._close_pending:
-                self._on_close(call_id, session_id, reason="requested")
+                self._on_close(call_id, session_id, reason=EndReason.CLOSE_REQUESTED)
         self._starts.expire(time.time() - self.registry.ttl)
 
     async def _find_orphans(self) -> None:
@@ -505,7 +503,7 @@ class SidecarService:
     async def _pump_closes(self) -> None:
         async with self.registry.close_requests() as stream:
             async for request in stream:
-                self._on_close(request.call_id, request.session_id, reason="requested")
+                self._on_close(request.call_id, request.session_id, reason=EndReason.CLOSE_REQUESTED)
 
     async def _pump_starts(self) -> None:
         async with self.registry.start_requests() as stream:

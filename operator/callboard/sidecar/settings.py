@@ -164,7 +164,7 @@ class AppWatchSettings:
         env="CALLBOARD_APP_FAILURE_THRESHOLD",
         help=(
             "Consecutive failed probes after which the app counts as dead and its sessions are removed "
-            "(reason app-unhealthy). 3 rides over one slow garbage collection."
+            "(reason app_unhealthy). 3 rides over one slow garbage collection."
         ),
     )
     consumer_grace: float = setting(
@@ -172,7 +172,7 @@ class AppWatchSettings:
         env="CALLBOARD_EVENT_GRACE",
         help=(
             "Seconds the event stream may go without a consumer (while sessions exist) before the "
-            "app counts as dead and its sessions are removed (reason app-unhealthy). 0 turns it off."
+            "app counts as dead and its sessions are removed (reason app_unhealthy). 0 turns it off."
         ),
     )
 

@@ -16,9 +16,9 @@ class SidecarStats:
     registered: int = 0
     restored: int = 0
     ended: dict[str, int] = field(default_factory=dict)
-    """By who ended the session: ``app``, ``app-unhealthy``, ``drain-timeout``."""
+    """By who ended the session: ``app``, ``app_unhealthy``, ``drain_timeout`` (EndReason)."""
     refused: dict[str, int] = field(default_factory=dict)
-    """Registrations refused, by reason: ``capacity``, ``draining``, ``max-sessions-per-call``."""
+    """Registrations refused, by reason: ``capacity``, ``draining``, ``call_limit`` (StartRejection)."""
     events: dict[str, int] = field(default_factory=dict)
     heartbeats: int = 0
     heartbeat_failures: int = 0

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from callboard import config
-from callboard.kube.autoscale import AutoscaleSettings, Buffer, ScalingMode
+from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
 from callboard.sidecar.settings import SidecarSettings
 from tests.e2e import kubeharness as kh
 
@@ -391,8 +391,8 @@ _METRIC = re.compile(r"\b(callboard_[a-z_]+?)(?:_bucket|_total)?\b")
 def test_dashboard_uses_metrics_that_exist(render: Render) -> None:
     from prometheus_client import CollectorRegistry
 
-    from callboard.kube.autoscaler import AutoscalerMetrics
-    from callboard.kube.metrics import OperatorMetrics
+    from callboard.kube.autoscaling.loop import AutoscalerMetrics
+    from callboard.kube.views.metrics import OperatorMetrics
 
     config_map = find(render("-f", "tests/e2e/chart/values/full.yaml"), "ConfigMap")
     assert config_map["metadata"]["namespace"] == "monitoring"

@@ -12,7 +12,7 @@ import pytest
 from callboard import MaxSessionsPerCallExceeded, StoreUnavailableError
 from callboard.launcher import AgentLauncher, CloseReason
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from callboard.registry import keys as k
+from callboard.registry import _keys as k
 from tests.support.redis_server import RedisServer
 from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
 

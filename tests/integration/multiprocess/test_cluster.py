@@ -8,6 +8,7 @@ import time
 import pytest
 
 from callboard import SessionStatus
+from callboard.registry import EndReason, StartRejection
 from callboard.server import NodeApiError
 from tests.integration.multiprocess.conftest import MakeCluster, eventually
 from tests.support.redis_server import RedisServer
@@ -160,7 +161,7 @@ async def test_sigterm_drains_then_exits_cleanly(make_cluster: MakeCluster) -> N
     assert [n["node_id"] for n in await b.list_nodes()] == ["node-b"]  # deregistered, not expired
     registry = cluster.registry()
     ended = await registry.get_ended("call-1", sid)
-    assert ended is not None and ended.reason == "drain"
+    assert ended is not None and ended.reason == EndReason.DRAIN_TIMEOUT
     await registry.store.close()
 
 
@@ -184,6 +185,6 @@ async def test_start_requests_through_the_registry(make_cluster: MakeCluster) ->
     assert await answer("node-a", "call-1", "ags-1") == (True, None)
     seen = await cluster.clients["b"].get_session("call-1", "ags-1")
     assert seen is not None and seen["node_id"] == "node-a"
-    assert await answer("node-a", "call-2", "ags-2") == (False, "at capacity")
+    assert await answer("node-a", "call-2", "ags-2") == (False, StartRejection.CAPACITY)
     assert await cluster.clients["b"].get_session("call-2", "ags-2") is None
     await operator.store.close()

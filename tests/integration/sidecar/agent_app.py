@@ -68,7 +68,7 @@ async def command(client: SidecarClient, cmd: dict[str, Any]) -> None:
             session = await client.register(cmd["call_id"], cmd["session_id"], metrics=cmd.get("metrics"))
             out("registered", **session)
         elif op == "end":
-            known = await client.end(cmd["call_id"], cmd["session_id"], reason=cmd.get("reason", "completed"))
+            known = await client.end(cmd["call_id"], cmd["session_id"], reason=cmd.get("reason", "finished"))
             out("ended", call_id=cmd["call_id"], session_id=cmd["session_id"], known=known)
         elif op == "metrics":
             await client.update_metrics(cmd["call_id"], cmd["session_id"], cmd["metrics"])

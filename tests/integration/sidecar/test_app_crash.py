@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from callboard.registry import SessionRegistry
+from callboard.registry import EndReason, SessionRegistry
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
 from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
 from tests.support.redis_server import free_port
@@ -43,7 +43,7 @@ async def test_no_event_consumer_for_the_grace_period_removes_the_sessions(
     await wait_until(lambda: gone(peer, "call-1", "s-1"), timeout=5, what="the sessions to be removed")
     for session_id in ("s-1", "s-2"):
         ended = await peer.get_ended("call-1", session_id)
-        assert ended is not None and (ended.reason, ended.node_id) == ("app-unhealthy", "node-a")
+        assert ended is not None and (ended.reason, ended.node_id) == (EndReason.APP_UNHEALTHY, "node-a")
     assert await sidecar.session_ids() == []
     assert await metric(sidecar, "app_unhealthy_cleanups_total") == 1
     node = await wait_until(lambda: peer.get_node("node-a"), what="the node record")
@@ -75,7 +75,7 @@ async def test_failing_health_url_removes_the_sessions(
     await app.kill()
     await wait_until(lambda: gone(peer, "call-1", "s-1"), timeout=5, what="the session to be removed")
     ended = await peer.get_ended("call-1", "s-1")
-    assert ended is not None and ended.reason == "app-unhealthy"
+    assert ended is not None and ended.reason == EndReason.APP_UNHEALTHY
     ready = await sidecar.http.get("/readyz")
     assert ready.status_code == 503 and "health" in ready.json()["reason"]
     assert (await sidecar.get("/v1/node"))["app_healthy"] is False

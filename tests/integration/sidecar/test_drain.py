@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from callboard.registry import SessionRegistry
+from callboard.registry import EndReason, SessionRegistry
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
 from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
 
@@ -96,11 +96,11 @@ async def test_sessions_still_live_at_the_drain_timeout_are_cut_off(
     assert await sidecar.wait(10) == 0
     assert time.monotonic() - started >= 1.4, "the drain timeout was not waited for"
     ended = await peer.get_ended("call-1", "s-1")
-    assert ended is not None and ended.reason == "drain-timeout"
+    assert ended is not None and ended.reason == EndReason.DRAIN_TIMEOUT
     assert await peer.get("call-1", "s-1") is None
     # The app was told before the stream closed.
     cut = await app.expect("event", type="close_requested", data__session_id="s-1")
-    assert cut["data"]["reason"] == "drain-timeout"
+    assert cut["data"]["reason"] == EndReason.DRAIN_TIMEOUT
 
 
 async def test_a_second_signal_stops_waiting(sidecar_factory: SidecarFactory, peer: SessionRegistry) -> None:
@@ -112,7 +112,7 @@ async def test_a_second_signal_stops_waiting(sidecar_factory: SidecarFactory, pe
     sidecar.signal(signal.SIGTERM)
     assert await sidecar.wait(10) == 0
     ended = await peer.get_ended("call-1", "s-1")
-    assert ended is not None and ended.reason == "drain-timeout"
+    assert ended is not None and ended.reason == EndReason.DRAIN_TIMEOUT
 
 
 async def _draining(peer: SessionRegistry) -> bool:

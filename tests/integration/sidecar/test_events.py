@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from callboard.registry import SessionRegistry, SessionStatus
+from callboard.registry import EndReason, SessionRegistry, SessionStatus
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
 from tests.integration.sidecar.harness import SidecarProcess, node_app, python_app, wait_until
 
@@ -30,7 +30,7 @@ async def test_cross_node_close_reaches_the_python_app(
         "type": "close_requested",
         "call_id": "call-1",
         "session_id": "s-1",
-        "reason": "requested",
+        "reason": EndReason.CLOSE_REQUESTED,
     }
     assert event["id"] is not None
     await app.expect("ended", session_id="s-1", known=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from callboard.registry import SessionRegistry
+from callboard.registry import EndReason, SessionRegistry
 from callboard.sidecar.sse import SSEDecoder
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
 from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
@@ -93,7 +93,7 @@ async def test_sessions_left_by_a_dead_sidecar_go_when_no_app_comes_back(
     await sidecar.start()  # the sidecar is restarted; the app never comes back
     await wait_until(lambda: _gone(peer, "s-1"), timeout=5, what="the stale session to be removed")
     ended = await peer.get_ended("call-1", "s-1")
-    assert ended is not None and ended.reason == "app-unhealthy"  # removed, long before its 30 s TTL
+    assert ended is not None and ended.reason == EndReason.APP_UNHEALTHY  # removed, long before its 30 s TTL
 
 
 async def _read_events(

@@ -15,7 +15,8 @@ from callboard.registry import (
     store_from_url,
     validate_id,
 )
-from callboard.registry import keys as k
+from callboard.registry import _keys as k
+from callboard.registry.models import decode_or_none
 
 
 @pytest.mark.parametrize("good", ["a", "call-1", "A_b.c:d-9", "x" * 128, "0"])
@@ -89,3 +90,15 @@ def test_store_factory() -> None:
 def test_memory_store_validates_cleanup_interval() -> None:
     with pytest.raises(ValueError, match="cleanup_interval must be > 0"):
         InMemorySessionKVStore(cleanup_interval=0)
+
+
+def test_decode_or_none_reads_absent_and_malformed_records_as_none() -> None:
+    heard: list[Exception] = []
+    good = SessionInfo(session_id="s", call_id="c", node_id="n", started_at=1.0)
+    assert decode_or_none(SessionInfo.from_json, good.to_json(), on_error=heard.append) == good
+    assert decode_or_none(SessionInfo.from_json, None, on_error=heard.append) is None
+    assert heard == []
+    assert decode_or_none(SessionInfo.from_json, b"{", on_error=heard.append) is None
+    assert decode_or_none(SessionInfo.from_json, b'{"session_id": "s"}', on_error=heard.append) is None
+    assert [type(e) for e in heard] == [MalformedRecordError, TypeError]
+    assert decode_or_none(SessionInfo.from_json, b"[]") is None  # no listener: silent

@@ -51,6 +51,19 @@ async def test_max_sessions_per_call_is_409(local: Local) -> None:
     await local.other.register("call-1", "s-b")
     refused = await register(local.http, "call-1", "s-a", max_sessions_per_call=1)
     assert refused.status_code == 409 and refused.json()["error"] == "MaxSessionsPerCallExceeded"
+    assert local.service.stats.refused == {"call_limit": 1}
+
+
+async def test_a_start_request_over_the_per_call_limit_is_answered_call_limit(local: Local) -> None:
+    await local.other.register("call-9", "s-b")
+    request = await local.other.request_start("node-a", "call-9", session_id="s-9")
+    await wait_until(lambda: local.service.start_requests(), what="the start request")
+    refused = await register(
+        local.http, "call-9", "s-9", start_request_id=request.request_id, max_sessions_per_call=1
+    )
+    assert refused.status_code == 409
+    result = await local.other.get_start_result(request.request_id)
+    assert result is not None and (result.accepted, result.reason) == (False, "call_limit")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,118 @@
+"""The key layout in the store, in one place (private).
+
+Only :mod:`callboard.registry` and its backends import this module (an import-linter
+contract in ``pyproject.toml``): everything else asks the registry, so the layout can
+change in one place.
+
+The first two families are the documented Vision Agents layout and must not change: a
+Vision Agents node sharing the same Redis and prefix reads and writes exactly these.
+The others are callboard's own; Vision Agents nodes never look at them.
+
+| key                                    | value                     | TTL          |
+| -------------------------------------- | ------------------------- | ------------ |
+| ``sessions/{call_id}/{session_id}``    | JSON SessionInfo          | ttl          |
+| ``close_requests/{call_id}/{session_id}`` | empty                  | ttl          |
+| ``nodes/{node_id}``                    | JSON NodeInfo             | ttl          |
+| ``ended/{call_id}/{session_id}``       | JSON tombstone (reason)   | ENDED_TTL    |
+| ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
+| ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
+| ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | ttl          |
+| ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
+
+Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
+the store adds it. Channel names for push notices are built here too.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CALL_INDEX_PREFIX",
+    "CLOSE_CHANNEL_PREFIX",
+    "CLOSE_PREFIX",
+    "ENDED_PREFIX",
+    "ENDED_TTL",
+    "NODES_PREFIX",
+    "NODE_INDEX_PREFIX",
+    "SESSIONS_PREFIX",
+    "START_CHANNEL_PREFIX",
+    "START_REQUESTS_PREFIX",
+    "START_RESULTS_PREFIX",
+    "call_index_key",
+    "close_channel",
+    "close_key",
+    "ended_key",
+    "node_index_key",
+    "node_key",
+    "session_key",
+    "split_session_key",
+    "start_channel",
+    "start_request_key",
+    "start_result_key",
+]
+
+SESSIONS_PREFIX = "sessions/"
+CLOSE_PREFIX = "close_requests/"
+NODES_PREFIX = "nodes/"
+ENDED_PREFIX = "ended/"
+CALL_INDEX_PREFIX = "index/calls/"
+NODE_INDEX_PREFIX = "index/nodes/"
+CLOSE_CHANNEL_PREFIX = "channels/close/"
+START_CHANNEL_PREFIX = "channels/start/"
+START_REQUESTS_PREFIX = "start_requests/"
+START_RESULTS_PREFIX = "start_results/"
+
+#: How long a tombstone of an ended session stays, in seconds: long enough for the operator
+#: (which syncs every few seconds, or after a restart) to tell "ended" from "lost".
+ENDED_TTL = 600.0
+
+
+def session_key(call_id: str, session_id: str) -> str:
+    return f"{SESSIONS_PREFIX}{call_id}/{session_id}"
+
+
+def close_key(call_id: str, session_id: str) -> str:
+    return f"{CLOSE_PREFIX}{call_id}/{session_id}"
+
+
+def ended_key(call_id: str, session_id: str) -> str:
+    return f"{ENDED_PREFIX}{call_id}/{session_id}"
+
+
+def node_key(node_id: str) -> str:
+    return f"{NODES_PREFIX}{node_id}"
+
+
+def call_index_key(call_id: str) -> str:
+    return f"{CALL_INDEX_PREFIX}{call_id}"
+
+
+def node_index_key(node_id: str) -> str:
+    return f"{NODE_INDEX_PREFIX}{node_id}"
+
+
+def close_channel(node_id: str) -> str:
+    """The pub/sub channel on which a node receives close notices for its sessions."""
+    return f"{CLOSE_CHANNEL_PREFIX}{node_id}"
+
+
+def split_session_key(key: str, prefix: str = SESSIONS_PREFIX) -> tuple[str, str] | None:
+    """``sessions/{call}/{session}`` → ``(call, session)``; None if the key has another shape."""
+    if not key.startswith(prefix):
+        return None
+    parts = key[len(prefix) :].split("/")
+    if len(parts) != 2 or not all(parts):
+        return None
+    return parts[0], parts[1]
+
+
+def start_channel(node_id: str) -> str:
+    """The pub/sub channel on which a node receives start requests."""
+    return f"{START_CHANNEL_PREFIX}{node_id}"
+
+
+def start_request_key(node_id: str, request_id: str) -> str:
+    return f"{START_REQUESTS_PREFIX}{node_id}/{request_id}"
+
+
+def start_result_key(request_id: str) -> str:
+    return f"{START_RESULTS_PREFIX}{request_id}"

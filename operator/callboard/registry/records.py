@@ -1,0 +1,233 @@
+"""Session and node records, and the heartbeat that keeps them alive.
+
+Sessions are written by the node that runs them (:meth:`SessionRecords.register`), renewed
+in one batch with the node record (:meth:`SessionRecords.heartbeat`, which also writes back
+what the store lost) and removed with a tombstone that says why
+(:meth:`SessionRecords.remove`). Reads answer for the whole cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any, Final
+
+from callboard.errors import ConfigurationError
+from callboard.registry import _keys as k
+from callboard.registry._core import RegistryCore
+from callboard.registry.ids import validate_id
+from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus, decode_or_none
+
+__all__ = ["UNSET", "SessionRecords"]
+
+logger = logging.getLogger("callboard.registry.registry")
+
+
+class _Unset:
+    """The type of :data:`UNSET`: "leave this field as it is"."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Default of :meth:`SessionRecords.set_node_info`'s fields: "not given", unlike None.
+UNSET: Final = _Unset()
+
+
+class SessionRecords(RegistryCore):
+    """Registration, heartbeat and reads of session and node records."""
+
+    @property
+    def node(self) -> NodeInfo:
+        """This node's record as the next heartbeat will write it."""
+        return replace(self._node, active=len(self._local))
+
+    @property
+    def local_sessions(self) -> list[SessionInfo]:
+        """Sessions registered by this registry and not yet removed."""
+        return list(self._local.values())
+
+    async def register(
+        self,
+        call_id: str,
+        session_id: str,
+        *,
+        max_sessions_per_call: int | None = None,
+        started_at: float | None = None,
+        metrics: Mapping[str, Any] | None = None,
+    ) -> SessionInfo:
+        """Record a new session of this node.
+
+        With ``max_sessions_per_call``, refuse with
+        :class:`~callboard.errors.MaxSessionsPerCallExceeded` if the call already has that
+        many sessions on any node (atomic in Redis, best effort on a plain store).
+        ``started_at`` and ``metrics`` restore a session this node already ran (e.g. after
+        a restart of the process that owns the registry), in the same single write.
+        """
+        validate_id(call_id, "call_id")
+        validate_id(session_id, "session_id")
+        if max_sessions_per_call is not None and max_sessions_per_call < 1:
+            raise ConfigurationError("max_sessions_per_call must be >= 1")
+        info = SessionInfo(
+            session_id=session_id,
+            call_id=call_id,
+            node_id=self._node_id,
+            started_at=time.time() if started_at is None else started_at,
+            metrics=dict(metrics or {}),
+            metrics_updated_at=None if metrics is None else time.time(),
+        )
+        await self._index.register(info, self._ttl, max_sessions_per_call=max_sessions_per_call)
+        self._local[(call_id, session_id)] = info
+        return info
+
+    async def remove(self, call_id: str, session_id: str, *, reason: str = "closed") -> None:
+        """Forget a session: its record and close flag go, a short tombstone says why."""
+        validate_id(call_id, "call_id")
+        validate_id(session_id, "session_id")
+        self._local.pop((call_id, session_id), None)
+        self._local_close.discard((call_id, session_id))
+        ended = EndedInfo(
+            session_id=session_id,
+            call_id=call_id,
+            node_id=self._node_id,
+            ended_at=time.time(),
+            reason=reason,
+        )
+        await self._index.remove(call_id, session_id, ended)
+
+    async def update_metrics(self, call_id: str, session_id: str, metrics: Mapping[str, Any]) -> None:
+        """Replace the metrics of a session, only if the session still exists."""
+        validate_id(call_id, "call_id")
+        validate_id(session_id, "session_id")
+        info = self._local.get((call_id, session_id))
+        if info is None:
+            info = await self.get(call_id, session_id)
+            if info is None:
+                return
+        info.metrics = dict(metrics)
+        info.metrics_updated_at = time.time()
+        await self._store.set(
+            k.session_key(call_id, session_id), info.to_json(), self._ttl, only_if_exists=True
+        )
+
+    async def get(self, call_id: str, session_id: str) -> SessionInfo | None:
+        """A session anywhere in the cluster, or None (also when its record is malformed)."""
+        validate_id(call_id, "call_id")
+        validate_id(session_id, "session_id")
+        raw = await self._store.get(k.session_key(call_id, session_id))
+        return decode_or_none(SessionInfo.from_json, raw, on_error=self._warn_malformed("session"))
+
+    async def get_for_call(self, call_id: str) -> list[SessionInfo]:
+        """Every session of one call, on every node."""
+        validate_id(call_id, "call_id")
+        return self._decode_sessions(await self._index.sessions_for_call(call_id))
+
+    def set_node_info(
+        self,
+        *,
+        address: str | _Unset | None = UNSET,
+        capacity: int | _Unset | None = UNSET,
+        pool: str | _Unset | None = UNSET,
+        pod_name: str | _Unset | None = UNSET,
+        namespace: str | _Unset | None = UNSET,
+        version: str | _Unset | None = UNSET,
+    ) -> None:
+        """Describe this node in its record (published with the next heartbeat).
+
+        Only the fields given change (None clears one), so two writers of the record (the
+        CLI its address, a launcher its capacity) never undo each other.
+        """
+        if isinstance(capacity, int) and capacity < 0:
+            raise ConfigurationError("capacity must be >= 0")
+        given = {
+            "address": address,
+            "capacity": capacity,
+            "pool": pool,
+            "pod_name": pod_name,
+            "namespace": namespace,
+            "version": version,
+        }
+        changes: dict[str, Any] = {f: v for f, v in given.items() if not isinstance(v, _Unset)}
+        self._node = replace(self._node, **changes)
+
+    async def set_draining(self, draining: bool = True) -> None:
+        """Mark this node draining (takes no new sessions) and publish it at once."""
+        self._node = replace(self._node, draining=draining)
+        await self.heartbeat()
+
+    async def heartbeat(self) -> int:
+        """Refresh this node's record and all its sessions in O(1) round trips.
+
+        Upserts: a session this node still runs that the store lost (restart, flush, an
+        outage longer than the TTL) is written back. Returns how many were written back.
+        """
+        node = replace(self._node, active=len(self._local), heartbeat_at=time.time())
+        restored = await self._index.heartbeat(node, list(self._local.values()), self._ttl)
+        self._node = replace(self._node, heartbeat_at=node.heartbeat_at)
+        if restored:
+            logger.warning(
+                "heartbeat of %s wrote back %d sessions the store had lost", self._node_id, restored
+            )
+        return restored
+
+    async def list_sessions(
+        self, *, node_id: str | None = None, call_id: str | None = None
+    ) -> list[SessionInfo]:
+        """Sessions of the whole cluster, or of one node and/or one call."""
+        if call_id is not None:
+            sessions = await self.get_for_call(call_id)
+        elif node_id is not None:
+            validate_id(node_id, "node_id")
+            sessions = self._decode_sessions(await self._index.sessions_for_node(node_id))
+        else:
+            sessions = self._decode_sessions(await self._read_prefix(k.SESSIONS_PREFIX))
+        if node_id is not None:
+            sessions = [s for s in sessions if s.node_id == node_id]
+        return sessions
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        """Every node with a live record (heartbeat within the TTL)."""
+        warn = self._warn_malformed("node")
+        decoded = (
+            decode_or_none(NodeInfo.from_json, raw, on_error=warn)
+            for raw in await self._read_prefix(k.NODES_PREFIX)
+        )
+        return [n for n in decoded if n is not None]
+
+    async def get_node(self, node_id: str) -> NodeInfo | None:
+        """A node's live record, or None (also when it is malformed)."""
+        validate_id(node_id, "node_id")
+        raw = await self._store.get(k.node_key(node_id))
+        return decode_or_none(NodeInfo.from_json, raw, on_error=self._warn_malformed("node"))
+
+    async def session_status(
+        self, call_id: str, session_id: str, node_id: str | None = None
+    ) -> SessionStatus:
+        """Tell a live session from one that ended and one that was lost with its node.
+
+        ``node_id`` is the node the session was last seen on (the caller remembers it).
+        """
+        validate_id(call_id, "call_id")
+        validate_id(session_id, "session_id")
+        wanted = [k.session_key(call_id, session_id), k.ended_key(call_id, session_id)]
+        if node_id is not None:
+            wanted.append(k.node_key(validate_id(node_id, "node_id")))
+        values = await self._store.mget(wanted)
+        if values[0] is not None:
+            return SessionStatus.LIVE
+        if values[1] is not None:
+            return SessionStatus.ENDED
+        if node_id is None:
+            return SessionStatus.UNKNOWN
+        return SessionStatus.ENDED if values[2] is not None else SessionStatus.LOST
+
+    async def get_ended(self, call_id: str, session_id: str) -> EndedInfo | None:
+        """The tombstone of a session that ended recently (why and when), if any."""
+        return decode_or_none(EndedInfo.from_json, await self._store.get(k.ended_key(call_id, session_id)))
+
+    def _decode_sessions(self, raws: Iterable[bytes]) -> list[SessionInfo]:
+        warn = self._warn_malformed("session")
+        decoded = (decode_or_none(SessionInfo.from_json, raw, on_error=warn) for raw in raws)
+        return [s for s in decoded if s is not None]

@@ -1,0 +1,197 @@
+"""Start requests: how a requester (the operator) asks one node to start a session.
+
+The request waits in the store for one TTL (the node polls it after a reconnect) and is
+pushed at once when the store supports it. The node answers once
+(:meth:`StartRequests.answer_start`): it registers the session and says "accepted", or
+says why not. The requester follows the session by the id it chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from callboard.registry import _keys as k
+from callboard.registry._core import RegistryCore
+from callboard.registry.ids import validate_id
+from callboard.registry.models import SessionInfo, StartRequest, StartResult, decode_or_none
+from callboard.registry.push import EventStream
+from callboard.registry.store import PubSubSupport, SessionKVStore
+
+__all__ = ["SeenRequests", "StartProgress", "StartRef", "StartRequests"]
+
+logger = logging.getLogger("callboard.registry.registry")
+
+
+class SeenRequests:
+    """Request ids handled recently: the one de-duplication of start requests.
+
+    A request is delivered at least once (pushed, then polled after a reconnect or every few
+    cycles), so each consumer drops repeats by id. A request lives one TTL in the store;
+    ids are remembered for ``keep`` seconds (twice the TTL) and then forgotten.
+    """
+
+    def __init__(self, keep: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._keep = keep
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    def first_time(self, request_id: str) -> bool:
+        """Remember ``request_id``; True unless it was seen within ``keep`` seconds."""
+        if request_id in self._seen:
+            return False
+        now = self._clock()
+        self._seen = {r: t for r, t in self._seen.items() if now - t < self._keep}
+        self._seen[request_id] = now
+        return True
+
+    def forget(self, request_id: str) -> None:
+        """Let ``request_id`` through again (its handling failed before an answer)."""
+        self._seen.pop(request_id, None)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._seen
+
+
+class StartRef(NamedTuple):
+    """A start to follow: the session it should create and, if known, its request id."""
+
+    call_id: str
+    session_id: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartProgress:
+    """What the store says about one start (see :meth:`StartRequests.get_start_progress`)."""
+
+    live: bool
+    """The session's record exists: it runs (even if the record is malformed)."""
+    session: SessionInfo | None
+    """The decoded record when ``live`` and readable."""
+    result: StartResult | None
+    """The node's answer, once given (None also when it is malformed)."""
+
+
+class StartRequests(RegistryCore):
+    """Sending, receiving and answering start requests."""
+
+    def __init__(
+        self,
+        store: SessionKVStore | None = None,
+        *,
+        node_id: str | None = None,
+        ttl: float = 30.0,
+        foreign_scan_interval: float | None = 60.0,
+    ) -> None:
+        super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
+        self._start_streams: set[EventStream[StartRequest]] = set()
+        self._seen_starts = SeenRequests(2 * self._ttl)
+
+    def start_requests(self) -> EventStream[StartRequest]:
+        """Open a stream of start requests for this node (pushed).
+
+        Requests sent before the stream was opened are in :meth:`pending_start_requests`.
+        """
+        return EventStream(self._start_streams)
+
+    async def request_start(
+        self,
+        node_id: str,
+        call_id: str,
+        *,
+        session_id: str | None = None,
+        call_type: str = "default",
+        params: Mapping[str, Any] | None = None,
+    ) -> StartRequest:
+        """Ask ``node_id`` to start a session for ``call_id``; follow it by its session id.
+
+        The request waits in the store for ``ttl`` seconds (the node polls it after a
+        reconnect) and is pushed at once when the store supports it.
+        """
+        request = StartRequest(
+            request_id=uuid.uuid4().hex,
+            node_id=validate_id(node_id, "node_id"),
+            call_id=validate_id(call_id, "call_id"),
+            session_id=validate_id(session_id or str(uuid.uuid4()), "session_id"),
+            call_type=validate_id(call_type, "call_type"),
+            params=dict(params or {}),
+        )
+        payload = request.to_json()
+        await self._store.set(k.start_request_key(node_id, request.request_id), payload, self._ttl)
+        if node_id == self._node_id:
+            self._on_start_notice(payload)
+        elif isinstance(self._store, PubSubSupport):
+            await self._store.publish(k.start_channel(node_id), payload)
+        return request
+
+    async def pending_start_requests(self) -> list[StartRequest]:
+        """Start requests for this node not answered yet (the polling fallback)."""
+        warn = self._warn_malformed("start request")
+        raws = await self._read_prefix(f"{k.START_REQUESTS_PREFIX}{self._node_id}/")
+        decoded = (decode_or_none(StartRequest.from_json, raw, on_error=warn) for raw in raws)
+        return sorted((r for r in decoded if r is not None), key=lambda r: r.requested_at)
+
+    async def answer_start(
+        self, request: StartRequest, *, accepted: bool, reason: str | None = None
+    ) -> StartResult:
+        """Record this node's answer to ``request`` (register the session first to accept)."""
+        result = StartResult(
+            request_id=request.request_id,
+            node_id=self._node_id,
+            accepted=accepted,
+            session_id=request.session_id if accepted else None,
+            reason=reason,
+        )
+        await self._store.set(k.start_result_key(request.request_id), result.to_json(), k.ENDED_TTL)
+        await self._store.delete([k.start_request_key(request.node_id, request.request_id)])
+        return result
+
+    async def get_start_result(self, request_id: str) -> StartResult | None:
+        """The answer to a start request, once the node gave it."""
+        raw = await self._store.get(k.start_result_key(validate_id(request_id, "request_id")))
+        return decode_or_none(StartResult.from_json, raw, on_error=self._warn_malformed("start result"))
+
+    async def get_start_progress(self, starts: Sequence[StartRef]) -> list[StartProgress]:
+        """The session record and the node's answer of every start in ``starts``, in order.
+
+        One MGET for all of them: a requester following 1,000 starts pays one round trip
+        per look, not 1,000. A start without ``request_id`` is followed by its record only.
+        """
+        keys: list[str] = []
+        for start in starts:
+            keys.append(k.session_key(start.call_id, start.session_id))
+            if start.request_id is not None:
+                keys.append(k.start_result_key(start.request_id))
+        values = iter(await self._store.mget(keys) if keys else [])
+        progress = []
+        for start in starts:
+            raw_session = next(values)
+            raw_result = next(values) if start.request_id is not None else None
+            progress.append(
+                StartProgress(
+                    live=raw_session is not None,
+                    session=decode_or_none(SessionInfo.from_json, raw_session),
+                    result=decode_or_none(StartResult.from_json, raw_result),
+                )
+            )
+        return progress
+
+    def _on_start_notice(self, message: bytes) -> None:
+        request = decode_or_none(
+            StartRequest.from_json, message, on_error=self._warn_malformed("start request notice")
+        )
+        if request is None:
+            return
+        if request.node_id != self._node_id or not self._seen_starts.first_time(request.request_id):
+            return
+        for stream in list(self._start_streams):
+            stream._put(request)
+
+    async def _poll_missed_starts(self) -> None:
+        for request in await self.pending_start_requests():
+            self._on_start_notice(request.to_json())

@@ -1,0 +1,167 @@
+"""SessionRegistry records.py: registration, heartbeat, node records and reads, over every backend.
+
+Several registries sharing one backend play several nodes (see ``tests/integration/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from callboard import InvalidIdError, MaxSessionsPerCallExceeded, SessionStatus
+from callboard.registry import SessionInfo
+from tests.integration.conftest import Cluster
+
+
+async def test_register_get_remove(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    info = await a.register("call-1", "sess-1")
+    assert info.node_id == "node-a"
+    got = await a.get("call-1", "sess-1")
+    assert got is not None
+    assert (got.session_id, got.call_id, got.node_id) == ("sess-1", "call-1", "node-a")
+    assert [s.session_id for s in await a.get_for_call("call-1")] == ["sess-1"]
+    await a.remove("call-1", "sess-1")
+    assert await a.get("call-1", "sess-1") is None
+    assert await a.get_for_call("call-1") == []
+    assert await a.session_status("call-1", "sess-1") is SessionStatus.ENDED
+    ended = await a.get_ended("call-1", "sess-1")
+    assert ended is not None and ended.reason == "closed"
+
+
+async def test_three_nodes_see_each_other(cluster: Cluster) -> None:
+    a, b, c = [await cluster.node(n) for n in ("node-a", "node-b", "node-c")]
+    await a.register("call-1", "s-a")
+    await b.register("call-1", "s-b")
+    await c.register("call-2", "s-c")
+    for reg in (a, b, c):
+        assert sorted(s.session_id for s in await reg.get_for_call("call-1")) == ["s-a", "s-b"]
+        assert sorted(s.session_id for s in await reg.list_sessions()) == ["s-a", "s-b", "s-c"]
+        assert [s.session_id for s in await reg.list_sessions(node_id="node-b")] == ["s-b"]
+        assert sorted(n.node_id for n in await reg.list_nodes()) == ["node-a", "node-b", "node-c"]
+    await a.heartbeat()
+    node_a = await c.get_node("node-a")
+    assert node_a is not None and node_a.active == 1
+
+
+async def test_update_metrics_only_if_session_exists(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    await a.update_metrics("call-1", "ghost", {"x": 1})
+    assert await a.get("call-1", "ghost") is None
+    await a.register("call-1", "sess-1")
+    await a.update_metrics("call-1", "sess-1", {"latency_ms": 120.5, "tokens": 42})
+    got = await b.get("call-1", "sess-1")
+    assert got is not None and got.metrics == {"latency_ms": 120.5, "tokens": 42}
+    assert got.metrics_updated_at is not None
+
+
+async def test_node_that_stops_heartbeating_expires_and_its_sessions_are_lost(cluster: Cluster) -> None:
+    a = await cluster.node("node-a", ttl=0.3)
+    b = await cluster.node("node-b", ttl=5)
+    await a.register("call-1", "sess-1")
+    assert await b.session_status("call-1", "sess-1", "node-a") is SessionStatus.LIVE
+    await asyncio.sleep(0.5)  # node-a never heartbeats again: a crash
+    assert await b.get("call-1", "sess-1") is None
+    assert await b.get_for_call("call-1") == []
+    assert [n.node_id for n in await b.list_nodes()] == ["node-b"]
+    assert await b.session_status("call-1", "sess-1", "node-a") is SessionStatus.LOST
+
+
+async def test_heartbeat_keeps_sessions_beyond_ttl(cluster: Cluster) -> None:
+    a = await cluster.node("node-a", ttl=0.4)
+    await a.register("call-1", "sess-1")
+    for _ in range(5):
+        await asyncio.sleep(0.15)
+        await a.heartbeat()
+    assert await a.get("call-1", "sess-1") is not None
+    assert len(await a.get_for_call("call-1")) == 1
+
+
+async def test_heartbeat_upserts_what_the_store_lost(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    await a.register("call-1", "sess-1")
+    await a.register("call-2", "sess-2")
+    raw = await cluster.raw_store()
+    await raw.delete(await raw.keys(""))  # like FLUSHALL or a restarted, empty Redis
+    assert await a.list_sessions() == []
+    await a.heartbeat()
+    assert sorted(s.session_id for s in await a.list_sessions()) == ["sess-1", "sess-2"]
+    assert [s.session_id for s in await a.get_for_call("call-2")] == ["sess-2"]
+    assert sorted(s.session_id for s in await a.list_sessions(node_id="node-a")) == ["sess-1", "sess-2"]
+
+
+async def test_malformed_records_are_skipped_with_a_warning(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = await cluster.node("node-a")
+    await a.register("call-1", "good")
+    raw = await cluster.raw_store()
+    await raw.set("sessions/call-1/garbage", b"{not json", 5)
+    await raw.set("sessions/call-1/array", b"[1, 2]", 5)
+    await raw.set("sessions/call-1/partial", json.dumps({"session_id": "partial"}).encode(), 5)
+    await raw.set("nodes/broken", b"\xff\xfe", 5)
+    await a.index_foreign_sessions()
+    with caplog.at_level(logging.WARNING):
+        assert [s.session_id for s in await a.list_sessions()] == ["good"]
+        assert [s.session_id for s in await a.get_for_call("call-1")] == ["good"]
+        assert await a.get("call-1", "garbage") is None
+        assert [n.node_id for n in await a.list_nodes()] == ["node-a"]
+    assert "malformed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "a/b", "a*", "a?", "[ab]", "x" * 129, "sp ace", "-lead", "new\nline", "é"]
+)
+async def test_invalid_ids_are_refused_clearly(cluster: Cluster, bad: str) -> None:
+    a = await cluster.node("node-a")
+    with pytest.raises(InvalidIdError, match="call_id"):
+        await a.register(bad, "ok")
+    with pytest.raises(ValueError, match="session_id"):
+        await a.request_close("ok", bad)
+    with pytest.raises(ValueError, match="call_id"):
+        await a.get_for_call(bad)
+
+
+async def test_max_sessions_per_call_holds_across_racing_nodes(cluster: Cluster) -> None:
+    nodes = [await cluster.node(f"node-{i}") for i in range(3)]
+    attempts = [nodes[i % 3].register("busy-call", f"s-{i}", max_sessions_per_call=4) for i in range(30)]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    accepted = [r for r in results if isinstance(r, SessionInfo)]
+    refused = [r for r in results if isinstance(r, MaxSessionsPerCallExceeded)]
+    assert len(accepted) == 4 and len(refused) == 26
+    assert len(await nodes[0].get_for_call("busy-call")) == 4
+
+
+async def test_concurrent_registrations_are_all_kept(cluster: Cluster) -> None:
+    nodes = [await cluster.node(f"node-{i}") for i in range(3)]
+    await asyncio.gather(*(nodes[i % 3].register(f"call-{i % 7}", f"s-{i}") for i in range(300)))
+    assert len(await nodes[1].list_sessions()) == 300
+    per_call = [len(await nodes[2].get_for_call(f"call-{c}")) for c in range(7)]
+    assert sum(per_call) == 300
+
+
+async def test_draining_and_node_info_are_published(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    a.set_node_info(address="http://127.0.0.1:9000", capacity=4, pool="default")
+    await a.register("call-1", "s1")
+    await a.set_draining(True)
+    node = await b.get_node("node-a")
+    assert node is not None
+    assert (node.capacity, node.active, node.draining, node.free_slots) == (4, 1, True, 0)
+    assert node.address == "http://127.0.0.1:9000"
+
+
+async def test_register_can_restore_start_time_and_metrics(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    before = a.node.heartbeat_at
+    await a.register("call-1", "s1", started_at=123.0, metrics={"tokens": 7})
+    got = await a.get("call-1", "s1")
+    assert got is not None and (got.started_at, got.metrics) == (123.0, {"tokens": 7})
+    await asyncio.sleep(0.01)
+    await a.heartbeat()
+    assert a.node.heartbeat_at > before
