@@ -100,10 +100,11 @@ async def test_g10_stall_of_3s_loses_no_session(
         recovered = time.monotonic() - healed_mono
         await sample()
         errors = {n.node_id: dict(n.stats.errors) for n in nodes}
+        cycles = [n.stats.maintenance.cycles - b for n, b in zip(nodes, beats_before, strict=True)]
         print(
             f"\n[chaos] stall {STALL:g}s (black hole) on {NODES} nodes x {SESSIONS_PER_NODE} sessions, "
             f"ttl {TTL:g}s, interval {INTERVAL:g}s: every node heartbeat again {recovered:.2f}s after heal; "
-            f"cycles during the test {[n.stats.maintenance.cycles - b for n, b in zip(nodes, beats_before, strict=True)]}; "
+            f"cycles during the test {cycles}; "
             f"samples {samples}, sessions lost {len(lost)}, duplicates {len(doubled)}; step errors {errors}"
         )
         assert not lost, f"sessions lost during the stall: {sorted(lost)}"

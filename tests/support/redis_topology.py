@@ -165,7 +165,7 @@ class SentinelTopology:
 
     def kill_master(self) -> RedisServer:
         """``kill -9`` the current master; returns the dead server (restartable as a replica)."""
-        host, port = self.master_addr()
+        _, port = self.master_addr()
         dead = self.master if self.master.port == port else self.replica
         dead.kill()
         return dead
