@@ -8,9 +8,12 @@ starts it on a free loopback port; :class:`ToxiproxyClient` speaks its HTTP API
 address and an upstream, and *toxics* (latency, bandwidth, timeout, reset_peer, ...)
 are added to a proxy and removed again to inject and end a fault.
 
-A "black hole" has two forms: a ``timeout`` toxic with ``timeout=0`` keeps connections
-open and drops every byte (a stalled server, the client waits for its socket timeout);
-``enabled: false`` closes every connection and refuses new ones (a server that is gone).
+A stall that delivers afterwards is :meth:`ToxiproxyClient.hold`: a latency toxic that only
+its removal ends (requests wait, none is lost, no connection closes). A "black hole" has
+two forms: a ``timeout`` toxic with ``timeout=0`` keeps connections open and drops every
+byte (the client waits for its socket timeout; removing the toxic closes the connections
+it held); ``enabled: false`` closes every connection and refuses new ones (a server that
+is gone).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "tests" / "k8s" / "build-tools.sh"
 BINARY = "toxiproxy-server"
+#: Latency of :meth:`ToxiproxyClient.hold`, ms: longer than any test, so only removing the
+#: toxic ends the stall.
+HOLD_MS = 600_000
 
 
 class ToxiproxyError(RuntimeError):
@@ -202,7 +208,10 @@ class ToxiproxyClient:
         return self.add_toxic(proxy, "bandwidth", stream=stream, rate=kb_per_s)
 
     def timeout(self, proxy: str, ms: int, *, stream: Stream = Stream.DOWNSTREAM) -> Toxic:
-        """Drop all data; close the connection after ``ms`` (0: never, a black hole)."""
+        """Drop all data; close the connection after ``ms`` (0: never, a black hole).
+
+        Removing the toxic closes the connections it held too.
+        """
         return self.add_toxic(proxy, "timeout", stream=stream, timeout=ms)
 
     def reset_peer(self, proxy: str, ms: int = 0, *, stream: Stream = Stream.DOWNSTREAM) -> Toxic:
@@ -212,6 +221,23 @@ class ToxiproxyClient:
     def black_hole(self, proxy: str) -> list[Toxic]:
         """Stall both directions: connections stay open, no byte passes (``timeout`` 0)."""
         return [self.timeout(proxy, 0, stream=s) for s in Stream]
+
+    def hold(self, proxy: str) -> Toxic:
+        """Hold every request until the toxic goes, then deliver it (nothing dropped or closed).
+
+        A latency toxic of 10 minutes on the upstream: Redis sees nothing while it is there,
+        as if it stalled (a slow fork, a long script), and answers everything at once after.
+        """
+        return self.latency(proxy, HOLD_MS, stream=Stream.UPSTREAM)
+
+    @contextmanager
+    def held(self, proxy: str) -> Iterator[None]:
+        """:meth:`hold` for the duration of the ``with`` block."""
+        toxic = self.hold(proxy)
+        try:
+            yield
+        finally:
+            self.remove_toxic(proxy, toxic.name)
 
     def heal(self, proxy: str) -> None:
         """Remove every toxic of ``proxy`` and enable it again."""
