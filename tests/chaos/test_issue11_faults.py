@@ -1,4 +1,5 @@
-"""Issue 11's defects that need a fault: a long Redis stall (defect 7) through Toxiproxy.
+"""Issue 11's defects that need a fault, through Toxiproxy: a long Redis stall (defect 7)
+and a shutdown against a black-holed Redis (defect 11).
 
 Strict xfails: each fails on the code it was written against; its fix removes the mark.
 """
@@ -122,3 +123,38 @@ async def test_g10_stall_under_20s_expires_no_session(
         assert not lost, f"{len(lost)} sessions expired during a {STALL:g}s stall"
     finally:
         await observer.stop()
+
+
+#: The pod's default ``terminationGracePeriodSeconds``: drain and stop must fit in it.
+GRACE = 30.0
+#: What the node gives its sessions to end by themselves (the rest of the grace is the
+#: budget of closing them, deregistering and stopping).
+DRAIN = 20.0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 11 defect 11: drain + stop against a black-holed Redis overrun the grace period",
+)
+async def test_g9_drain_and_stop_fit_the_grace_period_when_redis_is_black_holed(
+    redis_proxy: RedisProxy, nodes: list[AgentLauncher[FakeAgent]]
+) -> None:
+    node = nodes[0]
+    for j in range(5):
+        await node.start_session(f"call-{j}")
+    redis_proxy.client.black_hole(redis_proxy.name)
+    started = time.monotonic()
+
+    async def shut_down() -> None:
+        await node.drain(DRAIN)
+        await node.stop()
+
+    try:
+        await asyncio.wait_for(shut_down(), GRACE)
+    finally:
+        print(
+            f"\n[chaos] drain({DRAIN:g}) + stop with Redis black-holed: "
+            f"{time.monotonic() - started:.1f}s (grace {GRACE:g}s)"
+        )
+        redis_proxy.client.heal(redis_proxy.name)
