@@ -214,11 +214,23 @@ class SentinelTopology:
         self.stop()
 
 
+#: A cluster node's bus listens on its port + 10000, so its port must be at most this.
+CLUSTER_MAX_PORT = 65535 - 10000
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) exists too."""
+    while True:
+        port = free_port()
+        if port <= CLUSTER_MAX_PORT:
+            return port
+
+
 class ClusterTopology:
     """Three cluster-enabled masters on loopback, slots split by ``redis-cli --cluster create``."""
 
     def __init__(self, size: int = 3) -> None:
-        self.nodes = [RedisServer() for _ in range(size)]
+        self.nodes = [RedisServer(port=_cluster_port()) for _ in range(size)]
         for node in self.nodes:
             node.extra_args = [
                 "--cluster-enabled",

@@ -52,7 +52,8 @@ class RegistrySettings:
         env="CALLBOARD_REDIS_URL",
         help="Session registry shared with the agent nodes.",
     )
-    """The session registry shared with the agent nodes (``redis://``, ``rediss://``, ``unix://``)."""
+    """The session registry shared with the agent nodes (``redis://``, ``rediss://``, ``unix://``,
+    ``redis+sentinel://``)."""
     key_prefix: str = setting(
         DEFAULT_KEY_PREFIX, env="CALLBOARD_KEY_PREFIX", help="Registry key prefix (must match the nodes')."
     )

@@ -57,6 +57,7 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
         if self._running:
             return
         await self._store.start()
+        await self._store.check_ttl(self.ttl)
         await self.heartbeat()
         self._running = True
         if isinstance(self._store, PubSubSupport):

@@ -43,7 +43,10 @@ class ServeSettings:
     redis_url: str | None = setting(
         None,
         env="CALLBOARD_REDIS_URL",
-        help="Registry: redis://, rediss://, unix:// or memory:// (the default; one node only).",
+        help=(
+            "Registry: redis://, rediss://, unix://, redis+sentinel:// or memory:// "
+            "(the default; one node only)."
+        ),
         default_text="memory",
     )
     """Registry store URL; None is memory: fine for one node, invisible to any other."""
@@ -124,14 +127,14 @@ def load_callable(spec: str, what: str) -> Any:
 
 
 def redact_url(url: str | None) -> str:
-    """The URL without its password, for logs."""
+    """The URL without its password, for logs (Sentinel URLs name several hosts)."""
     if not url:
         return "memory://"
     parts = urlsplit(url)
-    if parts.password is None:
+    userinfo, sep, hosts = parts.netloc.rpartition("@")
+    if not sep or ":" not in userinfo:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}"))
 
 
 def _advertise(settings: ServeSettings) -> str:

@@ -41,7 +41,10 @@ class SidecarRegistrySettings:
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0",
         env="CALLBOARD_REDIS_URL",
-        help=("Store URL: redis://, rediss:// (TLS), unix:// or memory:// (one process, for trials)."),
+        help=(
+            "Store URL: redis://, rediss:// (TLS), unix://, redis+sentinel:// or memory:// "
+            "(one process, for trials)."
+        ),
     )
     key_prefix: str = setting(
         DEFAULT_KEY_PREFIX,
