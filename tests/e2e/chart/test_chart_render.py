@@ -49,6 +49,10 @@ EXPECTED_KINDS = {
         "RoleBinding": 1, "ScaledObject": 1, "Service": 3, "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
+    "sentinel": {
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "PodDisruptionBudget": 1, "Role": 1,
+        "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
+    },
 }  # fmt: skip
 
 #: Volume types Pod Security "restricted" allows.
@@ -206,7 +210,7 @@ def test_every_variable_set_is_one_the_program_reads(render: Render, value_set: 
     sidecar_vars = {name for opt in config.options(SidecarSettings) for name in opt.env}
     sidecar_vars |= {"CALLBOARD_LOG_LEVEL", "CALLBOARD_LOG_FORMAT"}
     # Read by nobody: only expanded into CALLBOARD_REDIS_URL as $(CALLBOARD_REDIS_PASSWORD).
-    helpers = {"CALLBOARD_REDIS_PASSWORD"}
+    helpers = {"CALLBOARD_REDIS_PASSWORD", "CALLBOARD_REDIS_SENTINEL_PASSWORD"}
     for name, _, c in containers(render(*values_args(value_set))):
         env = set(env_of(c))
         if c["name"] == "operator":
@@ -282,6 +286,31 @@ def test_redis_urls(render: Render) -> None:
     assert redis["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
     assert env_of(redis)["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis-password", "key": "password"}}
 
+    # Redis Sentinel: every sentinel, the master name and db, both passwords, TLS with the CA.
+    sentinel = render("-f", "tests/e2e/chart/values/sentinel.yaml")
+    assert not [
+        d for d in sentinel if d["kind"] == "Deployment" and d["metadata"]["name"] == "cb-callboard-redis"
+    ]
+    for deployment, container in (
+        ("cb-callboard-operator", "operator"),
+        ("cb-callboard-agents-default", "sidecar"),
+    ):
+        names, url = _redis_url(sentinel, deployment, container)
+        assert url == (
+            "rediss+sentinel://callboard:$(CALLBOARD_REDIS_PASSWORD)@redis-sentinel-0.redis-sentinel:26379,"
+            "redis-sentinel-1.redis-sentinel:26379,redis-sentinel-2.redis-sentinel:26379/mymaster/1"
+            "?sentinel_password=$(CALLBOARD_REDIS_SENTINEL_PASSWORD)&ssl_ca_certs=/etc/callboard/redis-tls/ca.crt"
+        )
+        assert names.index("CALLBOARD_REDIS_SENTINEL_PASSWORD") < names.index("CALLBOARD_REDIS_URL")
+        pod = find(sentinel, "Deployment", deployment)["spec"]["template"]["spec"]
+        assert {"name": "redis-tls", "secret": {"secretName": "redis-ca"}} in pod["volumes"]
+    from callboard.registry.backends.redis_connect import SentinelEndpoint, parse_redis_url
+
+    parsed = parse_redis_url(
+        url.replace("$(CALLBOARD_REDIS_PASSWORD)", "pw").replace("$(", "").replace(")", "")
+    )
+    assert isinstance(parsed, SentinelEndpoint) and parsed.master_name == "mymaster" and parsed.db == 1
+
 
 def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     return {
@@ -338,7 +367,11 @@ def test_rbac_least_privilege(render: Render) -> None:
             ["--set", "redis.mode=external"],
             "set redis.external.url (redis://host:6379/0) or redis.external.urlSecret",
         ),
-        (["--set", "redis.mode=cluster"], "at '/redis/mode': value must be one of 'bundled', 'external'"),
+        (
+            ["--set", "redis.mode=cluster"],
+            "at '/redis/mode': value must be one of 'bundled', 'external', 'sentinel'",
+        ),
+        (["--set", "redis.mode=sentinel"], "list the sentinels in redis.sentinel.addresses"),
         (
             ["--set", "redis.mode=external", "--set", "redis.external.url=redis://u:p@host:6379"],
             "redis.external.url must not carry credentials",
