@@ -52,7 +52,8 @@ lint: install  ## ruff (lint + format check), mypy (strict), import-linter (laye
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install redis-server lint  ## Every tier: lint, unit, integration (real Redis), e2e (real Kubernetes API)
+test: install redis-server  ## Every tier: lint, unit, integration (real Redis), e2e (real Kubernetes API); times each
+	@t0=$$(date +%s); $(MAKE) --no-print-directory lint && echo "[time] lint: $$(( $$(date +%s) - t0 )) s"
 	$(BIN)/pytest tests
 
 fast: install redis-server  ## Unit and integration tiers only (the inner loop)
