@@ -15,7 +15,7 @@ import yaml
 from callboard.kube import autoscale
 from callboard.kube.autoscale import AutoscaleSettings, Buffer, ScalingMode
 from callboard.sidecar.settings import ENV_VARS as SIDECAR_ENV_VARS
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 
 from .conftest import (
     CHART,

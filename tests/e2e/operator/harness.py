@@ -23,15 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.kubeharness import KubeEnv
-from tests.integration.sidecar.harness import (
-    AppProcess,
-    SidecarProcess,
-    callboard_command,
-    python_app,
-    wait_until,
-)
+from tests.support.kube import KubeEnv
 from tests.support.redis_server import free_port
+from tests.support.sidecar import AppProcess, SidecarProcess, callboard_command, python_app
+from tests.support.waiting import wait_until
 
 #: Operator timings for tests: seconds, not minutes (see `callboard operator --help`).
 FAST_OPERATOR = {

@@ -18,7 +18,7 @@ from typing import IO, NoReturn
 
 import pytest
 
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 
 
 class _Answer500(http.server.BaseHTTPRequestHandler):

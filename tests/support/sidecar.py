@@ -1,33 +1,35 @@
-"""Real processes for the sidecar tier: ``callboard sidecar`` and agent apps that talk to it.
+"""Real processes for sidecar tests: ``callboard sidecar`` and agent apps that talk to it.
 
 - :class:`SidecarProcess` runs the real command (the console script of this virtualenv) on a
   free loopback port, with short intervals so the tier takes seconds;
 - :class:`AppProcess` runs an agent app (the Python one in :mod:`agent_app`, or the Node.js
   one in ``tests/apps``) that prints one JSON object per line and takes commands on stdin.
 
-Waits poll with a deadline (:func:`wait_until`); nothing sleeps a fixed time.
+Used by the integration tier and by the e2e operator harness. Waits poll with a deadline
+(:func:`tests.support.waiting.wait_until`); nothing sleeps a fixed time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.redis_server import free_port
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import free_port
+from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = REPO_ROOT
 NODE_APP = ROOT / "tests" / "apps" / "node-app.mjs"
 NODE_HINT = (
     "node (Node.js >= 18, for its built-in fetch) is needed to run the non-Python test app "
@@ -43,22 +45,6 @@ FAST = {
     "CALLBOARD_DRAIN_TIMEOUT": "15",
     "CALLBOARD_CAPACITY": "4",
 }
-
-
-async def wait_until(
-    predicate: Callable[[], object | Awaitable[object]], *, timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something true; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def callboard_command() -> list[str]:
@@ -267,10 +253,19 @@ def _get(message: Mapping[str, Any], path: str) -> Any:
 
 
 def python_app(sidecar: SidecarProcess, *args: str, log_dir: Path, name: str = "py") -> AppProcess:
-    argv = [sys.executable, "-m", "tests.integration.sidecar.agent_app", "--sidecar", sidecar.url, *args]
+    argv = [sys.executable, "-m", "tests.support.agent_app", "--sidecar", sidecar.url, *args]
     return AppProcess(argv, name=name, log_dir=log_dir)
 
 
 def node_app(sidecar: SidecarProcess, *, call_id: str, session_id: str, log_dir: Path) -> AppProcess:
     env = {"SIDECAR_URL": sidecar.url, "CALL_ID": call_id, "SESSION_ID": session_id}
     return AppProcess([node_binary(), str(NODE_APP)], name="node", log_dir=log_dir, env=env)
+
+
+async def metric(sidecar: SidecarProcess, name: str) -> float:
+    """The value of the sidecar's ``callboard_sidecar_<name>`` metric (0 when not exported yet)."""
+    text = (await sidecar.http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"callboard_sidecar_{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
