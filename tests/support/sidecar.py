@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from tests.support.paths import REPO_ROOT
-from tests.support.processes import free_port
+from tests.support.processes import ChildProcess, free_port
 from tests.support.waiting import wait_until
 
 ROOT = REPO_ROOT
@@ -80,20 +80,19 @@ class SidecarProcess:
             "CALLBOARD_LOG_LEVEL": "debug",
             **(env or {}),
         }
-        self.proc: asyncio.subprocess.Process | None = None
+        self.process = ChildProcess(
+            [*callboard_command(), "sidecar"], name=f"sidecar {node_id}", log_path=self.log_path, env=self.env
+        )
         self.http = httpx.AsyncClient(base_url=self.url, timeout=5)
 
     async def start(self, *, ready: bool = True) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *callboard_command(), "sidecar", stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
-            )
+        await self.process.start()
         if ready:
             await self.wait_ready()
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
         async def ready() -> bool:
-            self._check_alive()
+            self.process.check_alive()
             try:
                 return (await self.http.get("/readyz")).status_code == 200
             except httpx.TransportError:
@@ -101,30 +100,18 @@ class SidecarProcess:
 
         await wait_until(ready, timeout=timeout, what=f"sidecar {self.node_id} to be ready")
 
-    def _check_alive(self) -> None:
-        if self.proc is not None and self.proc.returncode is not None:
-            pytest.fail(f"sidecar {self.node_id} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.process.running
 
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        self.process.signal(sig)
 
     async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            pytest.fail(f"sidecar {self.node_id} still runs after {timeout}s:\n{self.log()[-3000:]}")
+        return await self.process.wait(timeout)
 
     async def kill(self) -> None:
-        if self.running:
-            assert self.proc is not None
-            self.proc.kill()
-            await self.proc.wait()
+        await self.process.kill()
 
     async def restart(self) -> None:
         await self.kill()
@@ -139,7 +126,7 @@ class SidecarProcess:
         return sorted(s["session_id"] for s in await self.get("/v1/sessions"))
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
     async def aclose(self) -> None:
         await self.kill()  # the drain has tests of its own; teardown needs no grace
@@ -157,20 +144,13 @@ class AppProcess:
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_dir / f"app-{name}.log"
         self.messages: list[dict[str, Any]] = []
+        self.process = ChildProcess(argv, name=f"app {name}", log_path=self.log_path, env=self.env, cwd=ROOT)
         self.proc: asyncio.subprocess.Process | None = None
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=self.env,
-                cwd=ROOT,
-            )
+        self.proc = await self.process.start(pipes=True)
         self._reader = asyncio.create_task(self._read(), name=f"read:{self.name}")
 
     async def _read(self) -> None:
@@ -216,24 +196,18 @@ class AppProcess:
         return found
 
     async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            pytest.fail(f"app {self.name} still runs after {timeout}s; said {self.messages}")
+        code = await self.process.wait(timeout, after=f"; said {self.messages}")
         if self._reader is not None:
             await self._reader
         return code
 
     async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        await self.process.kill()
         if self._reader is not None:
             await self._reader
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
     async def aclose(self) -> None:
         await self.kill()
