@@ -35,7 +35,7 @@ $(UV):
 
 $(STAMP): pyproject.toml uv.lock | $(UV)
 	@echo "[install] installing callboard and its dev dependencies, as locked in uv.lock"
-	@$(UV) sync -q --locked --extra dev --python $(BIN)/python
+	@$(UV) sync -q --locked --compile-bytecode --extra dev --python $(BIN)/python
 	@touch $@
 
 install: $(STAMP)  ## Create the virtualenv and install callboard with every extra, as uv.lock pins them
