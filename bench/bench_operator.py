@@ -34,7 +34,7 @@ import aiohttp
 
 from callboard.kube.k8s.client import KubeApi, agentsession_path
 from callboard.kube.running.entrypoint import login
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 from tests.support.redis_server import RedisServer, free_port
 
 NAMESPACE = "bench"

@@ -17,6 +17,7 @@ at a ``valkey-server`` runs the same topologies on Valkey.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -47,7 +48,8 @@ QUORUM = 2
 def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
     """Poll ``check`` until it is true; ``TimeoutError`` naming ``what`` otherwise.
 
-    Private on purpose: tests/support/wait.py (another branch) will replace it.
+    Unlike ``waiting.wait_for`` it runs outside a test too (fixture set-up) and treats a
+    server that refuses connections while it starts as "not yet".
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -214,16 +216,24 @@ class SentinelTopology:
         self.stop()
 
 
-#: A cluster node's bus listens on its port + 10000, so its port must be at most this.
-CLUSTER_MAX_PORT = 65535 - 10000
+#: A cluster node also listens on its port + 10000 (the cluster bus), so its port must be
+#: at most 65535 - 10000 (redis-server refuses to start otherwise).
+CLUSTER_BUS_OFFSET = 10_000
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) exists too."""
-    while True:
+    """A free port whose cluster-bus port (port + 10000) exists and is free too."""
+    for _ in range(100):
         port = free_port()
-        if port <= CLUSTER_MAX_PORT:
-            return port
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
 
 
 class ClusterTopology:

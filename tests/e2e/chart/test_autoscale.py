@@ -29,7 +29,8 @@ from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
 from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
 from callboard.kube.k8s.client import KubeApi
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.e2e.kubeharness import KubeEnv
+from tests.support.kube import KubeEnv
+from tests.support.waiting import wait_until as until
 
 from .conftest import CHART
 
@@ -37,17 +38,6 @@ CAPACITY = 2
 WINDOW = 2.0
 INTERVAL = 0.2
 POOL = "default"
-
-
-async def until(check: Callable[[], Awaitable[Any]], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {result!r})")
-        await asyncio.sleep(0.1)
 
 
 class Sidecars:

@@ -15,7 +15,7 @@ import yaml
 from callboard import config
 from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
 from callboard.sidecar.settings import SidecarSettings
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 
 from .conftest import (
     CHART,

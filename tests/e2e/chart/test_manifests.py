@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 
 from .conftest import CHART
 from .k8s_schemas import ManifestValidator

@@ -1,4 +1,8 @@
-"""Fake agents whose clocks and call the test controls: no sleeps, no real call."""
+"""Fake agents whose clocks and call the test controls, and a store that fails on demand.
+
+Shared by the unit tier (launcher, node API) and the integration tier (the launcher on a
+real Redis): no sleeps, no real call.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A Python agent app for the sidecar tests, built on :class:`callboard.sidecar.SidecarClient`.
 
-Run as ``python -m tests.integration.sidecar.agent_app --sidecar URL [options]`` from the
+Run as ``python -m tests.support.agent_app --sidecar URL [options]`` from the
 repository root. It follows the event stream and reacts as a real agent server would
 (close → end the session; start → accept or reject; drain → end or keep its sessions), takes
 commands as JSON lines on stdin (``{"op": "register", "call_id": ..., "session_id": ...}``,

@@ -1,33 +1,35 @@
-"""Real processes for the sidecar tier: ``callboard sidecar`` and agent apps that talk to it.
+"""Real processes for sidecar tests: ``callboard sidecar`` and agent apps that talk to it.
 
 - :class:`SidecarProcess` runs the real command (the console script of this virtualenv) on a
   free loopback port, with short intervals so the tier takes seconds;
 - :class:`AppProcess` runs an agent app (the Python one in :mod:`agent_app`, or the Node.js
   one in ``tests/apps``) that prints one JSON object per line and takes commands on stdin.
 
-Waits poll with a deadline (:func:`wait_until`); nothing sleeps a fixed time.
+Used by the integration tier and by the e2e operator harness. Waits poll with a deadline
+(:func:`tests.support.waiting.wait_until`); nothing sleeps a fixed time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.redis_server import free_port
+from tests.support.paths import REPO_ROOT
+from tests.support.processes import ChildProcess, free_port
+from tests.support.waiting import wait_until
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = REPO_ROOT
 NODE_APP = ROOT / "tests" / "apps" / "node-app.mjs"
 NODE_HINT = (
     "node (Node.js >= 18, for its built-in fetch) is needed to run the non-Python test app "
@@ -43,22 +45,6 @@ FAST = {
     "CALLBOARD_DRAIN_TIMEOUT": "15",
     "CALLBOARD_CAPACITY": "4",
 }
-
-
-async def wait_until(
-    predicate: Callable[[], object | Awaitable[object]], *, timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something true; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def callboard_command() -> list[str]:
@@ -94,20 +80,19 @@ class SidecarProcess:
             "CALLBOARD_LOG_LEVEL": "debug",
             **(env or {}),
         }
-        self.proc: asyncio.subprocess.Process | None = None
+        self.process = ChildProcess(
+            [*callboard_command(), "sidecar"], name=f"sidecar {node_id}", log_path=self.log_path, env=self.env
+        )
         self.http = httpx.AsyncClient(base_url=self.url, timeout=5)
 
     async def start(self, *, ready: bool = True) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *callboard_command(), "sidecar", stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
-            )
+        await self.process.start()
         if ready:
             await self.wait_ready()
 
     async def wait_ready(self, timeout: float = 20.0) -> None:
         async def ready() -> bool:
-            self._check_alive()
+            self.process.check_alive()
             try:
                 return (await self.http.get("/readyz")).status_code == 200
             except httpx.TransportError:
@@ -115,30 +100,18 @@ class SidecarProcess:
 
         await wait_until(ready, timeout=timeout, what=f"sidecar {self.node_id} to be ready")
 
-    def _check_alive(self) -> None:
-        if self.proc is not None and self.proc.returncode is not None:
-            pytest.fail(f"sidecar {self.node_id} exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.process.running
 
     def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
+        self.process.signal(sig)
 
     async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            pytest.fail(f"sidecar {self.node_id} still runs after {timeout}s:\n{self.log()[-3000:]}")
+        return await self.process.wait(timeout)
 
     async def kill(self) -> None:
-        if self.running:
-            assert self.proc is not None
-            self.proc.kill()
-            await self.proc.wait()
+        await self.process.kill()
 
     async def restart(self) -> None:
         await self.kill()
@@ -153,7 +126,7 @@ class SidecarProcess:
         return sorted(s["session_id"] for s in await self.get("/v1/sessions"))
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
     async def aclose(self) -> None:
         await self.kill()  # the drain has tests of its own; teardown needs no grace
@@ -171,20 +144,13 @@ class AppProcess:
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_dir / f"app-{name}.log"
         self.messages: list[dict[str, Any]] = []
+        self.process = ChildProcess(argv, name=f"app {name}", log_path=self.log_path, env=self.env, cwd=ROOT)
         self.proc: asyncio.subprocess.Process | None = None
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                env=self.env,
-                cwd=ROOT,
-            )
+        self.proc = await self.process.start(pipes=True)
         self._reader = asyncio.create_task(self._read(), name=f"read:{self.name}")
 
     async def _read(self) -> None:
@@ -230,24 +196,18 @@ class AppProcess:
         return found
 
     async def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            pytest.fail(f"app {self.name} still runs after {timeout}s; said {self.messages}")
+        code = await self.process.wait(timeout, after=f"; said {self.messages}")
         if self._reader is not None:
             await self._reader
         return code
 
     async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        await self.process.kill()
         if self._reader is not None:
             await self._reader
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
     async def aclose(self) -> None:
         await self.kill()
@@ -267,10 +227,19 @@ def _get(message: Mapping[str, Any], path: str) -> Any:
 
 
 def python_app(sidecar: SidecarProcess, *args: str, log_dir: Path, name: str = "py") -> AppProcess:
-    argv = [sys.executable, "-m", "tests.integration.sidecar.agent_app", "--sidecar", sidecar.url, *args]
+    argv = [sys.executable, "-m", "tests.support.agent_app", "--sidecar", sidecar.url, *args]
     return AppProcess(argv, name=name, log_dir=log_dir)
 
 
 def node_app(sidecar: SidecarProcess, *, call_id: str, session_id: str, log_dir: Path) -> AppProcess:
     env = {"SIDECAR_URL": sidecar.url, "CALL_ID": call_id, "SESSION_ID": session_id}
     return AppProcess([node_binary(), str(NODE_APP)], name="node", log_dir=log_dir, env=env)
+
+
+async def metric(sidecar: SidecarProcess, name: str) -> float:
+    """The value of the sidecar's ``callboard_sidecar_<name>`` metric (0 when not exported yet)."""
+    text = (await sidecar.http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(f"callboard_sidecar_{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
