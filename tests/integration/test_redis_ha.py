@@ -18,9 +18,9 @@ import redis
 
 from callboard import ConfigurationError, MaxSessionsPerCallExceeded, StoreUnavailableError
 from callboard.registry import CloseRequest, RedisSessionKVStore, SessionRegistry, store_from_url
-from tests.integration.sidecar.harness import wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topology import ClusterTopology, SentinelTopology, create_acl_user
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
 
