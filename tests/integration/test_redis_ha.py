@@ -9,14 +9,17 @@ are measurements, never assertions.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from callboard import ConfigurationError, MaxSessionsPerCallExceeded, StoreUnavailableError
+from callboard.cli import sessions
 from callboard.registry import CloseRequest, RedisSessionKVStore, SessionRegistry, store_from_url
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topology import ClusterTopology, SentinelTopology, create_acl_user
@@ -87,6 +90,11 @@ async def _wait_subscribed(port: int, channel: str) -> None:
     await wait_until(
         lambda: asyncio.to_thread(_subscribed, port, channel), timeout=60, what=f"{channel} resubscribed"
     )
+
+
+def _role(port: int, role: str) -> bool:
+    with redis.Redis(port=port) as admin:
+        return bool(admin.info("replication")["role"] == role)
 
 
 def _count_sessions(port: int) -> int:
@@ -340,3 +348,49 @@ async def test_an_evicting_maxmemory_policy_is_warned_at_start(
         with redis.Redis(port=redis_server.port) as admin:
             admin.config_set("maxmemory-policy", "noeviction")
     assert any("maxmemory-policy is allkeys-lru" in r.message for r in caplog.records)
+
+
+async def test_the_command_line_reads_and_closes_through_a_sentinel_url(sentinel: SentinelTopology) -> None:
+    def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+        result = CliRunner(env=env).invoke(sessions.command, list(args), catch_exceptions=False)
+        return result.exit_code, result.output
+
+    async with SessionRegistry(store_from_url(sentinel.url()), node_id="node-a", ttl=TTL) as registry:
+        await registry.register("call-1", "s-1")
+        closes = registry.close_requests()
+        code, out = await asyncio.to_thread(invoke, "list", "--redis-url", sentinel.url(), "--json")
+        assert code == 0, out
+        assert [s["session_id"] for s in json.loads(out)] == ["s-1"]
+        env = {"CALLBOARD_REDIS_URL": sentinel.url(scheme="valkey+sentinel")}
+        code, out = await asyncio.to_thread(invoke, "close", "call-1", "s-1", env=env)
+        assert code == 0, out
+        assert await asyncio.wait_for(closes.get(), 30) == CloseRequest("call-1", "s-1")
+
+
+async def test_g10_a_demoted_master_answering_readonly_means_reconnect_to_the_new_one(
+    sentinel: SentinelTopology, nodes: list[SessionRegistry]
+) -> None:
+    """A graceful failover (SENTINEL FAILOVER) keeps the old master up as a replica: pooled
+    connections to it are dropped or answered READONLY, and the store follows the sentinels."""
+    registry = nodes[0]
+    await registry.register("call-1", "before")
+    old_port = sentinel.master.port
+    with redis.Redis(port=sentinel.sentinel_ports[0]) as admin:
+        admin.execute_command("SENTINEL", "FAILOVER", "callboard")
+    _, new_port = await asyncio.to_thread(sentinel.wait_for_promotion, old_port)
+    await wait_until(
+        lambda: asyncio.to_thread(_role, old_port, "slave"),
+        timeout=60,
+        what="the old master demoted",
+    )
+    while True:  # unavailable while the pool learns the new master; never a plain StoreError
+        try:
+            await registry.register("call-1", "after")
+            break
+        except StoreUnavailableError:
+            await asyncio.sleep(0.2)
+    await _heartbeat_until_it_lands(registry)
+    with redis.Redis(port=new_port) as admin:
+        assert (
+            admin.exists("vision_agents:sessions/call-1/after", "vision_agents:sessions/call-1/before") == 2
+        )
