@@ -68,7 +68,7 @@ class Release:
     # ---- kubectl
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 120.0) -> Any:
-        return self.kube.kubectl(*args, "-n", self.namespace, check=check, timeout=timeout)
+        return self.kube.kubectl("-n", self.namespace, *args, check=check, timeout=timeout)
 
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json").stdout)

@@ -265,6 +265,11 @@ class RealCluster:
         t0 = time.monotonic()
         for proc in reversed(self.processes):
             proc.stop(grace=10.0)
+        # The containers outlive kubelet, containerd and their shims: end them by PID.
+        for _ in range(50):
+            if network.kill_cgroup_processes("kubepods") == 0:
+                break
+            time.sleep(0.1)
         if hasattr(self, "workdir"):
             self._kill_shims()
             network.unmount_under(self.workdir, self.log)

@@ -166,6 +166,27 @@ def unmount_under(root: Path, log: Callable[[str], None]) -> None:
                 log(f"[realnode] could not unmount {point}: {res.stderr.strip()}")
 
 
+def kill_cgroup_processes(name: str) -> int:
+    """SIGKILL every process in the kubelet's pod cgroups: the containers of this node.
+
+    Killing the containerd shims is not enough: their containers are re-parented and live
+    on. The ``kubepods`` tree holds exactly the pods' processes (and nothing else: the
+    kubelet creates it), so its ``cgroup.procs`` files are the list to end.
+    """
+    base = Path("/sys/fs/cgroup")
+    pids: set[int] = set()
+    for controller in base.iterdir() if base.is_dir() else []:
+        top = controller / name
+        if top.is_dir():
+            for procs in top.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(p) for p in procs.read_text().split())
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, 9)
+    return len(pids)
+
+
 def remove_cgroups(name: str) -> None:
     """Remove the kubelet's pod cgroups (cgroup v1: one tree per controller), leaves first."""
     base = Path("/sys/fs/cgroup")
