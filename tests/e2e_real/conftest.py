@@ -4,6 +4,7 @@ Fixtures:
     real_kube    session  KubeEnv of a real one-node cluster (tests/support/realnode), or of
                           the cluster $KUBECONFIG names (kind, k3d, a real one)
     images       session  Images: the image references the chart is installed with
+    progress     session  a callable that prints a line live (timings)
 
 Every test here gets the ``e2e_real`` and ``e2e`` markers (so ``make fast`` leaves them out).
 The binaries and images are built (once, with timed progress lines) right after
@@ -139,6 +140,12 @@ def real_kube(request: pytest.FixtureRequest) -> Iterator[kh.KubeEnv]:
         yield kube
     finally:
         ctx.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def progress(request: pytest.FixtureRequest) -> _Progress:
+    """Print a line live (past output capturing): set-up steps and measured latencies."""
+    return _Progress(request.config)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import pytest
 
 from tests.e2e.kubeharness import KubeEnv, random_suffix, wait_for
 
+from . import kube
 from .conftest import Images
 from .kube import Release, timed, write_values
 
@@ -89,8 +90,12 @@ def _values(images: Images) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def release(
-    real_kube: KubeEnv, images: Images, tmp_path_factory: pytest.TempPathFactory
+    progress: Callable[[str], None],
+    real_kube: KubeEnv,
+    images: Images,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
+    kube.REPORT[0] = progress
     ns = f"real-{random_suffix()}"
     real_kube.kubectl("create", "namespace", ns)
     real_kube.kubectl(
@@ -103,7 +108,7 @@ def release(
         yield rel
     finally:
         if rel.figures:
-            print("[real-pods] figures: " + json.dumps({k: round(v, 2) for k, v in rel.figures.items()}))
+            progress("[real-pods] figures: " + json.dumps({k: round(v, 2) for k, v in rel.figures.items()}))
         real_kube.helm("uninstall", rel.name, "-n", ns, "--wait", "--timeout", "2m", check=False, timeout=180)
         # No operator is left to take its finalizer off the AgentSessions that outlived it.
         for name in rel.kubectl("get", "ags", "-o", "name", check=False).stdout.split():
@@ -263,6 +268,10 @@ def test_scale_down_removes_only_idle_pods_and_a_deleted_busy_pod_drains(release
     lines = logs.lines()
     kinds = [line["kind"] for line in lines]
     assert "sigterm" in kinds and "exiting" in kinds, lines
+    # The termination order the chart sets up: the sidecar drains first (SIGTERM at once)
+    # and tells the app; the app's own SIGTERM comes preStopSleepSeconds later.
+    drains = [i for i, line in enumerate(lines) if line["kind"] == "event" and line["type"] == "drain"]
+    assert drains and drains[0] < kinds.index("sigterm"), lines
     # The app's last DELETE reached a live sidecar (known=True) before the app exited.
     last = [line for line in lines if line["kind"] == "ended" and line["call_id"] == "call-busy"]
     assert [(e["reason"], e["known"]) for e in last] == [("shutdown", True)], lines
@@ -300,7 +309,9 @@ def test_killed_agent_container_is_noticed_restarts_and_takes_work(release: Rele
 
     obj = wait_for(left_running, timeout=120, what="ags/victim to leave Running after the agent died")
     rel.figures["agent SIGKILL -> object reports it"] = timed("agent killed -> object left Running", started)
-    print(f"[real-pods] after the agent died: {obj['status']['phase']} {obj['status'].get('conditions')}")
+    kube.REPORT[0](
+        f"[real-pods] after the agent died: {obj['status']['phase']} {obj['status'].get('conditions')}"
+    )
     assert obj["status"]["phase"] == "Succeeded", obj["status"]
     # The restarted container found the dead run's session and ended it.
     leftovers = _events(rel, pod, "ended", call_id="call-victim")
@@ -383,7 +394,7 @@ def test_helm_upgrade_and_uninstall_with_live_objects_leave_nothing(release: Rel
     # deletion by anything the release left running.
     remaining = rel.kubectl_json("get", "ags")["items"]
     phases = [(o["metadata"]["name"], o["status"].get("phase")) for o in remaining]
-    print(f"[real-pods] after uninstall: {phases}")
+    kube.REPORT[0](f"[real-pods] after uninstall: {phases}")
     assert sorted(o["metadata"]["name"] for o in remaining) == ["after-restart", "live-at-uninstall"]
     assert not any(o["metadata"].get("deletionTimestamp") for o in remaining)
 
