@@ -9,7 +9,8 @@ Pod Security ``restricted``; the tests run in file order on it, each as a user w
    and ``kubectl logs`` of the agent shows it;
 3. ``kubectl delete``: the agent gets ``close_requested`` and ends the session, the object
    goes;
-4. scale-down while a pod is busy: ``kubectl scale`` removes only the idle pod; a busy pod
+4. scale-down while a pod is busy: ``kubectl scale`` (and, after test 6, the operator's
+   autoscaler) removes only the idle pod; a busy pod
    deleted (SIGTERM) drains through its real termination order, the agent's last DELETE
    reaching a live sidecar, and its session ends cleanly (Succeeded, not Lost);
 5. the agent container killed (SIGKILL from the node's containerd): the kubelet restarts it
@@ -362,6 +363,35 @@ def test_redis_pod_killed_comes_back_empty_and_sessions_are_back_within_a_heartb
         phases.append(obj["status"]["phase"] if obj else "gone")
         time.sleep(1)
     assert set(phases) == {"Running"}, phases
+
+
+def _autoscale(buffer: int) -> list[str]:
+    settings = {"mode": "operator", "minReplicas": 1, "maxReplicas": 3, "buffer": buffer}
+    settings |= {"scaleDownWindowSeconds": 5, "intervalSeconds": 2}
+    return ["--set", ",".join(f"agentPool.autoscaling.{k}={v}" for k, v in settings.items())]
+
+
+def test_operator_autoscaler_scales_up_for_the_buffer_and_down_to_the_busy_pod(release: Release) -> None:
+    rel = release
+    busy_pod = _pod_of(rel, rel.wait_phase("after-restart", "Running"))
+    assert rel.running_pod_names("agent") == [busy_pod]
+    # One live session + a buffer of 5 free slots, 4 per pod: two pods.
+    rel.upgrade(*_autoscale(buffer=5))
+    wait_for(
+        lambda: len(rel.running_pod_names("agent")) == 2, timeout=120, what="the autoscaler's second pod"
+    )
+    # No buffer: one pod is enough, and it must be the busy one.
+    rel.upgrade(*_autoscale(buffer=0))
+    started = time.monotonic()
+    wait_for(
+        lambda: rel.running_pod_names("agent") == [busy_pod] and len(rel.pods("agent")) == 1,
+        timeout=120,
+        what="the autoscaler removing the idle pod",
+    )
+    rel.figures["autoscaler scale-down (after the upgrade)"] = timed(
+        "autoscaler 2->1: idle pod gone", started
+    )
+    assert rel.session("after-restart")["status"]["phase"] == "Running"  # type: ignore[index]
 
 
 def test_helm_upgrade_and_uninstall_with_live_objects_leave_nothing(release: Release) -> None:
