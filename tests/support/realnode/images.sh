@@ -90,7 +90,9 @@ mirror() {
 have_image() { "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 
 build_base() {
-  if [[ $FORCE == 0 && -f "$OUT/base.tar" ]] && have_image "$BASE_REF"; then
+  if [[ $FORCE == 0 ]] && have_image "$BASE_REF"; then
+    # buildah's storage outlives a fresh clone's cache folder (CI on a reused machine).
+    [[ -f "$OUT/base.tar" ]] || archive "$BASE_REF" base
     log "base $BASE_REF: cached"
     return 0
   fi
@@ -138,7 +140,8 @@ build_pause() {
 }
 
 build_redis() {
-  if [[ $FORCE == 0 && -f "$OUT/redis.tar" ]]; then
+  if [[ $FORCE == 0 ]] && { [[ -f "$OUT/redis.tar" ]] || have_image "$REDIS_REF"; }; then
+    [[ -f "$OUT/redis.tar" ]] || archive "$REDIS_REF" redis
     log "redis $REDIS_REF: cached"
     return 0
   fi
