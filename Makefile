@@ -52,9 +52,10 @@ lint: install  ## ruff (lint + format check), mypy (strict), import-linter (laye
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install redis-server  ## Every tier: lint, unit, integration (real Redis), e2e (real Kubernetes API); times each
+test: install redis-server  ## Every tier: lint, unit, integration, chaos, e2e (kwok), e2e-real (real pods); times each
 	@t0=$$(date +%s); $(MAKE) --no-print-directory lint && echo "[time] lint: $$(( $$(date +%s) - t0 )) s"
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests -m "not e2e_real"
+	@t0=$$(date +%s); $(MAKE) --no-print-directory e2e-real && echo "[time] e2e-real (set-up included): $$(( $$(date +%s) - t0 )) s"
 
 fast: install redis-server  ## Unit and integration tiers only (the inner loop)
 	$(BIN)/pytest tests -m "not e2e"
@@ -88,14 +89,17 @@ clean:  ## Remove the virtualenv and caches (keeps the built Kubernetes tools)
 CALLBOARD_VERSION := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/callboard/Chart.yaml)
 IMAGE        ?= callboard:$(CALLBOARD_VERSION)
 KIND_CLUSTER ?= callboard
-.PHONY: manifests image kind-up
+.PHONY: manifests image kind-up e2e-real
 
 manifests:  ## Regenerate manifests/ from the Helm chart (charts/render-manifests.sh)
 	@tests/k8s/build-tools.sh helm >/dev/null
 	charts/render-manifests.sh
 
-image:  ## Build the callboard image with Docker (operator/Dockerfile), tagged $(IMAGE)
-	docker build -f operator/Dockerfile -t $(IMAGE) .
+image:  ## Build the callboard image (operator/Dockerfile) with Docker, Podman or Buildah, tagged $(IMAGE)
+	IMAGE=$(IMAGE) operator/build-image.sh
+
+e2e-real: install  ## Real pods: a real node (kubelet, containerd) or $$KUBECONFIG's cluster; helm install + tests
+	$(BIN)/pytest tests/e2e_real -m e2e_real
 
 kind-up: image  ## Create a kind cluster (if missing) and load the image; then helm install
 	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER)
