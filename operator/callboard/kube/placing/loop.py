@@ -15,8 +15,8 @@ process) go through a work queue served by a pool of workers. One attempt:
    node, or Failed after ``max_attempts``.
 
 No node with room: the object stays Pending with a ``Placed=False`` condition saying why,
-and is queued again as soon as a sync cycle sees the capacity change; the nodes it already
-tried are forgotten then, so a node that refused once is asked again after the change.
+and is queued again as soon as a sync cycle sees the capacity change; untried nodes go
+first then, and when none is left a node that refused before is asked again.
 Placement starts only once the object holds the operator's finalizer, so every placed
 session is closed when its object is deleted. A restarted operator resumes an attempt
 with what is left of its own timeout (``status.attemptStartedAt``), and withdraws it
@@ -86,6 +86,8 @@ class Placer:
         self._waiting: dict[Key, None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tried: defaultdict[str, set[str]] = defaultdict(set)
+        self._retry_tried: set[str] = set()
+        """Objects re-queued by a capacity change: they may go to a node that refused before."""
         self._failures: defaultdict[str, list[str]] = defaultdict(list)
         self._reserved: dict[str, int] = {}
         self._confirmed: dict[tuple[str, str], tuple[str, float]] = {}
@@ -136,14 +138,14 @@ class Placer:
         waiting = [self._cache.get(key) for key in self._waiting]
         self._waiting.clear()
         for obj in sorted((o for o in waiting if o is not None), key=lambda o: o.created_at or 0.0):
-            # Capacity changed: every node may be asked again, also one that refused before
-            # (with one pod, remembering it would leave the object Pending for good).
-            self._tried.pop(obj.uid, None)
+            # Capacity changed: untried nodes first, else those that refused may be asked again.
+            self._retry_tried.add(obj.uid)
             self.offer(obj)
 
     def forget(self, uid: str) -> None:
         """The object is gone: drop what the placer remembers of it."""
         self._tried.pop(uid, None)
+        self._retry_tried.discard(uid)
         self._failures.pop(uid, None)
         self._locks.pop(uid, None)
         self._cancelled.discard(uid)
@@ -267,17 +269,28 @@ class Placer:
                 return
             snap = self._snapshot
             assert snap is not None
+            load = {
+                n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n] for n in snap.nodes
+            }
             found, tally = placement.candidates(
                 snap.nodes.values(),
-                load={
-                    n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n]
-                    for n in snap.nodes
-                },
+                load=load,
                 pool=obj.spec.pool,
                 now=self._clock(),
                 freshness=self._settings.node_freshness,
                 exclude=self._tried.get(obj.uid, ()),
             )
+            if not found and obj.uid in self._retry_tried:
+                # Capacity changed since every candidate was tried: nodes that refused may take
+                # it now (with one pod, never asking again would leave it Pending for good).
+                found, tally = placement.candidates(
+                    snap.nodes.values(),
+                    load=load,
+                    pool=obj.spec.pool,
+                    now=self._clock(),
+                    freshness=self._settings.node_freshness,
+                )
+            self._retry_tried.discard(obj.uid)
             choice = placement.choose(found, self._settings.strategy)
             if choice is None and snap.taken_at < self._first_seen.get(obj.uid, 0.0):
                 # The read predates the object: nodes that registered since would not count.

@@ -145,6 +145,17 @@ async def test_g1_a_refusal_on_a_one_pod_pool_is_asked_again_once_capacity_frees
     assert (status["nodeId"], status["attempts"]) == ("only", 2)
 
 
+async def test_after_a_capacity_change_an_untried_node_goes_before_one_that_refused(harness: Harness) -> None:
+    for name in ("r1", "r2"):
+        await harness.node(name, pool="strict", mode="reject")
+    harness.kube.apply("a1", "call-1", pool="strict")
+    await harness.phase("a1", "Pending")
+    await harness.node("r3", pool="strict", mode="reject")
+    status = await harness.phase("a1", "Failed")
+    assert status["attempts"] == 3
+    assert all(f"node {name} refused" in status["message"] for name in ("r1", "r2", "r3"))
+
+
 async def test_g1_a_restart_during_a_later_attempt_gets_that_attempt_s_full_timeout(
     settings: Settings,
 ) -> None:
