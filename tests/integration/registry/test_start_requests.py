@@ -168,14 +168,16 @@ async def test_g7_two_nodes_racing_for_one_request_have_exactly_one_winner(redis
         await registry.start()
     try:
         wins: Counter[int] = Counter()
-        for _ in range(1000):
+        for i in range(1000):
             request = await operator.request_start("agent-node", "call-1", expires_in=30)
-            claims = await asyncio.gather(*(n.claim_start(request) for n in nodes))
-            commits = await asyncio.gather(*(n.commit_start(request) for n in nodes))
+            racers = nodes if i % 2 else nodes[::-1]  # either one sends its claim first
+            claims = await asyncio.gather(*(n.claim_start(request) for n in racers))
+            # The loser commits first now: it must still not start the request.
+            commits = list(reversed(await asyncio.gather(*(n.commit_start(request) for n in racers[::-1]))))
             assert sorted(claims) == [StartClaim.CLAIMED, StartClaim.TAKEN]
             assert sorted(commits) == [StartClaim.STARTED, StartClaim.TAKEN]
             assert claims.index(StartClaim.CLAIMED) == commits.index(StartClaim.STARTED)
-            wins[claims.index(StartClaim.CLAIMED)] += 1
+            wins[nodes.index(racers[claims.index(StartClaim.CLAIMED)])] += 1
         assert sum(wins.values()) == 1000
         print(f"1,000 races: wins per node {dict(wins)}, duplicates 0")
     finally:

@@ -227,5 +227,8 @@ class _RedisSubscription(Subscription):
                 return data
 
     async def aclose(self) -> None:
+        if self._reconnect_callbacks and self._pubsub.connection is not None:
+            # The connection goes back to the pool: a later user must not call us.
+            self._pubsub.connection.deregister_connect_callback(self._reconnected)
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
