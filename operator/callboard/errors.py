@@ -108,5 +108,10 @@ class StartRequestGoneError(CallboardError):
     """A start request can no longer be accepted: withdrawn, expired or another node's.
 
     Raised where a node would start its session; the node must not start it (the
-    requester has given up on it, or someone else runs it).
+    requester has given up on it, or someone else runs it). ``state`` says which:
+    ``withdrawn``, ``expired`` or ``taken``.
     """
+
+    def __init__(self, message: str, *, state: str = "withdrawn") -> None:
+        super().__init__(message)
+        self.state = state

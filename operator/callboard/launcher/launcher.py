@@ -359,7 +359,8 @@ class AgentLauncher(Generic[AgentT]):
                     claim = await self._registry.commit_start(start_request)
                     if claim is not StartClaim.STARTED:
                         raise StartRequestGoneError(
-                            f"start request {start_request.request_id} is {claim.value}: not started"
+                            f"start request {start_request.request_id} is {claim.value}: not started",
+                            state=claim.value,
                         )
                 info = await self._registry.register(
                     call_id, sid, max_sessions_per_call=self.max_sessions_per_call

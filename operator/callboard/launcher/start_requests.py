@@ -102,7 +102,7 @@ class StartRequestHandler:
         try:
             await self.start(request)
         except StartRequestGoneError as exc:
-            self.answers["withdrawn"] += 1
+            self.answers[exc.state] += 1
             logger.info("start request %s not started: %s", request.request_id, exc, extra=ctx)
             return
         except CapacityError as exc:

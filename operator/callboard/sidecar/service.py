@@ -225,7 +225,9 @@ class SidecarService:
             if claim is not StartClaim.STARTED:
                 self._starts.drop(request.request_id)
                 SidecarStats.bump(self.stats.refused, claim.value)
-                raise StartRequestGoneError(f"start request {request.request_id} is {claim.value}")
+                raise StartRequestGoneError(
+                    f"start request {request.request_id} is {claim.value}", state=claim.value
+                )
         self._in_flight += 1
         try:
             info = await self.registry.register(
