@@ -16,6 +16,7 @@ from callboard.errors import (
     MaxSessionsPerCallExceeded,
     NodeDrainingError,
     SessionNotFoundError,
+    StartRequestGoneError,
     StoreError,
     StoreUnavailableError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "SessionNotFoundError",
     "SessionRegistry",
     "SessionStatus",
+    "StartRequestGoneError",
     "StoreError",
     "StoreUnavailableError",
     "__version__",

@@ -12,6 +12,8 @@ the level they need::
     │   └── StoreUnavailableError   it cannot be reached (connection refused, timeout)
     ├── MalformedRecordError        a stored record is not JSON of the right shape (also ValueError)
     ├── SessionNotFoundError        no such session (also KeyError)
+    ├── StartRequestGoneError       a start request was withdrawn, expired or claimed by
+    │                               another node: it must not start
     └── CapacityError               a limit refuses a new session
         ├── MaxConcurrentSessionsExceeded
         ├── MaxSessionsPerCallExceeded
@@ -49,6 +51,7 @@ __all__ = [
     "MaxSessionsPerCallExceeded",
     "NodeDrainingError",
     "SessionNotFoundError",
+    "StartRequestGoneError",
     "StoreError",
     "StoreUnavailableError",
 ]
@@ -99,3 +102,16 @@ class MaxSessionsPerCallExceeded(CapacityError):
 
 class NodeDrainingError(CapacityError):
     """The node is draining: it finishes its sessions and accepts no new ones."""
+
+
+class StartRequestGoneError(CallboardError):
+    """A start request can no longer be accepted: withdrawn, expired or another node's.
+
+    Raised where a node would start its session; the node must not start it (the
+    requester has given up on it, or someone else runs it). ``state`` says which:
+    ``withdrawn``, ``expired`` or ``taken``.
+    """
+
+    def __init__(self, message: str, *, state: str = "withdrawn") -> None:
+        super().__init__(message)
+        self.state = state

@@ -43,6 +43,7 @@ async def on_event(client: SidecarClient, event: SidecarEvent, args: argparse.Na
     elif event.type == "start_requested":
         try:
             if args.on_start == "accept":
+                await asyncio.sleep(args.accept_delay)  # e.g. it joins the call before registering
                 session = await client.accept(event)
                 out("accepted", request_id=event.request_id, session_id=session["session_id"])
             else:
@@ -107,6 +108,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--health-port", type=int, default=0, help="serve GET /health here")
     parser.add_argument("--on-start", choices=["accept", "reject"], default="accept")
     parser.add_argument("--reject-reason", default="not-today")
+    parser.add_argument("--accept-delay", type=float, default=0.0, help="seconds before accepting a start")
     parser.add_argument("--on-close", choices=["end", "ignore"], default="end")
     parser.add_argument("--close-reason", default="closed-by-request")
     parser.add_argument("--on-drain", choices=["end", "ignore"], default="ignore")

@@ -33,6 +33,7 @@ from callboard.errors import (
     InvalidIdError,
     MaxSessionsPerCallExceeded,
     NodeDrainingError,
+    StartRequestGoneError,
     StoreError,
 )
 from callboard.launcher.agent import Agent, AgentStartError, AgentT, CreateAgent, JoinCall, agent_metrics
@@ -47,6 +48,7 @@ from callboard.registry import (
     EventStream,
     SessionInfo,
     SessionRegistry,
+    StartClaim,
     StartRejection,
     StartRequest,
     admission_error,
@@ -317,12 +319,16 @@ class AgentLauncher(Generic[AgentT]):
         *,
         session_id: str | None = None,
         agent_kwargs: Mapping[str, Any] | None = None,
+        start_request: StartRequest | None = None,
     ) -> AgentSession[AgentT]:
         """Create an agent, register its session, and run ``join_call`` in a task.
 
         ``session_id`` defaults to the agent's id; a start request passes the id its sender
         chose (and a repeated request for a live session returns that session).
-        ``agent_kwargs`` go to ``create_agent``.
+        ``agent_kwargs`` go to ``create_agent``. With ``start_request`` (claimed by this
+        node) the request is committed after the agent was created and before the session
+        is registered: if the requester withdrew it meanwhile, or it expired, the agent is
+        closed and :class:`~callboard.errors.StartRequestGoneError` raised.
 
         Raises :class:`~callboard.errors.NodeDrainingError`,
         :class:`~callboard.errors.MaxConcurrentSessionsExceeded`,
@@ -349,6 +355,13 @@ class AgentLauncher(Generic[AgentT]):
                     raise InvalidIdError(f"session id {sid!r} is already live on this node")
                 if self._draining:  # drain() began while the agent was created
                     raise admission_error(StartRejection.DRAINING, node_id=self.node_id)
+                if start_request is not None:
+                    claim = await self._registry.commit_start(start_request)
+                    if claim is not StartClaim.STARTED:
+                        raise StartRequestGoneError(
+                            f"start request {start_request.request_id} is {claim.value}: not started",
+                            state=claim.value,
+                        )
                 info = await self._registry.register(
                     call_id, sid, max_sessions_per_call=self.max_sessions_per_call
                 )
@@ -491,7 +504,11 @@ class AgentLauncher(Generic[AgentT]):
 
     async def _start_requested(self, request: StartRequest) -> None:
         await self.start_session(
-            request.call_id, request.call_type, session_id=request.session_id, agent_kwargs=request.params
+            request.call_id,
+            request.call_type,
+            session_id=request.session_id,
+            agent_kwargs=request.params,
+            start_request=request,
         )
 
     # -- internals ------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """Start requests sent through the registry: how the operator places a session on a node.
 
-Each request is answered once: the session starts with the id the sender chose and the
-answer is "accepted", or the answer says why not in words the operator acts on
-(:class:`~callboard.registry.StartRejection`, shared with the sidecar). Requests arrive by
-push; they are also polled at start-up (sent before this node listened) and every few cycles
-(a notice lost without a disconnect). Duplicates are dropped by request id
+Each request is claimed first (:meth:`SessionRegistry.claim_start`): a request that is
+taken, withdrawn or expired is dropped unanswered. A claimed one is answered once: the
+agent is created, the claim committed (:meth:`SessionRegistry.commit_start`) and only then
+the session registered and "accepted"; a commit that fails (the requester withdrew it
+meanwhile) closes the agent unstarted. Otherwise the answer says why not in words the
+operator acts on (:class:`~callboard.registry.StartRejection`, shared with the sidecar).
+Requests arrive by push; they are also polled at start-up (sent before this node
+listened), after a reconnect of the push channel, and every few cycles (a notice lost
+without a disconnect). Duplicates are dropped by request id
 (:class:`~callboard.registry.SeenRequests`).
 """
 
@@ -17,12 +21,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from callboard._aio import stop_tasks
-from callboard.errors import CapacityError, InvalidIdError, StoreError
+from callboard.errors import CapacityError, InvalidIdError, StartRequestGoneError, StoreError
 from callboard.launcher.agent import AgentStartError
 from callboard.registry import (
     EventStream,
     SeenRequests,
     SessionRegistry,
+    StartClaim,
     StartRejection,
     StartRequest,
     rejection_for,
@@ -83,9 +88,23 @@ class StartRequestHandler:
             "call_id": request.call_id,
             "session_id": request.session_id,
         }
+        try:
+            claim = await self.registry.claim_start(request)
+        except StoreError as exc:
+            self._handled.forget(request.request_id)
+            self.log_failure("start-request", exc)
+            return
+        if claim is not StartClaim.CLAIMED:
+            self.answers[claim.value] += 1
+            logger.info("start request %s dropped: %s", request.request_id, claim.value, extra=ctx)
+            return
         reason: str | None = None
         try:
             await self.start(request)
+        except StartRequestGoneError as exc:
+            self.answers[exc.state] += 1
+            logger.info("start request %s not started: %s", request.request_id, exc, extra=ctx)
+            return
         except CapacityError as exc:
             reason = rejection_for(exc) or StartRejection.CAPACITY
         except InvalidIdError as exc:

@@ -16,7 +16,8 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``ended/{call_id}/{session_id}``       | JSON tombstone (reason)   | ENDED_TTL    |
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
-| ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | ttl          |
+| ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | its expiry   |
+| ``start_claims/{request_id}``          | claimed/started + claimant, or withdrawn | ENDED_TTL |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
@@ -35,6 +36,7 @@ __all__ = [
     "NODE_INDEX_PREFIX",
     "SESSIONS_PREFIX",
     "START_CHANNEL_PREFIX",
+    "START_CLAIMS_PREFIX",
     "START_REQUESTS_PREFIX",
     "START_RESULTS_PREFIX",
     "call_index_key",
@@ -46,6 +48,7 @@ __all__ = [
     "session_key",
     "split_session_key",
     "start_channel",
+    "start_claim_key",
     "start_request_key",
     "start_result_key",
 ]
@@ -60,6 +63,7 @@ CLOSE_CHANNEL_PREFIX = "channels/close/"
 START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
 START_RESULTS_PREFIX = "start_results/"
+START_CLAIMS_PREFIX = "start_claims/"
 
 #: How long a tombstone of an ended session stays, in seconds: long enough for the operator
 #: (which syncs every few seconds, or after a restart) to tell "ended" from "lost".
@@ -116,3 +120,8 @@ def start_request_key(node_id: str, request_id: str) -> str:
 
 def start_result_key(request_id: str) -> str:
     return f"{START_RESULTS_PREFIX}{request_id}"
+
+
+def start_claim_key(request_id: str) -> str:
+    """Who claimed a start request, whether it started, or that it was withdrawn."""
+    return f"{START_CLAIMS_PREFIX}{request_id}"

@@ -5,7 +5,9 @@ into a :class:`SessionIndex`:
 
 - :class:`KVSessionIndex` works on any :class:`SessionKVStore` with only the documented
   methods (``mset``, ``keys``, ``mget``...). Look-ups by call or node scan keys; the
-  per-call limit is checked then written, so it is not atomic across nodes.
+  per-call limit and the start-request claim are checked then written, so neither is
+  atomic across processes. They are atomic within one process on the in-memory store,
+  whose operations never suspend (no other task runs between the read and the write).
 - ``RedisSessionIndex`` (in :mod:`callboard.registry.backends.redis_index`) runs each operation as
   one Lua script next to the data, keeps per-call and per-node sets so look-ups never scan,
   and makes the per-call limit atomic.
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 
 from callboard.errors import MaxSessionsPerCallExceeded
 from callboard.registry import _keys as k
-from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, decode_or_none
+from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim, decode_or_none
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = ["KVSessionIndex", "SessionIndex", "close_notice", "parse_close_notice"]
@@ -67,6 +69,18 @@ class SessionIndex(ABC):
         """Index sessions written by nodes that do not maintain indexes; return how many."""
         return 0
 
+    @abstractmethod
+    async def claim_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+        """Claim a live start request for ``claimant``: CLAIMED for the first claimant only."""
+
+    @abstractmethod
+    async def commit_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+        """Turn ``claimant``'s claim (or no claim) into STARTED, unless withdrawn, taken or expired."""
+
+    @abstractmethod
+    async def withdraw_start(self, request_key: str, claim_key: str, ttl: float) -> StartClaim:
+        """Withdraw a request: WITHDRAWN, or STARTED when a node committed it already."""
+
 
 class KVSessionIndex(SessionIndex):
     """The fallback over the documented store methods (plus push when the store has it)."""
@@ -113,6 +127,36 @@ class KVSessionIndex(SessionIndex):
         # No per-node index here: the caller filters the records by node_id.
         return await self._records(await self.store.keys(k.SESSIONS_PREFIX))
 
+    # Start claims: the same state machine as the Redis scripts (lua/start_*.lua), read then
+    # written; see the module docstring for what that guarantees.
+
+    async def claim_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+        state = await self.store.get(claim_key)
+        if state is not None:
+            return _claim_state(state, claimant, claimed=StartClaim.CLAIMED)
+        if await self.store.get(request_key) is None:
+            return StartClaim.EXPIRED
+        await self.store.set(claim_key, f"claimed:{claimant}".encode(), ttl)
+        return StartClaim.CLAIMED
+
+    async def commit_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+        state = await self.store.get(claim_key)
+        if state is not None and state != f"claimed:{claimant}".encode():
+            return _claim_state(state, claimant, claimed=StartClaim.TAKEN)
+        if await self.store.get(request_key) is None:
+            return StartClaim.EXPIRED
+        await self.store.set(claim_key, f"started:{claimant}".encode(), ttl)
+        await self.store.delete([request_key])
+        return StartClaim.STARTED
+
+    async def withdraw_start(self, request_key: str, claim_key: str, ttl: float) -> StartClaim:
+        state = await self.store.get(claim_key)
+        await self.store.delete([request_key])
+        if state is not None and state.startswith(b"started:"):
+            return StartClaim.STARTED
+        await self.store.set(claim_key, b"withdrawn", ttl)
+        return StartClaim.WITHDRAWN
+
     async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
         await self.store.set(k.close_key(call_id, session_id), b"", ttl)
         if not isinstance(self.store, PubSubSupport):
@@ -123,3 +167,14 @@ class KVSessionIndex(SessionIndex):
         owner = info.node_id
         await self.store.publish(k.close_channel(owner), close_notice(call_id, session_id))
         return owner
+
+
+def _claim_state(state: bytes, claimant: str, *, claimed: StartClaim) -> StartClaim:
+    """What an existing claim value means to ``claimant`` (``claimed``: its own claim)."""
+    if state == b"withdrawn":
+        return StartClaim.WITHDRAWN
+    if state == f"started:{claimant}".encode():
+        return StartClaim.STARTED
+    if state == f"claimed:{claimant}".encode():
+        return claimed
+    return StartClaim.TAKEN

@@ -24,6 +24,7 @@ __all__ = [
     "NodeInfo",
     "SessionInfo",
     "SessionStatus",
+    "StartClaim",
     "StartRejection",
     "StartRequest",
     "StartResult",
@@ -174,8 +175,11 @@ class StartRequest:
     """A request, sent through the registry (by the operator), that a node start a session.
 
     The requester chooses ``session_id`` so it can follow the session before it exists.
-    The node answers with :meth:`SessionRegistry.answer_start`: it registers the session
-    (accepted) or says why not (rejected).
+    A node claims the request (:meth:`SessionRegistry.claim_start`), commits it just before
+    it registers the session (:meth:`SessionRegistry.commit_start`), and answers with
+    :meth:`SessionRegistry.answer_start`. The request expires ``expires_at``: the store drops
+    it then, and neither a claim nor a commit succeeds after that or after the requester
+    withdrew it (:meth:`SessionRegistry.withdraw_start`).
     """
 
     request_id: str
@@ -185,6 +189,13 @@ class StartRequest:
     call_type: str = "default"
     params: dict[str, Any] = field(default_factory=dict)
     requested_at: float = field(default_factory=time.time)
+    expires_at: float | None = None
+    """Unix time after which no node may accept it (the requester's start timeout). The
+    store's key expiry enforces it; this copy tells an app how long it has. None on
+    requests from older requesters (they live one registry TTL)."""
+    fencing_token: int | None = None
+    """Reserved for the requester's fencing token (the leader's lease transitions), so a
+    node can refuse a deposed leader's request. Not sent or checked yet."""
 
     def to_json(self) -> bytes:
         return _encode(self)
@@ -213,6 +224,27 @@ class StartResult:
     @classmethod
     def from_json(cls, data: bytes | str) -> StartResult:
         return _known_fields(cls, _decode(data, "start result"))
+
+
+class StartClaim(StrEnum):
+    """Where a start request stands for the node (or requester) that asks.
+
+    The answer of :meth:`SessionRegistry.claim_start`, :meth:`~SessionRegistry.commit_start`
+    and :meth:`~SessionRegistry.withdraw_start`. A node starts a session only after a commit
+    answered :attr:`STARTED`.
+    """
+
+    CLAIMED = "claimed"
+    """This node holds the claim: it may prepare the session, then commit."""
+    STARTED = "started"
+    """Committed (by this node, for claim and commit; by some node, for a withdrawal): the
+    session starts and the request can no longer be withdrawn."""
+    TAKEN = "taken"
+    """Another node (or another process with this node id) claimed it first."""
+    WITHDRAWN = "withdrawn"
+    """The requester cancelled it: nobody may start it."""
+    EXPIRED = "expired"
+    """It passed its expiry (or was answered and removed): nobody may start it."""
 
 
 class SessionStatus(StrEnum):

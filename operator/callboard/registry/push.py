@@ -3,7 +3,9 @@
 A close request for another node's session writes the documented flag (pollers and Vision
 Agents nodes see it) and pushes a notice that the owner's registry delivers at once through
 :meth:`PushStreams.close_requests`. The listener resubscribes with backoff after a store
-failure and then polls what it may have missed, so delivery is at least once.
+failure and then polls what it may have missed, so delivery is at least once. A store
+that reconnects by itself without an error (redis-py does, inside ``get_message``) reports
+it through :meth:`Subscription.on_reconnect`, and the listener polls at once then too.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class PushStreams(RegistryCore):
     ) -> None:
         super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
         self._close_streams: set[EventStream[CloseRequest]] = set()
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     async def request_close(self, call_id: str, session_id: str) -> None:
         """Ask the session's owner to close it; a session of this node is signalled locally."""
@@ -132,6 +135,19 @@ class PushStreams(RegistryCore):
                 if sid == session_id:
                     self._dispatch(CloseRequest(call_id, sid))
 
+    def _resync_soon(self, channel: str, resync: Callable[[], Awaitable[None]]) -> None:
+        """The store reconnected ``channel`` by itself: re-read what was missed, at once."""
+
+        async def run() -> None:
+            try:
+                await resync()
+            except StoreError as exc:
+                self._log_store_failure(f"re-read after reconnect of {channel}", exc)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"resync:{channel}")
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
     async def _listen(
         self,
         store: PubSubSupport,
@@ -154,6 +170,7 @@ class PushStreams(RegistryCore):
                 resubscribed = True
                 continue
             ready.set()
+            subscription.on_reconnect(lambda: self._resync_soon(channel, resync))
             try:
                 if resubscribed:
                     await resync()

@@ -87,7 +87,7 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
         if not self._running:
             return
         self._running = False
-        await stop_tasks(self._tasks, timeout=STOP_TIMEOUT, logger=logger)
+        await stop_tasks([*self._tasks, *self._resyncs], timeout=STOP_TIMEOUT, logger=logger)
         self._tasks.clear()
         try:
             await asyncio.wait_for(

@@ -1,9 +1,22 @@
 """Start requests: how a requester (the operator) asks one node to start a session.
 
-The request waits in the store for one TTL (the node polls it after a reconnect) and is
-pushed at once when the store supports it. The node answers once
-(:meth:`StartRequests.answer_start`): it registers the session and says "accepted", or
-says why not. The requester follows the session by the id it chose.
+The protocol, in the store (Redis runs each step as one script; see ``backends/lua``):
+
+1. **request**: the requester writes the request under the node's prefix with the
+   requester's start timeout as its expiry (``expires_in``) and pushes it;
+2. **claim**: a node that receives it (push, poll, or the re-read after a reconnect)
+   claims it (:meth:`StartRequests.claim_start`): exactly one claimant wins, once, and
+   only while the request lives;
+3. **commit**: just before it registers the session, the claimant commits
+   (:meth:`StartRequests.commit_start`); from then on the session starts. A node whose
+   commit does not answer ``started`` must not start it;
+4. **answer**: the node records accepted or why not (:meth:`StartRequests.answer_start`);
+5. **withdraw**: a requester that stops waiting withdraws the request
+   (:meth:`StartRequests.withdraw_start`); the answer says whether a node committed
+   first (then the session starts and the requester follows it) or nobody ever will.
+
+The requester follows the session by the id it chose. Over a store without server-side
+scripts the claim is read then written (see :mod:`callboard.registry.index`).
 """
 
 from __future__ import annotations
@@ -15,10 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from callboard.errors import ConfigurationError
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
 from callboard.registry.ids import validate_id
-from callboard.registry.models import SessionInfo, StartRequest, StartResult, decode_or_none
+from callboard.registry.models import SessionInfo, StartClaim, StartRequest, StartResult, decode_or_none
 from callboard.registry.push import EventStream
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
@@ -91,6 +105,8 @@ class StartRequests(RegistryCore):
         super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
         self._start_streams: set[EventStream[StartRequest]] = set()
         self._seen_starts = SeenRequests(2 * self._ttl)
+        self._claimant = f"{self._node_id}#{uuid.uuid4().hex[:12]}"
+        """Who this process is in a claim: two processes started with one node id differ."""
 
     def start_requests(self) -> EventStream[StartRequest]:
         """Open a stream of start requests for this node (pushed).
@@ -107,22 +123,32 @@ class StartRequests(RegistryCore):
         session_id: str | None = None,
         call_type: str = "default",
         params: Mapping[str, Any] | None = None,
+        expires_in: float | None = None,
+        request_id: str | None = None,
     ) -> StartRequest:
         """Ask ``node_id`` to start a session for ``call_id``; follow it by its session id.
 
-        The request waits in the store for ``ttl`` seconds (the node polls it after a
-        reconnect) and is pushed at once when the store supports it.
+        The request waits in the store for ``expires_in`` seconds (default: the registry
+        TTL), the requester's start timeout: no node can claim or commit it afterwards. It
+        is pushed at once when the store supports it. ``request_id`` lets a requester record
+        the id before sending (so a restarted requester can still withdraw it).
         """
+        expiry = self._ttl if expires_in is None else expires_in
+        if expiry <= 0:
+            raise ConfigurationError("expires_in must be > 0")
+        now = time.time()
         request = StartRequest(
-            request_id=uuid.uuid4().hex,
+            request_id=validate_id(request_id or uuid.uuid4().hex, "request_id"),
             node_id=validate_id(node_id, "node_id"),
             call_id=validate_id(call_id, "call_id"),
             session_id=validate_id(session_id or str(uuid.uuid4()), "session_id"),
             call_type=validate_id(call_type, "call_type"),
             params=dict(params or {}),
+            requested_at=now,
+            expires_at=now + expiry,
         )
         payload = request.to_json()
-        await self._store.set(k.start_request_key(node_id, request.request_id), payload, self._ttl)
+        await self._store.set(k.start_request_key(node_id, request.request_id), payload, expiry)
         if node_id == self._node_id:
             self._on_start_notice(payload)
         elif isinstance(self._store, PubSubSupport):
@@ -136,10 +162,47 @@ class StartRequests(RegistryCore):
         decoded = (decode_or_none(StartRequest.from_json, raw, on_error=warn) for raw in raws)
         return sorted((r for r in decoded if r is not None), key=lambda r: r.requested_at)
 
+    async def claim_start(self, request: StartRequest) -> StartClaim:
+        """Claim ``request`` for this process: :attr:`StartClaim.CLAIMED` to one claimant only.
+
+        Anything else (taken, withdrawn, expired) means: drop it, do not answer it.
+        """
+        return await self._index.claim_start(
+            k.start_request_key(request.node_id, request.request_id),
+            k.start_claim_key(request.request_id),
+            self._claimant,
+            k.ENDED_TTL,
+        )
+
+    async def commit_start(self, request: StartRequest) -> StartClaim:
+        """Commit ``request`` right before registering its session; start only on STARTED.
+
+        After STARTED a withdrawal no longer stops the start (the requester follows the
+        session); any other answer means the requester gave up or another node has it.
+        """
+        return await self._index.commit_start(
+            k.start_request_key(request.node_id, request.request_id),
+            k.start_claim_key(request.request_id),
+            self._claimant,
+            k.ENDED_TTL,
+        )
+
+    async def withdraw_start(self, request: StartRequest) -> StartClaim:
+        """Withdraw ``request`` (the requester stops waiting for it).
+
+        WITHDRAWN: no node can claim or commit it any more. STARTED: a node committed it
+        first, so its session starts (or runs): follow it or close it.
+        """
+        return await self._index.withdraw_start(
+            k.start_request_key(request.node_id, request.request_id),
+            k.start_claim_key(request.request_id),
+            k.ENDED_TTL,
+        )
+
     async def answer_start(
         self, request: StartRequest, *, accepted: bool, reason: str | None = None
     ) -> StartResult:
-        """Record this node's answer to ``request`` (register the session first to accept)."""
+        """Record this node's answer to ``request`` (commit and register first to accept)."""
         result = StartResult(
             request_id=request.request_id,
             node_id=self._node_id,

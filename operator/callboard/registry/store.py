@@ -13,7 +13,7 @@ falls back to the plain methods when it is absent:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -93,6 +93,14 @@ class Subscription(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Unsubscribe and release the connection."""
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the store reconnected and resubscribed by itself.
+
+        Messages published while the connection was down are lost without an error, so
+        the subscriber re-reads what it may have missed. A store that never reconnects
+        silently (it raises from :meth:`next_message` instead) keeps this no-op default.
+        """
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._iterate()

@@ -25,6 +25,7 @@ from callboard.errors import (
     InvalidIdError,
     NodeDrainingError,
     SessionNotFoundError,
+    StartRequestGoneError,
     StoreError,
 )
 from callboard.registry import EndReason
@@ -60,9 +61,10 @@ _STATUS_OF: list[tuple[int, tuple[type[Exception], ...]]] = [
     (status.HTTP_503_SERVICE_UNAVAILABLE, (NodeDrainingError, StoreError)),
     (status.HTTP_409_CONFLICT, (CapacityError,)),
     (status.HTTP_404_NOT_FOUND, (SessionNotFoundError, UnknownStartRequestError)),
+    (status.HTTP_410_GONE, (StartRequestGoneError,)),
     (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, StartRequestMismatchError)),
 ]
-_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": Error} for code in (404, 409, 422, 503)}
+_ERRORS: dict[int | str, dict[str, object]] = {code: {"model": Error} for code in (404, 409, 410, 422, 503)}
 
 
 def _error_response(exc: CallboardError) -> JSONResponse:

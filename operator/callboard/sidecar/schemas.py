@@ -92,6 +92,9 @@ class StartRequestOut(BaseModel):
     call_type: str
     params: dict[str, Any]
     requested_at: float
+    expires_at: float | None = Field(
+        default=None, description="Unix time after which the start request can no longer be accepted."
+    )
 
 
 class NodeOut(BaseModel):

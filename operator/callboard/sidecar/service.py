@@ -22,6 +22,7 @@ from callboard._aio import LogThrottle, guarded_task, stop_tasks
 from callboard.errors import (
     CapacityError,
     SessionNotFoundError,
+    StartRequestGoneError,
     StoreError,
     StoreUnavailableError,
 )
@@ -29,6 +30,7 @@ from callboard.registry import (
     EndReason,
     SessionInfo,
     SessionRegistry,
+    StartClaim,
     StartRejection,
     StartRequest,
     admission_error,
@@ -184,11 +186,18 @@ class SidecarService:
         is accepted even when draining or full, keeps ``started_at`` and ``metrics``, and a
         close requested meanwhile is delivered. Registering a session this node already has
         returns it unchanged. ``start_request_id`` accepts that start request; a refusal
-        (capacity, draining) answers it as rejected.
+        (capacity, draining) answers it as rejected. A start request that was withdrawn,
+        expired or claimed by another process raises ``StartRequestGoneError`` and
+        registers nothing: the app must not run that session.
         """
         request = None
         if start_request_id is not None:
             request = await self._starts.lookup(start_request_id, connected=self.connected)
+            if request is None:
+                self._require_connected()
+                raise StartRequestGoneError(
+                    f"start request {start_request_id!r} is unknown, withdrawn or expired"
+                )
         if request is not None:
             if call_id != request.call_id or (session_id is not None and session_id != request.session_id):
                 raise StartRequestMismatchError(
@@ -211,6 +220,14 @@ class SidecarService:
                 if request is not None:
                     await self._starts.answer(request, accepted=False, reason=refusal[0])
                 raise refusal[1]
+        if request is not None:
+            claim = await self.registry.commit_start(request)
+            if claim is not StartClaim.STARTED:
+                self._starts.drop(request.request_id)
+                SidecarStats.bump(self.stats.refused, claim.value)
+                raise StartRequestGoneError(
+                    f"start request {request.request_id} is {claim.value}", state=claim.value
+                )
         self._in_flight += 1
         try:
             info = await self.registry.register(
@@ -408,6 +425,10 @@ class SidecarService:
         return {"timeout": self.settings.drain.timeout, "deadline": self._drain_deadline}
 
     async def _on_start(self, request: StartRequest) -> None:
+        claim = await self.registry.claim_start(request)
+        if claim is not StartClaim.CLAIMED:  # withdrawn, expired, or another process has it
+            self._starts.drop(request.request_id)
+            return
         refusal = self._refusal()
         if refusal is not None:  # full or draining: the operator places it elsewhere at once
             await self._starts.answer(request, accepted=False, reason=refusal[0])
@@ -483,7 +504,7 @@ class SidecarService:
             call_id = local[session_id]
             if (call_id, session_id) not in self._close_pending:
                 self._on_close(call_id, session_id, reason=EndReason.CLOSE_REQUESTED)
-        self._starts.expire(time.time() - self.registry.ttl)
+        self._starts.expire(time.time(), ttl=self.registry.ttl)
 
     async def _find_orphans(self) -> None:
         stored = await self.registry.list_sessions(node_id=self.registry.node_id)

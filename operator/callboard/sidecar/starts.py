@@ -1,9 +1,10 @@
 """Start requests addressed to this node, held from their arrival to the app's answer.
 
-The operator sends a start request through the registry; the sidecar holds it, puts it on
-the app's stream, and records the app's answer: accepted (the app registered the session)
-or rejected (with a reason). A request sent before this process started (a sidecar restart)
-is found again in the store, where it waits for its TTL.
+The operator sends a start request through the registry; the sidecar claims it (a request
+withdrawn, expired or claimed by another process is dropped), holds it, puts it on the
+app's stream, and records the app's answer: accepted (the app registered the session, which
+commits the claim first) or rejected (with a reason). A request sent before this process
+started (a sidecar restart) is found again in the store, where it waits until it expires.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def start_data(request: StartRequest) -> dict[str, Any]:
         "call_type": request.call_type,
         "params": request.params,
         "requested_at": request.requested_at,
+        "expires_at": request.expires_at,
     }
 
 
@@ -53,6 +55,10 @@ class StartDesk:
             return False
         self._held[request.request_id] = request
         return True
+
+    def drop(self, request_id: str) -> None:
+        """Forget a held request without answering it (withdrawn, expired or taken)."""
+        self._held.pop(request_id, None)
 
     async def lookup(self, request_id: str, *, connected: bool) -> StartRequest | None:
         """A held request, else one this process never saw but the store still has."""
@@ -84,8 +90,10 @@ class StartDesk:
                     "could not answer start request %s: %s", request.request_id, exc, extra=self._log_extra
                 )
 
-    def expire(self, horizon: float) -> None:
-        """Forget requests sent before ``horizon`` (Unix time): their requester gave up."""
+    def expire(self, now: float, *, ttl: float) -> None:
+        """Forget requests past their expiry at ``now`` (Unix time; ``requested_at + ttl`` for
+        a request without one): nobody can accept them any more."""
         for request_id, request in list(self._held.items()):
-            if request.requested_at < horizon:
+            expires_at = request.expires_at if request.expires_at is not None else request.requested_at + ttl
+            if expires_at <= now:
                 del self._held[request_id]

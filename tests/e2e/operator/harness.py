@@ -170,6 +170,7 @@ class AgentNode:
         pod: tuple[str, str] | None = None,
         on_start: str = "accept",
         on_close: str = "end",
+        accept_delay: float = 0.0,
     ) -> None:
         env = {**FAST_NODE, "CALLBOARD_CAPACITY": str(capacity)}
         if pool is not None:
@@ -185,6 +186,8 @@ class AgentNode:
             on_close,
             "--close-reason",
             "closed-by-request",
+            "--accept-delay",
+            str(accept_delay),
         ]
         self._log_dir = log_dir
         self.app: AppProcess | None = None

@@ -6,8 +6,20 @@ Several registries sharing one backend play several nodes (see ``tests/integrati
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
 
-from callboard.registry import StartProgress, StartRef, StartRejection
+import pytest
+
+from callboard.registry import (
+    RedisSessionKVStore,
+    SessionRegistry,
+    StartClaim,
+    StartProgress,
+    StartRef,
+    StartRejection,
+    StartRequest,
+)
 from tests.integration.conftest import Cluster
 
 
@@ -76,3 +88,122 @@ async def test_start_progress_counts_a_malformed_record_as_live(cluster: Cluster
     await raw.set("start_results/r-1", b"[]", 30)
     [progress] = await operator.get_start_progress([StartRef("call-1", "s-1", "r-1")])
     assert progress == StartProgress(live=True, session=None, result=None)
+
+
+# -- G7: expiry, one claim, withdrawal -------------------------------------------------------
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
+    """Poll ``check`` every 20 ms for up to ``timeout`` seconds; whether it came true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def test_g7_a_request_is_claimed_once_and_committed_by_its_claimant_only(cluster: Cluster) -> None:
+    first = await cluster.node("agent-node")
+    second = await cluster.node("agent-node")  # the same node id started twice
+    operator = await cluster.node("operator")
+    request = await operator.request_start("agent-node", "call-1", expires_in=30)
+    assert request.expires_at is not None and request.expires_at > request.requested_at
+    assert await first.claim_start(request) is StartClaim.CLAIMED
+    assert await first.claim_start(request) is StartClaim.CLAIMED  # a re-delivery, same claimant
+    assert await second.claim_start(request) is StartClaim.TAKEN
+    assert await second.commit_start(request) is StartClaim.TAKEN
+    assert await first.commit_start(request) is StartClaim.STARTED
+    assert await second.claim_start(request) is StartClaim.TAKEN
+    assert await first.pending_start_requests() == []
+
+
+async def test_g7_an_expired_request_cannot_be_claimed_or_committed(cluster: Cluster) -> None:
+    node = await cluster.node("agent-node")
+    operator = await cluster.node("operator")
+    unclaimed = await operator.request_start("agent-node", "call-1", expires_in=0.2)
+    claimed = await operator.request_start("agent-node", "call-2", expires_in=0.2)
+    assert await node.claim_start(claimed) is StartClaim.CLAIMED
+
+    async def gone() -> bool:
+        return await node.pending_start_requests() == []
+
+    assert await _until(gone)
+    assert await node.claim_start(unclaimed) is StartClaim.EXPIRED
+    assert await node.commit_start(unclaimed) is StartClaim.EXPIRED
+    assert await node.commit_start(claimed) is StartClaim.EXPIRED  # claimed in time, started too late
+
+
+async def test_g7_a_withdrawn_request_cannot_be_claimed_or_started(cluster: Cluster) -> None:
+    node = await cluster.node("agent-node")
+    operator = await cluster.node("operator")
+    never_seen = await operator.request_start("agent-node", "call-1")
+    claimed = await operator.request_start("agent-node", "call-2")
+    assert await node.claim_start(claimed) is StartClaim.CLAIMED
+    assert await operator.withdraw_start(never_seen) is StartClaim.WITHDRAWN
+    assert await operator.withdraw_start(claimed) is StartClaim.WITHDRAWN
+    assert await node.pending_start_requests() == []
+    assert await node.claim_start(never_seen) is StartClaim.WITHDRAWN
+    # The node claimed it but had not started yet: it must not start now.
+    assert await node.commit_start(claimed) is StartClaim.WITHDRAWN
+
+
+async def test_g7_a_withdrawal_after_the_commit_says_the_session_starts(cluster: Cluster) -> None:
+    node = await cluster.node("agent-node")
+    operator = await cluster.node("operator")
+    request = await operator.request_start("agent-node", "call-1")
+    assert await node.commit_start(request) is StartClaim.STARTED  # unclaimed: claim + commit
+    assert await operator.withdraw_start(request) is StartClaim.STARTED
+    assert await node.commit_start(request) is StartClaim.STARTED
+
+
+@pytest.mark.redis
+async def test_g7_two_nodes_racing_for_one_request_have_exactly_one_winner(redis_url: str) -> None:
+    nodes = [
+        SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="agent-node", ttl=30) for _ in range(2)
+    ]
+    operator = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator", ttl=30)
+    for registry in (*nodes, operator):
+        await registry.start()
+    try:
+        wins: Counter[int] = Counter()
+        for i in range(1000):
+            request = await operator.request_start("agent-node", "call-1", expires_in=30)
+            racers = nodes if i % 2 else nodes[::-1]  # either one sends its claim first
+            claims = await asyncio.gather(*(n.claim_start(request) for n in racers))
+            # The loser commits first now: it must still not start the request.
+            commits = list(reversed(await asyncio.gather(*(n.commit_start(request) for n in racers[::-1]))))
+            assert sorted(claims) == [StartClaim.CLAIMED, StartClaim.TAKEN]
+            assert sorted(commits) == [StartClaim.STARTED, StartClaim.TAKEN]
+            assert claims.index(StartClaim.CLAIMED) == commits.index(StartClaim.STARTED)
+            wins[nodes.index(racers[claims.index(StartClaim.CLAIMED)])] += 1
+        assert sum(wins.values()) == 1000
+        print(f"1,000 races: wins per node {dict(wins)}, duplicates 0")
+    finally:
+        for registry in (*nodes, operator):
+            await registry.stop()
+
+
+@pytest.mark.redis
+async def test_g7_start_requests_sent_while_the_subscriber_reconnects_are_reread_at_once(
+    redis_url: str,
+) -> None:
+    node = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="agent-node", ttl=30)
+    admin = RedisSessionKVStore(url=redis_url)
+    stream = node.start_requests()
+    await node.start()
+    try:
+        # A request whose push was lost while the subscriber was cut (written as the
+        # documented key, without its notice); then the cut itself. redis-py reconnects and
+        # resubscribes by itself inside its next read, without an error.
+        request = StartRequest(request_id="r-lost", node_id="agent-node", call_id="call-1", session_id="s-1")
+        await admin.set("start_requests/agent-node/r-lost", request.to_json(), 30)
+        killed = await admin.client.client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        received = await asyncio.wait_for(stream.get(), 15)  # a bare registry runs no poll cycle
+        assert received == request
+    finally:
+        await stream.aclose()
+        await node.stop()
+        await admin.close()

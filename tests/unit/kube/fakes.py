@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from callboard.registry import SessionKVStore, SessionRegistry, StartRequest
+from callboard.registry import SessionKVStore, SessionRegistry, StartClaim, StartRequest
 from tests.support.fake_kube import FakeKube
 
 
 class FakeNode:
-    """An agent node: ``mode`` is accept, reject or ignore (never answers)."""
+    """An agent node: ``mode`` is accept, reject or ignore (never answers).
+
+    It follows the start-request protocol as the launcher and the sidecar do: claim on
+    receipt, then (after ``accept_delay`` seconds: an app that joins the call before it
+    accepts) commit, and register only when the commit says ``started``.
+    """
 
     def __init__(
         self,
@@ -28,6 +33,7 @@ class FakeNode:
         mode: str = "accept",
         ttl: float = 30.0,
         deaf: bool = False,
+        accept_delay: float = 0.0,
     ) -> None:
         self.registry = SessionRegistry(store, node_id=node_id, ttl=ttl, foreign_scan_interval=None)
         self.registry.set_node_info(
@@ -37,7 +43,11 @@ class FakeNode:
         self.deaf = deaf
         """Ignore close requests (count them only)."""
         self.closes = 0
+        self.accept_delay = accept_delay
         self.requests: list[StartRequest] = []
+        self.not_started: list[tuple[StartRequest, StartClaim]] = []
+        """Requests this node received but must not start (claim or commit refused)."""
+        self.answering: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -54,7 +64,7 @@ class FakeNode:
 
     async def kill(self) -> None:
         """Stop answering and heartbeating; records stay until their TTL."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self.answering]:
             task.cancel()
         self._tasks = []
 
@@ -72,14 +82,26 @@ class FakeNode:
 
     async def _starts(self, stream: Any) -> None:
         async for request in stream:
-            await self._answer(request)
+            task = asyncio.create_task(self._answer(request))
+            self.answering.add(task)
+            task.add_done_callback(self.answering.discard)
 
     async def _answer(self, request: StartRequest) -> None:
         self.requests.append(request)
         if self.mode == "ignore":
             return
+        claim = await self.registry.claim_start(request)
+        if claim is not StartClaim.CLAIMED:
+            self.not_started.append((request, claim))
+            return
         if self.mode == "reject":
             await self.registry.answer_start(request, accepted=False, reason="at_capacity")
+            return
+        if self.accept_delay:
+            await asyncio.sleep(self.accept_delay)
+        claim = await self.registry.commit_start(request)
+        if claim is not StartClaim.STARTED:
+            self.not_started.append((request, claim))
             return
         await self.registry.register(request.call_id, request.session_id)
         await self.registry.heartbeat()

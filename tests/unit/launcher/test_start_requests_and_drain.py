@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from callboard.launcher import CloseReason, StartRejection
-from callboard.registry import SessionRegistry, StartResult
+from callboard.registry import SessionRegistry, StartClaim, StartRequest, StartResult
 from tests.support.dict_store import DictStore
 from tests.unit.launcher.conftest import MakeLauncher
 
@@ -102,3 +102,47 @@ async def test_drain_waits_for_sessions_then_closes_the_rest(make_launcher: Make
 async def test_drain_with_no_sessions_returns_at_once(make_launcher: MakeLauncher) -> None:
     launcher, _ = await make_launcher()
     assert await asyncio.wait_for(launcher.drain(timeout=60), 1) == 0
+
+
+async def test_g7_a_request_withdrawn_while_the_agent_is_created_is_never_started(
+    make_launcher: MakeLauncher,
+) -> None:
+    launcher, factory = await make_launcher(node_id="node-a")
+    factory.gate = asyncio.Event()
+    operator = SessionRegistry(launcher.registry.store, node_id="operator")
+    request = await operator.request_start("node-a", "call-1", session_id="late-1")
+    await _until_claimed(launcher, operator, request)
+    assert await operator.withdraw_start(request) is StartClaim.WITHDRAWN  # the start timed out
+    factory.gate.set()
+    for _ in range(400):
+        if launcher.stats.start_requests["withdrawn"]:
+            break
+        await asyncio.sleep(0.005)
+    assert launcher.stats.start_requests["withdrawn"] == 1
+    assert launcher.get_session("late-1") is None and await operator.get("call-1", "late-1") is None
+    assert [agent.closed for agent in factory.created] == [1]
+    assert await operator.get_start_result(request.request_id) is None  # a withdrawn request gets no answer
+
+
+async def test_g7_an_expired_request_is_dropped_unanswered(make_launcher: MakeLauncher) -> None:
+    launcher, factory = await make_launcher(node_id="node-a", start=False)
+    operator = SessionRegistry(launcher.registry.store, node_id="operator")
+    request = await operator.request_start("node-a", "call-1", session_id="old-1", expires_in=0.05)
+    for _ in range(400):  # until the store dropped it
+        if not await launcher.registry.pending_start_requests():
+            break
+        await asyncio.sleep(0.005)
+    assert await launcher.registry.claim_start(request) is StartClaim.EXPIRED
+    await launcher.start()
+    await launcher.maintenance_cycle()
+    assert launcher.get_session("old-1") is None and factory.created == []
+    assert await operator.get_start_result(request.request_id) is None
+
+
+async def _until_claimed(launcher: object, operator: SessionRegistry, request: StartRequest) -> None:
+    """Until some node claimed ``request`` (read from the documented claim key)."""
+    for _ in range(400):
+        if await operator.store.get(f"start_claims/{request.request_id}") is not None:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the launcher never claimed the request")

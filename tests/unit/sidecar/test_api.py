@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from callboard.registry import InMemorySessionKVStore, SessionRegistry
+from callboard.registry import InMemorySessionKVStore, SessionRegistry, StartClaim
 from callboard.sidecar.api import create_app
 from callboard.sidecar.service import SidecarService
 from callboard.sidecar.settings import SidecarSettings
@@ -263,3 +263,31 @@ async def test_before_the_store_answers_calls_are_503_with_retry_after() -> None
         ready = await http.get("/readyz")
         assert ready.status_code == 503 and "not connected" in ready.json()["reason"]
         assert (await http.get("/healthz")).status_code == 503  # its loops are not running
+
+
+async def test_g7_accepting_a_withdrawn_start_request_is_410_and_registers_nothing(local: Local) -> None:
+    request = await local.other.request_start("node-a", "call-9", session_id="s-9")
+    await wait_until(lambda: local.service.start_requests(), what="the start request")
+    [listed] = (await local.http.get("/v1/start-requests")).json()
+    assert listed["expires_at"] == request.expires_at
+    assert await local.other.withdraw_start(request) is StartClaim.WITHDRAWN  # its requester gave up
+    response = await local.http.post(
+        "/v1/sessions", json={"call_id": "call-9", "start_request_id": request.request_id}
+    )
+    assert response.status_code == 410 and response.json()["error"] == "StartRequestGoneError"
+    assert await local.other.get_for_call("call-9") == [] and local.service.sessions() == []
+    assert (await local.http.get("/v1/start-requests")).json() == []
+    gone = await register(local.http, "call-9", "s-9", start_request_id=request.request_id)
+    assert gone.status_code == 410  # not held any more, not in the store: still not a plain registration
+
+
+async def test_g7_a_start_request_claimed_by_another_process_is_not_offered_to_the_app(local: Local) -> None:
+    twin = SessionRegistry(local.other.store, node_id="node-a")  # the same node id, started twice
+    request = await local.other.request_start("node-a", "call-9", session_id="s-9")
+    # The in-memory store never suspends: the twin claims before the sidecar reads the push.
+    assert await twin.claim_start(request) is StartClaim.CLAIMED
+    later = await local.other.request_start("node-a", "call-8", session_id="s-8")
+    await wait_until(lambda: local.service.start_requests(), what="the later request")
+    assert [r.request_id for r in local.service.start_requests()] == [later.request_id]
+    gone = await register(local.http, "call-9", "s-9", start_request_id=request.request_id)
+    assert gone.status_code == 410 and await local.other.get_for_call("call-9") == []

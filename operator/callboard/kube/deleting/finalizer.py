@@ -3,7 +3,10 @@
 kopf calls :func:`close_for_deletion` once the object has a deletion timestamp and
 removes the finalizer when it returns. It stops any placement in flight, marks the
 object Closing, sends ``request_close`` and waits, woken by each sync cycle, until the
-session left the registry or its node is gone.
+session left the registry or its node is gone. A Succeeded or Failed object has no
+session to close, unless one shows up late (a node committed a start as its attempt timed
+out): the sessions of the call placed for this object are looked up, and any that runs is
+closed the same way, so deleting a Failed object still ends a late agent.
 
 It never waits past ``deletion.timeout`` seconds counted from the later of the deletion
 and the operator's start (so a restart does not release at once what a previous process
@@ -22,6 +25,7 @@ from callboard._aio import Pulse
 from callboard.errors import StoreError
 from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.placing.loop import Placer
+from callboard.kube.resource.naming import parse_session_id
 from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import TERMINAL, Phase, Reason, Transition
 from callboard.kube.views.object_cache import ObjectCache
@@ -61,10 +65,33 @@ async def close_for_deletion(
     ref = obj.session
     if ref is None:
         return "no session was placed"
-    if obj.status.phase in TERMINAL:
-        return f"session already {obj.status.phase.value.lower() if obj.status.phase else 'gone'}"
-    node_id = obj.status.node_id
     deadline = max(obj.deletion_at or clock(), operator_started_at) + timeout
+    if obj.status.phase in TERMINAL:
+        already = f"session already {obj.status.phase.value.lower()}"
+        try:
+            late = [
+                s
+                for s in await registry.get_for_call(obj.spec.call_id)
+                if (placed := parse_session_id(s.session_id)) is not None and placed.uid == obj.uid
+            ]
+        except StoreError as exc:
+            logger.warning("%s/%s: cannot look for late sessions: %s", obj.namespace, obj.name, exc)
+            return already
+        if not late:
+            return already
+        for session in late[1:]:  # more than one late attempt: ask them all, follow the first
+            await registry.request_close(session.call_id, session.session_id)
+            closer.note_closed((session.call_id, session.session_id))
+        ref = (late[0].call_id, late[0].session_id)
+        writer.event(
+            obj, type="Warning", reason=Reason.ORPHAN_CLOSED,
+            message=f"session {ref[1]} runs although the object is {obj.status.phase.value}: closing it",
+        )  # fmt: skip
+        return await _close_and_wait(
+            obj, ref, late[0].node_id, registry=registry, writer=writer, closer=closer, changed=changed,
+            timeout=timeout, deadline=deadline, clock=clock,
+        )  # fmt: skip
+    node_id = obj.status.node_id
     if obj.status.phase is not Phase.CLOSING:
         where = f"node {node_id}" if node_id else "its node"
         updated = await writer.transition(
@@ -74,6 +101,26 @@ async def close_for_deletion(
             ),
         )
         obj = updated or obj
+    return await _close_and_wait(
+        obj, ref, node_id, registry=registry, writer=writer, closer=closer, changed=changed,
+        timeout=timeout, deadline=deadline, clock=clock,
+    )  # fmt: skip
+
+
+async def _close_and_wait(
+    obj: AgentSessionObject,
+    ref: tuple[str, str],
+    node_id: str | None,
+    *,
+    registry: SessionRegistry,
+    writer: StatusWriter,
+    closer: Closer,
+    changed: Pulse,
+    timeout: float,
+    deadline: float,
+    clock: Callable[[], float],
+) -> str:
+    """Ask ``ref`` to close and wait until it left the registry, its node is gone, or ``deadline``."""
     requested = False
     problem = ""
     while True:

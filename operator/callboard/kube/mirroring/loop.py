@@ -29,6 +29,7 @@ from callboard.kube.mirroring.adoption import adopted_manifest, classify
 from callboard.kube.mirroring.policy import MirrorDecision, decide_mirror, gone_transition
 from callboard.kube.placing.loop import Placer
 from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.resource.phases import TERMINAL, Reason
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
@@ -173,6 +174,10 @@ class Syncer:
         if decision.close and obj.session is not None and obj.session not in self._recent:
             await self._registry.request_close(*obj.session)  # again every RECENT seconds
             self.note_closed(obj.session)
+            if obj.status.phase in TERMINAL:
+                message = f"session {obj.session[1]} runs although the object is {obj.status.phase.value}"
+                logger.warning("%s: %s: close requested", name, message)
+                self._writer.event(obj, type="Warning", reason=Reason.ORPHAN_CLOSED, message=message)
         if decision.transition is not None:
             await self._writer.transition(obj, decision.transition)
         elif decision.fields:

@@ -2,8 +2,9 @@
 
 The placer owns objects until they run; from then on :func:`decide_mirror` compares each object
 with the registry and returns a :class:`MirrorDecision`: a phase change, a status refresh, a
-close request (``maxDurationSeconds``), a delete (``ttlSecondsAfterFinished``), or a
-question the snapshot cannot answer (the session vanished: ended or lost?).
+close request (``maxDurationSeconds``, or a session that runs although its object is
+Succeeded or Failed), a delete (``ttlSecondsAfterFinished``), or a question the snapshot
+cannot answer (the session vanished: ended or lost?).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from callboard.kube.resource.fields import format_time
 from callboard.kube.resource.objects import AgentSessionObject
-from callboard.kube.resource.phases import FINISHED, Phase, Reason, Transition
+from callboard.kube.resource.phases import FINISHED, TERMINAL, Phase, Reason, Transition
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
 
@@ -131,7 +132,10 @@ def decide_mirror(obj: AgentSessionObject, snap: Snapshot, *, now: float, refres
         return MirrorDecision(
             fields=refresh_fields(obj, session, node, refresh=refresh), close=phase is Phase.CLOSING
         )
-    # Succeeded/Failed objects whose session id shows up again belong to the orphan rules.
+    if phase in TERMINAL:
+        # A Succeeded or Failed object has no live session (G1): one that shows up (a node
+        # that committed the start as the last attempt timed out) is closed.
+        return MirrorDecision(close=True)
     return MirrorDecision()
 
 

@@ -6,15 +6,21 @@ process) go through a work queue served by a pool of workers. One attempt:
 1. choose a node (:mod:`callboard.kube.placing.policy`) counting the starts in flight;
 2. write ``Scheduled`` with the attempt's session id *before* sending anything, so a
    restart finds the attempt and follows it instead of starting a second session;
-3. send the start request through the registry;
+3. send the start request through the registry, expiring at the start timeout (the
+   request id and the attempt's start time are in the status written before);
 4. wait (:class:`~callboard.kube.placing.start_tracker.StartTracker`) for the session record, a refusal
-   or the timeout: Running, or the next attempt on another node, or Failed after
-   ``max_attempts``.
+   or the timeout. On a timeout the request is withdrawn: then no node can start it any
+   more, unless one committed it first (the withdrawal says so, and the placer follows
+   that session instead of starting another). Running, or the next attempt on another
+   node, or Failed after ``max_attempts``.
 
 No node with room: the object stays Pending with a ``Placed=False`` condition saying why,
-and is queued again as soon as a sync cycle sees the capacity change. Placement starts
-only once the object holds the operator's finalizer, so every placed session is closed
-when its object is deleted.
+and is queued again as soon as a sync cycle sees the capacity change; untried nodes go
+first then, and when none is left a node that refused before is asked again.
+Placement starts only once the object holds the operator's finalizer, so every placed
+session is closed when its object is deleted. A restarted operator resumes an attempt
+with what is left of its own timeout (``status.attemptStartedAt``), and withdraws it
+(``status.requestId``) when that runs out.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -40,7 +47,7 @@ from callboard.kube.settings import PlacementSettings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
 from callboard.kube.views.registry_snapshot import Snapshot
-from callboard.registry import SessionRegistry
+from callboard.registry import SessionRegistry, StartClaim, StartRequest
 
 __all__ = ["Placer"]
 
@@ -79,6 +86,8 @@ class Placer:
         self._waiting: dict[Key, None] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tried: defaultdict[str, set[str]] = defaultdict(set)
+        self._retry_tried: set[str] = set()
+        """Objects re-queued by a capacity change: they may go to a node that refused before."""
         self._failures: defaultdict[str, list[str]] = defaultdict(list)
         self._reserved: dict[str, int] = {}
         self._confirmed: dict[tuple[str, str], tuple[str, float]] = {}
@@ -129,11 +138,14 @@ class Placer:
         waiting = [self._cache.get(key) for key in self._waiting]
         self._waiting.clear()
         for obj in sorted((o for o in waiting if o is not None), key=lambda o: o.created_at or 0.0):
+            # Capacity changed: untried nodes first, else those that refused may be asked again.
+            self._retry_tried.add(obj.uid)
             self.offer(obj)
 
     def forget(self, uid: str) -> None:
         """The object is gone: drop what the placer remembers of it."""
         self._tried.pop(uid, None)
+        self._retry_tried.discard(uid)
         self._failures.pop(uid, None)
         self._locks.pop(uid, None)
         self._cancelled.discard(uid)
@@ -205,13 +217,39 @@ class Placer:
     async def _resume(self, obj: AgentSessionObject) -> AgentSessionObject | None:
         """Follow an attempt made before this process started (or before an error)."""
         assert obj.status.session_id is not None and obj.status.node_id is not None
-        placed = obj.status.condition(ConditionType.PLACED)
-        since = parse_time(placed.last_transition_time) if placed is not None else None
+        since = obj.status.attempt_started_at
+        if since is None:  # written by an operator that did not record the attempt's start
+            placed = obj.status.condition(ConditionType.PLACED)
+            since = parse_time(placed.last_transition_time) if placed is not None else None
         remaining = (since or self._clock()) + self._settings.start_timeout - self._clock()
-        outcome = await self._tracker.wait(
-            obj.spec.call_id, obj.status.session_id, request_id=None, timeout=max(remaining, 0.0)
+        outcome = await self._follow(
+            obj, obj.status.node_id, obj.status.session_id, obj.status.request_id, max(remaining, 0.0)
         )
         return await self._settle(obj, obj.status.node_id, obj.status.attempts, outcome)
+
+    async def _follow(
+        self, obj: AgentSessionObject, node_id: str, session_id: str, request_id: str | None, timeout: float
+    ) -> Outcome:
+        """Wait for an attempt's outcome; on a timeout withdraw its request (G1, G7).
+
+        After a withdrawal that answers WITHDRAWN no node can start the session any more. One
+        that answers STARTED means a node committed the request first and registers the
+        session now: it is followed for one more start timeout instead of being duplicated.
+        """
+        call_id = obj.spec.call_id
+        outcome = await self._tracker.wait(call_id, session_id, request_id=request_id, timeout=timeout)
+        if outcome.kind is not OutcomeKind.TIMEOUT or request_id is None:
+            return outcome
+        request = StartRequest(request_id=request_id, node_id=node_id, call_id=call_id, session_id=session_id)
+        if await self._registry.withdraw_start(request) is StartClaim.WITHDRAWN:
+            return outcome
+        logger.info("%s/%s: node %s committed the start as it timed out", obj.namespace, obj.name, node_id)
+        late = await self._tracker.wait(
+            call_id, session_id, request_id=request_id, timeout=self._settings.start_timeout
+        )
+        if late.kind is OutcomeKind.TIMEOUT:
+            return Outcome(OutcomeKind.TIMEOUT, reason="committed but never registered")
+        return late
 
     async def _attempts(self, obj: AgentSessionObject) -> None:
         while True:
@@ -231,17 +269,28 @@ class Placer:
                 return
             snap = self._snapshot
             assert snap is not None
+            load = {
+                n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n] for n in snap.nodes
+            }
             found, tally = placement.candidates(
                 snap.nodes.values(),
-                load={
-                    n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n]
-                    for n in snap.nodes
-                },
+                load=load,
                 pool=obj.spec.pool,
                 now=self._clock(),
                 freshness=self._settings.node_freshness,
                 exclude=self._tried.get(obj.uid, ()),
             )
+            if not found and obj.uid in self._retry_tried:
+                # Capacity changed since every candidate was tried: nodes that refused may take
+                # it now (with one pod, never asking again would leave it Pending for good).
+                found, tally = placement.candidates(
+                    snap.nodes.values(),
+                    load=load,
+                    pool=obj.spec.pool,
+                    now=self._clock(),
+                    freshness=self._settings.node_freshness,
+                )
+            self._retry_tried.discard(obj.uid)
             choice = placement.choose(found, self._settings.strategy)
             if choice is None and snap.taken_at < self._first_seen.get(obj.uid, 0.0):
                 # The read predates the object: nodes that registered since would not count.
@@ -267,6 +316,7 @@ class Placer:
     ) -> AgentSessionObject | None:
         """One start attempt on ``node_id``; the object to continue with, or None when done."""
         session_id = session_id_for(obj.namespace, obj.uid, attempt)
+        request_id = uuid.uuid4().hex
         snap = self._snapshot
         node = snap.nodes.get(node_id) if snap is not None else None
         self._reserved[node_id] = self._reserved.get(node_id, 0) + 1
@@ -282,6 +332,8 @@ class Placer:
                         "nodeId": node_id,
                         "podName": node.pod_name if node is not None else None,
                         "attempts": attempt,
+                        "attemptStartedAt": format_time(self._clock()),
+                        "requestId": request_id,
                         "startedAt": None,
                         "endedAt": None,
                     },
@@ -295,12 +347,11 @@ class Placer:
                 session_id=session_id,
                 call_type=obj.spec.call_type,
                 params=obj.spec.params,
+                expires_in=self._settings.start_timeout,
+                request_id=request_id,
             )
-            outcome = await self._tracker.wait(
-                obj.spec.call_id,
-                session_id,
-                request_id=request.request_id,
-                timeout=self._settings.start_timeout,
+            outcome = await self._follow(
+                obj, node_id, session_id, request.request_id, self._settings.start_timeout
             )
         finally:
             self._reserved[node_id] -= 1

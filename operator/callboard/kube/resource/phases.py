@@ -134,6 +134,11 @@ class Status:
     reason: str | None = None
     message: str | None = None
     attempts: int = 0
+    attempt_started_at: float | None = None
+    """When the current attempt's start request was sent: its timeout counts from here (a
+    restarted operator resumes the attempt with what is left of it)."""
+    request_id: str | None = None
+    """The current attempt's start request, so a restarted operator can still withdraw it."""
     observed_generation: int | None = None
     conditions: tuple[Condition, ...] = ()
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -156,6 +161,8 @@ class Status:
             reason=str_or_none(data.get("reason")),
             message=str_or_none(data.get("message")),
             attempts=int_or_none(data.get("attempts")) or 0,
+            attempt_started_at=parse_time(data.get("attemptStartedAt")),
+            request_id=str_or_none(data.get("requestId")),
             observed_generation=int_or_none(data.get("observedGeneration")),
             conditions=tuple(Condition.from_dict(c) for c in conditions or () if isinstance(c, Mapping))
             if isinstance(conditions, list)

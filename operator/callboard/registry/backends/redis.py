@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from callboard.errors import ConfigurationError, StoreError, StoreUnavailableError
@@ -226,6 +226,19 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
 class _RedisSubscription(Subscription):
     def __init__(self, pubsub: Any) -> None:
         self._pubsub = pubsub
+        self._reconnect_callbacks: list[Callable[[], None]] = []
+
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """redis-py reconnects a pub/sub connection inside ``get_message`` and resubscribes
+        in a connect callback, without raising: hook that callback (registered after
+        redis-py's own, so it runs once the channels are subscribed again)."""
+        if not self._reconnect_callbacks and self._pubsub.connection is not None:
+            self._pubsub.connection.register_connect_callback(self._reconnected)
+        self._reconnect_callbacks.append(callback)
+
+    def _reconnected(self, connection: Any) -> None:
+        for callback in list(self._reconnect_callbacks):
+            callback()
 
     async def next_message(self) -> bytes:
         while True:
@@ -236,5 +249,8 @@ class _RedisSubscription(Subscription):
                 return data
 
     async def aclose(self) -> None:
+        if self._reconnect_callbacks and self._pubsub.connection is not None:
+            # The connection goes back to the pool: a later user must not call us.
+            self._pubsub.connection.deregister_connect_callback(self._reconnected)
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()

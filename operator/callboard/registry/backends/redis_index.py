@@ -20,7 +20,7 @@ from callboard.errors import MaxSessionsPerCallExceeded
 from callboard.registry import _keys as k
 from callboard.registry.backends.redis import SCAN_COUNT, _ms, translate_errors
 from callboard.registry.index import SessionIndex, close_notice
-from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo
+from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim
 
 if TYPE_CHECKING:
     from callboard.registry.backends.redis import RedisSessionKVStore
@@ -54,6 +54,9 @@ class RedisSessionIndex(SessionIndex):
         self._members = client.register_script(_lua("members"))
         self._request_close = client.register_script(_lua("request_close"))
         self._index_add = client.register_script(_lua("index_add"))
+        self._start_claim = client.register_script(_lua("start_claim"))
+        self._start_commit = client.register_script(_lua("start_commit"))
+        self._start_withdraw = client.register_script(_lua("start_withdraw"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -164,6 +167,27 @@ class RedisSessionIndex(SessionIndex):
             [_ms(ttl), self._k(k.CLOSE_CHANNEL_PREFIX), close_notice(call_id, session_id)],
         )
         return owner.decode() if owner else None
+
+    async def claim_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+        return await self._claim_script(
+            self._start_claim, "claim start", request_key, claim_key, [claimant, _ms(ttl)]
+        )
+
+    async def commit_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+        return await self._claim_script(
+            self._start_commit, "commit start", request_key, claim_key, [claimant, _ms(ttl)]
+        )
+
+    async def withdraw_start(self, request_key: str, claim_key: str, ttl: float) -> StartClaim:
+        return await self._claim_script(
+            self._start_withdraw, "withdraw start", request_key, claim_key, [_ms(ttl)]
+        )
+
+    async def _claim_script(
+        self, script: Any, action: str, request_key: str, claim_key: str, args: list[Any]
+    ) -> StartClaim:
+        answer: bytes = await self._run(script, action, [self._k(request_key), self._k(claim_key)], args)
+        return StartClaim(answer.decode())
 
     async def index_foreign(self) -> int:
         """Scan ``sessions/*`` and add every session found to its call's index set."""

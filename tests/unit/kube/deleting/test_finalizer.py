@@ -45,3 +45,21 @@ async def test_delete_gives_up_after_the_timeout_with_a_warning(harness: Harness
     assert "gave up" in harness.kopf.outcomes["a1"] and "still lists session" in harness.kopf.outcomes["a1"]
     warning = [e for e in await harness.events() if e["reason"] == "CloseTimedOut"]
     assert warning and warning[0]["type"] == "Warning"
+
+
+async def test_g1_deleting_a_failed_object_still_closes_a_late_session(harness: Harness) -> None:
+    for name in ("n1", "n2", "n3"):
+        await harness.node(name, mode="reject")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Failed")
+    # Only the finalizer acts from here: the sync loop (which closes such sessions too) stops.
+    [sync] = [t for t in harness.runtime._tasks if t.get_name() == "sync"]
+    sync.cancel()
+    late = harness.nodes[0]  # committed the last attempt as it timed out, registers it now
+    await late.registry.register("call-1", status["sessionId"])
+    await late.registry.heartbeat()
+    harness.kube.delete_object("a1")
+    await harness.until(lambda: harness.kube.get_object("a1") is None)
+    assert "closed" in harness.kopf.outcomes["a1"] and late.sessions == []
+    assert await harness.runtime.registry.get_for_call("call-1") == []
+    assert "OrphanClosed" in await harness.reasons("a1")

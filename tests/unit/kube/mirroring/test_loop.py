@@ -90,3 +90,18 @@ async def test_pod_annotations_follow_the_session_count(harness: Harness) -> Non
         await node.end(s)
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
     assert SAFE_TO_EVICT not in annotations()
+
+
+async def test_g1_a_session_that_shows_up_for_a_failed_object_is_closed(harness: Harness) -> None:
+    for name in ("n1", "n2", "n3"):
+        await harness.node(name, mode="reject")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Failed")
+    # A node that committed the last attempt as it timed out registers it afterwards.
+    late = harness.nodes[0]
+    await late.registry.register("call-1", status["sessionId"])
+    await late.registry.heartbeat()
+    await harness.until(lambda: late.closes >= 1 and late.sessions == [])
+    assert await harness.runtime.registry.get_for_call("call-1") == []
+    assert harness.status("a1")["phase"] == "Failed"
+    assert "OrphanClosed" in await harness.reasons("a1")

@@ -125,3 +125,10 @@ def test_gone_transitions() -> None:
     assert lost is not None and lost.phase is Phase.LOST and lost.reason == Reason.NODE_LOST
     unknown = gone_transition(o, SessionStatus.UNKNOWN, None, now=NOW)
     assert unknown is not None and unknown.phase is Phase.LOST
+
+
+def test_g1_a_session_of_a_failed_or_succeeded_object_is_closed() -> None:
+    for phase in ("Failed", "Succeeded"):
+        decision = decide_mirror(obj(phase, endedAt=format_time(NOW - 5)), snap(), now=NOW, refresh=60)
+        assert decision.close and decision.transition is None and not decision.delete
+        assert decide_mirror(obj(phase), snap(live=False), now=NOW, refresh=60).empty

@@ -103,3 +103,93 @@ async def test_a_stale_registry_read_does_not_hide_a_confirmed_start(settings: S
         for node in h.nodes:
             await node.kill()
         await h.runtime.stop()
+
+
+# -- G1: one live session per object, through late acceptance, refusals and restarts --------
+
+
+async def test_g1_a_start_accepted_after_the_timeout_never_runs_beside_the_retry(harness: Harness) -> None:
+    # "a-late" accepts each request only after twice the start timeout (an app that joins the
+    # call before it registers); being the busier node, packing asks it first.
+    late = await harness.node("a-late", capacity=4, accept_delay=1.0)
+    await late.registry.register("other", "s-other")
+    await late.registry.heartbeat()
+    good = await harness.node("b-good", capacity=4)
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    assert (status["nodeId"], status["attempts"]) == ("b-good", 2)
+    await harness.until(lambda: late.not_started)
+    [(request, claim)] = late.not_started
+    assert request.session_id.endswith(".1") and claim.value == "withdrawn"
+    assert late.sessions == ["s-other"] and good.sessions == [status["sessionId"]]
+    assert [s.session_id for s in await harness.runtime.registry.get_for_call("call-1")] == [
+        status["sessionId"]
+    ]
+    assert "StartTimeout" in await harness.reasons("a1")
+
+
+async def test_g1_a_refusal_on_a_one_pod_pool_is_asked_again_once_capacity_frees(harness: Harness) -> None:
+    node = await harness.node("only", capacity=1, mode="reject")
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Pending")
+    assert "refused" in harness.status("a1")["message"]
+    node.mode = "accept"
+    # Capacity changes: the pod fills up with a session started outside, which then ends.
+    await node.registry.register("other", "s-other")
+    await node.registry.heartbeat()
+    await harness.until(lambda: harness.runtime.syncer.snapshot is not None and any(
+        s.session_id == "s-other" for s in harness.runtime.syncer.snapshot.sessions.values()
+    ))  # fmt: skip
+    await node.end("s-other")
+    status = await harness.phase("a1", "Running")
+    assert (status["nodeId"], status["attempts"]) == ("only", 2)
+
+
+async def test_after_a_capacity_change_an_untried_node_goes_before_one_that_refused(harness: Harness) -> None:
+    for name in ("r1", "r2"):
+        await harness.node(name, pool="strict", mode="reject")
+    harness.kube.apply("a1", "call-1", pool="strict")
+    await harness.phase("a1", "Pending")
+    await harness.node("r3", pool="strict", mode="reject")
+    status = await harness.phase("a1", "Failed")
+    assert status["attempts"] == 3
+    assert all(f"node {name} refused" in status["message"] for name in ("r1", "r2", "r3"))
+
+
+async def test_g1_a_restart_during_a_later_attempt_gets_that_attempt_s_full_timeout(
+    settings: Settings,
+) -> None:
+    settings.placement.start_timeout = 5.0
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        node = await h.node("slow", accept_delay=2.0)
+        h.kube.apply("a1", "call-1")
+        await h.until(lambda: h.status("a1").get("phase") == "Scheduled")
+        # What an operator that crashed during attempt 2 left: attempt 1 began a minute ago
+        # (Placed has been True since), attempt 2 just now.
+        obj = h.kube.get_object("a1")
+        assert obj is not None
+        ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+        for condition in obj["status"]["conditions"]:
+            condition["lastTransitionTime"] = ago
+        await h.runtime.stop()
+        await node.kill()
+        node = await h.node("slow-2", accept_delay=2.0)
+        obj["status"]["nodeId"] = "slow-2"
+        obj["status"]["attempts"] = 2
+        session_id = obj["status"]["sessionId"] = obj["status"]["sessionId"][:-2] + ".2"
+        request = await node.registry.request_start("slow-2", "call-1", session_id=session_id, expires_in=5.0)
+        obj["status"]["requestId"] = request.request_id
+        obj["status"]["attemptStartedAt"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        h.runtime = type(h.runtime)(settings=settings, api=h.kube, store=h.store)
+        h.kopf.runtime = h.runtime
+        await h.runtime.start()
+        h.runtime.observe(None, obj)
+        status = await h.phase("a1", "Running", timeout=10)
+        assert (status["nodeId"], status["attempts"], status["sessionId"]) == ("slow-2", 2, session_id)
+    finally:
+        await h.kopf.stop()
+        for n in h.nodes:
+            await n.kill()
+        await h.runtime.stop()
