@@ -18,6 +18,8 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | ttl          |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
+| ``index/foreign_writers``              | "1": documented-layout writers seen | FOREIGN_MARK_TTL |
+| ``leases/foreign_scan``                | node id of the one scanner | 2 scan intervals |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
 the store adds it. Channel names for push notices are built here too.
@@ -31,6 +33,9 @@ __all__ = [
     "CLOSE_PREFIX",
     "ENDED_PREFIX",
     "ENDED_TTL",
+    "FOREIGN_MARKER",
+    "FOREIGN_MARK_TTL",
+    "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
     "NODE_INDEX_PREFIX",
     "SESSIONS_PREFIX",
@@ -60,6 +65,16 @@ CLOSE_CHANNEL_PREFIX = "channels/close/"
 START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
 START_RESULTS_PREFIX = "start_results/"
+
+#: Set by the foreign scan when it finds sessions of documented-layout (Vision Agents)
+#: nodes; while it lives every callboard node reads and limits calls exactly (a scan of the
+#: call's keys, as Vision Agents does) instead of trusting its indexes alone.
+FOREIGN_MARKER = "index/foreign_writers"
+#: Seconds the marker outlives the last scan that found a foreign session: an hour, so a
+#: fleet that once had Vision Agents nodes stays exact well past their last session.
+FOREIGN_MARK_TTL = 3600.0
+#: The lease of the one node that runs the foreign scan for the whole cluster.
+FOREIGN_SCAN_LEASE = "leases/foreign_scan"
 
 #: How long a tombstone of an ended session stays, in seconds: long enough for the operator
 #: (which syncs every few seconds, or after a restart) to tell "ended" from "lost".

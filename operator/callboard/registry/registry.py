@@ -29,7 +29,7 @@ from callboard.registry.index import KVSessionIndex
 from callboard.registry.push import CloseRequest, EventStream, PushStreams
 from callboard.registry.records import SessionRecords
 from callboard.registry.start_requests import StartRequests
-from callboard.registry.store import PubSubSupport
+from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = ["CloseRequest", "EventStream", "SessionRegistry", "generate_node_id"]
 
@@ -45,18 +45,43 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
     ``store`` defaults to a fresh :class:`InMemorySessionKVStore` (one process);
     ``node_id`` to :func:`generate_node_id`; ``ttl`` is the lifetime in seconds of every
     record not refreshed by a heartbeat (so heartbeats must come well within it).
-    ``foreign_scan_interval`` paces the scan that indexes sessions of nodes which do not
-    keep indexes (Vision Agents nodes sharing the Redis); None turns it off.
+    ``foreign_scan_interval`` paces the scan that finds and indexes sessions of nodes which
+    keep no indexes (Vision Agents nodes sharing the Redis): one node of the cluster runs it
+    (a lease), and when it finds any, every node reads and limits calls exactly for a while
+    (see the README's mixed-fleet section); None turns it off (a fleet of callboard nodes
+    only). ``mixed_fleet`` says Vision Agents nodes share the store: every per-call read
+    and limit then also scans the call's keys, so their sessions count at once (G5), at
+    their cost (O(key space) per call).
     """
+
+    def __init__(
+        self,
+        store: SessionKVStore | None = None,
+        *,
+        node_id: str | None = None,
+        ttl: float = 30.0,
+        foreign_scan_interval: float | None = 60.0,
+        mixed_fleet: bool = False,
+    ) -> None:
+        super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
+        self.mixed_fleet = mixed_fleet
 
     async def start(self) -> None:
         """Start the store, publish the node record and listen for pushed close requests.
 
-        Raises :class:`~callboard.errors.StoreUnavailableError` if the store is unreachable.
+        Raises :class:`~callboard.errors.StoreUnavailableError` if the store is unreachable
+        and :class:`~callboard.errors.NodeIdInUseError` if another live process heartbeats
+        under this node id (a record left by a process that died only delays the start,
+        by at most one TTL, until it expires).
         """
         if self._running:
             return
         await self._store.start()
+        try:
+            await self._claim_node_id()
+        except BaseException:
+            await self._store.close()
+            raise
         await self.heartbeat()
         self._running = True
         if isinstance(self._store, PubSubSupport):
