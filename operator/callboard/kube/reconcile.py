@@ -132,7 +132,8 @@ def decide(obj: AgentSession, snap: Snapshot, *, now: float, refresh: float) -> 
 def gone_transition(
     obj: AgentSession, status: SessionStatus, ended: EndedInfo | None, *, now: float
 ) -> Transition | None:
-    """Succeeded when the session ended, Lost when its node went with it; None while live."""
+    """Succeeded when the session ended (a tombstone), Lost when its node went with it or, for
+    UNKNOWN, never wrote it back within the grace; None while live."""
     if status is SessionStatus.LIVE:
         return None
     node = obj.status.node_id or "?"
@@ -145,9 +146,10 @@ def gone_transition(
             f"session ended on node {node}: {why}",
             fields={"endedAt": format_time(at)},
         )
-    return Transition(
-        Phase.LOST,
-        Reason.NODE_LOST,
-        f"node {node} stopped heartbeating and its session expired from the registry",
-        fields={"endedAt": format_time(now)},
-    )
+    if status is SessionStatus.UNKNOWN:
+        message = (
+            f"the session is gone from the registry without a tombstone and node {node} never wrote it back"
+        )
+    else:
+        message = f"node {node} stopped heartbeating and its session expired from the registry"
+    return Transition(Phase.LOST, Reason.NODE_LOST, message, fields={"endedAt": format_time(now)})

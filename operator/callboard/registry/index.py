@@ -4,8 +4,10 @@ The registry never issues one round trip per session. Each operation below is on
 into a :class:`SessionIndex`:
 
 - :class:`KVSessionIndex` works on any :class:`SessionKVStore` with only the documented
-  methods (``mset``, ``keys``, ``mget``...). Look-ups by call or node scan keys; the
-  per-call limit is checked then written, so it is not atomic across nodes.
+  methods (``mset``, ``keys``, ``mget``...). Look-ups by call or node scan keys (so they
+  are always exact); the per-call limit and the ownership check are read then written, so
+  they are not atomic across nodes, and the heartbeat's upsert drops sessions removed
+  since its snapshot but cannot test tombstones in the same step.
 - ``RedisSessionIndex`` (in :mod:`callboard.registry.backends.redis_index`) runs each operation as
   one Lua script next to the data, keeps per-call and per-node sets so look-ups never scan,
   and makes the per-call limit atomic.

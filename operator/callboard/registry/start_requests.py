@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
+from callboard.registry.bounds import MAX_PARAMS_BYTES, check_json_object
 from callboard.registry.ids import validate_id
 from callboard.registry.models import SessionInfo, StartRequest, StartResult, decode_or_none
 from callboard.registry.push import EventStream
@@ -111,7 +112,8 @@ class StartRequests(RegistryCore):
         """Ask ``node_id`` to start a session for ``call_id``; follow it by its session id.
 
         The request waits in the store for ``ttl`` seconds (the node polls it after a
-        reconnect) and is pushed at once when the store supports it.
+        reconnect) and is pushed at once when the store supports it. ``params`` out of
+        bounds (non-JSON, NaN/inf, over 64 KiB) raise :class:`~callboard.errors.InvalidValueError`.
         """
         request = StartRequest(
             request_id=uuid.uuid4().hex,
@@ -119,7 +121,7 @@ class StartRequests(RegistryCore):
             call_id=validate_id(call_id, "call_id"),
             session_id=validate_id(session_id or str(uuid.uuid4()), "session_id"),
             call_type=validate_id(call_type, "call_type"),
-            params=dict(params or {}),
+            params=check_json_object(params or {}, "params", MAX_PARAMS_BYTES),
         )
         payload = request.to_json()
         await self._store.set(k.start_request_key(node_id, request.request_id), payload, self._ttl)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from callboard import InvalidValueError
 from callboard.registry import StartProgress, StartRef, StartRejection
 from tests.integration.conftest import Cluster
 
@@ -76,3 +79,18 @@ async def test_start_progress_counts_a_malformed_record_as_live(cluster: Cluster
     await raw.set("start_results/r-1", b"[]", 30)
     [progress] = await operator.get_start_progress([StartRef("call-1", "s-1", "r-1")])
     assert progress == StartProgress(live=True, session=None, result=None)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"x": float("nan")}, {"x": object()}, {"blob": "x" * 70_000}],
+    ids=["nan", "not-json", "too-big"],
+)
+async def test_g12_start_request_params_out_of_bounds_are_refused(
+    cluster: Cluster, params: dict[str, object]
+) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    with pytest.raises(InvalidValueError, match="params"):
+        await a.request_start("node-b", "call-1", params=params)
+    assert await b.pending_start_requests() == []

@@ -229,3 +229,17 @@ async def test_a_stale_registry_read_does_not_hide_a_confirmed_start(settings: S
         for node in h.nodes:
             await node.kill()
         await h.runtime.stop()
+
+
+async def test_g4_a_session_the_store_lost_while_its_node_lives_keeps_running(harness: Harness) -> None:
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    await harness.store.delete([f"sessions/call-1/{status['sessionId']}"])  # a flush: no tombstone
+    # The operator notices the gap and waits (a record without tombstone is not an end)...
+    await harness.until(lambda: harness.runtime.syncer._missing_since, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Running"
+    await node.registry.heartbeat()  # ...until the node's heartbeat writes the record back.
+    await harness.until(lambda: not harness.runtime.syncer._missing_since, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Running"
+    assert "SessionEnded" not in await harness.reasons("a1")
