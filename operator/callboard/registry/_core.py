@@ -19,7 +19,7 @@ from callboard.errors import ConfigurationError
 from callboard.registry.backends.memory import InMemorySessionKVStore
 from callboard.registry.ids import validate_id
 from callboard.registry.index import KVSessionIndex, MembershipDigest, SessionIndex
-from callboard.registry.models import NodeInfo, SessionInfo
+from callboard.registry.models import FleetMode, NodeInfo, SessionInfo
 from callboard.registry.store import PubSubSupport, SessionIndexSupport, SessionKVStore
 
 __all__ = ["LIST_CHUNK", "LocalSessions", "RegistryCore", "generate_node_id"]
@@ -105,10 +105,7 @@ class RegistryCore:
         self._node_id = validate_id(node_id if node_id is not None else generate_node_id(), "node_id")
         self._ttl = ttl
         self.foreign_scan_interval = foreign_scan_interval
-        #: Whether documented-layout (Vision Agents) nodes with their own Redis clients write
-        #: to this store: per-call reads and limits then also scan the call's keys (their
-        #: cost, O(key space) per call, as in Vision Agents). See ``SessionRegistry``.
-        self.mixed_fleet = False
+        self.fleet = FleetMode.AUTO
         self._index: SessionIndex = (
             self._store.session_index()
             if isinstance(self._store, SessionIndexSupport)
@@ -136,6 +133,15 @@ class RegistryCore:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def _exact(self) -> bool | None:
+        """How per-call reads and limits find documented-layout sessions (see FleetMode)."""
+        if self.fleet is FleetMode.MIXED:
+            return True
+        if self.fleet is FleetMode.CALLBOARD_ONLY:
+            return False
+        return None
 
     @property
     def supports_push(self) -> bool:

@@ -18,7 +18,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | ttl          |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
-| ``index/foreign_writers``              | "1": documented-layout writers seen | FOREIGN_MARK_TTL |
+| ``index/callboard_only``               | "1": the last scan found no foreign session | 2 scan intervals |
 | ``leases/foreign_scan``                | node id of the one scanner | 2 scan intervals |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
@@ -28,13 +28,12 @@ the store adds it. Channel names for push notices are built here too.
 from __future__ import annotations
 
 __all__ = [
+    "CALLBOARD_ONLY_MARKER",
     "CALL_INDEX_PREFIX",
     "CLOSE_CHANNEL_PREFIX",
     "CLOSE_PREFIX",
     "ENDED_PREFIX",
     "ENDED_TTL",
-    "FOREIGN_MARKER",
-    "FOREIGN_MARK_TTL",
     "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
     "NODE_INDEX_PREFIX",
@@ -66,13 +65,11 @@ START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
 START_RESULTS_PREFIX = "start_results/"
 
-#: Set by the foreign scan when it finds sessions of documented-layout (Vision Agents)
-#: nodes; while it lives every callboard node reads and limits calls exactly (a scan of the
-#: call's keys, as Vision Agents does) instead of trusting its indexes alone.
-FOREIGN_MARKER = "index/foreign_writers"
-#: Seconds the marker outlives the last scan that found a foreign session: an hour, so a
-#: fleet that once had Vision Agents nodes stays exact well past their last session.
-FOREIGN_MARK_TTL = 3600.0
+#: Set by the foreign scan when a whole scan found no session of a documented-layout
+#: (Vision Agents) node, for two scan intervals. While it lives, per-call reads and limits
+#: trust the indexes alone; without it (no scan yet, a scan found foreign sessions, the
+#: scanner gone) they also scan the call's keys, as Vision Agents does.
+CALLBOARD_ONLY_MARKER = "index/callboard_only"
 #: The lease of the one node that runs the foreign scan for the whole cluster.
 FOREIGN_SCAN_LEASE = "leases/foreign_scan"
 

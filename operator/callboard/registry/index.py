@@ -101,7 +101,7 @@ class SessionIndex(ABC):
         ttl: float,
         *,
         max_sessions_per_call: int | None = None,
-        exact: bool = False,
+        exact: bool | None = None,
     ) -> None:
         """Write the session record (and indexes).
 
@@ -132,11 +132,13 @@ class SessionIndex(ABC):
         """Delete the session record and its close flag; leave a tombstone when ``ended``."""
 
     @abstractmethod
-    async def sessions_for_call(self, call_id: str, *, exact: bool = False) -> list[bytes]:
+    async def sessions_for_call(self, call_id: str, *, exact: bool | None = None) -> list[bytes]:
         """Raw records of the sessions of one call.
 
-        ``exact`` also finds the call's records by their keys, as documented-layout nodes
-        write them (no index): what a mixed fleet needs; a plain store always does this.
+        ``exact=True`` also finds the call's records by their keys, as documented-layout
+        nodes write them (no index): what a mixed fleet needs. ``False`` trusts the index
+        (a fleet declared callboard-only); ``None`` decides by what the store knows of the
+        fleet. A plain store always finds records by their keys.
         """
 
     @abstractmethod
@@ -147,8 +149,11 @@ class SessionIndex(ABC):
     async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
         """Write the close flag and notify the owner; return the owner's node id if known."""
 
-    async def index_foreign(self) -> int:
-        """Index sessions written by nodes that keep no indexes; return how many are foreign."""
+    async def index_foreign(self, keep: float = 120.0) -> int:
+        """Index sessions written by nodes that keep no indexes; return how many are foreign.
+
+        ``keep`` (seconds) is how long what the scan learned holds: until the next scan.
+        """
         return 0
 
     async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -176,7 +181,7 @@ class KVSessionIndex(SessionIndex):
         ttl: float,
         *,
         max_sessions_per_call: int | None = None,
-        exact: bool = False,
+        exact: bool | None = None,
     ) -> None:
         key = k.session_key(info.call_id, info.session_id)
         current = decode_or_none(SessionInfo.from_json, await self.store.get(key))
@@ -216,7 +221,7 @@ class KVSessionIndex(SessionIndex):
         if ended is not None:
             await self.store.set(k.ended_key(call_id, session_id), ended.to_json(), k.ENDED_TTL)
 
-    async def sessions_for_call(self, call_id: str, *, exact: bool = False) -> list[bytes]:
+    async def sessions_for_call(self, call_id: str, *, exact: bool | None = None) -> list[bytes]:
         return await self._records(await self.store.keys(f"{k.SESSIONS_PREFIX}{call_id}/"))
 
     async def sessions_for_node(self, node_id: str) -> list[bytes]:

@@ -22,6 +22,7 @@ from callboard.registry.bounds import is_timestamp
 __all__ = [
     "EndReason",
     "EndedInfo",
+    "FleetMode",
     "NodeInfo",
     "SessionInfo",
     "SessionStatus",
@@ -243,6 +244,23 @@ class SessionStatus(StrEnum):
     """Its record is gone, with no tombstone, and its node is alive or not known: the store
     may have lost it (flush, failover, eviction) and the node's next heartbeat writes it
     back, or it was a foreign node's session. Not an end: ask again later."""
+
+
+class FleetMode(StrEnum):
+    """Who writes sessions to the store, as far as per-call reads and limits need to know.
+
+    Sessions written by Vision Agents nodes with their own Redis client are in no index, so
+    finding them by call takes a scan of the call's keys (O(key space), as Vision Agents
+    does it). The mode says when to pay that.
+    """
+
+    AUTO = "auto"
+    """Scan unless the cluster's one foreign scan found no foreign session (its marker)."""
+    CALLBOARD_ONLY = "callboard_only"
+    """Declared: only callboard nodes (or Vision Agents on callboard's store) write; never
+    scan, and no foreign scan runs."""
+    MIXED = "mixed"
+    """Declared: Vision Agents nodes write with their own client; always scan (G5 at once)."""
 
 
 class EndReason(StrEnum):

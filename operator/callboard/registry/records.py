@@ -21,6 +21,7 @@ from callboard.registry._core import RegistryCore
 from callboard.registry.bounds import MAX_METRICS_BYTES, check_json_object, check_timestamp
 from callboard.registry.ids import validate_id
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus, decode_or_none
+from callboard.registry.store import PubSubSupport
 
 __all__ = ["UNSET", "SessionRecords"]
 
@@ -85,7 +86,7 @@ class SessionRecords(RegistryCore):
             metrics_updated_at=None if metrics is None else time.time(),
         )
         await self._index.register(
-            info, self._ttl, max_sessions_per_call=max_sessions_per_call, exact=self.mixed_fleet
+            info, self._ttl, max_sessions_per_call=max_sessions_per_call, exact=self._exact
         )
         self._local[(call_id, session_id)] = info
         return info
@@ -136,7 +137,7 @@ class SessionRecords(RegistryCore):
     async def get_for_call(self, call_id: str) -> list[SessionInfo]:
         """Every session of one call, on every node (documented-layout nodes' too, see README)."""
         validate_id(call_id, "call_id")
-        return self._decode_sessions(await self._index.sessions_for_call(call_id, exact=self.mixed_fleet))
+        return self._decode_sessions(await self._index.sessions_for_call(call_id, exact=self._exact))
 
     def set_node_info(
         self,
@@ -198,11 +199,17 @@ class SessionRecords(RegistryCore):
 
         At start this process has written nothing yet, so a node record already there is
         another process's: a live duplicate (two pods given one id, a process started
-        twice) or one that died. Watch it for up to one TTL: refreshed means live, so
-        :class:`~callboard.errors.NodeIdInUseError`; gone (expired or removed) means free.
+        twice) or one that died. A live registry listens on its close channel; a dead
+        process's subscription went with its connection. So with push, nobody listening
+        means the id is free at once. Otherwise (or without push) watch the record for up
+        to one TTL: refreshed means live, so :class:`~callboard.errors.NodeIdInUseError`;
+        gone (expired or removed) means free.
         """
         first = await self.get_node(self._node_id)
         if first is None:
+            return
+        channel = k.close_channel(self._node_id)
+        if isinstance(self._store, PubSubSupport) and await self._store.subscribers(channel) == 0:
             return
         deadline = time.monotonic() + self._ttl
         # Ten looks per TTL: a live owner (heartbeating every TTL/3 or faster) is seen

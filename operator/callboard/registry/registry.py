@@ -21,11 +21,12 @@ from types import TracebackType
 from typing import Self
 
 from callboard._aio import guarded_task, stop_tasks
-from callboard.errors import StoreError
+from callboard.errors import ConfigurationError, StoreError
 from callboard.registry import _keys as k
 from callboard.registry._core import generate_node_id
 from callboard.registry.foreign import ForeignScan
 from callboard.registry.index import KVSessionIndex
+from callboard.registry.models import FleetMode
 from callboard.registry.push import CloseRequest, EventStream, PushStreams
 from callboard.registry.records import SessionRecords
 from callboard.registry.start_requests import StartRequests
@@ -45,13 +46,13 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
     ``store`` defaults to a fresh :class:`InMemorySessionKVStore` (one process);
     ``node_id`` to :func:`generate_node_id`; ``ttl`` is the lifetime in seconds of every
     record not refreshed by a heartbeat (so heartbeats must come well within it).
-    ``foreign_scan_interval`` paces the scan that finds and indexes sessions of nodes which
-    keep no indexes (Vision Agents nodes sharing the Redis): one node of the cluster runs it
-    (a lease), and when it finds any, every node reads and limits calls exactly for a while
-    (see the README's mixed-fleet section); None turns it off (a fleet of callboard nodes
-    only). ``mixed_fleet`` says Vision Agents nodes share the store: every per-call read
-    and limit then also scans the call's keys, so their sessions count at once (G5), at
-    their cost (O(key space) per call).
+    ``fleet`` (:class:`~callboard.registry.FleetMode`) says who writes sessions: per-call
+    reads and limits find sessions of Vision Agents nodes with their own Redis client only
+    by scanning the call's keys (O(key space), as Vision Agents does). ``"auto"`` scans
+    unless the cluster's one foreign scan found no such session; ``"callboard_only"``
+    never scans; ``"mixed"`` always does (see the README's mixed-fleet section).
+    ``foreign_scan_interval`` paces that foreign scan (run by one node of the cluster, the
+    lease holder, in auto mode only); None runs none.
     """
 
     def __init__(
@@ -61,10 +62,14 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
         node_id: str | None = None,
         ttl: float = 30.0,
         foreign_scan_interval: float | None = 60.0,
-        mixed_fleet: bool = False,
+        fleet: FleetMode | str = FleetMode.AUTO,
     ) -> None:
         super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
-        self.mixed_fleet = mixed_fleet
+        try:
+            self.fleet = FleetMode(fleet)
+        except ValueError:
+            modes = ", ".join(m.value for m in FleetMode)
+            raise ConfigurationError(f"fleet must be one of {modes}, got {fleet!r}") from None
 
     async def start(self) -> None:
         """Start the store, publish the node record and listen for pushed close requests.
@@ -99,7 +104,11 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
                     )
                 )
             await asyncio.gather(*(event.wait() for event in ready))
-        if self.foreign_scan_interval is not None and not isinstance(self._index, KVSessionIndex):
+        if (
+            self.foreign_scan_interval is not None
+            and self.fleet is FleetMode.AUTO
+            and not isinstance(self._index, KVSessionIndex)
+        ):
             self._tasks.append(
                 guarded_task(
                     self._scan_foreign(self.foreign_scan_interval), name="foreign-scan", logger=logger

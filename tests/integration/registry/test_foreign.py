@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from callboard import MaxSessionsPerCallExceeded
+from callboard import ConfigurationError, MaxSessionsPerCallExceeded
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.integration.conftest import Cluster
 
@@ -98,9 +98,7 @@ def _va_record(call_id: str, session_id: str) -> bytes:
 @pytest.mark.redis
 async def test_g5_mixed_fleet_sees_a_plain_set_session_at_once_and_counts_it(redis_url: str) -> None:
     raw = aioredis.Redis.from_url(redis_url)
-    ours = SessionRegistry(
-        RedisSessionKVStore(url=redis_url), node_id="cb", mixed_fleet=True, foreign_scan_interval=None
-    )
+    ours = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb", fleet="mixed")
     await ours.start()
     try:
         # A Vision Agents node with its own Redis store: a plain SET ... PX, nothing else.
@@ -116,21 +114,27 @@ async def test_g5_mixed_fleet_sees_a_plain_set_session_at_once_and_counts_it(red
 
 
 @pytest.mark.redis
-async def test_g5_detected_foreign_writer_switches_every_node_to_exact_reads(redis_url: str) -> None:
+async def test_g5_a_foreign_session_found_by_the_scan_makes_every_node_read_exactly(redis_url: str) -> None:
     raw = aioredis.Redis.from_url(redis_url)
-    a = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb-a", foreign_scan_interval=None)
-    b = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb-b", foreign_scan_interval=None)
+    a = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb-a")
+    b = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb-b")
     await a.start()
     await b.start()
     try:
-        await raw.set("vision_agents:sessions/call-1/va-1", _va_record("call-1", "va-1"), px=30_000)
-        assert await a.index_foreign_sessions() == 1  # the one scan finds a foreign writer
-        # From now on, a session it writes later is seen at once by every node, and the
-        # index entries the scan wrote do not expire before the records do.
+        await a.register("call-1", "cb-1")
+        assert await a.index_foreign_sessions() == 0  # a clean scan: the fleet is callboard-only
+        assert await raw.exists("vision_agents:index/callboard_only") == 1
+        await raw.set("vision_agents:sessions/call-1/va-1", _va_record("call-1", "va-1"), px=2_000)
+        assert await a.index_foreign_sessions() == 1  # the next scan finds a foreign writer
+        assert await raw.exists("vision_agents:index/callboard_only") == 0
+        # The foreign node refreshes its record; the index entry the scan wrote outlives it.
+        await raw.pexpire("vision_agents:sessions/call-1/va-1", 30_000)
+        assert await raw.pttl("vision_agents:index/calls/call-1") > 2_000
+        # A session it writes later is seen at once by every node, and counted.
         await raw.set("vision_agents:sessions/call-1/va-2", _va_record("call-1", "va-2"), px=30_000)
-        assert sorted(s.session_id for s in await b.get_for_call("call-1")) == ["va-1", "va-2"]
+        assert sorted(s.session_id for s in await b.get_for_call("call-1")) == ["cb-1", "va-1", "va-2"]
         with pytest.raises(MaxSessionsPerCallExceeded):
-            await b.register("call-1", "cb-1", max_sessions_per_call=2)
+            await b.register("call-1", "cb-2", max_sessions_per_call=3)
     finally:
         await a.stop()
         await b.stop()
@@ -154,10 +158,16 @@ async def test_at_most_one_node_scans_for_foreign_sessions(redis_url: str) -> No
 
 
 @pytest.mark.redis
-async def test_no_scanner_where_nothing_foreign_writes(redis_url: str) -> None:
-    registry = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb", foreign_scan_interval=None)
+@pytest.mark.parametrize("fleet", ["callboard_only", "mixed"])
+async def test_no_scanner_where_the_fleet_is_declared(redis_url: str, fleet: str) -> None:
+    registry = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="cb", fleet=fleet)
     await registry.start()
     try:
         assert [t.get_name() for t in registry._tasks if "foreign" in t.get_name()] == []
     finally:
         await registry.stop()
+
+
+def test_an_unknown_fleet_mode_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="callboard_only"):
+        SessionRegistry(fleet="some")

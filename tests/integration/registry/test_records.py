@@ -19,7 +19,7 @@ from callboard import (
     SessionConflictError,
     SessionStatus,
 )
-from callboard.registry import SessionInfo
+from callboard.registry import NodeInfo, SessionInfo
 from tests.integration.conftest import Cluster
 
 
@@ -292,3 +292,18 @@ async def test_g11_a_second_process_with_a_live_node_id_is_refused_at_start(clus
     await first.stop()
     again = await cluster.node("node-a")  # the first one deregistered: the id is free
     assert again.running
+
+
+async def test_g11_a_record_left_by_a_dead_process_does_not_hold_its_node_id(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = await cluster.raw_store()
+    await raw.set("nodes/node-a", NodeInfo(node_id="node-a").to_json(), 1.0)  # its process died
+    registry = await cluster.node("node-a", ttl=1.0, start=False)
+    with caplog.at_level(logging.WARNING):
+        await registry.start()
+    assert registry.running
+    if cluster.has_push:  # nobody listens on its channel: the id is free at once
+        assert "waiting up to" not in caplog.text
+    else:  # no way to tell but to wait for the record to expire
+        assert "waiting up to" in caplog.text

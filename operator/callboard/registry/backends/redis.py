@@ -239,6 +239,11 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
         with translate_errors("publish"):
             await self.client.publish(self._k(channel), message)
 
+    async def subscribers(self, channel: str) -> int | None:
+        with translate_errors("pubsub numsub"):
+            counts = await self.client.pubsub_numsub(self._k(channel))
+        return int(counts[0][1]) if counts else 0
+
     async def subscribe(self, channel: str) -> Subscription:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         with translate_errors("subscribe"):

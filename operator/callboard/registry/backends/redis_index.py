@@ -11,9 +11,10 @@ Sessions of documented-layout (Vision Agents) nodes: written through this store 
 indexed at once (``set_session.lua``). Written by a Vision Agents node's own Redis client
 (a plain ``SET ... PX``) no index knows them, so per-call reads and limits have two modes:
 *indexed* (one script, O(sessions of the call)) and *exact* (a SCAN of the call's keys
-first, O(key space) as in Vision Agents, then the script). Exact is used when the registry
-is told the fleet is mixed, or while the marker ``index/foreign_writers`` says the one
-foreign scan of the cluster (:meth:`RedisSessionIndex.index_foreign`) found such sessions.
+first, O(key space) as in Vision Agents, then the script). ``exact=True`` always scans,
+``False`` never; ``None`` (auto) trusts the index while the marker
+``index/callboard_only`` says the last foreign scan of the cluster
+(:meth:`RedisSessionIndex.index_foreign`) found no foreign session, and scans otherwise.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ class RedisSessionIndex(SessionIndex):
         *,
         write_back: bool = False,
         extras: list[str] | None = None,
+        auto: bool = False,
     ) -> list[Any]:
         keys = [self._k(k.node_index_key(node_id))]
         args: list[Any] = [
@@ -86,7 +88,7 @@ class RedisSessionIndex(SessionIndex):
             node_id,
             "1" if write_back else "0",
             self._k(k.ENDED_PREFIX),
-            "" if extras is not None else self._k(k.FOREIGN_MARKER),
+            self._k(k.CALLBOARD_ONLY_MARKER) if extras is None and auto else "",
             len(extras or ()),
             *(extras or ()),
         ]
@@ -102,12 +104,14 @@ class RedisSessionIndex(SessionIndex):
         ttl: float,
         *,
         max_sessions_per_call: int | None = None,
-        exact: bool = False,
+        exact: bool | None = None,
     ) -> None:
         limit = max_sessions_per_call or 0
         extras = await self._call_members(info.call_id) if limit and exact else None
-        result = await self._register_many(info.node_id, [info], ttl, limit, write_back=False, extras=extras)
-        if result[0] == "exact":  # foreign writers were seen: count the call's keys too
+        result = await self._register_many(
+            info.node_id, [info], ttl, limit, write_back=False, extras=extras, auto=exact is None
+        )
+        if result[0] == "exact":  # not known to be callboard-only: count the call's keys too
             extras = await self._call_members(info.call_id)
             result = await self._register_many(
                 info.node_id, [info], ttl, limit, write_back=False, extras=extras
@@ -211,13 +215,14 @@ class RedisSessionIndex(SessionIndex):
         )
         return result
 
-    async def sessions_for_call(self, call_id: str, *, exact: bool = False) -> list[bytes]:
+    async def sessions_for_call(self, call_id: str, *, exact: bool | None = None) -> list[bytes]:
         index_key, prefix = k.call_index_key(call_id), f"{k.SESSIONS_PREFIX}{call_id}/"
         if exact:
             result = await self._members_of(index_key, prefix, "", await self._call_members(call_id))
         else:
-            result = await self._members_of(index_key, prefix, self._k(k.FOREIGN_MARKER), [])
-            if result[0] == 1:  # foreign writers were seen: find the call's keys too
+            marker = self._k(k.CALLBOARD_ONLY_MARKER) if exact is None else ""
+            result = await self._members_of(index_key, prefix, marker, [])
+            if result[0] == 1:  # not known to be callboard-only: find the call's keys too
                 result = await self._members_of(index_key, prefix, "", await self._call_members(call_id))
         return result[1:]
 
@@ -238,16 +243,22 @@ class RedisSessionIndex(SessionIndex):
         held: int = await self._run(self._lease, "lease", [self._k(name)], [holder, _ms(ttl)])
         return held == 1
 
-    async def index_foreign(self) -> int:
-        """Scan ``sessions/*``: index every session by call, count and mark the foreign ones.
+    async def index_foreign(self, keep: float = 120.0) -> int:
+        """Scan ``sessions/*``: index every session by call (for ``keep`` s at least), count
+        the foreign ones and mark the fleet callboard-only (for ``keep`` s) if there are none.
 
-        One node of the cluster runs it (the registry holds a lease). When it finds a
-        session of a node that keeps no callboard node record, it sets the marker that
-        switches every node to exact per-call reads for :data:`~callboard.registry._keys.FOREIGN_MARK_TTL`.
+        One node of the cluster runs it (the registry holds a lease; ``keep`` is two of its
+        intervals). A session is foreign when its record names a node without a callboard
+        node record; finding one removes the marker, so every node reads exactly.
         """
         client = self.store.client
         pattern = self._k(k.SESSIONS_PREFIX) + "*"
-        fixed = [self._k(k.CALL_INDEX_PREFIX), self._k(k.NODES_PREFIX), self.prefix]
+        fixed: list[str | int] = [
+            self._k(k.CALL_INDEX_PREFIX),
+            self._k(k.NODES_PREFIX),
+            self.prefix,
+            _ms(keep),
+        ]
         foreign = 0
         with translate_errors("scan sessions"):
             batch: list[str] = []
@@ -259,5 +270,7 @@ class RedisSessionIndex(SessionIndex):
             if batch:
                 foreign += await self._index_add(keys=[], args=[*fixed, *batch])
             if foreign:
-                await client.set(self._k(k.FOREIGN_MARKER), b"1", px=_ms(k.FOREIGN_MARK_TTL))
+                await client.delete(self._k(k.CALLBOARD_ONLY_MARKER))
+            else:
+                await client.set(self._k(k.CALLBOARD_ONLY_MARKER), b"1", px=_ms(keep))
         return foreign

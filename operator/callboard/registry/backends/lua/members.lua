@@ -1,11 +1,12 @@
 -- Records of the members of an index set; prunes members whose record is gone.
 -- KEYS[1] = index set; ARGV[1] = prefix that turns a member into its session key;
--- ARGV[2] = the foreign-writers marker key ('' = do not check); ARGV[3..] = extra members
+-- ARGV[2] = the callboard-only marker key ('' = do not check); ARGV[3..] = extra members
 -- found by a scan of the call's keys (sessions of documented-layout nodes), indexed here
 -- (the index entry lives as long as the record) before the set is read.
--- Returns {marker, records...}: marker is 1 when foreign writers were seen (the caller must
--- scan the call's keys and ask again, with the marker '' and what it found), else 0.
-if ARGV[2] ~= '' and redis.call('EXISTS', ARGV[2]) == 1 then
+-- Returns {flag, records...}: flag is 1 when the marker was asked about and is absent (the
+-- fleet is not known to be callboard-only: the caller must scan the call's keys and ask
+-- again, with no marker and what it found), else 0.
+if ARGV[2] ~= '' and redis.call('EXISTS', ARGV[2]) == 0 then
   return {1}
 end
 for i = 3, #ARGV do

@@ -5,13 +5,14 @@
 -- ARGV[3] = prefixed "sessions/{call_id}/" (to test index members); ARGV[4] = this node's id;
 -- ARGV[5] = "1" for a write-back (heartbeat: skip sessions with a tombstone or another
 -- owner) else "0" (a new registration: refuse another owner); ARGV[6] = prefixed "ended/";
--- ARGV[7] = the foreign-writers marker key ('' = do not check it: the caller scanned);
+-- ARGV[7] = the callboard-only marker key ('' = do not check it: the caller scanned, or
+-- the fleet is declared callboard-only);
 -- ARGV[8] = how many extra session ids of the call follow (found by a scan: sessions of
 -- documented-layout nodes the index may not know), then those ids; then per session i:
 -- session id, node index member "call_id/session_id", record JSON.
 -- Returns {'ok', written}, {'limit', live sessions in the call},
--- {'conflict', owner node id}, or {'exact'} when foreign writers were seen and the caller
--- must scan the call's keys and pass them as extras.
+-- {'conflict', owner node id}, or {'exact'} when the fleet is not known to be callboard-only
+-- and the caller must scan the call's keys and pass them as extras.
 local ttl = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local node_id = ARGV[4]
@@ -40,7 +41,7 @@ if not write_back then
 end
 
 if limit > 0 then
-  if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 1 then
+  if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 0 then
     return {'exact'}
   end
   local call_index, sid, live = KEYS[3], ARGV[base + 1], 0
