@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test unit integration e2e fast bench demo k8s-tools redis-server clean
+.PHONY: help install lint test unit integration e2e chaos fast bench demo k8s-tools redis-server clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -48,6 +48,9 @@ integration: install redis-server  ## Integration tier only (real redis-server)
 
 e2e: install redis-server  ## e2e tier only (real kube-apiserver, built on first use)
 	$(BIN)/pytest tests/e2e -m e2e
+
+chaos: install redis-server  ## Fault-injection tier only (real Toxiproxy, built on first use, and redis-server)
+	$(BIN)/pytest tests/chaos -m chaos
 
 k8s-tools:  ## Build kube-apiserver, etcd, controller-manager, scheduler, kwok, kubectl, helm (cached)
 	tests/k8s/build-tools.sh

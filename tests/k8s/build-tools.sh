@@ -4,6 +4,7 @@
 #   etcd, etcdctl                                                      (tests/k8s/etcd)
 #   kwok (fake kubelet) + its stage files                              (tests/k8s/kwok)
 #   helm                                                               (tests/k8s/helm)
+#   toxiproxy-server, toxiproxy-cli (fault proxy, chaos tier)          (tests/k8s/toxiproxy)
 #
 # Each component has its own wrapper Go module (go.mod/go.sum committed) so the
 # versions are pinned and minimal version selection never mixes their dependencies.
@@ -13,7 +14,7 @@
 # Idempotent: a binary that exists and reports the pinned version is not rebuilt.
 #
 # Usage: tests/k8s/build-tools.sh [--force] [component...]
-#        components: kubernetes etcd kwok helm (default: all)
+#        components: kubernetes etcd kwok helm toxiproxy (default: all)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,9 +26,9 @@ COMPONENTS=()
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    kubernetes | etcd | kwok | helm) COMPONENTS+=("$arg") ;;
+    kubernetes | etcd | kwok | helm | toxiproxy) COMPONENTS+=("$arg") ;;
     -h | --help)
-      sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -36,7 +37,7 @@ for arg in "$@"; do
       ;;
   esac
 done
-[[ ${#COMPONENTS[@]} -gt 0 ]] || COMPONENTS=(kubernetes etcd kwok helm)
+[[ ${#COMPONENTS[@]} -gt 0 ]] || COMPONENTS=(kubernetes etcd kwok helm toxiproxy)
 
 log() { echo "[k8s-tools] $*"; }
 
@@ -198,6 +199,23 @@ build_helm() {
   t=$SECONDS
   go_build helm "$ldf" "" helm.sh/helm/v3/cmd/helm
   log "built helm $v in $(elapsed $t)"
+}
+
+build_toxiproxy() {
+  local v t
+  v="$(modver toxiproxy github.com/Shopify/toxiproxy/v2)"
+  if [[ $FORCE == 0 ]] && has_version toxiproxy-server "version $v" -version &&
+    has_version toxiproxy-cli "version $v" --version; then
+    log "toxiproxy $v: up to date (toxiproxy-server toxiproxy-cli)"
+    return 0
+  fi
+  log "building toxiproxy-server toxiproxy-cli $v ..."
+  t=$SECONDS
+  # As upstream's .goreleaser.yml; go names the binaries after their folders (server, cli).
+  RENAME="server=toxiproxy-server cli=toxiproxy-cli" go_build toxiproxy \
+    "-s -w -X github.com/Shopify/toxiproxy/v2.Version=$v" "" \
+    github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli
+  log "built toxiproxy $v in $(elapsed $t)"
 }
 
 log "output: $OUT (go: $GOVERSION_FOUND, -p $PARALLEL)"
