@@ -195,22 +195,29 @@ class SessionRecords(RegistryCore):
         return restored
 
     async def _claim_node_id(self) -> None:
-        """Make sure no other live process heartbeats under this node id (G11).
+        """Make sure no other live process runs under this node id (G11).
 
         At start this process has written nothing yet, so a node record already there is
         another process's: a live duplicate (two pods given one id, a process started
-        twice) or one that died. A live registry listens on its close channel; a dead
-        process's subscription went with its connection. So with push, nobody listening
-        means the id is free at once. Otherwise (or without push) watch the record for up
-        to one TTL: refreshed means live, so :class:`~callboard.errors.NodeIdInUseError`;
-        gone (expired or removed) means free.
+        twice) or one that died. A running registry listens on its close channel, and a
+        dead process's subscription went with its connection: with push, a listener means
+        :class:`~callboard.errors.NodeIdInUseError` and none means the id is free, at once.
+        (A process cut off by a partition keeps its subscription until Redis drops the
+        connection, but not its record, which expires within one TTL.) Without push,
+        watch the record for up to one TTL: refreshed means live; gone means free.
         """
         first = await self.get_node(self._node_id)
         if first is None:
             return
-        channel = k.close_channel(self._node_id)
-        if isinstance(self._store, PubSubSupport) and await self._store.subscribers(channel) == 0:
-            return
+        if isinstance(self._store, PubSubSupport):
+            listeners = await self._store.subscribers(k.close_channel(self._node_id))
+            if listeners == 0:
+                return
+            if listeners is not None:
+                raise NodeIdInUseError(
+                    f"node id {self._node_id!r} is in use: another running registry listens under it "
+                    f"(node record started at {first.started_at:.0f}); give every process its own id"
+                )
         deadline = time.monotonic() + self._ttl
         # Ten looks per TTL: a live owner (heartbeating every TTL/3 or faster) is seen
         # refreshing within about a third of the TTL.
