@@ -16,6 +16,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``ended/{call_id}/{session_id}``       | JSON tombstone (reason)   | ENDED_TTL    |
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
+| ``index/digests/{node_id}``            | digest of that set's members (Redis) | ttl, renewed |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | ttl          |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
 | ``index/callboard_only``               | "1": the last scan found no foreign session | 2 scan intervals |
@@ -36,6 +37,7 @@ __all__ = [
     "ENDED_TTL",
     "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
+    "NODE_DIGEST_PREFIX",
     "NODE_INDEX_PREFIX",
     "SESSIONS_PREFIX",
     "START_CHANNEL_PREFIX",
@@ -45,6 +47,7 @@ __all__ = [
     "close_channel",
     "close_key",
     "ended_key",
+    "node_digest_key",
     "node_index_key",
     "node_key",
     "session_key",
@@ -60,6 +63,7 @@ NODES_PREFIX = "nodes/"
 ENDED_PREFIX = "ended/"
 CALL_INDEX_PREFIX = "index/calls/"
 NODE_INDEX_PREFIX = "index/nodes/"
+NODE_DIGEST_PREFIX = "index/digests/"
 CLOSE_CHANNEL_PREFIX = "channels/close/"
 START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
@@ -100,6 +104,11 @@ def call_index_key(call_id: str) -> str:
 
 def node_index_key(node_id: str) -> str:
     return f"{NODE_INDEX_PREFIX}{node_id}"
+
+
+def node_digest_key(node_id: str) -> str:
+    """The digest ("count:sum1:sum2") of a node index's members, kept by the scripts."""
+    return f"{NODE_DIGEST_PREFIX}{node_id}"
 
 
 def close_channel(node_id: str) -> str:

@@ -148,3 +148,21 @@ async def test_cheap_heartbeat_notices_a_swapped_member_of_the_node_index(
     assert await raw.pttl(f"{P}sessions/call-1/s-1") > 1000
     members = {m.decode() for m in await raw.smembers(f"{P}index/nodes/node-a")}
     assert members == {"call-1/s-0", "call-1/s-1", "call-1/s-2"}
+
+
+@pytest.mark.parametrize("lost", ["index/nodes/node-a", "index/digests/node-a"])
+async def test_g3_cheap_heartbeat_rebuilds_a_node_index_or_digest_the_store_lost(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis, lost: str
+) -> None:
+    a = await nodes("node-a")
+    for i in range(3):
+        await a.register(f"call-{i}", f"s-{i}")
+    await a.remove("call-0", "s-0")
+    digest = await raw.get(f"{P}index/digests/node-a")
+    assert digest is not None and digest.decode() == a._local.digest  # kept by the scripts
+    await raw.delete(f"{P}{lost}")
+    await raw.pexpire(f"{P}sessions/call-1/s-1", 1000)
+    await a.heartbeat()  # a cheap one: the digest or the set's size gives it away
+    assert await raw.pttl(f"{P}sessions/call-1/s-1") > 1000
+    assert {m.decode() for m in await raw.smembers(f"{P}index/nodes/node-a")} == {"call-1/s-1", "call-2/s-2"}
+    assert (await raw.get(f"{P}index/digests/node-a")) == a._local.digest.encode()

@@ -80,7 +80,7 @@ class RedisSessionIndex(SessionIndex):
         extras: list[str] | None = None,
         auto: bool = False,
     ) -> list[Any]:
-        keys = [self._k(k.node_index_key(node_id))]
+        keys = [self._k(k.node_index_key(node_id)), self._k(k.node_digest_key(node_id))]
         args: list[Any] = [
             _ms(ttl),
             limit,
@@ -153,7 +153,7 @@ class RedisSessionIndex(SessionIndex):
             missing: list[bytes] | None = await self._run(
                 self._heartbeat,
                 "heartbeat",
-                [self._k(k.node_key(node.node_id)), self._k(k.node_index_key(node.node_id))],
+                self._node_keys(node.node_id),
                 [
                     _ms(ttl),
                     node.to_json(),
@@ -166,9 +166,18 @@ class RedisSessionIndex(SessionIndex):
                 if not missing:
                     return 0
                 by_member = {f"{s.call_id}/{s.session_id}": s for s in sessions}
-                lost = [by_member[m.decode()] for m in missing if m.decode() in by_member]
-                return await self._write_back(node.node_id, lost, ttl, still_local)
+                lost = [by_member.get(m.decode()) for m in missing]
+                if all(s is not None for s in lost):
+                    return await self._write_back(node.node_id, [s for s in lost if s], ttl, still_local)
+                # A member this node does not run: the set was edited behind its digest.
         return await self._full_heartbeat(node, sessions, ttl, still_local=still_local)
+
+    def _node_keys(self, node_id: str) -> list[str]:
+        return [
+            self._k(k.node_key(node_id)),
+            self._k(k.node_index_key(node_id)),
+            self._k(k.node_digest_key(node_id)),
+        ]
 
     async def _full_heartbeat(
         self,
@@ -178,7 +187,7 @@ class RedisSessionIndex(SessionIndex):
         *,
         still_local: Callable[[SessionInfo], bool] = lambda s: True,
     ) -> int:
-        keys = [self._k(k.node_key(node.node_id)), self._k(k.node_index_key(node.node_id))]
+        keys = self._node_keys(node.node_id)
         args: list[Any] = [
             _ms(ttl),
             node.to_json(),
@@ -206,6 +215,7 @@ class RedisSessionIndex(SessionIndex):
             f"{call_id}/{session_id}",
             ended.to_json() if ended else "",
             _ms(k.ENDED_TTL),
+            self._k(k.NODE_DIGEST_PREFIX),
         ]
         await self._run(self._remove, "remove", keys, args)
 

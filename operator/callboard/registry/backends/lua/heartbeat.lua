@@ -1,44 +1,57 @@
 -- Cheap heartbeat of one node, O(1) in payload: the node's index set says which sessions to
 -- renew, so nothing per session crosses the wire.
--- KEYS[1] = node record, KEYS[2] = node index set.
+-- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
 -- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = the digest of the members the
--- node runs ("count:sum1:sum2", see digest.lua), ARGV[4] = prefixed "sessions/",
--- ARGV[5] = prefixed "index/calls/".
--- Returns false when the index does not hold exactly those members (the caller then runs
--- heartbeat_full.lua), else the members ("call_id/session_id") whose record was missing,
--- for the caller to write back. A member missing from its call's index is put back here
--- (the record exists, only the index lost it); a call index is only ever lengthened, never
--- shortened (other nodes, with other TTLs, share it).
+-- node runs ("count:sum1:sum2": sums of the first two 32-bit words of SHA-1(member)),
+-- ARGV[4] = prefixed "sessions/", ARGV[5] = prefixed "index/calls/".
+-- The digest key is kept by every script that changes the index's membership
+-- (register.lua, remove.lua, heartbeat_full.lua): when it differs from the node's own, or
+-- the set's size differs from its count (the set evicted, the digest not), this returns
+-- false and the caller runs heartbeat_full.lua. Else it renews every member and returns the
+-- members ("call_id/session_id") whose record was missing, for the caller to write back
+-- (a member the node does not run means the set was edited behind the digest's back: the
+-- caller then runs the full heartbeat too). Each call's index gets the node's members of
+-- that call back (one SADD per call: a lost index, or lost members, are repaired), and is
+-- only ever lengthened, never shortened (other nodes, with other TTLs, share it).
+local function sadd_all(key, items)
+  for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
+    redis.call('SADD', key, unpack(items, first, math.min(first + 999, #items)))
+  end
+end
+
 local ttl = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-local members = redis.call('SMEMBERS', KEYS[2])
-local s1, s2 = 0, 0
-for _, member in ipairs(members) do
-  local h = redis.sha1hex(member)
-  s1 = s1 + tonumber(string.sub(h, 1, 8), 16)
-  s2 = s2 + tonumber(string.sub(h, 9, 16), 16)
-end
-if string.format('%d:%.0f:%.0f', #members, s1, s2) ~= ARGV[3] then
+local stored = redis.call('GET', KEYS[3])
+local count = tonumber(string.match(ARGV[3], '^(%d+):'))
+if stored ~= ARGV[3] or redis.call('SCARD', KEYS[2]) ~= count then
   return false
 end
 local missing = {}
-local extended = {}
-for _, member in ipairs(members) do
+local by_call = {}
+local calls = {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('PEXPIRE', ARGV[4] .. member, ttl) == 1 then
     local call_id, session_id = string.match(member, '^([^/]+)/(.+)$')
-    local call_index = ARGV[5] .. call_id
-    redis.call('SADD', call_index, session_id)
-    if not extended[call_index] then
-      extended[call_index] = true
-      if redis.call('PTTL', call_index) < ttl then
-        redis.call('PEXPIRE', call_index, ttl)
-      end
+    local ids = by_call[call_id]
+    if ids == nil then
+      ids = {}
+      by_call[call_id] = ids
+      calls[#calls + 1] = call_id
     end
+    ids[#ids + 1] = session_id
   else
     missing[#missing + 1] = member
   end
 end
-if #members > 0 then
+for _, call_id in ipairs(calls) do
+  local call_index = ARGV[5] .. call_id
+  sadd_all(call_index, by_call[call_id])
+  if redis.call('PTTL', call_index) < ttl then
+    redis.call('PEXPIRE', call_index, ttl)
+  end
+end
+if count > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 end
 return missing

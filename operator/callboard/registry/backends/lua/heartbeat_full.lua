@@ -1,42 +1,59 @@
 -- Full heartbeat of one node: write its record, renew every session it names, and rebuild
--- its index set from that list. Used when the cheap heartbeat (heartbeat.lua) finds the
--- index out of step with the node's own list, and periodically as a check.
--- KEYS[1] = node record, KEYS[2] = node index set. ARGV[1] = ttl in ms, ARGV[2] = node
--- record JSON, ARGV[3] = prefixed "sessions/", ARGV[4] = prefixed "index/calls/",
--- ARGV[5] = prefixed "ended/"; ARGV[6..] = the node's members "call_id/session_id".
+-- its index set (and the set's digest) from that list. Used when the cheap heartbeat
+-- (heartbeat.lua) finds the index out of step with the node's own list, and periodically.
+-- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
+-- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = prefixed "sessions/",
+-- ARGV[4] = prefixed "index/calls/", ARGV[5] = prefixed "ended/";
+-- ARGV[6..] = the node's members "call_id/session_id".
 -- A member with a tombstone ended while the list was on its way: it is neither renewed nor
--- indexed (G2). A member missing from its call's index is put back; a call index is only
--- ever lengthened. Returns the positions (1-based) of members whose record was missing
--- (lost by a Redis restart, flush or long outage): the caller writes those back.
+-- indexed (G2). Each call's index gets the node's live members back (one SADD per call) and
+-- is only ever lengthened. Returns the positions (1-based) of members whose record was
+-- missing (lost by a Redis restart, flush or long outage): the caller writes those back
+-- (register.lua then adds them to the index and the digest).
+local function sadd_all(key, items)
+  for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
+    redis.call('SADD', key, unpack(items, first, math.min(first + 999, #items)))
+  end
+end
+
 local ttl = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
 redis.call('DEL', KEYS[2])
 local missing = {}
 local kept = {}
-local extended = {}
+local by_call = {}
+local calls = {}
+local s1, s2 = 0, 0
 for i = 6, #ARGV do
   local member = ARGV[i]
   if redis.call('EXISTS', ARGV[5] .. member) == 0 then
     if redis.call('PEXPIRE', ARGV[3] .. member, ttl) == 1 then
       local call_id, session_id = string.match(member, '^([^/]+)/(.+)$')
-      local call_index = ARGV[4] .. call_id
-      redis.call('SADD', call_index, session_id)
-      if not extended[call_index] then
-        extended[call_index] = true
-        if redis.call('PTTL', call_index) < ttl then
-          redis.call('PEXPIRE', call_index, ttl)
-        end
+      local ids = by_call[call_id]
+      if ids == nil then
+        ids = {}
+        by_call[call_id] = ids
+        calls[#calls + 1] = call_id
       end
+      ids[#ids + 1] = session_id
       kept[#kept + 1] = member
+      local h = redis.sha1hex(member)
+      s1 = s1 + tonumber(string.sub(h, 1, 8), 16)
+      s2 = s2 + tonumber(string.sub(h, 9, 16), 16)
     else
       missing[#missing + 1] = i - 5
     end
   end
 end
-local chunk = 1000  -- stay well below Lua's limit on unpack()
-for first = 1, #kept, chunk do
-  redis.call('SADD', KEYS[2], unpack(kept, first, math.min(first + chunk - 1, #kept)))
+for _, call_id in ipairs(calls) do
+  local call_index = ARGV[4] .. call_id
+  sadd_all(call_index, by_call[call_id])
+  if redis.call('PTTL', call_index) < ttl then
+    redis.call('PEXPIRE', call_index, ttl)
+  end
 end
+sadd_all(KEYS[2], kept)
+redis.call('SET', KEYS[3], string.format('%d:%.0f:%.0f', #kept, s1, s2), 'PX', ttl)
 if #kept > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
 end

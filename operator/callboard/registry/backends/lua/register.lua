@@ -1,6 +1,7 @@
 -- Register sessions of one node: write each record and add it to the per-call and per-node
 -- sets, refusing what is not the node's to write.
--- KEYS[1] = node index set; then per session i: KEYS[2i] = session key, KEYS[2i+1] = call index set.
+-- KEYS[1] = node index set, KEYS[2] = its digest ("count:sum1:sum2", see heartbeat.lua);
+-- then per session i: KEYS[2i+1] = session key, KEYS[2i+2] = call index set.
 -- ARGV[1] = ttl in ms; ARGV[2] = max sessions per call (0 = no limit; only with one session);
 -- ARGV[3] = prefixed "sessions/{call_id}/" (to test index members); ARGV[4] = this node's id;
 -- ARGV[5] = "1" for a write-back (heartbeat: skip sessions with a tombstone or another
@@ -19,7 +20,22 @@ local node_id = ARGV[4]
 local write_back = ARGV[5] == '1'
 local n_extra = tonumber(ARGV[8])
 local base = 8 + n_extra
-local n = (#KEYS - 1) / 2
+local n = (#KEYS - 2) / 2
+
+-- Add (sign 1) or take away (-1) one member's words in a node index's digest.
+local function digest_update(key, member, sign)
+  local h = redis.sha1hex(member)
+  local c, a, b = 0, 0, 0
+  local d = redis.call('GET', key)
+  if d then
+    c, a, b = string.match(d, '^(-?%d+):(-?%d+):(-?%d+)$')
+    c, a, b = tonumber(c) or 0, tonumber(a) or 0, tonumber(b) or 0
+  end
+  c = c + sign
+  a = a + sign * tonumber(string.sub(h, 1, 8), 16)
+  b = b + sign * tonumber(string.sub(h, 9, 16), 16)
+  redis.call('SET', key, string.format('%d:%.0f:%.0f', c, a, b), 'KEEPTTL')
+end
 
 local function owner_of(key)
   local raw = redis.call('GET', key)
@@ -34,7 +50,7 @@ local function owner_of(key)
 end
 
 if not write_back then
-  local owner = owner_of(KEYS[2])
+  local owner = owner_of(KEYS[3])
   if owner and owner ~= node_id then
     return {'conflict', owner}
   end
@@ -44,7 +60,7 @@ if limit > 0 then
   if ARGV[7] ~= '' and redis.call('EXISTS', ARGV[7]) == 0 then
     return {'exact'}
   end
-  local call_index, sid, live = KEYS[3], ARGV[base + 1], 0
+  local call_index, sid, live = KEYS[4], ARGV[base + 1], 0
   for i = 1, n_extra do
     local member = ARGV[8 + i]
     local pttl = redis.call('PTTL', ARGV[3] .. member)
@@ -72,7 +88,7 @@ end
 local written = 0
 local extended = {}
 for i = 1, n do
-  local session_key, call_index = KEYS[2 * i], KEYS[2 * i + 1]
+  local session_key, call_index = KEYS[2 * i + 1], KEYS[2 * i + 2]
   local at = base + 3 * (i - 1)
   local member = ARGV[at + 2]
   local skip = false
@@ -87,7 +103,9 @@ for i = 1, n do
   if not skip then
     redis.call('SET', session_key, ARGV[at + 3], 'PX', ttl)
     redis.call('SADD', call_index, ARGV[at + 1])
-    redis.call('SADD', KEYS[1], member)
+    if redis.call('SADD', KEYS[1], member) == 1 then
+      digest_update(KEYS[2], member, 1)
+    end
     written = written + 1
     if not extended[call_index] then
       extended[call_index] = true
@@ -99,5 +117,6 @@ for i = 1, n do
 end
 if written > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
 return {'ok', written}
