@@ -17,6 +17,7 @@ at a ``valkey-server`` runs the same topologies on Valkey.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -214,11 +215,31 @@ class SentinelTopology:
         self.stop()
 
 
+#: A cluster node also listens on its port + 10000 (the cluster bus), so its port must be
+#: at most 65535 - 10000 (redis-server refuses to start otherwise).
+CLUSTER_BUS_OFFSET = 10_000
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) exists and is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET > 65535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + CLUSTER_BUS_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair (port, port + 10000) for a cluster node")
+
+
 class ClusterTopology:
     """Three cluster-enabled masters on loopback, slots split by ``redis-cli --cluster create``."""
 
     def __init__(self, size: int = 3) -> None:
-        self.nodes = [RedisServer() for _ in range(size)]
+        self.nodes = [RedisServer(port=_cluster_port()) for _ in range(size)]
         for node in self.nodes:
             node.extra_args = [
                 "--cluster-enabled",
