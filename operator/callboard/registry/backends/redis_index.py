@@ -31,13 +31,18 @@ from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo
 if TYPE_CHECKING:
     from callboard.registry.backends.redis import RedisSessionKVStore
 
-__all__ = ["FULL_HEARTBEAT_EVERY", "RedisSessionIndex"]
+__all__ = ["CALL_INDEX_TTL_FACTOR", "FULL_HEARTBEAT_EVERY", "RedisSessionIndex"]
 
 #: Every Nth heartbeat sends the node's full session list (the others send none and let the
 #: node's index set drive the renewal). A cheap heartbeat already falls back to a full one
 #: when the digest of the index's members differs from the node's own; the periodic full
 #: one is a belt-and-braces check.
 FULL_HEARTBEAT_EVERY = 10
+#: A call index lives this many TTLs (of the node that renewed it last, never shortened):
+#: the cheap heartbeat then need not renew it (one round of PTTL/PEXPIRE per call per beat
+#: was a third of its cost); the full heartbeat, every FULL_HEARTBEAT_EVERY beats, does.
+#: Members whose record expired are pruned when read, so a longer index costs only memory.
+CALL_INDEX_TTL_FACTOR = FULL_HEARTBEAT_EVERY
 
 
 class RedisSessionIndex(SessionIndex):
@@ -89,6 +94,7 @@ class RedisSessionIndex(SessionIndex):
             "1" if write_back else "0",
             self._k(k.ENDED_PREFIX),
             self._k(k.CALLBOARD_ONLY_MARKER) if extras is None and auto else "",
+            _ms(ttl * CALL_INDEX_TTL_FACTOR),
             len(extras or ()),
             *(extras or ()),
         ]
@@ -160,6 +166,7 @@ class RedisSessionIndex(SessionIndex):
                     digest,
                     self._k(k.SESSIONS_PREFIX),
                     self._k(k.CALL_INDEX_PREFIX),
+                    _ms(ttl * CALL_INDEX_TTL_FACTOR),
                 ],
             )
             if missing is not None:
@@ -194,6 +201,7 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.SESSIONS_PREFIX),
             self._k(k.CALL_INDEX_PREFIX),
             self._k(k.ENDED_PREFIX),
+            _ms(ttl * CALL_INDEX_TTL_FACTOR),
         ]
         args += [f"{s.call_id}/{s.session_id}" for s in sessions]
         positions: list[int] = await self._run(self._heartbeat_full, "full heartbeat", keys, args)

@@ -3,7 +3,9 @@
 -- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
 -- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = the digest of the members the
 -- node runs ("count:sum1:sum2": sums of the first two 32-bit words of SHA-1(member)),
--- ARGV[4] = prefixed "sessions/", ARGV[5] = prefixed "index/calls/".
+-- ARGV[4] = prefixed "sessions/", ARGV[5] = prefixed "index/calls/", ARGV[6] = the TTL in
+-- ms of a call index (long: it is renewed by the full heartbeat and by register.lua only;
+-- members whose record is gone are pruned when read).
 -- The digest key is kept by every script that changes the index's membership
 -- (register.lua, remove.lua, heartbeat_full.lua): when it differs from the node's own, or
 -- the set's size differs from its count (the set evicted, the digest not), this returns
@@ -11,12 +13,14 @@
 -- members ("call_id/session_id") whose record was missing, for the caller to write back
 -- (a member the node does not run means the set was edited behind the digest's back: the
 -- caller then runs the full heartbeat too). Each call's index gets the node's members of
--- that call back (one SADD per call: a lost index, or lost members, are repaired), and is
--- only ever lengthened, never shortened (other nodes, with other TTLs, share it).
+-- that call back (one SADD per call: a lost index, or lost members, are repaired); a
+-- repaired index gets its TTL back, only ever lengthened (other nodes share it).
 local function sadd_all(key, items)
+  local added = 0
   for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
-    redis.call('SADD', key, unpack(items, first, math.min(first + 999, #items)))
+    added = added + redis.call('SADD', key, unpack(items, first, math.min(first + 999, #items)))
   end
+  return added
 end
 
 local ttl = tonumber(ARGV[1])
@@ -43,11 +47,11 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     missing[#missing + 1] = member
   end
 end
+local call_ttl = tonumber(ARGV[6])
 for _, call_id in ipairs(calls) do
   local call_index = ARGV[5] .. call_id
-  sadd_all(call_index, by_call[call_id])
-  if redis.call('PTTL', call_index) < ttl then
-    redis.call('PEXPIRE', call_index, ttl)
+  if sadd_all(call_index, by_call[call_id]) > 0 and redis.call('PTTL', call_index) < call_ttl then
+    redis.call('PEXPIRE', call_index, call_ttl)
   end
 end
 if count > 0 then

@@ -3,17 +3,19 @@
 -- (heartbeat.lua) finds the index out of step with the node's own list, and periodically.
 -- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
 -- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = prefixed "sessions/",
--- ARGV[4] = prefixed "index/calls/", ARGV[5] = prefixed "ended/";
--- ARGV[6..] = the node's members "call_id/session_id".
+-- ARGV[4] = prefixed "index/calls/", ARGV[5] = prefixed "ended/", ARGV[6] = the TTL in ms
+-- of a call index (see heartbeat.lua); ARGV[7..] = the node's members "call_id/session_id".
 -- A member with a tombstone ended while the list was on its way: it is neither renewed nor
 -- indexed (G2). Each call's index gets the node's live members back (one SADD per call) and
 -- is only ever lengthened. Returns the positions (1-based) of members whose record was
 -- missing (lost by a Redis restart, flush or long outage): the caller writes those back
 -- (register.lua then adds them to the index and the digest).
 local function sadd_all(key, items)
+  local added = 0
   for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
-    redis.call('SADD', key, unpack(items, first, math.min(first + 999, #items)))
+    added = added + redis.call('SADD', key, unpack(items, first, math.min(first + 999, #items)))
   end
+  return added
 end
 
 local ttl = tonumber(ARGV[1])
@@ -24,7 +26,7 @@ local kept = {}
 local by_call = {}
 local calls = {}
 local s1, s2 = 0, 0
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   local member = ARGV[i]
   if redis.call('EXISTS', ARGV[5] .. member) == 0 then
     if redis.call('PEXPIRE', ARGV[3] .. member, ttl) == 1 then
@@ -41,15 +43,16 @@ for i = 6, #ARGV do
       s1 = s1 + tonumber(string.sub(h, 1, 8), 16)
       s2 = s2 + tonumber(string.sub(h, 9, 16), 16)
     else
-      missing[#missing + 1] = i - 5
+      missing[#missing + 1] = i - 6
     end
   end
 end
+local call_ttl = tonumber(ARGV[6])
 for _, call_id in ipairs(calls) do
   local call_index = ARGV[4] .. call_id
   sadd_all(call_index, by_call[call_id])
-  if redis.call('PTTL', call_index) < ttl then
-    redis.call('PEXPIRE', call_index, ttl)
+  if redis.call('PTTL', call_index) < call_ttl then
+    redis.call('PEXPIRE', call_index, call_ttl)
   end
 end
 sadd_all(KEYS[2], kept)

@@ -8,8 +8,9 @@
 -- owner) else "0" (a new registration: refuse another owner); ARGV[6] = prefixed "ended/";
 -- ARGV[7] = the callboard-only marker key ('' = do not check it: the caller scanned, or
 -- the fleet is declared callboard-only);
--- ARGV[8] = how many extra session ids of the call follow (found by a scan: sessions of
--- documented-layout nodes the index may not know), then those ids; then per session i:
+-- ARGV[8] = the TTL in ms of a call index (long, see heartbeat.lua); ARGV[9] = how many
+-- extra session ids of the call follow (found by a scan: sessions of documented-layout
+-- nodes the index may not know), then those ids; then per session i:
 -- session id, node index member "call_id/session_id", record JSON.
 -- Returns {'ok', written}, {'limit', live sessions in the call},
 -- {'conflict', owner node id}, or {'exact'} when the fleet is not known to be callboard-only
@@ -18,8 +19,9 @@ local ttl = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local node_id = ARGV[4]
 local write_back = ARGV[5] == '1'
-local n_extra = tonumber(ARGV[8])
-local base = 8 + n_extra
+local call_ttl = tonumber(ARGV[8])
+local n_extra = tonumber(ARGV[9])
+local base = 9 + n_extra
 local n = (#KEYS - 2) / 2
 
 -- Add (sign 1) or take away (-1) one member's words in a node index's digest.
@@ -62,7 +64,7 @@ if limit > 0 then
   end
   local call_index, sid, live = KEYS[4], ARGV[base + 1], 0
   for i = 1, n_extra do
-    local member = ARGV[8 + i]
+    local member = ARGV[9 + i]
     local pttl = redis.call('PTTL', ARGV[3] .. member)
     if pttl > 0 then
       redis.call('SADD', call_index, member)
@@ -109,8 +111,8 @@ for i = 1, n do
     written = written + 1
     if not extended[call_index] then
       extended[call_index] = true
-      if redis.call('PTTL', call_index) < ttl then
-        redis.call('PEXPIRE', call_index, ttl)
+      if redis.call('PTTL', call_index) < call_ttl then
+        redis.call('PEXPIRE', call_index, call_ttl)
       end
     end
   end
