@@ -9,21 +9,39 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint test unit integration e2e chaos fast bench demo k8s-tools redis-server clean
+.PHONY: help install lock lint test unit integration e2e chaos fast bench demo k8s-tools redis-server clean
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
-$(STAMP): pyproject.toml
+# uv installs exactly what uv.lock pins (a fresh machine gets what CI got) and is itself one
+# of the locked dev dependencies; pip only bootstraps it, at the locked version.
+UV         := $(BIN)/uv
+UV_VERSION := $(shell sed -n '/^name = "uv"$$/{n;s/^version = "\(.*\)"/\1/p;}' uv.lock)
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+# The venv gets no pip of its own (ensurepip takes longer than the whole locked install): uv is
+# put into it by the interpreter's own pip (`pip --python`), or by ensurepip where there is none.
+$(UV):
 	@test -n "$(PYTHON)" || { echo "[install] need Python 3.11+ (python3.11, python3.12 or python3)" >&2; exit 1; }
-	@echo "[install] creating $(VENV) with $(PYTHON)"
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --upgrade pip
-	@echo "[install] installing callboard and its dev dependencies"
-	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@test -x $(BIN)/python || { echo "[install] creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv --without-pip $(VENV); }
+	@echo "[install] bootstrapping uv $(UV_VERSION)"
+	@if $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+		$(PYTHON) -m pip --python $(BIN)/python install -q "uv==$(UV_VERSION)"; \
+	else \
+		$(BIN)/python -m ensurepip -q && $(BIN)/python -m pip install -q "uv==$(UV_VERSION)"; \
+	fi
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@echo "[install] installing callboard and its dev dependencies, as locked in uv.lock"
+	@$(UV) sync -q --locked --compile-bytecode --extra dev --python $(BIN)/python
 	@touch $@
 
-install: $(STAMP)  ## Create the virtualenv and install callboard with every extra
+install: $(STAMP)  ## Create the virtualenv and install callboard with every extra, as uv.lock pins them
+
+lock: | $(UV)  ## Re-resolve uv.lock after editing pyproject.toml (LOCK_ARGS=--upgrade: newest versions)
+	$(UV) lock $(LOCK_ARGS)
 
 redis-server:  ## Make sure a real redis-server is available (installs it if needed)
 	@tests/support/ensure-redis.sh
@@ -34,8 +52,10 @@ lint: install  ## ruff (lint + format check), mypy (strict), import-linter (laye
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: install redis-server lint  ## Every tier: lint, unit, integration (real Redis), e2e (real Kubernetes API)
-	$(BIN)/pytest tests
+test: install redis-server  ## Every tier: lint, unit, integration, chaos, e2e (kwok), e2e-real (real pods); times each
+	@t0=$$(date +%s); $(MAKE) --no-print-directory lint && echo "[time] lint: $$(( $$(date +%s) - t0 )) s"
+	$(BIN)/pytest tests -m "not e2e_real"
+	@t0=$$(date +%s); $(MAKE) --no-print-directory e2e-real && echo "[time] e2e-real (set-up included): $$(( $$(date +%s) - t0 )) s"
 
 fast: install redis-server  ## Unit and integration tiers only (the inner loop)
 	$(BIN)/pytest tests -m "not e2e"
@@ -69,14 +89,17 @@ clean:  ## Remove the virtualenv and caches (keeps the built Kubernetes tools)
 CALLBOARD_VERSION := $(shell sed -n 's/^appVersion: *"\(.*\)"/\1/p' charts/callboard/Chart.yaml)
 IMAGE        ?= callboard:$(CALLBOARD_VERSION)
 KIND_CLUSTER ?= callboard
-.PHONY: manifests image kind-up
+.PHONY: manifests image kind-up e2e-real
 
 manifests:  ## Regenerate manifests/ from the Helm chart (charts/render-manifests.sh)
 	@tests/k8s/build-tools.sh helm >/dev/null
 	charts/render-manifests.sh
 
-image:  ## Build the callboard image with Docker (operator/Dockerfile), tagged $(IMAGE)
-	docker build -f operator/Dockerfile -t $(IMAGE) .
+image:  ## Build the callboard image (operator/Dockerfile) with Docker, Podman or Buildah, tagged $(IMAGE)
+	IMAGE=$(IMAGE) operator/build-image.sh
+
+e2e-real: install  ## Real pods: a real node (kubelet, containerd) or $$KUBECONFIG's cluster; helm install + tests
+	$(BIN)/pytest tests/e2e_real -m e2e_real
 
 kind-up: image  ## Create a kind cluster (if missing) and load the image; then helm install
 	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' || kind create cluster --name $(KIND_CLUSTER)

@@ -32,9 +32,9 @@ from typing import Any
 
 import aiohttp
 
-from callboard.kube.api import KubeApi, agentsession_path
-from callboard.kube.runner import login
-from tests.e2e import kubeharness as kh
+from callboard.kube.k8s.client import KubeApi, agentsession_path
+from callboard.kube.running.entrypoint import login
+from tests.support import kube as kh
 from tests.support.redis_server import RedisServer, free_port
 
 NAMESPACE = "bench"

@@ -9,6 +9,8 @@ import pytest
 from callboard.registry import RedisSessionKVStore
 from tests.support.redis_server import RedisServer
 
+pytest_plugins = ("tests.support.tier_times",)
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

@@ -27,6 +27,16 @@ Subsystems add their own leaves under the same root, next to the code that raise
 ``callboard.server.client.NodeApiError`` (a node's HTTP API answered with an error), and in
 ``callboard.sidecar.errors`` the sidecar client's ``SidecarUnavailableError``,
 ``SidecarRequestError``, ``UnknownStartRequestError`` and ``StartRequestMismatchError``.
+The operator adds two::
+
+    CallboardError
+    ├── callboard.kube.k8s.client.KubeApiError     the Kubernetes API answered an error or
+    │   │                                          could not be reached
+    │   ├── NotFoundError                          404
+    │   └── ConflictError                          409: exists, or a resourceVersion race
+    └── callboard.kube.running.entrypoint.LeadershipLost
+                                                   another replica holds the leader Lease
+                                                   (also RuntimeError)
 
 Errors of the underlying client library (redis-py) are translated at the store boundary and
 chained with ``raise ... from``, so the original stays available as ``__cause__``.

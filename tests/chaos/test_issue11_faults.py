@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.chaos.conftest import RedisProxy
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
+from tests.support.waiting import wait_until
 
 #: The default TTL, and an interval under TTL/3 so that no tick falls on the expiry itself
 #: (with exactly TTL/3 the third beat after the last good one races the expiry: a coin flip).
@@ -28,16 +29,6 @@ INTERVAL = 9.0
 #: ends at t0 + 28 s, the tick at t0 + 27 s is skipped and every record expires at t0 + 30 s.
 STALL = 19.5
 STALL_BEFORE_TICK = 0.5
-
-
-async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    """Poll ``check`` every 50 ms (private: tests/support/wait.py will replace it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -92,7 +83,7 @@ async def test_g10_stall_under_20s_expires_no_session(
         async def cycle_done() -> bool:
             return nodes[0].stats.maintenance.cycles > cycles
 
-        await _wait_for("a maintenance cycle", cycle_done, 3 * INTERVAL)
+        await wait_until(cycle_done, timeout=3 * INTERVAL, interval=0.05, what="a maintenance cycle")
         beat_at = time.monotonic()
         await asyncio.sleep(INTERVAL - STALL_BEFORE_TICK)
         stall_started = time.monotonic()
@@ -107,7 +98,9 @@ async def test_g10_stall_under_20s_expires_no_session(
             await sample()
             return all((n.stats.last_heartbeat_at or 0) > healed_at for n in nodes)
 
-        await _wait_for("every node heartbeats after the stall", all_beat_again, 3 * TTL)
+        await wait_until(
+            all_beat_again, timeout=3 * TTL, interval=0.05, what="every node heartbeats after the stall"
+        )
         await sample()
         print(
             f"\n[chaos] stall {STALL:g}s from {stall_started - beat_at:.1f}s after a heartbeat, "

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.chaos.conftest import RedisProxy
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
+from tests.support.waiting import wait_until
 
 NODES = 3
 SESSIONS_PER_NODE = 20
@@ -24,15 +25,6 @@ SESSIONS_PER_NODE = 20
 TTL = 30.0
 INTERVAL = 2.5
 STALL = 3.0
-
-
-async def _wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    """Poll ``check`` every 50 ms (private: tests/support/wait.py will replace it)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        if asyncio.get_running_loop().time() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -100,7 +92,9 @@ async def test_g10_stall_of_3s_loses_no_session(
                 n.stats.last_heartbeat_at is not None and n.stats.last_heartbeat_at > healed_at for n in nodes
             )
 
-        await _wait_for("every node heartbeats after the stall", all_beat_again, 4 * TTL)
+        await wait_until(
+            all_beat_again, timeout=4 * TTL, interval=0.05, what="every node heartbeats after the stall"
+        )
         recovered = time.monotonic() - healed_mono
         # Then one whole maintenance cycle more on every node: the recovery is complete (and
         # the connections the fault broke are closed before the nodes stop).
@@ -110,7 +104,9 @@ async def test_g10_stall_of_3s_loses_no_session(
             await sample()
             return all(n.stats.maintenance.cycles >= c + 1 for n, c in zip(nodes, after, strict=True))
 
-        await _wait_for("one more maintenance cycle on every node", one_more_cycle, 4 * TTL)
+        await wait_until(
+            one_more_cycle, timeout=4 * TTL, interval=0.05, what="one more maintenance cycle on every node"
+        )
         await sample()
         errors = {n.node_id: dict(n.stats.errors) for n in nodes}
         cycles = [n.stats.maintenance.cycles - b for n, b in zip(nodes, beats_before, strict=True)]

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from . import kubeharness as kh
-from .kubeharness import KubeEnv
+from tests.support import kube as kh
+from tests.support.kube import KubeEnv
 
 E2E_DIR = Path(__file__).resolve().parent
 _TOOLS_ERROR = pytest.StashKey[str]()

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from .kubeharness import REPO_ROOT, KubeEnv, wait_for
+from tests.support.kube import REPO_ROOT, KubeEnv
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -3,7 +3,7 @@ minimal dict backend that implements only the documented abstract methods."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -14,12 +14,34 @@ from callboard.registry import (
     SessionRegistry,
 )
 from tests.support.dict_store import DictStore
+from tests.support.redis_topology import ClusterTopology
 
 BACKENDS = [
     pytest.param("memory", marks=pytest.mark.memory),
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("dict", marks=pytest.mark.memory),
+    # A real 3-master cluster with a hash-tagged prefix (README "Redis in production").
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
 ]
+#: Every key in one slot, so the scripts run on one node of a cluster.
+CLUSTER_PREFIX = "{callboard}:"
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_topology() -> Iterator[ClusterTopology]:
+    with ClusterTopology() as topology:
+        yield topology
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster_topology: ClusterTopology) -> str:
+    """URL of one node of the session's cluster (not necessarily the slot's), every node flushed."""
+    import redis
+
+    for port in redis_cluster_topology.ports:
+        with redis.Redis(port=port) as admin:
+            admin.flushall()
+    return redis_cluster_topology.url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -30,6 +52,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionKVStore]
         backend = InMemorySessionKVStore()
     elif request.param == "dict":
         backend = DictStore()
+    elif request.param == "redis-cluster":
+        backend = RedisSessionKVStore(
+            url=request.getfixturevalue("redis_cluster_url"), key_prefix=CLUSTER_PREFIX
+        )
     else:
         backend = RedisSessionKVStore(url=request.getfixturevalue("redis_url"))
     await backend.start()
@@ -53,6 +79,9 @@ class Cluster:
         if self.backend == "redis":
             assert self.redis_url is not None
             return RedisSessionKVStore(url=self.redis_url)
+        if self.backend == "redis-cluster":
+            assert self.redis_url is not None
+            return RedisSessionKVStore(url=self.redis_url, key_prefix=CLUSTER_PREFIX)
         if self._shared is None:
             self._shared = InMemorySessionKVStore() if self.backend == "memory" else DictStore()
         return self._shared
@@ -78,7 +107,8 @@ class Cluster:
 
 @pytest.fixture(params=BACKENDS)
 async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    redis_url = {"redis": "redis_url", "redis-cluster": "redis_cluster_url"}.get(request.param)
+    redis_url = request.getfixturevalue(redis_url) if redis_url else None
     built = Cluster(request.param, redis_url)
     try:
         yield built

@@ -33,7 +33,6 @@ def cluster() -> Iterator[ClusterTopology]:
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="issue 12: redis+sentinel:// URLs are not accepted")
 async def test_g3_sessions_visible_again_one_heartbeat_after_sentinel_failover(
     sentinel: SentinelTopology,
 ) -> None:
@@ -58,10 +57,6 @@ async def test_g3_sessions_visible_again_one_heartbeat_after_sentinel_failover(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: a cluster-mode server fails later with CROSSSLOT/MOVED, not clearly at start()",
-)
 async def test_cluster_mode_with_default_prefix_is_refused_at_start(cluster: ClusterTopology) -> None:
     registry = SessionRegistry(RedisSessionKVStore(url=cluster.url), node_id="node-a", ttl=30)
     try:

@@ -5,6 +5,10 @@
 #   kwok (fake kubelet) + its stage files                              (tests/k8s/kwok)
 #   helm                                                               (tests/k8s/helm)
 #   toxiproxy-server, toxiproxy-cli (fault proxy, chaos tier)          (tests/k8s/toxiproxy)
+# and, for the real-node tier (tests/e2e_real), not built by default:
+#   kubelet, kube-proxy                               component "node" (tests/k8s/kubernetes)
+#   containerd, containerd-shim-runc-v2, ctr                           (tests/k8s/containerd)
+#   coredns                                                            (tests/k8s/coredns)
 #
 # Each component has its own wrapper Go module (go.mod/go.sum committed) so the
 # versions are pinned and minimal version selection never mixes their dependencies.
@@ -14,7 +18,8 @@
 # Idempotent: a binary that exists and reports the pinned version is not rebuilt.
 #
 # Usage: tests/k8s/build-tools.sh [--force] [component...]
-#        components: kubernetes etcd kwok helm toxiproxy (default: all)
+#        components: kubernetes etcd kwok helm toxiproxy (the default), node containerd coredns,
+#        real (= everything the real-node tier needs: all of the above)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,9 +31,10 @@ COMPONENTS=()
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    kubernetes | etcd | kwok | helm | toxiproxy) COMPONENTS+=("$arg") ;;
+    kubernetes | etcd | kwok | helm | toxiproxy | node | containerd | coredns) COMPONENTS+=("$arg") ;;
+    real) COMPONENTS+=(kubernetes etcd helm node containerd coredns) ;;
     -h | --help)
-      sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -216,6 +222,58 @@ build_toxiproxy() {
     "-s -w -X github.com/Shopify/toxiproxy/v2.Version=$v" "" \
     github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli
   log "built toxiproxy $v in $(elapsed $t)"
+}
+
+# kubelet and kube-proxy: the real node (tests/support/realnode), from the same wrapper
+# module and with the same flags as the control plane's binaries.
+build_node() {
+  local v minor t
+  v="$(modver kubernetes k8s.io/kubernetes)"
+  minor="$(echo "$v" | cut -d. -f2)"
+  if [[ $FORCE == 0 ]] && has_version kubelet "Kubernetes $v" --version &&
+    has_version kube-proxy "Kubernetes $v" --version; then
+    log "node $v: up to date (kubelet kube-proxy)"
+    return 0
+  fi
+  local ldf="-s -w" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf="$ldf -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  log "building kubelet kube-proxy $v (~25 s after the control plane's build, ~3.5 min alone) ..."
+  t=$SECONDS
+  go_build kubernetes "$ldf" "selinux,notest,grpcnotrace" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+  log "built kubelet kube-proxy $v in $(elapsed $t)"
+}
+
+# containerd 2.x (Kubernetes 1.35 is the last release to support containerd 1.x, so
+# Debian's 1.6 is not used), its runc shim and ctr (image import). runc comes from Debian.
+build_containerd() {
+  local v t pkg=github.com/containerd/containerd/v2
+  v="$(modver containerd $pkg)"
+  if [[ $FORCE == 0 ]] && has_version containerd "$v" --version &&
+    [[ -x "$OUT/containerd-shim-runc-v2" ]] && has_version ctr "$v" --version; then
+    log "containerd $v: up to date (containerd containerd-shim-runc-v2 ctr)"
+    return 0
+  fi
+  log "building containerd containerd-shim-runc-v2 ctr $v (~1 min) ..."
+  t=$SECONDS
+  go_build containerd "-s -w -X $pkg/version.Version=$v -X $pkg/version.Revision=module-proxy" \
+    "no_btrfs,no_devmapper,no_zfs" $pkg/cmd/containerd $pkg/cmd/containerd-shim-runc-v2 $pkg/cmd/ctr
+  log "built containerd $v in $(elapsed $t)"
+}
+
+# CoreDNS: the cluster DNS of the real node (the chart's Service names must resolve).
+build_coredns() {
+  local v t
+  v="$(modver coredns github.com/coredns/coredns)"
+  if [[ $FORCE == 0 ]] && has_version coredns "CoreDNS-${v#v}" -version; then
+    log "coredns $v: up to date"
+    return 0
+  fi
+  log "building coredns $v (~1.5 min) ..."
+  t=$SECONDS
+  go_build coredns "-s -w" "" github.com/coredns/coredns
+  log "built coredns $v in $(elapsed $t)"
 }
 
 log "output: $OUT (go: $GOVERSION_FOUND, -p $PARALLEL)"

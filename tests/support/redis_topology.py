@@ -48,7 +48,8 @@ QUORUM = 2
 def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
     """Poll ``check`` until it is true; ``TimeoutError`` naming ``what`` otherwise.
 
-    Private on purpose: tests/support/wait.py (another branch) will replace it.
+    Unlike ``waiting.wait_for`` it runs outside a test too (fixture set-up) and treats a
+    server that refuses connections while it starts as "not yet".
     """
     deadline = time.monotonic() + timeout
     while True:

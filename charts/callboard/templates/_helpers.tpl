@@ -110,6 +110,13 @@ value refers to a variable defined before it in the same container.
       name: {{ $auth.existingSecret }}
       key: {{ $auth.passwordKey }}
 {{- end }}
+{{- if and (eq $r.mode "sentinel") $r.sentinel.existingSecret }}
+- name: CALLBOARD_REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $r.sentinel.existingSecret }}
+      key: {{ $r.sentinel.passwordKey }}
+{{- end }}
 {{- if and (eq $r.mode "external") $r.external.urlSecret }}
 - name: CALLBOARD_REDIS_URL
   valueFrom:
@@ -128,7 +135,15 @@ value refers to a variable defined before it in the same container.
 {{- $path = $u.path }}
 {{- $query = $u.query }}
 {{- end }}
-{{- if and (eq $r.mode "external") $r.external.tls.caSecret }}
+{{- if eq $r.mode "sentinel" }}
+{{- $scheme = ternary "rediss+sentinel" "redis+sentinel" $r.sentinel.tls }}
+{{- $hostport = join "," $r.sentinel.addresses }}
+{{- $path = printf "/%s/%d" $r.sentinel.masterName (int $r.sentinel.db) }}
+{{- if $r.sentinel.existingSecret }}
+{{- $query = "sentinel_password=$(CALLBOARD_REDIS_SENTINEL_PASSWORD)" }}
+{{- end }}
+{{- end }}
+{{- if and (ne $r.mode "bundled") $r.external.tls.caSecret }}
 {{- $query = trimPrefix "&" (printf "%s&ssl_ca_certs=/etc/callboard/redis-tls/%s" $query $r.external.tls.caKey) }}
 {{- end }}
 {{- $userinfo := "" }}
@@ -143,7 +158,7 @@ value refers to a variable defined before it in the same container.
 {{- end }}
 
 {{- define "callboard.redisTlsVolume" -}}
-{{- if and (eq .Values.redis.mode "external") .Values.redis.external.tls.caSecret }}
+{{- if and (ne .Values.redis.mode "bundled") .Values.redis.external.tls.caSecret }}
 - name: redis-tls
   secret:
     secretName: {{ .Values.redis.external.tls.caSecret }}
@@ -151,7 +166,7 @@ value refers to a variable defined before it in the same container.
 {{- end }}
 
 {{- define "callboard.redisTlsMount" -}}
-{{- if and (eq .Values.redis.mode "external") .Values.redis.external.tls.caSecret }}
+{{- if and (ne .Values.redis.mode "bundled") .Values.redis.external.tls.caSecret }}
 - name: redis-tls
   mountPath: /etc/callboard/redis-tls
   readOnly: true
@@ -161,6 +176,9 @@ value refers to a variable defined before it in the same container.
 {{/* Checks across values that values.schema.json cannot express, with clear messages. */}}
 {{- define "callboard.validate" -}}
 {{- $r := .Values.redis }}
+{{- if and (eq $r.mode "sentinel") (not $r.sentinel.addresses) }}
+{{- fail "redis.mode is sentinel: list the sentinels in redis.sentinel.addresses (host:26379 each)" }}
+{{- end }}
 {{- if and (eq $r.mode "external") (not $r.external.url) (not $r.external.urlSecret) }}
 {{- fail "redis.mode is external: set redis.external.url (redis://host:6379/0) or redis.external.urlSecret" }}
 {{- end }}

@@ -4,9 +4,9 @@ Needs the ``kube`` extra (``pip install 'callboard[kube]'``): kopf and its aioht
 ``callboard operator`` runs it; :func:`run` does the same from Python.
 """
 
-from callboard.kube.phases import Phase, Reason
-from callboard.kube.placement import Strategy
-from callboard.kube.runner import LeadershipLost, run
+from callboard.kube.placing.policy import Strategy
+from callboard.kube.resource.phases import Phase, Reason
+from callboard.kube.running.entrypoint import LeadershipLost, run
 from callboard.kube.settings import (
     AdoptionSettings,
     DeletionSettings,

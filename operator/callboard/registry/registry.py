@@ -82,6 +82,7 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
         if self._running:
             return
         await self._store.start()
+        await self._store.check_ttl(self.ttl)
         try:
             await self._claim_node_id()
         except BaseException:

@@ -34,6 +34,10 @@ class SessionKVStore(ABC):
     async def close(self) -> None:
         """Release connections and stop background work. No-op by default."""
 
+    async def check_ttl(self, ttl: float) -> None:
+        """Warn when records of ``ttl`` seconds cannot outlive the store's own recovery
+        (a Redis Sentinel failover): the registry calls it at start. No-op by default."""
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self

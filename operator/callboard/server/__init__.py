@@ -6,6 +6,7 @@ Layer: imports the launcher and the registry; imported by the CLI and the demo.
 from callboard.server.app import create_app
 from callboard.server.client import NodeApiError, NodeClient
 from callboard.server.metrics import NODE_HEADER, NodeMetrics
+from callboard.server.node import ServeSettings, build_launcher
 from callboard.server.runner import NodeServer
 from callboard.server.settings import ServerSettings
 
@@ -15,6 +16,8 @@ __all__ = [
     "NodeClient",
     "NodeMetrics",
     "NodeServer",
+    "ServeSettings",
     "ServerSettings",
+    "build_launcher",
     "create_app",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from callboard.config import setting
 from callboard.errors import ConfigurationError
 
 __all__ = ["ServerSettings"]
@@ -14,11 +15,22 @@ __all__ = ["ServerSettings"]
 class ServerSettings:
     """HTTP concerns only; the launcher and the registry have their own settings."""
 
-    auth_token: str | None = None
+    auth_token: str | None = setting(
+        None,
+        env="CALLBOARD_API_TOKEN",
+        flag="api-token",
+        help="Require this bearer token.",
+        default_text="off",
+    )
     """Bearer token required by every route except ``/health`` and ``/ready`` (probes carry
     no secret). None turns auth off: the default, as a node API usually sits on a cluster
     network; set one whenever the port is reachable from outside."""
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        env="CALLBOARD_CORS_ORIGINS",
+        flag="cors-origin",
+        help="Allowed browser origin (repeat; env: space-separated). Never with credentials.",
+    )
     """Browser origins allowed to call the API (``https://app.example.com``, or ``*``).
     Empty adds no CORS headers at all. Credentials (cookies) are never allowed, so even
     ``*`` cannot leak a session: the token travels in the Authorization header."""

@@ -14,11 +14,10 @@ from callboard.sidecar.errors import (
     UnknownStartRequestError,
 )
 from callboard.sidecar.events import Event, EventLog, EventType
-from callboard.sidecar.settings import ENV_VARS, SidecarSettings
+from callboard.sidecar.settings import SidecarSettings
 
 __all__ = [
     "DEFAULT_URL",
-    "ENV_VARS",
     "Event",
     "EventLog",
     "EventType",

@@ -46,9 +46,15 @@ def bind(settings: SidecarSettings) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"CALLBOARD_LISTEN={settings.api.listen}: cannot listen there: {exc}"
+        ) from exc
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
     except OSError as exc:
+        sock.close()  # not left to the garbage collector (a ResourceWarning there)
         raise ConfigurationError(
             f"CALLBOARD_LISTEN={settings.api.listen}: cannot listen there: {exc}"
         ) from exc

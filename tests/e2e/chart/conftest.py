@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 
 from .k8s_schemas import ManifestValidator
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from tests.e2e import kubeharness as kh
 from tests.e2e.chart.k8s_schemas import CRD_DIR, KINDS, KUBERNETES_SCHEMAS, strip_descriptions, trim
+from tests.support import kube as kh
 
 #: Go module, version, CRD file inside the module.
 CRD_SOURCES = (

@@ -4,7 +4,7 @@ The chart is installed with its agent pool (kwok runs the pods, so no process ru
 them). Each Ready agent pod gets what its sidecar would keep: a node record in the real
 Redis named after the pod (``SessionRegistry`` with the pod's name, namespace, pool and
 capacity), heartbeated, and removed when the pod goes. The autoscaler
-(:func:`callboard.kube.autoscaler.run_autoscaler`) runs in the test's event loop with the
+(:func:`callboard.kube.autoscaling.loop.run_autoscaler`) runs in the test's event loop with the
 credentials of the chart's operator ServiceAccount, so the chart's RBAC is what it gets.
 
 Sessions rise: replicas rise. Sessions end on the *oldest* pods, which the ReplicaSet
@@ -25,11 +25,12 @@ import kopf
 import pytest
 import yaml
 
-from callboard.kube.api import KubeApi
-from callboard.kube.autoscale import AutoscaleSettings, Buffer, ScalingMode
-from callboard.kube.autoscaler import AutoscalerMetrics, run_autoscaler
+from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
+from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
+from callboard.kube.k8s.client import KubeApi
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.e2e.kubeharness import KubeEnv
+from tests.support.kube import KubeEnv
+from tests.support.waiting import wait_until as until
 
 from .conftest import CHART
 
@@ -37,17 +38,6 @@ CAPACITY = 2
 WINDOW = 2.0
 INTERVAL = 0.2
 POOL = "default"
-
-
-async def until(check: Callable[[], Awaitable[Any]], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {result!r})")
-        await asyncio.sleep(0.1)
 
 
 class Sidecars:

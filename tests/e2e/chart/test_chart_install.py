@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.kubeharness import KubeEnv
+from tests.support.kube import KubeEnv
 
 from .conftest import CHART
 from .k8s_schemas import CRD_DIR

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from callboard.kube import autoscale
-from callboard.kube.autoscale import AutoscaleSettings, Buffer, ScalingMode
-from callboard.sidecar.settings import ENV_VARS as SIDECAR_ENV_VARS
-from tests.e2e import kubeharness as kh
+from callboard import config
+from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
+from callboard.sidecar.settings import SidecarSettings
+from tests.support import kube as kh
 
 from .conftest import (
     CHART,
@@ -49,6 +49,10 @@ EXPECTED_KINDS = {
         "RoleBinding": 1, "ScaledObject": 1, "Service": 3, "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
+    "sentinel": {
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "PodDisruptionBudget": 1, "Role": 1,
+        "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
+    },
 }  # fmt: skip
 
 #: Volume types Pod Security "restricted" allows.
@@ -191,16 +195,22 @@ def _operator_env_vars() -> set[str]:
     from callboard.cli.operator import command
 
     names = {p.envvar for p in command.params if isinstance(p.envvar, str)}
+    names |= {name for p in command.params if isinstance(p.envvar, list) for name in p.envvar}
     names |= {f"CALLBOARD_{p.name.upper()}" for p in main.params if p.name}  # auto_envvar_prefix
-    return names | set(autoscale.ENV_VARS) | {"POD_NAME", "POD_NAMESPACE"}
+    return names | {"POD_NAME", "POD_NAMESPACE"}
+
+
+def _autoscale_settings(env: dict[str, str]) -> AutoscaleSettings:
+    return config.build(AutoscaleSettings, config.from_environ(AutoscaleSettings, env))
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_every_variable_set_is_one_the_program_reads(render: Render, value_set: str) -> None:
     operator_vars = _operator_env_vars()
-    sidecar_vars = {v.name for v in SIDECAR_ENV_VARS} | {"CALLBOARD_LOG_LEVEL", "CALLBOARD_LOG_FORMAT"}
+    sidecar_vars = {name for opt in config.options(SidecarSettings) for name in opt.env}
+    sidecar_vars |= {"CALLBOARD_LOG_LEVEL", "CALLBOARD_LOG_FORMAT"}
     # Read by nobody: only expanded into CALLBOARD_REDIS_URL as $(CALLBOARD_REDIS_PASSWORD).
-    helpers = {"CALLBOARD_REDIS_PASSWORD"}
+    helpers = {"CALLBOARD_REDIS_PASSWORD", "CALLBOARD_REDIS_SENTINEL_PASSWORD"}
     for name, _, c in containers(render(*values_args(value_set))):
         env = set(env_of(c))
         if c["name"] == "operator":
@@ -213,7 +223,7 @@ def test_autoscaler_settings_from_the_chart(render: Render) -> None:
     docs = render("-f", "tests/e2e/chart/values/full.yaml")
     operator = find(docs, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]["containers"][0]
     env = {k: v for k, v in env_of(operator).items() if isinstance(v, str)}
-    settings = AutoscaleSettings.from_env(env)
+    settings = _autoscale_settings(env)
     assert settings == AutoscaleSettings(
         mode=ScalingMode.SCALE,
         namespace="ns",
@@ -233,7 +243,7 @@ def test_autoscaler_settings_from_the_chart(render: Render) -> None:
             assert ops == []
             continue
         env = {k: v for k, v in env_of(ops[0]).items() if isinstance(v, str)}
-        assert AutoscaleSettings.from_env(env).mode is mode
+        assert _autoscale_settings(env).mode is mode
 
 
 def _redis_url(docs: list[dict[str, Any]], deployment: str, container: str) -> tuple[list[str], Any]:
@@ -275,6 +285,31 @@ def test_redis_urls(render: Render) -> None:
     redis = find(keda, "Deployment", "cb-callboard-redis")["spec"]["template"]["spec"]["containers"][0]
     assert redis["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
     assert env_of(redis)["REDIS_PASSWORD"] == {"secretKeyRef": {"name": "redis-password", "key": "password"}}
+
+    # Redis Sentinel: every sentinel, the master name and db, both passwords, TLS with the CA.
+    sentinel = render("-f", "tests/e2e/chart/values/sentinel.yaml")
+    assert not [
+        d for d in sentinel if d["kind"] == "Deployment" and d["metadata"]["name"] == "cb-callboard-redis"
+    ]
+    for deployment, container in (
+        ("cb-callboard-operator", "operator"),
+        ("cb-callboard-agents-default", "sidecar"),
+    ):
+        names, url = _redis_url(sentinel, deployment, container)
+        assert url == (
+            "rediss+sentinel://callboard:$(CALLBOARD_REDIS_PASSWORD)@redis-sentinel-0.redis-sentinel:26379,"
+            "redis-sentinel-1.redis-sentinel:26379,redis-sentinel-2.redis-sentinel:26379/mymaster/1"
+            "?sentinel_password=$(CALLBOARD_REDIS_SENTINEL_PASSWORD)&ssl_ca_certs=/etc/callboard/redis-tls/ca.crt"
+        )
+        assert names.index("CALLBOARD_REDIS_SENTINEL_PASSWORD") < names.index("CALLBOARD_REDIS_URL")
+        pod = find(sentinel, "Deployment", deployment)["spec"]["template"]["spec"]
+        assert {"name": "redis-tls", "secret": {"secretName": "redis-ca"}} in pod["volumes"]
+    from callboard.registry.backends.redis_connect import SentinelEndpoint, parse_redis_url
+
+    parsed = parse_redis_url(
+        url.replace("$(CALLBOARD_REDIS_PASSWORD)", "pw").replace("$(", "").replace(")", "")
+    )
+    assert isinstance(parsed, SentinelEndpoint) and parsed.master_name == "mymaster" and parsed.db == 1
 
 
 def _rules(role: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -332,7 +367,11 @@ def test_rbac_least_privilege(render: Render) -> None:
             ["--set", "redis.mode=external"],
             "set redis.external.url (redis://host:6379/0) or redis.external.urlSecret",
         ),
-        (["--set", "redis.mode=cluster"], "at '/redis/mode': value must be one of 'bundled', 'external'"),
+        (
+            ["--set", "redis.mode=cluster"],
+            "at '/redis/mode': value must be one of 'bundled', 'external', 'sentinel'",
+        ),
+        (["--set", "redis.mode=sentinel"], "list the sentinels in redis.sentinel.addresses"),
         (
             ["--set", "redis.mode=external", "--set", "redis.external.url=redis://u:p@host:6379"],
             "redis.external.url must not carry credentials",
@@ -385,8 +424,8 @@ _METRIC = re.compile(r"\b(callboard_[a-z_]+?)(?:_bucket|_total)?\b")
 def test_dashboard_uses_metrics_that_exist(render: Render) -> None:
     from prometheus_client import CollectorRegistry
 
-    from callboard.kube.autoscaler import AutoscalerMetrics
-    from callboard.kube.metrics import OperatorMetrics
+    from callboard.kube.autoscaling.loop import AutoscalerMetrics
+    from callboard.kube.views.metrics import OperatorMetrics
 
     config_map = find(render("-f", "tests/e2e/chart/values/full.yaml"), "ConfigMap")
     assert config_map["metadata"]["namespace"] == "monitoring"

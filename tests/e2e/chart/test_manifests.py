@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import yaml
 
-from tests.e2e import kubeharness as kh
+from tests.support import kube as kh
 
 from .conftest import CHART
 from .k8s_schemas import ManifestValidator
@@ -71,10 +72,17 @@ def test_dockerfile_fits_the_chart() -> None:
     gid = values["podSecurityContext"]["runAsGroup"]
     assert f"\nUSER {uid}:{gid}\n" in dockerfile
     assert '\nENTRYPOINT ["callboard"]\n' in dockerfile
-    # Every COPY source exists in the build context (the repository root) and is not ignored.
+    # Every COPY source exists in the build context (the repository root) and is not ignored
+    # (a ${NAME} source is the ARG's default, e.g. CALLBOARD_DEPS=pyproject.toml).
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, flags=re.MULTILINE))
     for line in dockerfile.splitlines():
         if line.startswith("COPY ") and "--from" not in line:
+            line = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], line)
             for source in line.split()[1:-1]:
                 assert (kh.REPO_ROOT / source).exists(), source
                 assert f"!{source}" in ignore, source
     assert '".[all]"' in dockerfile  # the operator needs kopf, the sidecar FastAPI and redis
+    # The proxy's CA bundle (build secret `ca`) and pip stay in the build stage.
+    final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
+    assert "--mount=type=secret,id=ca" in dockerfile
+    assert "secret" not in final_stage and "pip" not in final_stage, final_stage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.kubeharness import KubeEnv
+from tests.support.kube import KubeEnv
 
 from .conftest import VALUE_SETS, Render, values_args
 from .k8s_schemas import KUBERNETES_SCHEMAS, ManifestValidator

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.kubeharness import KubeEnv
+from tests.support.kube import KubeEnv
 
 from .harness import AgentNode, Kube, OperatorProcess, ServeNode, service_account_kubeconfig
 

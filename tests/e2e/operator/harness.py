@@ -15,23 +15,16 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.e2e.kubeharness import KubeEnv
-from tests.integration.sidecar.harness import (
-    AppProcess,
-    SidecarProcess,
-    callboard_command,
-    python_app,
-    wait_until,
-)
-from tests.support.redis_server import free_port
+from tests.support.kube import KubeEnv
+from tests.support.processes import ChildProcess, free_port
+from tests.support.sidecar import AppProcess, SidecarProcess, callboard_command, python_app
+from tests.support.waiting import wait_until
 
 #: Operator timings for tests: seconds, not minutes (see `callboard operator --help`).
 FAST_OPERATOR = {
@@ -104,15 +97,14 @@ class OperatorProcess:
             "POD_NAME": name,
             **(env or {}),
         }
-        self.proc: asyncio.subprocess.Process | None = None
+        self.process = ChildProcess(
+            [*callboard_command(), "operator"], name=name, log_path=self.log_path, env=self.env
+        )
         # No keep-alive: an idle kept-alive connection is a task kopf waits 5 s for at exit.
         self.http = httpx.AsyncClient(timeout=5, headers={"Connection": "close"})
 
     async def start(self, *, leading: bool = True) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *callboard_command(), "operator", stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
-            )
+        await self.process.start()
         await self.wait_live(leading=leading)
 
     async def health(self) -> dict[str, Any] | None:
@@ -139,32 +131,22 @@ class OperatorProcess:
         return response.text
 
     def check_alive(self) -> None:
-        if self.proc is not None and self.proc.returncode is not None:
-            pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+        self.process.check_alive()
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        return self.process.running
 
     async def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait: kopf stops, the Lease is released."""
-        assert self.proc is not None
-        if self.running:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
-        except TimeoutError:
-            pytest.fail(f"{self.name} still runs {timeout}s after SIGTERM:\n{self.log()[-4000:]}")
+        return await self.process.stop(timeout)
 
     async def kill(self) -> None:
         """SIGKILL: no goodbye, the Lease stays until it expires."""
-        if self.running:
-            assert self.proc is not None
-            self.proc.kill()
-            await self.proc.wait()
+        await self.process.kill()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
     async def aclose(self) -> None:
         if self.running:
@@ -339,18 +321,16 @@ class ServeNode:
             "CALLBOARD_CAPACITY": str(capacity),
             "CALLBOARD_DRAIN_TIMEOUT": "1",
         }
-        self.proc: asyncio.subprocess.Process | None = None
+        self.process = ChildProcess(
+            [*callboard_command(), "serve"], name=f"serve {node_id}", log_path=self.log_path, env=self.env
+        )
         self.http = httpx.AsyncClient(base_url=self.url, timeout=10, headers={"Connection": "close"})
 
     async def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *callboard_command(), "serve", stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
-            )
+        await self.process.start()
 
         async def ready() -> bool:
-            if self.proc is not None and self.proc.returncode is not None:
-                pytest.fail(f"serve {self.node_id} exited:\n{self.log()[-3000:]}")
+            self.process.check_alive()
             try:
                 return (await self.http.get("/ready")).status_code == 200
             except httpx.TransportError:
@@ -369,10 +349,8 @@ class ServeNode:
         return response.status_code == 200
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self.process.log()
 
     async def aclose(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()
+        await self.process.kill()
         await self.http.aclose()

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from tests.integration.sidecar.harness import wait_until
+from tests.support.waiting import wait_until
 
 from .conftest import OperatorFactory
 from .harness import Kube, ServeNode

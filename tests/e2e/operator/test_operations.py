@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from tests.integration.sidecar.harness import wait_until
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 from .conftest import NodeFactory, OperatorFactory
 from .harness import OPERATOR_NAMESPACE, Kube

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from callboard.kube.naming import parse_session_id
+from callboard.kube.resource.naming import parse_session_id
 
 from .conftest import NodeFactory, OperatorFactory
 from .harness import Kube

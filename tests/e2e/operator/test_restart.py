@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from tests.integration.sidecar.harness import wait_until
+from tests.support.waiting import wait_until
 
 from .conftest import NodeFactory, OperatorFactory
 from .harness import Kube

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.kubeharness import KubeEnv
+from tests.support.kube import KubeEnv
 
 from .conftest import NodeFactory, OperatorFactory
 from .harness import Kube

@@ -13,8 +13,8 @@ from callboard import MaxSessionsPerCallExceeded, StoreUnavailableError
 from callboard.launcher import AgentLauncher, CloseReason
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from callboard.registry import _keys as k
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 from tests.support.redis_server import RedisServer
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
 
 pytestmark = pytest.mark.redis
 

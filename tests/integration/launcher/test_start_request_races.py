@@ -14,7 +14,7 @@ import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 
 pytestmark = pytest.mark.redis
 
@@ -49,8 +49,8 @@ async def requester(redis_url: str) -> AsyncIterator[SessionRegistry]:
 
 
 async def _poll(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    """Poll ``check`` every 50 ms up to ``timeout``; whether it came true (private helper:
-    tests/support/wait.py will replace it)."""
+    """Poll ``check`` every 50 ms up to ``timeout``; whether it came true. Unlike
+    ``tests.support.waiting.wait_until`` it does not fail: a fixed node may never answer."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not await check():

@@ -95,14 +95,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)  # type: ignore[attr-defined]
     return report
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float, every: float = 0.05) -> float:
-    """Poll ``check`` (the state lives in other processes) until true; return seconds taken."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while not await check():
-        if loop.time() - started > timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(every)
-    return loop.time() - started

@@ -13,8 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from callboard.cli import nodes, serve, sessions
-from tests.integration.multiprocess.conftest import Cluster, MakeCluster, eventually
+from tests.integration.multiprocess.conftest import Cluster, MakeCluster
 from tests.support.redis_server import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -65,7 +66,7 @@ async def test_close_from_the_command_line(make_cluster: MakeCluster, source_nam
     async def gone() -> bool:
         return await a.get_session("call-1", sid) is None
 
-    await eventually(gone, timeout=3)
+    await wait_until(gone, timeout=3)
     missing = await invoke(sessions.command, "close", *sources(cluster)[source_name], "call-1", sid)
     assert missing.exit_code == 1 and "no session" in missing.stderr
     missing = await invoke(sessions.command, "get", *sources(cluster)[source_name], "call-1", sid)

@@ -10,8 +10,9 @@ import pytest
 from callboard import SessionStatus
 from callboard.registry import EndReason, StartRejection
 from callboard.server import NodeApiError
-from tests.integration.multiprocess.conftest import MakeCluster, eventually
+from tests.integration.multiprocess.conftest import MakeCluster
 from tests.support.redis_server import RedisServer
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -33,7 +34,7 @@ async def test_start_on_a_read_on_b_close_via_c(make_cluster: MakeCluster) -> No
         m = await b.session_metrics("call-1", sid)
         return m is not None and "turns" in m["metrics"]
 
-    await eventually(metrics_published, timeout=8)
+    await wait_until(metrics_published, timeout=8)
 
     t0 = time.perf_counter()
     answer = await c.close_session("call-1", sid)
@@ -47,7 +48,7 @@ async def test_start_on_a_read_on_b_close_via_c(make_cluster: MakeCluster) -> No
     async def gone_on_a() -> bool:
         return await a.get_session("call-1", sid) is None
 
-    await eventually(gone_on_a, timeout=5, every=0.005)
+    await wait_until(gone_on_a, timeout=5, interval=0.005)
     assert time.perf_counter() - t0 < 1.0, "the close was not pushed (the poll is 3 s away)"
     for client in (a, b, c):
         assert await client.get_session("call-1", sid) is None
@@ -79,7 +80,7 @@ async def test_killed_node_leaves_every_listing_after_the_ttl(make_cluster: Make
         nodes = [n["node_id"] for n in await a.list_nodes()]
         return "node-c" not in nodes and not any(s["node_id"] == "node-c" for lst in listings for s in lst)
 
-    await eventually(c_is_gone, timeout=cluster.ttl + 3)
+    await wait_until(c_is_gone, timeout=cluster.ttl + 3)
     elapsed = time.perf_counter() - killed_at
     assert cluster.ttl - 2 * cluster.interval <= elapsed <= cluster.ttl + 2
     assert [s["session_id"] for s in await b.list_sessions()] == [survivor]
@@ -109,7 +110,7 @@ async def test_redis_restart_every_session_is_back(
             return False  # 503 while the nodes reconnect
         return listed == sessions and nodes == {"node-a", "node-b"}
 
-    await eventually(all_back, timeout=10)
+    await wait_until(all_back, timeout=10)
     assert len(await a.list_sessions(call_id="call-1")) == 2  # the per-call index is back too
     # And cross-node close works again (the push listener resubscribed, or the poll).
     sid = next(s["session_id"] for s in await a.list_sessions(node_id="node-a") if s["call_id"] == "call-2")
@@ -118,7 +119,7 @@ async def test_redis_restart_every_session_is_back(
     async def closed() -> bool:
         return await a.get_session("call-2", sid) is None
 
-    await eventually(closed, timeout=5)
+    await wait_until(closed, timeout=5)
     assert all(node.alive for node in cluster.nodes.values())
 
 
@@ -152,7 +153,7 @@ async def test_sigterm_drains_then_exits_cleanly(make_cluster: MakeCluster) -> N
     async def not_ready() -> bool:
         return not await a.ready()
 
-    await eventually(not_ready, timeout=2, every=0.01)
+    await wait_until(not_ready, timeout=2, interval=0.01)
     with pytest.raises(NodeApiError) as refused:
         await a.start_session("call-2")
     assert refused.value.status in (0, 503)  # 503 while draining (0 if it already closed the port)
@@ -178,7 +179,7 @@ async def test_start_requests_through_the_registry(make_cluster: MakeCluster) ->
             result = await operator.get_start_result(request.request_id)
             return result is not None
 
-        await eventually(answered, timeout=5, every=0.01)
+        await wait_until(answered, timeout=5, interval=0.01)
         assert result is not None
         return result.accepted, result.reason
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.integration.sidecar.harness import AppProcess, SidecarProcess
+from tests.support.sidecar import AppProcess, SidecarProcess
 
 SidecarFactory = Callable[..., Awaitable[SidecarProcess]]
 AppFactory = Callable[[AppProcess], Awaitable[AppProcess]]

@@ -10,16 +10,9 @@ from pathlib import Path
 
 from callboard.registry import EndReason, SessionRegistry
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
-from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
 from tests.support.redis_server import free_port
-
-
-async def metric(sidecar: SidecarProcess, name: str) -> float:
-    text = (await sidecar.http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith(f"callboard_sidecar_{name}{{"):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+from tests.support.sidecar import SidecarProcess, metric, python_app
+from tests.support.waiting import wait_until
 
 
 async def gone(peer: SessionRegistry, call_id: str, session_id: str) -> bool:

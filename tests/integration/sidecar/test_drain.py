@@ -10,7 +10,8 @@ import httpx
 
 from callboard.registry import EndReason, SessionRegistry
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
-from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
+from tests.support.sidecar import SidecarProcess, python_app
+from tests.support.waiting import wait_until
 
 
 async def _consumers(sidecar: SidecarProcess) -> bool:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from callboard.registry import EndReason, SessionRegistry, SessionStatus
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
-from tests.integration.sidecar.harness import SidecarProcess, node_app, python_app, wait_until
+from tests.support.sidecar import SidecarProcess, node_app, python_app
+from tests.support.waiting import wait_until
 
 
 async def test_cross_node_close_reaches_the_python_app(

@@ -8,8 +8,9 @@ from pathlib import Path
 import httpx
 
 from tests.integration.sidecar.conftest import SidecarFactory
-from tests.integration.sidecar.harness import SidecarProcess, wait_until
 from tests.support.redis_server import RedisServer
+from tests.support.sidecar import SidecarProcess
+from tests.support.waiting import wait_until
 
 
 async def test_capacity_and_bad_input(sidecar_factory: SidecarFactory) -> None:

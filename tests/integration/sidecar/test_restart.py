@@ -11,8 +11,8 @@ import httpx
 from callboard.registry import EndReason, SessionRegistry
 from callboard.sidecar.sse import SSEDecoder
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
-from tests.integration.sidecar.harness import SidecarProcess, python_app, wait_until
-from tests.integration.sidecar.test_app_crash import metric
+from tests.support.sidecar import SidecarProcess, metric, python_app
+from tests.support.waiting import wait_until
 
 
 async def test_sidecar_restart_loses_nothing(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from callboard.kube.runtime import Runtime
+from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import (
     AdoptionSettings,
     DeletionSettings,
@@ -20,8 +20,8 @@ from callboard.kube.settings import (
     SyncSettings,
 )
 from callboard.registry import InMemorySessionKVStore
-
-from .fakes import FakeKopf, FakeKube, FakeNode
+from tests.support.fake_kube import FakeKube
+from tests.unit.kube.fakes import FakeKopf, FakeNode
 
 
 def fast_settings(**overrides: Any) -> Settings:

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import callboard.kube
 from callboard.cli import main
-from callboard.kube.autoscale import ScalingMode
+from callboard.kube.autoscaling.policy import ScalingMode
 from callboard.kube.settings import Settings
 
 
@@ -40,22 +40,23 @@ def test_bad_settings_are_a_usage_error() -> None:
 
 
 def test_namespaces_from_the_environment_split_on_commas(monkeypatch: object) -> None:
-    from callboard.cli.operator import _split_namespaces
+    from callboard import config
 
-    assert _split_namespaces(("a,b", "c", "a")) == ("a", "b", "c")
+    environ = {"CALLBOARD_NAMESPACES": "a,b c a"}
+    assert config.build(Settings, config.from_environ(Settings, environ)).namespaces == ("a", "b", "c")
     assert Settings(namespaces=("x",)).watches("x") and not Settings(namespaces=("x",)).watches("y")
     assert Settings().clusterwide and Settings().watches("anything")
 
 
 def test_operator_reads_the_autoscaler_settings_the_chart_sets(monkeypatch: pytest.MonkeyPatch) -> None:
-    import callboard.kube.runner
+    import callboard.kube.running.entrypoint
 
     seen: list[Settings] = []
 
     async def fake_run(settings: Settings) -> None:
         seen.append(settings)
 
-    monkeypatch.setattr(callboard.kube.runner, "run", fake_run)
+    monkeypatch.setattr(callboard.kube.running.entrypoint, "run", fake_run)
     env = {
         "CALLBOARD_AUTOSCALE": "scale",
         "CALLBOARD_AUTOSCALE_NAMESPACE": "agents",

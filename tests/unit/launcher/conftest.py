@@ -9,7 +9,7 @@ import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import InMemorySessionKVStore, SessionRegistry
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 
 MakeLauncher = Callable[..., Awaitable[tuple[AgentLauncher[FakeAgent], AgentFactory]]]
 

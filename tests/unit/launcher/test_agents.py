@@ -10,7 +10,7 @@ import pytest
 
 from callboard.demo.agent import SimulatedAgent, create_agent, join_call
 from callboard.launcher import Agent, AgentLauncher, agent_metrics
-from tests.unit.launcher.fakes import FakeAgent
+from tests.support.fake_agents import FakeAgent
 
 
 class Clock:

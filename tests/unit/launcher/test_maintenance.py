@@ -10,8 +10,8 @@ import pytest
 from callboard.launcher import CloseReason, FixedRateStats, run_fixed_rate
 from callboard.registry import SessionRegistry
 from tests.support.dict_store import DictStore
+from tests.support.fake_agents import FlakyStore
 from tests.unit.launcher.conftest import MakeLauncher
-from tests.unit.launcher.fakes import FlakyStore
 
 
 class FakeTime:

@@ -14,8 +14,8 @@ from callboard import (
 )
 from callboard.launcher import AgentLauncher, AgentStartError, CloseReason
 from callboard.registry import InMemorySessionKVStore, SessionRegistry
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 from tests.unit.launcher.conftest import MakeLauncher
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
 
 
 def test_maintenance_interval_must_be_well_below_ttl() -> None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from callboard.launcher import AgentLauncher
 from callboard.registry import InMemorySessionKVStore, SessionKVStore, SessionRegistry
 from callboard.server import ServerSettings, create_app
-from tests.unit.launcher.fakes import AgentFactory, FakeAgent, fake_join
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 
 
 @dataclass

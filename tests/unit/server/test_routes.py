@@ -6,7 +6,7 @@ import asyncio
 
 from callboard.launcher import CloseReason
 from callboard.server import NODE_HEADER
-from tests.unit.launcher.fakes import FlakyStore
+from tests.support.fake_agents import FlakyStore
 from tests.unit.server.conftest import MakeNode
 
 

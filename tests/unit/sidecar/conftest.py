@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -15,22 +12,7 @@ from callboard.registry import InMemorySessionKVStore, SessionRegistry
 from callboard.sidecar.api import create_app
 from callboard.sidecar.service import SidecarService
 from callboard.sidecar.settings import AppWatchSettings, NodeSettings, SidecarSettings
-
-
-async def wait_until(
-    predicate: Callable[[], object | Awaitable[object]], timeout: float = 2.0, what: str = "condition"
-) -> None:
-    """Poll ``predicate`` (sync or async) until it is true; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
+from tests.support.waiting import wait_until
 
 
 @dataclass

@@ -11,7 +11,8 @@ from callboard.registry import InMemorySessionKVStore, SessionRegistry
 from callboard.sidecar.api import create_app
 from callboard.sidecar.service import SidecarService
 from callboard.sidecar.settings import SidecarSettings
-from tests.unit.sidecar.conftest import Local, wait_until
+from tests.support.waiting import wait_until
+from tests.unit.sidecar.conftest import Local
 
 
 async def register(http: httpx.AsyncClient, call_id: str, session_id: str, **extra: Any) -> httpx.Response:

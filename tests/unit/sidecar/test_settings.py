@@ -8,8 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from callboard.cli import main
+from callboard.config import options
 from callboard.errors import ConfigurationError
-from callboard.sidecar.settings import DEFAULT_PORT, ENV_VARS, SidecarSettings
+from callboard.sidecar.settings import DEFAULT_PORT, SidecarSettings
+
+ENV_VARS = options(SidecarSettings)
 
 
 def test_defaults_are_documented_values() -> None:

@@ -97,7 +97,9 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
     """Sessions in Redis, under ``key_prefix``. Give exactly one of ``client`` or ``url``.
 
     ``url`` accepts ``redis://``, ``rediss://`` (TLS) and ``unix://`` with ACL user and
-    password (``redis://user:secret@host:6379/0``); the store then owns the client and
+    password (``redis://user:secret@host:6379/0``), their Valkey aliases and the Sentinel
+    forms (``redis+sentinel://h1:26379,h2:26379/master_name/0``; see
+    :mod:`~callboard.registry.backends.redis_connect`); the store then owns the client and
     closes it. A ``client`` passed in stays the caller's to close; it must return bytes
     (``decode_responses=False``, the default).
     """
@@ -111,13 +113,15 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
     ) -> None:
         if (client is None) == (url is None):
             raise ConfigurationError("Pass exactly one of client or url")
-        redis_module = _import_redis()
+        _import_redis()  # a clear ModuleNotFoundError without redis-py
         self.key_prefix = key_prefix
         self._owns_client = client is None
         if client is None:
             import redis.exceptions as rexc
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
+
+            from callboard.registry.backends import redis_connect
 
             # READONLY joins the retried errors: redis-py closes the connection before each
             # retry, so the retry reconnects (and resolves the name again) after a failover.
@@ -127,9 +131,8 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
                 socket.timeout,
                 rexc.ReadOnlyError,
             )
-
-            pool = redis_module.BlockingConnectionPool.from_url(
-                url,
+            client = redis_connect.build_client(
+                redis_connect.parse_redis_url(url or ""),
                 max_connections=MAX_CONNECTIONS,
                 timeout=SOCKET_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
@@ -141,7 +144,6 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
                 ),
                 health_check_interval=30,
             )
-            client = redis_module.Redis.from_pool(pool)
         self.client: aioredis.Redis = client
         self._index: SessionIndex | None = None
         self._set_session = client.register_script(_lua("set_session"))
@@ -154,12 +156,31 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
         return self.key_prefix + key
 
     async def start(self) -> None:
-        """Check the connection now, so a wrong URL fails at start-up and not later."""
-        await self.ping()
+        """Check the connection and the server now, so a wrong setup fails at start-up.
+
+        Refuses a cluster-mode server without a hash-tagged prefix and a user without
+        channel rights; warns about an evicting ``maxmemory-policy``.
+        """
+        from callboard.registry.backends import redis_connect
+
+        with translate_errors("start"):
+            await self.client.ping()
+            await redis_connect.check_server(self.client, self.key_prefix)
+
+    async def check_ttl(self, ttl: float) -> None:
+        """Warn when ``ttl`` cannot outlive one Sentinel failover (see the README)."""
+        from callboard.registry.backends import redis_connect
+
+        await redis_connect.check_ttl(self.client, ttl)
 
     async def close(self) -> None:
         if self._owns_client:
+            from callboard.registry.backends import redis_connect
+
+            sentinel = redis_connect.sentinel_of(self.client)
             await self.client.aclose()
+            if sentinel is not None:
+                await sentinel.aclose()
 
     async def ping(self) -> None:
         with translate_errors("ping"):

@@ -1,0 +1,349 @@
+"""The autoscaling loop: read the agent Deployment and the registry, apply the buffer policy.
+
+:func:`run_autoscaler` is the single entry point; the operator runs it as one guarded task
+while it holds the leader lease. Each cycle (every ``interval`` seconds):
+
+1. ``GET .../deployments/{name}/scale``: the replica count and the pod selector;
+2. ``GET .../pods?labelSelector=...``: the Deployment's pods (ready, terminating, cost);
+3. one read of the registry (nodes and sessions) to count the sessions of each pod;
+4. :func:`~callboard.kube.autoscaling.policy.assess` and
+   :func:`~callboard.kube.autoscaling.policy.decide_scale`;
+5. in ``scale`` mode: scale up at once; to scale down, mark the idle pods to remove with the
+   lowest ``pod-deletion-cost``, wait ``settle`` seconds, check again that each is still idle
+   and still marked (a session may have landed, or the operator rewritten the cost), and
+   patch the scale (with the read's resourceVersion, so a concurrent change wins) down by
+   the pods that passed. The ReplicaSet controller then removes exactly those.
+6. in ``metrics`` mode: the same marks, and the target exported as a metric for an HPA or a
+   KEDA ScaledObject (which does the scaling).
+
+RBAC: ``get``/``patch`` on ``deployments/scale`` and ``list`` on ``pods`` in the agent
+namespace, ``patch`` on those pods (the operator already has it for its annotations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Counter as PromCounter
+
+from callboard._aio import LogThrottle
+from callboard.errors import StoreError
+from callboard.kube.autoscaling.policy import (
+    VICTIM_COST,
+    Assessment,
+    AutoscaleSettings,
+    PodView,
+    ScaleDecision,
+    ScalingMode,
+    Stabilizer,
+    assess,
+    decide_scale,
+)
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, pod_path
+from callboard.kube.resource.constants import POD_DELETION_COST
+from callboard.registry import NodeInfo, SessionInfo, SessionRegistry
+
+__all__ = ["Autoscaler", "AutoscalerMetrics", "pod_views", "run_autoscaler", "scale_path"]
+
+logger = logging.getLogger(__name__)
+
+
+def scale_path(namespace: str, deployment: str) -> str:
+    return (
+        f"/apis/apps/v1/namespaces/{quote(namespace, safe='')}/deployments/{quote(deployment, safe='')}/scale"
+    )
+
+
+def _pods_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods"
+
+
+class AutoscalerMetrics:
+    """Gauges an HPA or KEDA scales on (``desired_replicas``), plus what explains them.
+
+    Labels: ``namespace``, ``deployment`` and ``pool`` of the agent Deployment. Pass the
+    operator's :class:`~prometheus_client.CollectorRegistry` to serve them on its ``/metrics``.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        labels = ["namespace", "deployment", "pool"]
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(f"callboard_autoscaler_{name}", doc, labels, registry=self.registry)
+
+        self.desired_replicas = gauge(
+            "desired_replicas",
+            "Replicas the buffer policy wants now, after the cool-down and the idle-pod limit "
+            "(the target of an HPA/KEDA in metrics mode).",
+        )
+        self.policy_replicas = gauge(
+            "policy_replicas",
+            "ceil((live sessions + buffer) / capacity) within min/max, before the cool-down.",
+        )
+        self.replicas = gauge("replicas", "spec.replicas of the agent Deployment.")
+        self.live_sessions = gauge("live_sessions", "Live sessions on the Deployment's pods that stay.")
+        self.free_slots = gauge("free_slots", "Free session slots on ready pods that take sessions.")
+        self.idle_pods = gauge(
+            "idle_pods", "Ready pods without a session (the only ones a scale-down removes)."
+        )
+        self.capacity = gauge("capacity", "Sessions per pod the policy uses.")
+        self.scale_changes = PromCounter(
+            "callboard_autoscaler_scale_changes",
+            "Scale patches of the agent Deployment, by direction (up, down).",
+            [*labels, "direction"],
+            registry=self.registry,
+        )
+
+
+def _parse_cost(pod: Mapping[str, Any]) -> int | None:
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(POD_DELETION_COST)
+    try:
+        return None if raw is None else int(raw)
+    except ValueError:
+        return None
+
+
+def _is_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+
+
+def pod_views(
+    pods: Iterable[Mapping[str, Any]],
+    nodes: Iterable[NodeInfo],
+    sessions: Iterable[SessionInfo],
+    *,
+    namespace: str,
+) -> list[PodView]:
+    """The policy's view of ``pods``, with session counts from the registry.
+
+    A pod's sessions are those its node records list (by ``pod_name``/``namespace``), at
+    least the ``active`` count of their last heartbeat: the session keys are written at once
+    on registration, the count only with the next heartbeat.
+    """
+    listed = Counter(s.node_id for s in sessions)
+    per_pod: dict[str, list[NodeInfo]] = {}
+    for node in nodes:
+        if node.pod_name and node.namespace == namespace:
+            per_pod.setdefault(node.pod_name, []).append(node)
+    views = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        records = per_pod.get(name, [])
+        capacities = [n.capacity for n in records if n.capacity is not None]
+        views.append(
+            PodView(
+                name=name,
+                ready=_is_ready(pod),
+                terminating=bool(meta.get("deletionTimestamp")),
+                pending=(pod.get("status") or {}).get("phase", "Pending") == "Pending",
+                sessions=sum(max(n.active, listed[n.node_id]) for n in records) if records else None,
+                draining=any(n.draining for n in records),
+                capacity=min(capacities) if capacities else None,
+                created=str(meta.get("creationTimestamp") or ""),
+                cost=_parse_cost(pod),
+            )
+        )
+    return views
+
+
+class Autoscaler:
+    """One Deployment's autoscaling state (the cool-down history) and its cycle."""
+
+    def __init__(
+        self,
+        *,
+        settings: AutoscaleSettings,
+        registry: SessionRegistry,
+        api: KubeApi,
+        metrics: AutoscalerMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        settings.validate()
+        self.settings = settings
+        self.registry = registry
+        self.api = api
+        self.metrics = metrics if metrics is not None else AutoscalerMetrics()
+        self.clock = clock
+        self.stabilizer = Stabilizer(settings.scale_down_window)
+        self.last: tuple[Assessment, ScaleDecision] | None = None
+        self._labels = {
+            "namespace": settings.namespace,
+            "deployment": settings.deployment,
+            "pool": settings.pool,
+        }
+        self.log_extra = {"resource": f"{settings.namespace}/{settings.deployment}"}
+
+    async def cycle(self) -> ScaleDecision:
+        """Read, decide, act once; the decision taken."""
+        s = self.settings
+        scale = await self.api.get(scale_path(s.namespace, s.deployment))
+        current = int((scale.get("spec") or {}).get("replicas") or 0)
+        views = await self._views(str((scale.get("status") or {}).get("selector") or ""))
+        assessment = assess(views, s)
+        stabilized = self.stabilizer.observe(self.clock(), assessment.desired)
+        decision = decide_scale(
+            current=current, desired=assessment.desired, stabilized=stabilized, pods=views
+        )
+        if decision.resets:
+            await self._set_costs(decision.resets)
+        if decision.target < current:
+            costs = {v.name: v.cost for v in views}
+            marked = {n for n in decision.victims if costs.get(n) == VICTIM_COST}
+            marked |= await self._set_costs({n: VICTIM_COST for n in decision.victims if n not in marked})
+            if s.mode is ScalingMode.SCALE:
+                decision = await self._scale_down(scale, current, decision, marked)
+        elif decision.target > current and s.mode is ScalingMode.SCALE:
+            await self._patch_scale(scale, decision.target, direction="up")
+            logger.info(
+                "scaled up %d -> %d: %d live sessions, buffer %s, %d per pod",
+                current,
+                decision.target,
+                assessment.live_sessions,
+                s.buffer,
+                assessment.capacity,
+                extra=self.log_extra,
+            )
+        self._export(current, assessment, decision)
+        self.last = (assessment, decision)
+        return decision
+
+    async def _views(self, selector: str) -> list[PodView]:
+        s = self.settings
+        if not selector:
+            raise KubeApiError(0, f"deployment {s.namespace}/{s.deployment} has no selector in its scale")
+        listing = await self.api.get(_pods_path(s.namespace), params={"labelSelector": selector})
+        nodes = await self.registry.list_nodes()
+        sessions = await self.registry.list_sessions()
+        return pod_views(listing.get("items") or [], nodes, sessions, namespace=s.namespace)
+
+    async def _set_costs(self, costs: Mapping[str, int]) -> set[str]:
+        """Write ``pod-deletion-cost`` of each pod; the pods that were written."""
+
+        async def patch(name: str, cost: int) -> str | None:
+            patch = {"metadata": {"annotations": {POD_DELETION_COST: str(cost)}}}
+            try:
+                await self.api.merge_patch(pod_path(self.settings.namespace, name), patch)
+            except NotFoundError:
+                return None
+            return name
+
+        done = await asyncio.gather(*(patch(name, cost) for name, cost in costs.items()))
+        return {name for name in done if name is not None}
+
+    async def _scale_down(
+        self, scale: Mapping[str, Any], current: int, decision: ScaleDecision, marked: set[str]
+    ) -> ScaleDecision:
+        s = self.settings
+        # Not-ready pods need no mark: the controller deletes them first anyway.
+        unmarked_removals = (current - decision.target) - len(decision.victims)
+        await asyncio.sleep(s.settle)
+        # Check again: a session may have landed on a victim, or its cost been rewritten.
+        views = {v.name: v for v in await self._views(str((scale.get("status") or {}).get("selector") or ""))}
+        confirmed = [
+            name
+            for name in decision.victims
+            if name in marked
+            and (view := views.get(name)) is not None
+            and view.idle
+            and view.ready
+            and not view.terminating
+            and view.cost == VICTIM_COST
+        ]
+        dropped = [name for name in decision.victims if name not in confirmed]
+        if dropped:
+            await self._set_costs({name: views[name].sessions or 0 for name in dropped if name in views})
+            logger.info("not removing %s: no longer idle", ", ".join(dropped), extra=self.log_extra)
+        target = current - unmarked_removals - len(confirmed)
+        if target >= current:
+            return dataclasses.replace(
+                decision, target=current, victims=(), reason="the chosen pods are busy now"
+            )
+        await self._patch_scale(scale, target, direction="down")
+        logger.info(
+            "scaled down %d -> %d, removing idle pods %s%s",
+            current,
+            target,
+            ", ".join(confirmed) or "-",
+            f" ({decision.reason})" if decision.reason else "",
+            extra=self.log_extra,
+        )
+        return dataclasses.replace(decision, target=target, victims=tuple(confirmed))
+
+    async def _patch_scale(self, scale: Mapping[str, Any], replicas: int, *, direction: str) -> None:
+        s = self.settings
+        version = (scale.get("metadata") or {}).get("resourceVersion")
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if version:
+            body["metadata"] = {"resourceVersion": version}  # a precondition: fail if it moved
+        await self.api.merge_patch(scale_path(s.namespace, s.deployment), body)
+        self.metrics.scale_changes.labels(**self._labels, direction=direction).inc()
+
+    def _export(self, current: int, assessment: Assessment, decision: ScaleDecision) -> None:
+        m, labels = self.metrics, self._labels
+        m.desired_replicas.labels(**labels).set(decision.target)
+        m.policy_replicas.labels(**labels).set(assessment.desired)
+        m.replicas.labels(**labels).set(current)
+        m.live_sessions.labels(**labels).set(assessment.live_sessions)
+        m.free_slots.labels(**labels).set(assessment.free_slots)
+        m.idle_pods.labels(**labels).set(assessment.idle_pods)
+        m.capacity.labels(**labels).set(assessment.capacity)
+
+
+async def run_autoscaler(
+    *,
+    settings: AutoscaleSettings,
+    registry: SessionRegistry,
+    api: KubeApi,
+    stop: asyncio.Event,
+    metrics: AutoscalerMetrics | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> None:
+    """Keep the agent Deployment at the buffer policy's size until ``stop`` is set.
+
+    ``registry`` is a started (or read-only) :class:`SessionRegistry` on the agents' store;
+    ``api`` an open :class:`KubeApi`. Failures of one cycle (API, registry) are logged,
+    throttled, and the next cycle tries again. Returns at once when the mode is ``off``.
+    """
+    if settings.mode is ScalingMode.OFF:
+        return
+    scaler = Autoscaler(settings=settings, registry=registry, api=api, metrics=metrics, clock=clock)
+    throttle = LogThrottle()
+    logger.info(
+        "autoscaling %s/%s (%s): %d..%d replicas, buffer %s",
+        settings.namespace,
+        settings.deployment,
+        settings.mode.value,
+        settings.min_replicas,
+        settings.max_replicas,
+        settings.buffer,
+    )
+    while not stop.is_set():
+        try:
+            await scaler.cycle()
+            throttle.reset("cycle")
+        except ConflictError:
+            logger.debug("the scale changed meanwhile; deciding again next cycle", extra=scaler.log_extra)
+        except (KubeApiError, StoreError) as exc:
+            if (suppressed := throttle.allow("cycle")) is not None:
+                logger.warning(
+                    "autoscaling cycle failed: %s (%d similar suppressed)",
+                    exc,
+                    suppressed,
+                    extra=scaler.log_extra,
+                )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.interval)

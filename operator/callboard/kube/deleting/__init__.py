@@ -1,0 +1,1 @@
+"""Deleting an AgentSession closes its session: ``finalizer`` is the finalizer's side."""

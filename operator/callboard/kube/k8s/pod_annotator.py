@@ -1,0 +1,107 @@
+"""Keeping agent pods' autoscaling annotations equal to their live sessions.
+
+For each pod named by a node record (the sidecar publishes its pod name and namespace):
+
+- ``controller.kubernetes.io/pod-deletion-cost`` = live sessions, so a ReplicaSet scaling
+  down removes the idlest pods first;
+- ``cluster-autoscaler.kubernetes.io/safe-to-evict`` = ``"false"`` while it runs any
+  session, removed when it runs none, so the cluster autoscaler never drains a busy node.
+
+A pod is patched only when its count changed, and at most once per ``min_interval``
+seconds: the latest count is written when the interval has passed (the sync loop calls
+:meth:`PodAnnotator.update` every cycle, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from callboard._aio import LogThrottle
+from callboard.kube.k8s.client import KubeApi, KubeApiError, NotFoundError, pod_path
+from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+
+__all__ = ["PodAnnotator", "annotations_for"]
+
+logger = logging.getLogger(__name__)
+
+PodKey = tuple[str, str]
+
+#: Seconds before a pod that was not found is tried again (its node record may name a pod
+#: that is still being created, or one outside the operator's reach).
+NOT_FOUND_RETRY = 60.0
+
+
+def annotations_for(sessions: int) -> dict[str, Any]:
+    """The merge-patch value of the annotations for a pod running ``sessions``."""
+    return {
+        POD_DELETION_COST: str(sessions),
+        SAFE_TO_EVICT: "false" if sessions > 0 else None,
+    }
+
+
+class PodAnnotator:
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        min_interval: float,
+        concurrency: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api = api
+        self._min_interval = min_interval
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._clock = clock
+        self._written: dict[PodKey, int] = {}
+        self._written_at: dict[PodKey, float] = {}
+        self._missing_until: dict[PodKey, float] = {}
+        self._throttle = LogThrottle()
+        self.patches = 0
+
+    def due(self, counts: Mapping[PodKey, int]) -> dict[PodKey, int]:
+        """The pods to patch now and their counts (pure apart from the clock)."""
+        now = self._clock()
+        due: dict[PodKey, int] = {}
+        for pod, count in counts.items():
+            if self._written.get(pod) == count:
+                continue
+            if now < self._missing_until.get(pod, 0.0):
+                continue
+            if now - self._written_at.get(pod, float("-inf")) < self._min_interval:
+                continue
+            due[pod] = count
+        return due
+
+    async def update(self, counts: Mapping[PodKey, int]) -> int:
+        """Patch the pods whose count changed (rate-limited); how many were patched."""
+        for pod in set(self._written) - set(counts):  # no node names it any more
+            self._written.pop(pod, None)
+            self._written_at.pop(pod, None)
+        due = self.due(counts)
+        results = await asyncio.gather(*(self._patch(pod, count) for pod, count in due.items()))
+        return sum(results)
+
+    async def _patch(self, pod: PodKey, count: int) -> bool:
+        async with self._semaphore:
+            try:
+                await self._api.merge_patch(
+                    pod_path(*pod), {"metadata": {"annotations": annotations_for(count)}}
+                )
+            except NotFoundError:
+                self._missing_until[pod] = self._clock() + NOT_FOUND_RETRY
+                return False
+            except KubeApiError as exc:
+                if (suppressed := self._throttle.allow("patch")) is not None:
+                    logger.warning(
+                        "cannot annotate pod %s/%s: %s (%d similar suppressed)", *pod, exc, suppressed
+                    )
+                return False
+        self._written[pod] = count
+        self._written_at[pod] = self._clock()
+        self._missing_until.pop(pod, None)
+        self.patches += 1
+        return True

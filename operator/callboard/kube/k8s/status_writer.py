@@ -1,0 +1,74 @@
+"""Writing an object's status: one merge patch per real change, an Event per phase change.
+
+Every status write of the operator goes through :class:`StatusWriter`, which skips writes
+that would change nothing, keeps the cache up to date with the API server's answer and
+posts the Event of a phase change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from callboard.kube.k8s.client import KubeApi, NotFoundError, agentsession_path
+from callboard.kube.k8s.event_poster import EventPoster
+from callboard.kube.resource.fields import format_time
+from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.resource.phases import Transition, apply_transition, is_noop
+from callboard.kube.views.object_cache import ObjectCache
+
+__all__ = ["StatusWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        cache: ObjectCache,
+        events: EventPoster,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._api = api
+        self._cache = cache
+        self._events = events
+        self._clock = clock
+        self.patches = 0
+
+    async def transition(self, obj: AgentSessionObject, transition: Transition) -> AgentSessionObject | None:
+        """Move ``obj`` to ``transition.phase``; the updated object, or None if it is gone."""
+        patch, event = apply_transition(
+            obj.status, transition, now=format_time(self._clock()), generation=obj.generation
+        )
+        updated = await self.patch(obj, patch)
+        if updated is not None and event is not None:
+            self.event(obj, type=event.type, reason=event.reason, message=event.message)
+            logger.info(
+                "%s/%s: %s (%s)",
+                obj.namespace,
+                obj.name,
+                event.message,
+                event.reason,
+                extra={"resource": f"{obj.namespace}/{obj.name}", "call_id": obj.spec.call_id},
+            )
+        return updated
+
+    async def patch(self, obj: AgentSessionObject, fields: Mapping[str, Any]) -> AgentSessionObject | None:
+        """Merge ``fields`` into the status (skipped when nothing changes)."""
+        if is_noop(obj.status, fields):
+            return obj
+        try:
+            body = await self._api.merge_patch(
+                agentsession_path(obj.namespace, obj.name, status=True), {"status": dict(fields)}
+            )
+        except NotFoundError:
+            return None
+        self.patches += 1
+        return self._cache.put_body(body)
+
+    def event(self, obj: AgentSessionObject, *, type: str, reason: str, message: str) -> None:
+        self._events.post(obj.reference(), type=type, reason=reason, message=message)

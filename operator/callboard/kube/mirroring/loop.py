@@ -1,0 +1,284 @@
+"""The sync loop: one batched read of the registry per cycle, mirrored into every object.
+
+Each cycle reads every node and session once (two scans, whatever the number of objects),
+then, for the objects the placer does not own and that are not being deleted:
+
+- patches the status where the registry says something new (:mod:`callboard.kube.mirroring.policy`);
+- asks the registry about sessions that vanished (ended: Succeeded; node gone: Lost);
+- deletes finished objects past ``ttlSecondsAfterFinished``;
+- adopts sessions started outside Kubernetes and closes leftovers (:mod:`callboard.kube.mirroring.adoption`);
+- updates the agent pods' annotations and the metrics.
+
+A registry outage skips the cycle: nothing is declared lost because Redis is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from callboard._aio import LogThrottle, Pulse
+from callboard.errors import StoreError
+from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, agentsession_path
+from callboard.kube.k8s.pod_annotator import PodAnnotator
+from callboard.kube.k8s.status_writer import StatusWriter
+from callboard.kube.mirroring.adoption import adopted_manifest, classify
+from callboard.kube.mirroring.policy import MirrorDecision, decide_mirror, gone_transition
+from callboard.kube.placing.loop import Placer
+from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.settings import Settings
+from callboard.kube.views.metrics import OperatorMetrics
+from callboard.kube.views.object_cache import ObjectCache
+from callboard.kube.views.registry_snapshot import Snapshot
+from callboard.registry import SessionInfo, SessionRegistry, SessionStatus
+
+__all__ = ["Syncer"]
+
+logger = logging.getLogger(__name__)
+
+SessionRef = tuple[str, str]
+
+#: Seconds the operator leaves alone a session it asked to close (or just adopted) before
+#: acting on it again (adopting it, or asking again): the node needs a moment, and the
+#: close flag lives on meanwhile.
+RECENT = 30.0
+#: Seconds before retrying to adopt a session the API server refused (e.g. a call id the
+#: CRD schema rejects): the refusal is logged once per period, not once per cycle.
+ADOPT_RETRY = 300.0
+
+
+class Syncer:
+    def __init__(
+        self,
+        *,
+        cache: ObjectCache,
+        registry: SessionRegistry,
+        api: KubeApi,
+        writer: StatusWriter,
+        placer: Placer,
+        pods: PodAnnotator | None,
+        metrics: OperatorMetrics,
+        settings: Settings,
+        changed: Pulse,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cache = cache
+        self._registry = registry
+        self._api = api
+        self._writer = writer
+        self._placer = placer
+        self._pods = pods
+        self._metrics = metrics
+        self._settings = settings
+        self._changed = changed
+        self._clock = clock
+        self._missing_since: dict[str, float] = {}
+        self._unclaimed_since: dict[SessionRef, float] = {}
+        self._recent: dict[SessionRef, float] = {}
+        self._adopt_refused: dict[SessionRef, float] = {}
+        self._throttle = LogThrottle()
+        self._semaphore = asyncio.Semaphore(settings.sync.concurrency)
+        self.snapshot: Snapshot | None = None
+        self.last_cycle: float | None = None
+        """``time.monotonic()`` of the last finished cycle (read or not): the liveness probe."""
+        self.last_error: str | None = None
+
+    def note_closed(self, ref: SessionRef) -> None:
+        """The operator asked ``ref`` to close: do not adopt it while it winds down."""
+        self._recent[ref] = self._clock()
+
+    async def run(self) -> None:
+        while True:
+            await self.cycle()
+            await asyncio.sleep(self._settings.sync.interval)
+
+    async def cycle(self) -> None:
+        started = time.perf_counter()
+        try:
+            await self._cycle()
+        finally:
+            self.last_cycle = time.monotonic()
+            self._metrics.sync_seconds.observe(time.perf_counter() - started)
+
+    async def _cycle(self) -> None:
+        try:
+            nodes, sessions = await asyncio.gather(
+                self._registry.list_nodes(), self._registry.list_sessions()
+            )
+        except StoreError as exc:
+            self.last_error = str(exc)
+            self._metrics.sync_errors.inc()
+            if (suppressed := self._throttle.allow("read")) is not None:
+                logger.warning("cannot read the registry: %s (%d similar suppressed)", exc, suppressed)
+            return
+        self.last_error = None
+        self._throttle.reset("read")
+        now = self._clock()
+        snap = Snapshot.build(nodes, sessions, now=now)
+        self.snapshot = snap
+        self._placer.set_snapshot(snap)
+        self._changed.fire()
+
+        jobs: list[Awaitable[None]] = []
+        seen: set[str] = set()
+        for obj in self._cache:
+            if obj.deleting or self._placer.owns(obj):
+                continue
+            decision = decide_mirror(obj, snap, now=now, refresh=self._settings.sync.heartbeat_refresh)
+            if decision.check_gone:
+                seen.add(obj.uid)
+            if not decision.empty:
+                jobs.append(self._apply(obj, decision, now))
+        for uid in set(self._missing_since) - seen:
+            del self._missing_since[uid]
+        jobs.extend(await self._unclaimed(snap, now))
+        await self._bounded(jobs)
+
+        if self._pods is not None:
+            patched = await self._pods.update(snap.pod_counts())
+            self._metrics.pod_patches.inc(patched)
+        self._metrics.observe_objects(self._cache)
+        self._metrics.observe_snapshot(snap, freshness=self._settings.placement.node_freshness)
+
+    async def _bounded(self, jobs: Iterable[Awaitable[None]]) -> None:
+        async def run(job: Awaitable[None]) -> None:
+            async with self._semaphore:
+                try:
+                    await job
+                except (KubeApiError, StoreError) as exc:
+                    if (suppressed := self._throttle.allow("apply")) is not None:
+                        logger.warning("sync step failed: %s (%d similar suppressed)", exc, suppressed)
+
+        await asyncio.gather(*(run(job) for job in jobs))
+
+    # -- one object -------------------------------------------------------------------------
+
+    async def _apply(self, obj: AgentSessionObject, decision: MirrorDecision, now: float) -> None:
+        name = f"{obj.namespace}/{obj.name}"
+        if decision.delete:
+            logger.info(
+                "%s finished %s ago: deleting it (ttlSecondsAfterFinished)",
+                name,
+                obj.spec.ttl_seconds_after_finished,
+            )
+            with contextlib.suppress(NotFoundError):
+                await self._api.delete(agentsession_path(obj.namespace, obj.name))
+            return
+        if decision.check_gone:
+            await self._check_gone(obj, now)
+            return
+        if decision.close and obj.session is not None and obj.session not in self._recent:
+            await self._registry.request_close(*obj.session)  # again every RECENT seconds
+            self.note_closed(obj.session)
+        if decision.transition is not None:
+            await self._writer.transition(obj, decision.transition)
+        elif decision.fields:
+            await self._writer.patch(obj, decision.fields)
+
+    async def _check_gone(self, obj: AgentSessionObject, now: float) -> None:
+        assert obj.session is not None
+        call_id, session_id = obj.session
+        status = await self._registry.session_status(call_id, session_id, obj.status.node_id)
+        if status is SessionStatus.LIVE:
+            self._missing_since.pop(obj.uid, None)
+            return  # registered since the snapshot
+        ended = await self._registry.get_ended(call_id, session_id) if status is SessionStatus.ENDED else None
+        if status is not SessionStatus.ENDED:
+            # UNKNOWN: no record, no tombstone, the node alive (a flush, a failover): its
+            # heartbeat writes the record back within one TTL, so wait that long at least.
+            grace = self._settings.sync.lost_grace
+            if status is SessionStatus.UNKNOWN:
+                grace = max(grace, self._registry.ttl)
+            since = self._missing_since.setdefault(obj.uid, now)
+            if now - since < grace:
+                return
+        transition = gone_transition(obj, status, ended, now=now)
+        if transition is not None:
+            self._missing_since.pop(obj.uid, None)
+            await self._writer.transition(obj, transition)
+
+    # -- sessions nobody claims ----------------------------------------------------------------
+
+    async def _unclaimed(self, snap: Snapshot, now: float) -> list[Awaitable[None]]:
+        if not self._cache.primed.is_set():
+            return []
+        found = classify(
+            snap.sessions.values(),
+            claimed=lambda c, s: self._cache.claiming(c, s) is not None,
+            watched=self._settings.watches,
+        )
+        adopting = self._settings.adoption.namespace is not None
+        current = {(s.call_id, s.session_id) for s in found.close}
+        if adopting:
+            current |= {(s.call_id, s.session_id) for s in found.adopt}
+        self._unclaimed_since = {ref: self._unclaimed_since.get(ref, now) for ref in current}
+        self._recent = {ref: at for ref, at in self._recent.items() if now - at < RECENT}
+        self._adopt_refused = {ref: at for ref, at in self._adopt_refused.items() if now - at < ADOPT_RETRY}
+
+        def ready(session: SessionInfo) -> bool:
+            ref = (session.call_id, session.session_id)
+            return (
+                ref in self._unclaimed_since
+                and now - self._unclaimed_since[ref] >= self._settings.adoption.grace
+                and ref not in self._recent
+                and ref not in self._adopt_refused
+            )
+
+        jobs: list[Awaitable[None]] = [self._close_leftover(s) for s in found.close if ready(s)]
+        to_adopt = [s for s in found.adopt if ready(s)] if adopting else []
+        if to_adopt:
+            flagged = set(
+                await self._registry.get_close_requests({s.session_id: s.call_id for s in to_adopt})
+            )
+            jobs.extend(self._adopt(s, snap) for s in to_adopt if s.session_id not in flagged)
+        return jobs
+
+    async def _close_leftover(self, session: SessionInfo) -> None:
+        ref = (session.call_id, session.session_id)
+        self.note_closed(ref)
+        logger.info(
+            "closing session %s of call %s on node %s: the object it was placed for is gone or moved on",
+            session.session_id,
+            session.call_id,
+            session.node_id,
+            extra={"call_id": session.call_id, "session_id": session.session_id, "node_id": session.node_id},
+        )
+        await self._registry.request_close(*ref)
+        self._metrics.orphans_closed.inc()
+
+    async def _adopt(self, session: SessionInfo, snap: Snapshot) -> None:
+        namespace = self._settings.adoption.namespace
+        assert namespace is not None
+        ref = (session.call_id, session.session_id)
+        manifest = adopted_manifest(
+            session,
+            snap.nodes.get(session.node_id),
+            namespace=namespace,
+            ttl_seconds_after_finished=self._settings.adoption.ttl_seconds_after_finished,
+        )
+        self._recent[ref] = self._clock()
+        try:
+            await self._api.create(agentsession_path(namespace), manifest)
+        except ConflictError:
+            return  # adopted already (the watch has not shown it yet)
+        except KubeApiError as exc:
+            if exc.status in (400, 403, 422):
+                self._adopt_refused[ref] = self._clock()
+                logger.warning(
+                    "cannot adopt session %s of call %s: %s", session.session_id, session.call_id, exc
+                )
+                return
+            raise
+        self._metrics.adopted.inc()
+        logger.info(
+            "adopted session %s of call %s (node %s) as %s/%s",
+            session.session_id,
+            session.call_id,
+            session.node_id,
+            namespace,
+            manifest["metadata"]["name"],
+            extra={"call_id": session.call_id, "session_id": session.session_id},
+        )

@@ -1,0 +1,191 @@
+"""Running the operator: credentials, leader lease, probes, metrics, then kopf.
+
+:func:`run` is what ``callboard operator`` calls. In order:
+
+1. log in (service account in a pod, else ``$KUBECONFIG``/``~/.kube/config``);
+2. serve ``/metrics`` (all the time) and, while waiting for the leader lease, a liveness
+   endpoint that says "standby" (kopf's own takes the port over once this replica leads);
+3. hold the Lease; start the runtime (registry, loops); run kopf until SIGTERM/SIGINT or
+   until the lease is lost;
+4. stop kopf, the loops, and release the lease so a standby takes over at once.
+
+Exit status: 0 after a signal, 1 when the lease was lost (the pod restarts as a standby).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import kopf
+from aiohttp import web
+
+from callboard._aio import guarded_task, stop_tasks
+from callboard.errors import CallboardError
+from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
+from callboard.kube.autoscaling.policy import ScalingMode
+from callboard.kube.k8s.client import KubeApi
+from callboard.kube.k8s.lease import LeaderLease, default_identity
+from callboard.kube.running.kopf_handlers import build_kopf_registry, build_kopf_settings
+from callboard.kube.running.wiring import Runtime
+from callboard.kube.settings import Settings
+from callboard.kube.views.metrics import CONTENT_TYPE, OperatorMetrics
+from callboard.registry import store_from_url
+
+__all__ = ["LeadershipLost", "login", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+class LeadershipLost(CallboardError, RuntimeError):
+    """Another replica holds the lease now: this process must stop."""
+
+
+def login() -> Any:
+    """The pod's service account; else the kubeconfig, through the kubernetes client when it is
+    installed (it runs exec plugins: EKS, GKE, AKS), else kopf's minimal kubeconfig reader."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings)
+    if info is None:
+        try:
+            info = kopf.login_via_client(settings=settings, logger=logger)
+        except kopf.LoginError:
+            info = None
+    if info is None:
+        info = kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no Kubernetes credentials: not in a pod and no KUBECONFIG or ~/.kube/config")
+    return info
+
+
+@contextlib.asynccontextmanager
+async def _http(
+    host: str, port: int | None, routes: dict[str, Callable[[web.Request], Any]]
+) -> AsyncIterator[None]:
+    if port is None:
+        yield
+        return
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def run(
+    settings: Settings,
+    *,
+    login_fn: Callable[[], Any] = login,
+    metrics: OperatorMetrics | None = None,
+    stop_flag: asyncio.Event | None = None,
+) -> None:
+    """Run the operator until a signal, ``stop_flag``, or the loss of the leader lease."""
+    settings.validate()
+    metrics = metrics if metrics is not None else OperatorMetrics()
+    # Once per process: a new leadership term must not register the same gauges again.
+    autoscaler_metrics = AutoscalerMetrics(metrics.registry)
+    serving = settings.serving
+
+    async def render_metrics(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def standby(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    identity = settings.leader.identity or default_identity()
+    async with (
+        KubeApi(login_fn) as api,
+        _http(serving.host, serving.metrics_port, {"/metrics": render_metrics}),
+    ):
+        lease: LeaderLease | None = None
+        if settings.leader.enabled:
+            lease = LeaderLease(api, settings.leader, identity=identity)
+            async with _http(serving.host, serving.liveness_port, {"/healthz": standby}):
+                await lease.acquire()
+            metrics.leader.set(1)
+        try:
+            await _lead(
+                settings,
+                api=api,
+                metrics=metrics,
+                autoscaler_metrics=autoscaler_metrics,
+                identity=identity,
+                login_fn=login_fn,
+                lease=lease,
+                stop_flag=stop_flag,
+            )
+        finally:
+            metrics.leader.set(0)
+            if lease is not None:
+                await lease.release()
+
+
+async def _lead(
+    settings: Settings,
+    *,
+    api: KubeApi,
+    metrics: OperatorMetrics,
+    autoscaler_metrics: AutoscalerMetrics,
+    identity: str,
+    login_fn: Callable[[], Any],
+    lease: LeaderLease | None,
+    stop_flag: asyncio.Event | None,
+) -> None:
+    store = store_from_url(settings.registry.url, key_prefix=settings.registry.key_prefix)
+    runtime = Runtime(settings=settings, api=api, store=store, metrics=metrics, instance=identity)
+    await runtime.start()
+    stop = asyncio.Event()
+    watchers: list[asyncio.Task[None]] = []
+    if lease is not None:
+        watchers.append(guarded_task(lease.keep(), name="lease-renewal", logger=logger))
+        watchers.append(guarded_task(_relay(lease.lost, stop), name="lease-watch", logger=logger))
+    if stop_flag is not None:
+        watchers.append(guarded_task(_relay(stop_flag, stop), name="stop-flag", logger=logger))
+    if settings.autoscale.mode is not ScalingMode.OFF:
+        watchers.append(
+            guarded_task(
+                run_autoscaler(
+                    settings=settings.autoscale,
+                    registry=runtime.registry,
+                    api=api,
+                    stop=stop,
+                    metrics=autoscaler_metrics,
+                ),
+                name="autoscaler",
+                logger=logger,
+            )
+        )
+    liveness = (
+        None
+        if settings.serving.liveness_port is None
+        else f"http://{settings.serving.host}:{settings.serving.liveness_port}/healthz"
+    )
+    try:
+        await kopf.operator(
+            registry=build_kopf_registry(runtime, login=login_fn, stop_flag=stop),
+            settings=build_kopf_settings(clusterwide=settings.clusterwide),
+            clusterwide=settings.clusterwide,
+            namespaces=list(settings.namespaces),
+            standalone=True,
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+        )
+    finally:
+        await stop_tasks(watchers, timeout=2.0, logger=logger)
+        await runtime.stop()
+    if lease is not None and lease.lost.is_set():
+        raise LeadershipLost(f"lost the leader lease {settings.leader.name}")
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()

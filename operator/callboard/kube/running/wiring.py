@@ -1,0 +1,181 @@
+"""The operator's parts wired together, started and stopped as one.
+
+:class:`Runtime` owns the API client's users (status writer, Event poster, pod
+annotator), the registry handle, the cache, the placer, the start tracker and the sync
+loop. kopf's handlers (:mod:`callboard.kube.running.kopf_handlers`) call into it; it never calls kopf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from callboard._aio import Pulse, guarded_task, stop_tasks
+from callboard.kube.deleting import finalizer as deletion
+from callboard.kube.k8s.client import KubeApi, KubeApiError, agentsession_path
+from callboard.kube.k8s.event_poster import EventPoster
+from callboard.kube.k8s.pod_annotator import PodAnnotator
+from callboard.kube.k8s.status_writer import StatusWriter
+from callboard.kube.mirroring.loop import Syncer
+from callboard.kube.placing.loop import Placer
+from callboard.kube.placing.start_tracker import StartTracker
+from callboard.kube.settings import Settings
+from callboard.kube.views.metrics import OperatorMetrics
+from callboard.kube.views.object_cache import ObjectCache
+from callboard.registry import SessionKVStore, SessionRegistry
+
+__all__ = ["Runtime"]
+
+logger = logging.getLogger(__name__)
+
+#: Node id of the operator's registry handle. The operator never heartbeats, so no node
+#: record with this id is ever written (it is not a node and must not get sessions).
+OPERATOR_NODE_ID = "callboard-operator"
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        api: KubeApi,
+        store: SessionKVStore,
+        metrics: OperatorMetrics | None = None,
+        instance: str = "callboard-operator",
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.store = store
+        self.metrics = metrics if metrics is not None else OperatorMetrics()
+        # No start(): the handle reads and sends requests; it publishes no node record.
+        self.registry = SessionRegistry(
+            store, node_id=OPERATOR_NODE_ID, ttl=settings.registry.ttl, foreign_scan_interval=None
+        )
+        self.cache = ObjectCache()
+        self.changed = Pulse()
+        self.events = EventPoster(api, instance=instance)
+        self.writer = StatusWriter(api=api, cache=self.cache, events=self.events)
+        self.tracker = StartTracker(self.registry, poll_interval=settings.placement.poll_interval)
+        self.placer = Placer(
+            cache=self.cache,
+            registry=self.registry,
+            writer=self.writer,
+            tracker=self.tracker,
+            metrics=self.metrics,
+            settings=settings.placement,
+        )
+        self.pods = (
+            PodAnnotator(api, min_interval=settings.pods.min_interval) if settings.pods.enabled else None
+        )
+        self.syncer = Syncer(
+            cache=self.cache,
+            registry=self.registry,
+            api=api,
+            writer=self.writer,
+            placer=self.placer,
+            pods=self.pods,
+            metrics=self.metrics,
+            settings=settings,
+            changed=self.changed,
+        )
+        self.started_at = time.time()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+
+    async def start(self) -> None:
+        """Connect to the registry and start the loops (kopf's watch feeds them after this)."""
+        await self.store.start()
+        self._running = True
+        self.started_at = time.time()
+        self.events.start()
+        self.placer.start()
+        self._tasks = [
+            guarded_task(self.tracker.run(), name="start-tracker", logger=logger),
+            guarded_task(self.syncer.run(), name="sync", logger=logger),
+            guarded_task(self._prime(), name="prime-cache", logger=logger),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops and close the registry connection (idempotent)."""
+        if not self._running:
+            return
+        self._running = False
+        await stop_tasks(self._tasks, timeout=2.0, logger=logger)
+        self._tasks = []
+        await self.placer.stop()
+        await self.events.stop()
+        await self.store.close()
+
+    # -- fed by kopf ------------------------------------------------------------------------
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event of an AgentSession (``None`` for the initial listing)."""
+        if event_type == "DELETED":
+            meta = body.get("metadata") or {}
+            uid = str(meta.get("uid", ""))
+            self.cache.remove((str(meta.get("namespace", "")), str(meta.get("name", ""))), uid)
+            self.placer.forget(uid)
+            return
+        obj = self.cache.put_body(body)
+        self.placer.offer(obj)
+
+    async def close_for_deletion(self, body: Mapping[str, Any]) -> str:
+        obj = self.cache.put_body(body)
+        return await deletion.close_for_deletion(
+            obj,
+            cache=self.cache,
+            registry=self.registry,
+            placer=self.placer,
+            writer=self.writer,
+            closer=self.syncer,
+            changed=self.changed,
+            timeout=self.settings.deletion.timeout,
+            placement_timeout=self.settings.placement.start_timeout + 2.0,
+            operator_started_at=self.started_at,
+        )
+
+    def liveness(self) -> dict[str, Any]:
+        """What the liveness probe reports; raises when the sync loop is stuck."""
+        last = self.syncer.last_cycle
+        age = None if last is None else time.monotonic() - last
+        limit = max(30.0, 10 * self.settings.sync.interval)
+        if age is not None and age > limit:
+            raise RuntimeError(f"the sync loop has not finished a cycle for {age:.0f}s")
+        return {
+            "objects": len(self.cache),
+            "sync_age_seconds": None if age is None else round(age, 3),
+            "registry": "ok" if self.syncer.last_error is None else f"unreachable: {self.syncer.last_error}",
+            "starts_in_flight": len(self.tracker),
+        }
+
+    async def _prime(self) -> None:
+        """List the watched objects once; the cache is primed when the watch showed them all."""
+        paths = (
+            [agentsession_path()]
+            if self.settings.clusterwide
+            else [agentsession_path(ns) for ns in self.settings.namespaces]
+        )
+        while True:
+            try:
+                uids = [
+                    str((item.get("metadata") or {}).get("uid"))
+                    for path in paths
+                    for item in await self.api.list_all(path)
+                ]
+                break
+            except KubeApiError as exc:
+                logger.warning("cannot list AgentSessions yet: %s", exc)
+                await asyncio.sleep(1.0)
+        self.cache.expect(uids)
+        try:
+            await asyncio.wait_for(self.cache.primed.wait(), self.settings.adoption.prime_timeout)
+        except TimeoutError:
+            logger.warning(
+                "the watch did not deliver every listed AgentSession within %.0fs; going on",
+                self.settings.adoption.prime_timeout,
+            )
+            self.cache.primed.set()
+        logger.info("cache primed with %d AgentSessions", len(self.cache))

@@ -1,0 +1,46 @@
+"""Pod annotations: what they say, and when they are written."""
+
+from __future__ import annotations
+
+from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for
+from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from tests.support.fake_kube import FakeKube
+
+
+def test_annotation_values() -> None:
+    assert annotations_for(3) == {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false"}
+    assert annotations_for(0) == {POD_DELETION_COST: "0", SAFE_TO_EVICT: None}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_patches_only_changes_and_at_most_once_per_interval() -> None:
+    api, clock = FakeKube(), Clock()
+    api.add_pod("p1", "ns")
+    api.add_pod("p2", "ns")
+    pods = PodAnnotator(api, min_interval=5.0, clock=clock)
+    assert await pods.update({("ns", "p1"): 2, ("ns", "p2"): 0}) == 2
+    assert await pods.update({("ns", "p1"): 2, ("ns", "p2"): 0}) == 0  # unchanged
+    clock.now += 1
+    assert await pods.update({("ns", "p1"): 3, ("ns", "p2"): 0}) == 0  # changed, but too soon
+    clock.now += 5
+    assert await pods.update({("ns", "p1"): 3, ("ns", "p2"): 0}) == 1  # the latest count, once due
+    method, path, body = api.calls[-1]
+    assert method == "PATCH"
+    assert path == "/api/v1/namespaces/ns/pods/p1"
+    assert body == {"metadata": {"annotations": {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false"}}}
+
+
+async def test_missing_pods_are_left_alone_for_a_while() -> None:
+    api, clock = FakeKube(), Clock()  # no pod named gone
+    pods = PodAnnotator(api, min_interval=0.0, clock=clock)
+    assert await pods.update({("ns", "gone"): 1}) == 0
+    assert pods.due({("ns", "gone"): 1}) == {}
+    clock.now += 61
+    assert pods.due({("ns", "gone"): 1}) == {("ns", "gone"): 1}

@@ -1,0 +1,106 @@
+"""The sync loop mirroring the registry into running objects, over a fake API server.
+
+Endings, lost nodes, max duration, leftovers and pod annotations; adoption is in
+test_loop_adoption.py (it needs other settings).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from tests.unit.kube.conftest import Harness
+
+
+async def test_late_confirmation_is_closed_as_a_leftover(harness: Harness) -> None:
+    slow = await harness.node("a-slow", mode="ignore")
+    await harness.node("b-fast")
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Running")
+    # The slow node finally starts attempt 1: a second session for the same object.
+    late = slow.requests[0]
+    await slow.registry.register(late.call_id, late.session_id)
+    await slow.registry.heartbeat()
+    slow.mode = "accept"
+    slow_closes = slow.registry.close_requests()
+    request = await slow_closes.get()
+    assert request.session_id == late.session_id
+
+
+async def test_ended_session_succeeds_then_ttl_deletes(harness: Harness) -> None:
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1", ttlSecondsAfterFinished=0)
+    status = await harness.phase("a1", "Running")
+    await node.end(status["sessionId"], reason="call_ended")
+    await harness.until(lambda: harness.kube.get_object("a1") is None, timeout=3.0)
+    assert "SessionEnded" in await harness.reasons("a1")
+    ended = next(e for e in await harness.events() if e["reason"] == "SessionEnded")
+    assert "call_ended" in ended["message"]
+
+
+async def test_node_lost_then_back(harness: Harness) -> None:
+    node = await harness.node("n1", ttl=0.3)
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Running")
+    await node.kill()
+    status = await harness.phase("a1", "Lost", timeout=3.0)
+    assert status["reason"] == "NodeLost" and status["endedAt"]
+    await node.registry.heartbeat()  # the node comes back: its heartbeat writes the session back
+    status = await harness.phase("a1", "Running", timeout=3.0)
+    assert status["reason"] == "Recovered" and "endedAt" not in status
+    assert [e["type"] for e in await harness.events() if e["reason"] in ("NodeLost", "Recovered")] == [
+        "Warning",
+        "Normal",
+    ]
+
+
+async def test_max_duration_closes_and_succeeds(harness: Harness) -> None:
+    await harness.node("n1")
+    harness.kube.apply("a1", "call-1", maxDurationSeconds=1)
+    await harness.phase("a1", "Running")
+    status = await harness.phase("a1", "Succeeded", timeout=4.0)
+    assert "close_requested" in status["message"]
+    assert "MaxDurationExceeded" in await harness.reasons("a1")
+
+
+async def test_a_session_that_does_not_close_is_asked_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from callboard.kube.mirroring import loop as sync
+
+    monkeypatch.setattr(sync, "RECENT", 0.2)
+    node = await harness.node("n1", deaf=True)
+    harness.kube.apply("a1", "call-1", maxDurationSeconds=1)
+    await harness.phase("a1", "Closing", timeout=4.0)
+    await harness.until(lambda: node.closes >= 3, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Closing"
+
+
+async def test_pod_annotations_follow_the_session_count(harness: Harness) -> None:
+    harness.kube.add_pod("agent-0")
+    node = await harness.node("n1", pod="agent-0", capacity=5)
+    annotations = lambda: harness.kube.pods[("agents", "agent-0")]["metadata"]["annotations"]  # noqa: E731
+    await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
+    assert SAFE_TO_EVICT not in annotations()
+    harness.kube.apply("a1", "call-1")
+    harness.kube.apply("a2", "call-2")
+    await harness.until(lambda: annotations().get(POD_DELETION_COST) == "2")
+    assert annotations()[SAFE_TO_EVICT] == "false"
+    for s in node.sessions:
+        await node.end(s)
+    await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
+    assert SAFE_TO_EVICT not in annotations()
+
+
+async def test_g4_a_session_the_store_lost_while_its_node_lives_keeps_running(harness: Harness) -> None:
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    await harness.store.delete([f"sessions/call-1/{status['sessionId']}"])  # a flush: no tombstone
+    # The operator notices the gap and waits (a record without tombstone is not an end)...
+    await harness.until(lambda: harness.runtime.syncer._missing_since, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Running"
+    await node.registry.heartbeat()  # ...until the node's heartbeat writes the record back.
+    await harness.until(lambda: not harness.runtime.syncer._missing_since, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Running"
+    assert "SessionEnded" not in await harness.reasons("a1")

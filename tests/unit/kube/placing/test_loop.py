@@ -1,0 +1,105 @@
+"""Placing objects over a fake API server and an in-memory registry: node choice, retries, restarts.
+
+The real-cluster versions of these live in tests/e2e/operator; these run in milliseconds
+and reach corners that are slow to provoke there (rejections, timeouts, an outage).
+"""
+
+from __future__ import annotations
+
+import time
+
+from callboard.kube.resource.naming import parse_session_id
+from callboard.kube.settings import Settings
+from tests.unit.kube.conftest import Harness
+
+
+async def test_apply_places_on_the_packed_node_and_runs(harness: Harness) -> None:
+    await harness.node("idle", capacity=4)
+    busy = await harness.node("busy", capacity=4)
+    await busy.registry.register("other", "s-other")
+    await busy.registry.heartbeat()
+    harness.kube.apply("a1", "call-1", params={"greeting": "hi"})
+    status = await harness.phase("a1", "Running")
+    assert status["nodeId"] == "busy" and status["attempts"] == 1
+    placed = parse_session_id(status["sessionId"])
+    assert placed is not None and placed.namespace == "ns" and placed.attempt == 1
+    assert busy.requests[0].params == {"greeting": "hi"} and busy.requests[0].call_type == "default"
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Placed": "True", "Ready": "True"}
+    assert await harness.reasons("a1") == ["StartRequested", "Started"]
+
+
+async def test_no_capacity_waits_pending_then_runs_when_a_node_appears(harness: Harness) -> None:
+    harness.kube.apply("a1", "call-1", pool="gpu")
+    status = await harness.phase("a1", "Pending")
+    placed = next(c for c in status["conditions"] if c["type"] == "Placed")
+    assert placed["status"] == "False" and placed["reason"] == "NoCapacity"
+    assert "no agent node is registered" in placed["message"]
+    await harness.node("cpu-node", pool="cpu")
+    await harness.until(lambda: "none of 1 agent nodes is in pool 'gpu'" in harness.status("a1")["message"])
+    await harness.node("gpu-node", pool="gpu")
+    status = await harness.phase("a1", "Running")
+    assert status["nodeId"] == "gpu-node"
+
+
+async def test_rejected_then_retried_elsewhere(harness: Harness) -> None:
+    await harness.node("a-rejects", capacity=1, mode="reject")
+    good = await harness.node("b-good", capacity=5)
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    assert status["nodeId"] == "b-good" and status["attempts"] == 2
+    assert status["sessionId"].endswith(".2") and good.sessions == [status["sessionId"]]
+    assert "NodeRejected" in await harness.reasons("a1")
+
+
+async def test_unconfirmed_then_failed_after_every_attempt(harness: Harness) -> None:
+    for name in ("n1", "n2", "n3"):
+        await harness.node(name, mode="ignore" if name != "n2" else "reject")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Failed", timeout=10)
+    assert status["attempts"] == 3 and status["reason"] == "StartFailed"
+    assert "refused" in status["message"] and "did not confirm" in status["message"]
+    reasons = await harness.reasons("a1")
+    assert reasons.count("StartTimeout") == 2 and reasons.count("NodeRejected") == 1
+    assert any(e["type"] == "Warning" and e["reason"] == "StartFailed" for e in await harness.events())
+
+
+async def test_restart_resumes_a_scheduled_attempt_without_a_second_start(harness: Harness) -> None:
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Running")
+    # A fresh operator process sees the object as the previous one left it mid-attempt.
+    obj = harness.kube.get_object("a1")
+    assert obj is not None
+    obj["status"]["phase"] = "Scheduled"
+    harness.runtime.cache.remove(("ns", "a1"))
+    harness.runtime.observe(None, obj)
+    status = await harness.phase("a1", "Running")
+    assert status["attempts"] == 1 and len(node.requests) == 1
+
+
+async def test_a_stale_registry_read_does_not_hide_a_confirmed_start(settings: Settings) -> None:
+    from callboard.kube.placing.policy import Strategy
+    from callboard.kube.views.registry_snapshot import Snapshot
+
+    settings.placement.strategy = Strategy.SPREAD
+    settings.sync.interval = 3600.0  # this test takes the registry reads itself
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        await h.node("a", capacity=4)
+        await h.node("b", capacity=4)
+        before = time.time()
+        await h.runtime.syncer.cycle()
+        h.kube.apply("s1", "call-1")
+        assert (await h.phase("s1", "Running"))["nodeId"] == "a"
+        # A read that began before "a" registered s1 and ended after: it lists no session.
+        nodes = await h.runtime.registry.list_nodes()
+        h.runtime.placer.set_snapshot(Snapshot.build(nodes, [], now=before))
+        h.kube.apply("s2", "call-2")
+        assert (await h.phase("s2", "Running"))["nodeId"] == "b"
+    finally:
+        await h.kopf.stop()
+        for node in h.nodes:
+            await node.kill()
+        await h.runtime.stop()
