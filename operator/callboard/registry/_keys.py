@@ -29,7 +29,6 @@ the store adds it. Channel names for push notices are built here too.
 from __future__ import annotations
 
 __all__ = [
-    "CALLBOARD_ONLY_MARKER",
     "CALL_INDEX_PREFIX",
     "CLOSE_CHANNEL_PREFIX",
     "CLOSE_PREFIX",
@@ -39,6 +38,7 @@ __all__ = [
     "NODES_PREFIX",
     "NODE_DIGEST_PREFIX",
     "NODE_INDEX_PREFIX",
+    "NO_FOREIGN_MARKER",
     "SESSIONS_PREFIX",
     "START_CHANNEL_PREFIX",
     "START_REQUESTS_PREFIX",
@@ -73,7 +73,7 @@ START_RESULTS_PREFIX = "start_results/"
 #: (Vision Agents) node, for two scan intervals. While it lives, per-call reads and limits
 #: trust the indexes alone; without it (no scan yet, a scan found foreign sessions, the
 #: scanner gone) they also scan the call's keys, as Vision Agents does.
-CALLBOARD_ONLY_MARKER = "index/callboard_only"
+NO_FOREIGN_MARKER = "index/callboard_only"
 #: The lease of the one node that runs the foreign scan for the whole cluster.
 FOREIGN_SCAN_LEASE = "leases/foreign_scan"
 

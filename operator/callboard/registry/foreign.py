@@ -7,7 +7,7 @@ cluster is known to be callboard-only. The scan establishes that: one node of th
 runs it (it holds a lease, so the key space is scanned once per interval, not once per
 node), indexes every session by call and, when none is foreign, sets the marker that lets
 every node trust its indexes for two intervals; a foreign session removes it. With
-``FleetMode.CALLBOARD_ONLY`` or ``MIXED`` declared, or ``foreign_scan_interval=None``, no
+the fleet declared ``callboard_only`` or ``mixed``, or ``foreign_scan_interval=None``, no
 scan runs. On a plain store there is no index: every read is already exact.
 """
 

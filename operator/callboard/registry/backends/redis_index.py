@@ -93,7 +93,7 @@ class RedisSessionIndex(SessionIndex):
             node_id,
             "1" if write_back else "0",
             self._k(k.ENDED_PREFIX),
-            self._k(k.CALLBOARD_ONLY_MARKER) if extras is None and auto else "",
+            self._k(k.NO_FOREIGN_MARKER) if extras is None and auto else "",
             _ms(ttl * CALL_INDEX_TTL_FACTOR),
             len(extras or ()),
             *(extras or ()),
@@ -238,7 +238,7 @@ class RedisSessionIndex(SessionIndex):
         if exact:
             result = await self._members_of(index_key, prefix, "", await self._call_members(call_id))
         else:
-            marker = self._k(k.CALLBOARD_ONLY_MARKER) if exact is None else ""
+            marker = self._k(k.NO_FOREIGN_MARKER) if exact is None else ""
             result = await self._members_of(index_key, prefix, marker, [])
             if result[0] == 1:  # not known to be callboard-only: find the call's keys too
                 result = await self._members_of(index_key, prefix, "", await self._call_members(call_id))
@@ -288,7 +288,7 @@ class RedisSessionIndex(SessionIndex):
             if batch:
                 foreign += await self._index_add(keys=[], args=[*fixed, *batch])
             if foreign:
-                await client.delete(self._k(k.CALLBOARD_ONLY_MARKER))
+                await client.delete(self._k(k.NO_FOREIGN_MARKER))
             else:
-                await client.set(self._k(k.CALLBOARD_ONLY_MARKER), b"1", px=_ms(keep))
+                await client.set(self._k(k.NO_FOREIGN_MARKER), b"1", px=_ms(keep))
         return foreign
