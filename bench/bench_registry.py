@@ -9,7 +9,8 @@
 
 Each figure is printed beside the documented way of doing it, measured in the same run:
 a heartbeat of two round trips per session (refresh the record only-if-exists, read the
-close flag), ``get_for_call`` as a SCAN of the key space plus MGET, a close noticed by
+close flag), ``get_for_call`` as a SCAN of the key space plus MGET (also what a mixed fleet with Vision
+Agents nodes pays, shown below it), a close noticed by
 polling every 5 s (uniform 0-5 s; computed, since measuring it takes minutes).
 The heartbeat figure is amortized: 9 cheap heartbeats (no per-session payload) and one full
 one (the node's whole session list, a consistency check) in every 10; both are shown.
@@ -22,7 +23,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from callboard.registry import RedisSessionKVStore, SessionInfo, SessionRegistry
+from callboard.registry import FleetMode, RedisSessionKVStore, SessionInfo, SessionRegistry
 from callboard.registry import _keys as k
 from callboard.registry.backends.redis_index import FULL_HEARTBEAT_EVERY, RedisSessionIndex
 from tests.support.redis_server import RedisServer
@@ -98,12 +99,18 @@ async def run() -> list[tuple[str, float, float | None, str, str]]:
             await _populate(reg, 100_000, calls=50_000)  # 100,000 other sessions, 2 per call
             for i in range(3):
                 await reg.register("target-call", f"t{i}")
+            # A callboard-only fleet: the one foreign scan found no foreign session, so every
+            # node trusts its indexes (the steady state of the default, FleetMode.AUTO).
+            assert await reg.index_foreign_sessions() == 0
             ours = await _median_ms(lambda: reg.get_for_call("target-call"), runs=51)
             assert len(await reg.get_for_call("target-call")) == 3
             store = reg.store
             assert isinstance(store, RedisSessionKVStore)
             naive = await _median_ms(lambda: _naive_get_for_call(store, "target-call"), runs=5)
             rows.append(("get_for_call, 100,000 other sessions", ours, naive, "ms", "≤ 2 ms"))
+            reg.fleet = FleetMode.MIXED  # Vision Agents nodes write with their own client
+            mixed = await _median_ms(lambda: reg.get_for_call("target-call"), runs=5)
+            rows.append(("  the same, mixed fleet (scans the call's keys)", mixed, naive, "ms", ""))
 
         server.flushall()
         owner = SessionRegistry(RedisSessionKVStore(url=server.url), node_id="owner")

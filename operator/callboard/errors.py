@@ -8,6 +8,11 @@ the level they need::
     │                               (also ValueError)
     ├── InvalidIdError              a call/session/node id that is empty, too long or has
     │                               characters outside the allowed set (also ValueError)
+    ├── InvalidValueError           a value the registry would store is out of bounds: NaN,
+    │                               inf or a huge number, non-JSON or oversized metrics or
+    │                               params (also ValueError)
+    ├── SessionConflictError        the session is registered by another live node
+    ├── NodeIdInUseError            another live process heartbeats under this node id
     ├── StoreError                  the key-value store failed
     │   └── StoreUnavailableError   it cannot be reached (connection refused, timeout)
     ├── MalformedRecordError        a stored record is not JSON of the right shape (also ValueError)
@@ -46,10 +51,13 @@ __all__ = [
     "CapacityError",
     "ConfigurationError",
     "InvalidIdError",
+    "InvalidValueError",
     "MalformedRecordError",
     "MaxConcurrentSessionsExceeded",
     "MaxSessionsPerCallExceeded",
     "NodeDrainingError",
+    "NodeIdInUseError",
+    "SessionConflictError",
     "SessionNotFoundError",
     "StartRequestGoneError",
     "StoreError",
@@ -67,6 +75,30 @@ class ConfigurationError(CallboardError, ValueError):
 
 class InvalidIdError(CallboardError, ValueError):
     """An id is not acceptable as part of a store key."""
+
+
+class InvalidValueError(CallboardError, ValueError):
+    """A value given to the registry cannot be stored as it is (its message says which and why).
+
+    Raised before anything is written, so a bad value never reaches the store, where it
+    would break every later reader or heartbeat of the record (G12).
+    """
+
+
+class SessionConflictError(CallboardError):
+    """The session is registered by another node whose record is live: it is not ours to take.
+
+    A second node (or a second process with the same id) must never overwrite a record it
+    does not own; it may register the session once the owner removed it or its record expired.
+    """
+
+
+class NodeIdInUseError(CallboardError):
+    """Another live process heartbeats under this node id: two processes must never share one.
+
+    Raised at start when the node record keeps being refreshed by someone else. A process
+    that died leaves a record that expires within one TTL; the id is free again after that.
+    """
 
 
 class StoreError(CallboardError):

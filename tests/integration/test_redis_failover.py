@@ -68,10 +68,6 @@ async def test_cluster_mode_with_default_prefix_is_refused_at_start(cluster: Clu
         await registry.store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 12: READONLY from a demoted primary is a plain StoreError, not unavailable",
-)
 async def test_g10_readonly_after_failover_counts_as_unavailable() -> None:
     with RedisServer() as primary, RedisServer() as promoted:
         registry = SessionRegistry(RedisSessionKVStore(url=primary.url), node_id="node-a", ttl=30)

@@ -1,7 +1,7 @@
 """Issue 11's registry defects, each driven by the order of calls against a real redis-server.
 
-Every test here fails on the code it was written against and is a strict xfail until its fix
-lands (a fix makes it pass, strict xfail then fails: remove the mark with the fix). Raw
+Every test here failed on the code it was written against (a strict xfail until its fix
+landed; the fixes removed the marks). Raw
 edits go straight to Redis with the documented Vision Agents key layout
 (``<prefix>sessions/{call}/{session}``): that is what eviction, a flush, manual clean-up or a
 Vision Agents node does to the keys.
@@ -73,10 +73,6 @@ def _record(call_id: str, session_id: str, node_id: str) -> bytes:
 # -- defect 1 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 1: a heartbeat with a snapshot taken before remove() writes the session back",
-)
 async def test_g2_removed_session_stays_removed(node: SessionRegistry, raw: aioredis.Redis) -> None:
     """The heartbeat snapshots the sessions, remove() reaches Redis first, the heartbeat after.
 
@@ -104,10 +100,6 @@ async def test_g2_removed_session_stays_removed(node: SessionRegistry, raw: aior
 # -- defect 2 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 2: a documented-layout session is not in get_for_call until the foreign scan",
-)
 async def test_g5_documented_layout_session_visible_to_get_for_call_at_once(
     node: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -115,10 +107,6 @@ async def test_g5_documented_layout_session_visible_to_get_for_call_at_once(
     assert [s.session_id for s in await node.get_for_call("call-1")] == ["va-1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 2: the per-call limit does not count a documented-layout session",
-)
 async def test_g5_call_limit_counts_documented_layout_session(
     node: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -127,10 +115,6 @@ async def test_g5_call_limit_counts_documented_layout_session(
         await node.register("call-1", "mine", max_sessions_per_call=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 2: the index the foreign scan writes expires before the next scan",
-)
 async def test_g5_scanned_documented_layout_session_stays_in_call_index(
     node: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -147,10 +131,6 @@ async def test_g5_scanned_documented_layout_session_stays_in_call_index(
 # -- defect 3 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 3: a deleted call index is rebuilt by the first heartbeat only",
-)
 async def test_g3_lost_call_index_is_repaired_by_heartbeats(
     node: SessionRegistry, other: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -162,10 +142,6 @@ async def test_g3_lost_call_index_is_repaired_by_heartbeats(
     assert sorted(s.session_id for s in await node.get_for_call("call-1")) == ["on-a", "on-b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 3: after a lost call index the per-call limit admits one too many",
-)
 async def test_g5_call_limit_holds_after_call_index_loss(
     node: SessionRegistry, other: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -181,10 +157,6 @@ async def test_g5_call_limit_holds_after_call_index_loss(
 # -- defect 4 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 4: the cheap heartbeat compares a count, a swapped index member passes",
-)
 async def test_g3_heartbeat_restores_session_behind_a_swapped_index_member(
     node: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -201,10 +173,6 @@ async def test_g3_heartbeat_restores_session_behind_a_swapped_index_member(
 # -- defect 5 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 5: session_status says ENDED for a lost record of a live node, no tombstone",
-)
 async def test_g4_status_of_lost_record_on_live_node_is_not_ended(
     node: SessionRegistry, other: SessionRegistry, raw: aioredis.Redis
 ) -> None:
@@ -217,10 +185,6 @@ async def test_g4_status_of_lost_record_on_live_node_is_not_ended(
 # -- defect 6 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 6: update_metrics stores a non-JSON value and every later write-back raises",
-)
 async def test_g12_bad_metrics_do_not_poison_heartbeats(node: SessionRegistry, raw: aioredis.Redis) -> None:
     await node.register("call-1", "s-1")
     with pytest.raises((TypeError, ValueError, CallboardError)):
@@ -235,10 +199,6 @@ async def test_g12_bad_metrics_do_not_poison_heartbeats(node: SessionRegistry, r
 # -- defect 9 ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 9: register() overwrites another node's live record",
-)
 async def test_g11_register_refuses_another_nodes_live_session(
     node: SessionRegistry, other: SessionRegistry
 ) -> None:
@@ -250,10 +210,6 @@ async def test_g11_register_refuses_another_nodes_live_session(
     assert info.node_id == "node-a"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 9: a second registry with the same node id starts without complaint",
-)
 async def test_g11_duplicate_node_id_is_refused_at_start(node: SessionRegistry, redis_url: str) -> None:
     twin = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="node-a", ttl=30)
     try:
@@ -267,10 +223,6 @@ async def test_g11_duplicate_node_id_is_refused_at_start(node: SessionRegistry, 
 # -- defect 10 --------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 10: register() accepts started_at=NaN/inf and listings then fail",
-)
 @pytest.mark.parametrize("started_at", [math.nan, math.inf, 1e300])
 async def test_g12_register_rejects_non_finite_started_at(node: SessionRegistry, started_at: float) -> None:
     with pytest.raises((ValueError, CallboardError)):
@@ -278,10 +230,6 @@ async def test_g12_register_rejects_non_finite_started_at(node: SessionRegistry,
     assert await node.list_sessions() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 10: metrics have no size limit",
-)
 async def test_g12_update_metrics_rejects_huge_value(node: SessionRegistry) -> None:
     await node.register("call-1", "s-1")
     with pytest.raises((ValueError, CallboardError)):

@@ -21,6 +21,7 @@ from callboard.registry.index import KVSessionIndex, SessionIndex
 from callboard.registry.models import (
     EndedInfo,
     EndReason,
+    FleetMode,
     NodeInfo,
     SessionInfo,
     SessionStatus,
@@ -50,6 +51,7 @@ __all__ = [
     "EndReason",
     "EndedInfo",
     "EventStream",
+    "FleetMode",
     "InMemorySessionKVStore",
     "KVSessionIndex",
     "NodeInfo",

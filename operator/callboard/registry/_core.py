@@ -12,16 +12,17 @@ import logging
 import socket
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from callboard._aio import LogThrottle
 from callboard.errors import ConfigurationError
 from callboard.registry.backends.memory import InMemorySessionKVStore
 from callboard.registry.ids import validate_id
-from callboard.registry.index import KVSessionIndex, SessionIndex
-from callboard.registry.models import NodeInfo, SessionInfo
+from callboard.registry.index import KVSessionIndex, MembershipDigest, SessionIndex
+from callboard.registry.models import FleetMode, NodeInfo, SessionInfo
 from callboard.registry.store import PubSubSupport, SessionIndexSupport, SessionKVStore
 
-__all__ = ["LIST_CHUNK", "RegistryCore", "generate_node_id"]
+__all__ = ["LIST_CHUNK", "LocalSessions", "RegistryCore", "generate_node_id"]
 
 logger = logging.getLogger("callboard.registry.registry")
 
@@ -34,6 +35,55 @@ def generate_node_id() -> str:
     host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())
     host = host.strip("-.")[:48] or "node"
     return f"{host}-{uuid.uuid4().hex[:8]}"
+
+
+class LocalSessions(dict[tuple[str, str], SessionInfo]):
+    """The sessions this node runs, keyed by ``(call_id, session_id)``, with their digest.
+
+    The digest (:class:`~callboard.registry.index.MembershipDigest`) follows every change,
+    so the cheap heartbeat compares membership with the store without hashing every session
+    on every beat.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._digest = MembershipDigest()
+
+    @property
+    def digest(self) -> str:
+        return str(self._digest)
+
+    def __setitem__(self, key: tuple[str, str], value: SessionInfo) -> None:
+        if key not in self:
+            self._digest.add(*key)
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: tuple[str, str]) -> None:
+        super().__delitem__(key)
+        self._digest.discard(*key)
+
+    def pop(self, key: tuple[str, str], *default: Any) -> Any:
+        if key in self:
+            self._digest.discard(*key)
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        super().clear()
+        self._digest = MembershipDigest()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: tuple[str, str], default: SessionInfo) -> SessionInfo:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def popitem(self) -> tuple[tuple[str, str], SessionInfo]:
+        key, value = super().popitem()
+        self._digest.discard(*key)
+        return key, value
 
 
 class RegistryCore:
@@ -55,13 +105,14 @@ class RegistryCore:
         self._node_id = validate_id(node_id if node_id is not None else generate_node_id(), "node_id")
         self._ttl = ttl
         self.foreign_scan_interval = foreign_scan_interval
+        self.fleet = FleetMode.AUTO
         self._index: SessionIndex = (
             self._store.session_index()
             if isinstance(self._store, SessionIndexSupport)
             else KVSessionIndex(self._store)
         )
         self._node = NodeInfo(node_id=self._node_id)
-        self._local: dict[tuple[str, str], SessionInfo] = {}
+        self._local = LocalSessions()
         self._local_close: set[tuple[str, str]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._throttle = LogThrottle()
@@ -82,6 +133,15 @@ class RegistryCore:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def _exact(self) -> bool | None:
+        """How per-call reads and limits find documented-layout sessions (see FleetMode)."""
+        if self.fleet is FleetMode.MIXED:
+            return True
+        if self.fleet is FleetMode.CALLBOARD_ONLY:
+            return False
+        return None
 
     @property
     def supports_push(self) -> bool:

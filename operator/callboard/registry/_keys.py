@@ -16,9 +16,12 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``ended/{call_id}/{session_id}``       | JSON tombstone (reason)   | ENDED_TTL    |
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
+| ``index/digests/{node_id}``            | digest of that set's members (Redis) | ttl, renewed |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | its expiry   |
 | ``start_claims/{request_id}``          | claimed/started + claimant, or withdrawn | ENDED_TTL |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
+| ``index/callboard_only``               | "1": the last scan found no foreign session | 2 scan intervals |
+| ``leases/foreign_scan``                | node id of the one scanner | 2 scan intervals |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
 the store adds it. Channel names for push notices are built here too.
@@ -32,8 +35,11 @@ __all__ = [
     "CLOSE_PREFIX",
     "ENDED_PREFIX",
     "ENDED_TTL",
+    "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
+    "NODE_DIGEST_PREFIX",
     "NODE_INDEX_PREFIX",
+    "NO_FOREIGN_MARKER",
     "SESSIONS_PREFIX",
     "START_CHANNEL_PREFIX",
     "START_CLAIMS_PREFIX",
@@ -43,6 +49,7 @@ __all__ = [
     "close_channel",
     "close_key",
     "ended_key",
+    "node_digest_key",
     "node_index_key",
     "node_key",
     "session_key",
@@ -59,11 +66,20 @@ NODES_PREFIX = "nodes/"
 ENDED_PREFIX = "ended/"
 CALL_INDEX_PREFIX = "index/calls/"
 NODE_INDEX_PREFIX = "index/nodes/"
+NODE_DIGEST_PREFIX = "index/digests/"
 CLOSE_CHANNEL_PREFIX = "channels/close/"
 START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
 START_RESULTS_PREFIX = "start_results/"
 START_CLAIMS_PREFIX = "start_claims/"
+
+#: Set by the foreign scan when a whole scan found no session of a documented-layout
+#: (Vision Agents) node, for two scan intervals. While it lives, per-call reads and limits
+#: trust the indexes alone; without it (no scan yet, a scan found foreign sessions, the
+#: scanner gone) they also scan the call's keys, as Vision Agents does.
+NO_FOREIGN_MARKER = "index/callboard_only"
+#: The lease of the one node that runs the foreign scan for the whole cluster.
+FOREIGN_SCAN_LEASE = "leases/foreign_scan"
 
 #: How long a tombstone of an ended session stays, in seconds: long enough for the operator
 #: (which syncs every few seconds, or after a restart) to tell "ended" from "lost".
@@ -92,6 +108,11 @@ def call_index_key(call_id: str) -> str:
 
 def node_index_key(node_id: str) -> str:
     return f"{NODE_INDEX_PREFIX}{node_id}"
+
+
+def node_digest_key(node_id: str) -> str:
+    """The digest ("count:sum1:sum2") of a node index's members, kept by the scripts."""
+    return f"{NODE_DIGEST_PREFIX}{node_id}"
 
 
 def close_channel(node_id: str) -> str:

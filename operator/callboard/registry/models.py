@@ -17,10 +17,12 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from callboard.errors import MalformedRecordError
+from callboard.registry.bounds import is_timestamp
 
 __all__ = [
     "EndReason",
     "EndedInfo",
+    "FleetMode",
     "NodeInfo",
     "SessionInfo",
     "SessionStatus",
@@ -35,11 +37,15 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
+def _no_constants(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode(data: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
     if isinstance(data, Mapping):
         return data
     try:
-        decoded = json.loads(data)
+        decoded = json.loads(data, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedRecordError(f"{what} record is not valid JSON: {exc}") from exc
     if not isinstance(decoded, dict):
@@ -109,6 +115,12 @@ class SessionInfo:
             raise MalformedRecordError("session record has non-string ids")
         if not isinstance(info.metrics, dict):
             raise MalformedRecordError("session record has non-object metrics")
+        if not is_timestamp(info.started_at):
+            raise MalformedRecordError(f"session record has a bad started_at: {info.started_at!r}")
+        if info.metrics_updated_at is not None and not is_timestamp(info.metrics_updated_at):
+            raise MalformedRecordError(
+                f"session record has a bad metrics_updated_at: {info.metrics_updated_at!r}"
+            )
         return info
 
 
@@ -148,7 +160,11 @@ class NodeInfo:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> NodeInfo:
-        return _known_fields(cls, _decode(data, "node"))
+        """Decode a stored record; ``MalformedRecordError`` or ``TypeError`` when it is bad."""
+        node = _known_fields(cls, _decode(data, "node"))
+        if not (is_timestamp(node.started_at) and is_timestamp(node.heartbeat_at)):
+            raise MalformedRecordError("node record has a bad started_at or heartbeat_at")
+        return node
 
 
 @dataclass(slots=True)
@@ -253,11 +269,30 @@ class SessionStatus(StrEnum):
     LIVE = "live"
     """Its record is in the registry."""
     ENDED = "ended"
-    """Its record is gone and its node said so (tombstone) or its node is still alive."""
+    """Its node said it ended: a tombstone says so (and why). Nothing else means ended."""
     LOST = "lost"
     """Its record is gone and so is its node record: the node died or was cut off."""
     UNKNOWN = "unknown"
-    """Its record is gone and nothing else is known (e.g. a foreign node's session)."""
+    """Its record is gone, with no tombstone, and its node is alive or not known: the store
+    may have lost it (flush, failover, eviction) and the node's next heartbeat writes it
+    back, or it was a foreign node's session. Not an end: ask again later."""
+
+
+class FleetMode(StrEnum):
+    """Who writes sessions to the store, as far as per-call reads and limits need to know.
+
+    Sessions written by Vision Agents nodes with their own Redis client are in no index, so
+    finding them by call takes a scan of the call's keys (O(key space), as Vision Agents
+    does it). The mode says when to pay that.
+    """
+
+    AUTO = "auto"
+    """Scan unless the cluster's one foreign scan found no foreign session (its marker)."""
+    CALLBOARD_ONLY = "callboard_only"
+    """Declared: only callboard nodes (or Vision Agents on callboard's store) write; never
+    scan, and no foreign scan runs."""
+    MIXED = "mixed"
+    """Declared: Vision Agents nodes write with their own client; always scan (G5 at once)."""
 
 
 class EndReason(StrEnum):

@@ -8,17 +8,20 @@ what the store lost) and removed with a tombstone that says why
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
-from callboard.errors import ConfigurationError
+from callboard.errors import ConfigurationError, NodeIdInUseError
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
+from callboard.registry.bounds import MAX_METRICS_BYTES, check_json_object, check_timestamp
 from callboard.registry.ids import validate_id
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus, decode_or_none
+from callboard.registry.store import PubSubSupport
 
 __all__ = ["UNSET", "SessionRecords"]
 
@@ -63,8 +66,12 @@ class SessionRecords(RegistryCore):
         With ``max_sessions_per_call``, refuse with
         :class:`~callboard.errors.MaxSessionsPerCallExceeded` if the call already has that
         many sessions on any node (atomic in Redis, best effort on a plain store).
+        Refuse with :class:`~callboard.errors.SessionConflictError` when another node's live
+        record holds the session (this node's own record is rewritten: a restore).
         ``started_at`` and ``metrics`` restore a session this node already ran (e.g. after
-        a restart of the process that owns the registry), in the same single write.
+        a restart of the process that owns the registry), in the same single write; out of
+        bounds (see :mod:`~callboard.registry.bounds`) they raise
+        :class:`~callboard.errors.InvalidValueError` and nothing is written.
         """
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
@@ -74,11 +81,13 @@ class SessionRecords(RegistryCore):
             session_id=session_id,
             call_id=call_id,
             node_id=self._node_id,
-            started_at=time.time() if started_at is None else started_at,
-            metrics=dict(metrics or {}),
+            started_at=time.time() if started_at is None else check_timestamp(started_at, "started_at"),
+            metrics={} if metrics is None else check_json_object(metrics, "metrics", MAX_METRICS_BYTES),
             metrics_updated_at=None if metrics is None else time.time(),
         )
-        await self._index.register(info, self._ttl, max_sessions_per_call=max_sessions_per_call)
+        await self._index.register(
+            info, self._ttl, max_sessions_per_call=max_sessions_per_call, exact=self._exact
+        )
         self._local[(call_id, session_id)] = info
         return info
 
@@ -98,15 +107,21 @@ class SessionRecords(RegistryCore):
         await self._index.remove(call_id, session_id, ended)
 
     async def update_metrics(self, call_id: str, session_id: str, metrics: Mapping[str, Any]) -> None:
-        """Replace the metrics of a session, only if the session still exists."""
+        """Replace the metrics of a session, only if the session still exists.
+
+        Metrics that are not plain, finite JSON within :data:`~callboard.registry.bounds.MAX_METRICS_BYTES`
+        raise :class:`~callboard.errors.InvalidValueError` and change nothing, so one bad
+        value can never stop the heartbeat that writes the session back.
+        """
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
+        checked = check_json_object(metrics, "metrics", MAX_METRICS_BYTES)
         info = self._local.get((call_id, session_id))
         if info is None:
             info = await self.get(call_id, session_id)
             if info is None:
                 return
-        info.metrics = dict(metrics)
+        info.metrics = checked
         info.metrics_updated_at = time.time()
         await self._store.set(
             k.session_key(call_id, session_id), info.to_json(), self._ttl, only_if_exists=True
@@ -120,9 +135,9 @@ class SessionRecords(RegistryCore):
         return decode_or_none(SessionInfo.from_json, raw, on_error=self._warn_malformed("session"))
 
     async def get_for_call(self, call_id: str) -> list[SessionInfo]:
-        """Every session of one call, on every node."""
+        """Every session of one call, on every node (documented-layout nodes' too, see README)."""
         validate_id(call_id, "call_id")
-        return self._decode_sessions(await self._index.sessions_for_call(call_id))
+        return self._decode_sessions(await self._index.sessions_for_call(call_id, exact=self._exact))
 
     def set_node_info(
         self,
@@ -161,16 +176,68 @@ class SessionRecords(RegistryCore):
         """Refresh this node's record and all its sessions in O(1) round trips.
 
         Upserts: a session this node still runs that the store lost (restart, flush, an
-        outage longer than the TTL) is written back. Returns how many were written back.
+        outage longer than the TTL) is written back; one removed while the heartbeat was on
+        its way is not, nor anything over a tombstone (G2). Returns how many were written back.
         """
         node = replace(self._node, active=len(self._local), heartbeat_at=time.time())
-        restored = await self._index.heartbeat(node, list(self._local.values()), self._ttl)
+        restored = await self._index.heartbeat(
+            node,
+            list(self._local.values()),
+            self._ttl,
+            still_local=lambda s: self._local.get((s.call_id, s.session_id)) is s,
+            digest=self._local.digest,
+        )
         self._node = replace(self._node, heartbeat_at=node.heartbeat_at)
         if restored:
             logger.warning(
                 "heartbeat of %s wrote back %d sessions the store had lost", self._node_id, restored
             )
         return restored
+
+    async def _claim_node_id(self) -> None:
+        """Make sure no other live process runs under this node id (G11).
+
+        At start this process has written nothing yet, so a node record already there is
+        another process's: a live duplicate (two pods given one id, a process started
+        twice) or one that died. A running registry listens on its close channel, and a
+        dead process's subscription went with its connection: with push, a listener means
+        :class:`~callboard.errors.NodeIdInUseError` and none means the id is free, at once.
+        (A process cut off by a partition keeps its subscription until Redis drops the
+        connection, but not its record, which expires within one TTL.) Without push,
+        watch the record for up to one TTL: refreshed means live; gone means free.
+        """
+        first = await self.get_node(self._node_id)
+        if first is None:
+            return
+        if isinstance(self._store, PubSubSupport):
+            listeners = await self._store.subscribers(k.close_channel(self._node_id))
+            if listeners == 0:
+                return
+            if listeners is not None:
+                raise NodeIdInUseError(
+                    f"node id {self._node_id!r} is in use: another running registry listens under it "
+                    f"(node record started at {first.started_at:.0f}); give every process its own id"
+                )
+        deadline = time.monotonic() + self._ttl
+        # Ten looks per TTL: a live owner (heartbeating every TTL/3 or faster) is seen
+        # refreshing within about a third of the TTL.
+        interval = min(self._ttl / 10, 1.0)
+        logger.warning(
+            "node record of %s exists before this process wrote one; waiting up to %.0fs to see "
+            "whether another live process uses this node id",
+            self._node_id,
+            self._ttl,
+        )
+        while time.monotonic() < deadline:
+            await asyncio.sleep(interval)
+            current = await self.get_node(self._node_id)
+            if current is None:
+                return
+            if current.heartbeat_at != first.heartbeat_at or current.started_at != first.started_at:
+                raise NodeIdInUseError(
+                    f"node id {self._node_id!r} is in use: another live process refreshes its node "
+                    f"record (started at {current.started_at:.0f}); give every process its own id"
+                )
 
     async def list_sessions(
         self, *, node_id: str | None = None, call_id: str | None = None
@@ -208,6 +275,9 @@ class SessionRecords(RegistryCore):
         """Tell a live session from one that ended and one that was lost with its node.
 
         ``node_id`` is the node the session was last seen on (the caller remembers it).
+        Only a tombstone means ENDED (G4): with no record, no tombstone and the node alive
+        (the gap after a flush, a failover or an eviction, before the node's next heartbeat
+        writes the record back) the answer is UNKNOWN; LOST needs the node record gone too.
         """
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
@@ -219,9 +289,9 @@ class SessionRecords(RegistryCore):
             return SessionStatus.LIVE
         if values[1] is not None:
             return SessionStatus.ENDED
-        if node_id is None:
+        if node_id is None or values[2] is not None:
             return SessionStatus.UNKNOWN
-        return SessionStatus.ENDED if values[2] is not None else SessionStatus.LOST
+        return SessionStatus.LOST
 
     async def get_ended(self, call_id: str, session_id: str) -> EndedInfo | None:
         """The tombstone of a session that ended recently (why and when), if any."""

@@ -21,15 +21,16 @@ from types import TracebackType
 from typing import Self
 
 from callboard._aio import guarded_task, stop_tasks
-from callboard.errors import StoreError
+from callboard.errors import ConfigurationError, StoreError
 from callboard.registry import _keys as k
 from callboard.registry._core import generate_node_id
 from callboard.registry.foreign import ForeignScan
 from callboard.registry.index import KVSessionIndex
+from callboard.registry.models import FleetMode
 from callboard.registry.push import CloseRequest, EventStream, PushStreams
 from callboard.registry.records import SessionRecords
 from callboard.registry.start_requests import StartRequests
-from callboard.registry.store import PubSubSupport
+from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = ["CloseRequest", "EventStream", "SessionRegistry", "generate_node_id"]
 
@@ -45,19 +46,48 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
     ``store`` defaults to a fresh :class:`InMemorySessionKVStore` (one process);
     ``node_id`` to :func:`generate_node_id`; ``ttl`` is the lifetime in seconds of every
     record not refreshed by a heartbeat (so heartbeats must come well within it).
-    ``foreign_scan_interval`` paces the scan that indexes sessions of nodes which do not
-    keep indexes (Vision Agents nodes sharing the Redis); None turns it off.
+    ``fleet`` (:class:`~callboard.registry.FleetMode`) says who writes sessions: per-call
+    reads and limits find sessions of Vision Agents nodes with their own Redis client only
+    by scanning the call's keys (O(key space), as Vision Agents does). ``"auto"`` scans
+    unless the cluster's one foreign scan found no such session; ``"callboard_only"``
+    never scans; ``"mixed"`` always does (see the README's mixed-fleet section).
+    ``foreign_scan_interval`` paces that foreign scan (run by one node of the cluster, the
+    lease holder, in auto mode only); None runs none.
     """
+
+    def __init__(
+        self,
+        store: SessionKVStore | None = None,
+        *,
+        node_id: str | None = None,
+        ttl: float = 30.0,
+        foreign_scan_interval: float | None = 60.0,
+        fleet: FleetMode | str = FleetMode.AUTO,
+    ) -> None:
+        super().__init__(store, node_id=node_id, ttl=ttl, foreign_scan_interval=foreign_scan_interval)
+        try:
+            self.fleet = FleetMode(fleet)
+        except ValueError:
+            modes = ", ".join(m.value for m in FleetMode)
+            raise ConfigurationError(f"fleet must be one of {modes}, got {fleet!r}") from None
 
     async def start(self) -> None:
         """Start the store, publish the node record and listen for pushed close requests.
 
-        Raises :class:`~callboard.errors.StoreUnavailableError` if the store is unreachable.
+        Raises :class:`~callboard.errors.StoreUnavailableError` if the store is unreachable
+        and :class:`~callboard.errors.NodeIdInUseError` if another live process heartbeats
+        under this node id (a record left by a process that died only delays the start,
+        by at most one TTL, until it expires).
         """
         if self._running:
             return
         await self._store.start()
         await self._store.check_ttl(self.ttl)
+        try:
+            await self._claim_node_id()
+        except BaseException:
+            await self._store.close()
+            raise
         await self.heartbeat()
         self._running = True
         if isinstance(self._store, PubSubSupport):
@@ -75,7 +105,11 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
                     )
                 )
             await asyncio.gather(*(event.wait() for event in ready))
-        if self.foreign_scan_interval is not None and not isinstance(self._index, KVSessionIndex):
+        if (
+            self.foreign_scan_interval is not None
+            and self.fleet is FleetMode.AUTO
+            and not isinstance(self._index, KVSessionIndex)
+        ):
             self._tasks.append(
                 guarded_task(
                     self._scan_foreign(self.foreign_scan_interval), name="foreign-scan", logger=logger

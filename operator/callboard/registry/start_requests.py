@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from callboard.errors import ConfigurationError
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
+from callboard.registry.bounds import MAX_PARAMS_BYTES, check_json_object
 from callboard.registry.ids import validate_id
 from callboard.registry.models import SessionInfo, StartClaim, StartRequest, StartResult, decode_or_none
 from callboard.registry.push import EventStream
@@ -131,7 +132,9 @@ class StartRequests(RegistryCore):
         The request waits in the store for ``expires_in`` seconds (default: the registry
         TTL), the requester's start timeout: no node can claim or commit it afterwards. It
         is pushed at once when the store supports it. ``request_id`` lets a requester record
-        the id before sending (so a restarted requester can still withdraw it).
+        the id before sending (so a restarted requester can still withdraw it). ``params``
+        out of bounds (non-JSON, NaN/inf, over 64 KiB) raise
+        :class:`~callboard.errors.InvalidValueError`.
         """
         expiry = self._ttl if expires_in is None else expires_in
         if expiry <= 0:
@@ -143,7 +146,7 @@ class StartRequests(RegistryCore):
             call_id=validate_id(call_id, "call_id"),
             session_id=validate_id(session_id or str(uuid.uuid4()), "session_id"),
             call_type=validate_id(call_type, "call_type"),
-            params=dict(params or {}),
+            params=check_json_object(params or {}, "params", MAX_PARAMS_BYTES),
             requested_at=now,
             expires_at=now + expiry,
         )

@@ -121,6 +121,14 @@ class PubSubSupport(ABC):
     async def subscribe(self, channel: str) -> Subscription:
         """Subscribe to ``channel``; messages published after this returns are delivered."""
 
+    async def subscribers(self, channel: str) -> int | None:
+        """How many subscribers ``channel`` has right now; None when the store cannot tell.
+
+        A node's registry listens on its own channels while its process lives, so this
+        tells a live duplicate of a node id from a record left by a process that died.
+        """
+        return None
+
 
 class SessionIndexSupport(ABC):
     """Optional capability: a server-side :class:`~callboard.registry.index.SessionIndex`."""

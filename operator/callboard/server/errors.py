@@ -3,7 +3,8 @@
 | error | status |
 | --- | --- |
 | ``SessionNotFoundError`` | 404 |
-| ``InvalidIdError`` | 422 (same list shape as FastAPI's validation errors) |
+| ``InvalidIdError``, ``InvalidValueError`` | 422 (same list shape as FastAPI's validation errors) |
+| ``SessionConflictError`` (another node owns the session) | 409 |
 | ``MaxConcurrentSessionsExceeded``, ``MaxSessionsPerCallExceeded`` | 429 |
 | ``NodeDrainingError`` | 503, ``Retry-After`` |
 | ``StoreError`` (``StoreUnavailableError``: Redis unreachable) | 503, ``Retry-After`` |
@@ -21,9 +22,11 @@ from fastapi.responses import JSONResponse
 from callboard.errors import (
     CallboardError,
     InvalidIdError,
+    InvalidValueError,
     MaxConcurrentSessionsExceeded,
     MaxSessionsPerCallExceeded,
     NodeDrainingError,
+    SessionConflictError,
     SessionNotFoundError,
     StoreError,
 )
@@ -50,6 +53,16 @@ async def _invalid_id(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": [{"loc": ["path"], "msg": str(exc), "type": "invalid_id"}]}, status_code=422
     )
+
+
+async def _invalid_value(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": [{"loc": ["body"], "msg": str(exc), "type": "invalid_value"}]}, status_code=422
+    )
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return _error(409, str(exc))
 
 
 async def _concurrent(request: Request, exc: Exception) -> JSONResponse:
@@ -83,6 +96,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     """Map the callboard exception tree onto HTTP statuses (most specific first)."""
     app.add_exception_handler(SessionNotFoundError, _not_found)
     app.add_exception_handler(InvalidIdError, _invalid_id)
+    app.add_exception_handler(InvalidValueError, _invalid_value)
+    app.add_exception_handler(SessionConflictError, _conflict)
     app.add_exception_handler(MaxConcurrentSessionsExceeded, _concurrent)
     app.add_exception_handler(MaxSessionsPerCallExceeded, _per_call)
     app.add_exception_handler(NodeDrainingError, _draining)

@@ -3,7 +3,8 @@
 Versioned under ``/v1``; the OpenAPI schema is served at ``/openapi.json`` (``/docs`` to
 browse). Probes (``/healthz``, ``/readyz``) and ``/metrics`` sit outside the version prefix,
 where Kubernetes and Prometheus expect them. Errors are JSON ``{"error", "detail"}`` with:
-409 capacity, 503 draining or store unreachable, 422 bad input, 404 unknown session.
+409 capacity or a session another node owns, 503 draining or store unreachable, 422 bad
+input (ids, and values out of the registry's bounds), 404 unknown session.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from callboard.errors import (
     CallboardError,
     CapacityError,
     InvalidIdError,
+    InvalidValueError,
     NodeDrainingError,
+    SessionConflictError,
     SessionNotFoundError,
     StartRequestGoneError,
     StoreError,
@@ -59,10 +62,10 @@ RETRY_MS = 500
 #: (status code, error classes) from the most specific; the first match wins.
 _STATUS_OF: list[tuple[int, tuple[type[Exception], ...]]] = [
     (status.HTTP_503_SERVICE_UNAVAILABLE, (NodeDrainingError, StoreError)),
-    (status.HTTP_409_CONFLICT, (CapacityError,)),
+    (status.HTTP_409_CONFLICT, (CapacityError, SessionConflictError)),
     (status.HTTP_404_NOT_FOUND, (SessionNotFoundError, UnknownStartRequestError)),
     (status.HTTP_410_GONE, (StartRequestGoneError,)),
-    (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, StartRequestMismatchError)),
+    (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, InvalidValueError, StartRequestMismatchError)),
 ]
 _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": Error} for code in (404, 409, 410, 422, 503)}
 

@@ -53,6 +53,8 @@ _ERROR_CLASSES: dict[str, type[cb_errors.CallboardError]] = {
         cb_errors.StoreError,
         cb_errors.InvalidIdError,
         cb_errors.StartRequestGoneError,
+        cb_errors.InvalidValueError,
+        cb_errors.SessionConflictError,
         sc_errors.UnknownStartRequestError,
         sc_errors.StartRequestMismatchError,
     )

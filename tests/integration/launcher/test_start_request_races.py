@@ -1,6 +1,8 @@
 """Issue 11 defect 8: a start request outlives its placement and starts a second agent.
 
-Strict xfail: it fails on the code it was written against; its fix removes the mark.
+It failed on the code it was written against (a strict xfail). It passes since register()
+refuses a session another node's live record holds (defect 9): the late start on node-b is
+refused. Defect 8's own fix (expiry, atomic claim, withdrawal) makes it pass without that.
 """
 
 from __future__ import annotations
@@ -58,10 +60,6 @@ async def _poll(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 8: a node accepts a start request of any age, never withdrawn: two agents",
-)
 async def test_g1_start_request_placed_elsewhere_is_not_started_late(
     make_node: MakeNode, requester: SessionRegistry
 ) -> None:

@@ -11,8 +11,15 @@ import logging
 
 import pytest
 
-from callboard import InvalidIdError, MaxSessionsPerCallExceeded, SessionStatus
-from callboard.registry import SessionInfo
+from callboard import (
+    InvalidIdError,
+    InvalidValueError,
+    MaxSessionsPerCallExceeded,
+    NodeIdInUseError,
+    SessionConflictError,
+    SessionStatus,
+)
+from callboard.registry import NodeInfo, SessionInfo
 from tests.integration.conftest import Cluster
 
 
@@ -165,3 +172,138 @@ async def test_register_can_restore_start_time_and_metrics(cluster: Cluster) -> 
     await asyncio.sleep(0.01)
     await a.heartbeat()
     assert a.node.heartbeat_at > before
+
+
+async def test_g4_status_is_unknown_not_ended_while_the_node_lives_without_a_tombstone(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    await a.register("call-1", "sess-1")
+    raw = await cluster.raw_store()
+    await raw.delete(["sessions/call-1/sess-1"])  # a flush, an eviction: no tombstone
+    assert await b.session_status("call-1", "sess-1", "node-a") is SessionStatus.UNKNOWN
+    await a.heartbeat()  # the write-back
+    assert await b.session_status("call-1", "sess-1", "node-a") is SessionStatus.LIVE
+    await a.remove("call-1", "sess-1")
+    assert await b.session_status("call-1", "sess-1", "node-a") is SessionStatus.ENDED
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [{"x": object()}, {"x": float("nan")}, {"x": float("inf")}, {"x": 10**400}, {"blob": "x" * 70_000}],
+    ids=["not-json", "nan", "inf", "huge-int", "too-big"],
+)
+async def test_g12_bad_metrics_are_refused_and_the_heartbeat_goes_on(
+    cluster: Cluster, metrics: dict[str, object]
+) -> None:
+    a = await cluster.node("node-a")
+    await a.register("call-1", "sess-1", metrics={"ok": 1})
+    with pytest.raises(InvalidValueError, match="metrics"):
+        await a.update_metrics("call-1", "sess-1", metrics)
+    with pytest.raises(InvalidValueError, match="metrics"):
+        await a.register("call-1", "sess-2", metrics=metrics)
+    raw = await cluster.raw_store()
+    await raw.delete(await raw.keys(""))  # the next heartbeat must write the session back
+    await a.heartbeat()
+    got = await a.get("call-1", "sess-1")
+    assert got is not None and got.metrics == {"ok": 1}
+
+
+@pytest.mark.parametrize("started_at", [float("nan"), float("inf"), -1.0, 1e300], ids=str)
+async def test_g12_bad_started_at_is_refused(cluster: Cluster, started_at: float) -> None:
+    a = await cluster.node("node-a")
+    with pytest.raises(InvalidValueError, match="started_at"):
+        await a.register("call-1", "sess-1", started_at=started_at)
+    assert await a.get("call-1", "sess-1") is None
+
+
+async def test_g12_records_with_nan_or_huge_numbers_read_as_malformed(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    await a.register("call-1", "good")
+    raw = await cluster.raw_store()
+    base = {"call_id": "call-1", "node_id": "va", "metrics_updated_at": None, "metrics": {}}
+    await raw.set(
+        "sessions/call-1/nan", b'{"session_id":"nan","started_at":NaN,' + json.dumps(base).encode()[1:], 5
+    )
+    await raw.set(
+        "sessions/call-1/huge", json.dumps({**base, "session_id": "huge", "started_at": 1e300}).encode(), 5
+    )
+    await raw.set(
+        "sessions/call-1/text", json.dumps({**base, "session_id": "text", "started_at": "x"}).encode(), 5
+    )
+    await a.index_foreign_sessions()
+    assert [s.session_id for s in await a.list_sessions()] == ["good"]
+    assert [s.session_id for s in await a.get_for_call("call-1")] == ["good"]
+
+
+async def test_g11_register_refuses_to_take_over_another_nodes_live_session(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    await a.register("call-1", "sess-1")
+    with pytest.raises(SessionConflictError, match="node-a"):
+        await b.register("call-1", "sess-1")
+    got = await b.get("call-1", "sess-1")
+    assert got is not None and got.node_id == "node-a"
+    await a.register("call-1", "sess-1")  # its own: a restore, allowed
+    await a.remove("call-1", "sess-1")
+    await b.register("call-1", "sess-2")
+    raw = await cluster.raw_store()
+    await raw.delete(["sessions/call-1/sess-2"])  # gone (expired): anyone may register it
+    await a.register("call-1", "sess-2")
+
+
+async def test_concurrent_register_of_one_session_from_two_nodes_has_one_winner(cluster: Cluster) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    results = await asyncio.gather(
+        *(node.register("call-1", f"s-{i}") for i in range(20) for node in (a, b)), return_exceptions=True
+    )
+    won = [r for r in results if isinstance(r, SessionInfo)]
+    lost = [r for r in results if isinstance(r, SessionConflictError)]
+    assert (len(won), len(lost)) == (20, 20)
+    for info in won:
+        stored = await a.get(info.call_id, info.session_id)
+        assert stored is not None and stored.node_id == info.node_id
+    for _ in range(3):
+        await a.heartbeat()
+        await b.heartbeat()
+    owners = {s.session_id: s.node_id for s in await a.list_sessions()}
+    assert owners == {info.session_id: info.node_id for info in won}
+
+
+async def test_g11_a_second_process_with_a_live_node_id_is_refused_at_start(cluster: Cluster) -> None:
+    first = await cluster.node("node-a")
+
+    async def keep_alive() -> None:  # what the first process's maintenance loop does
+        while True:
+            await first.heartbeat()
+            await asyncio.sleep(0.05)
+
+    beating = asyncio.create_task(keep_alive())
+    second = await cluster.node("node-a", start=False)
+    try:
+        with pytest.raises(NodeIdInUseError, match="node-a"):
+            await second.start()
+    finally:
+        beating.cancel()
+    assert not second.running
+    assert [n.node_id for n in await first.list_nodes()] == ["node-a"]
+    await first.stop()
+    again = await cluster.node("node-a")  # the first one deregistered: the id is free
+    assert again.running
+
+
+async def test_g11_a_record_left_by_a_dead_process_does_not_hold_its_node_id(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = await cluster.raw_store()
+    await raw.set("nodes/node-a", NodeInfo(node_id="node-a").to_json(), 1.0)  # its process died
+    registry = await cluster.node("node-a", ttl=1.0, start=False)
+    with caplog.at_level(logging.WARNING):
+        await registry.start()
+    assert registry.running
+    if cluster.has_push:  # nobody listens on its channel: the id is free at once
+        assert "waiting up to" not in caplog.text
+    else:  # no way to tell but to wait for the record to expire
+        assert "waiting up to" in caplog.text

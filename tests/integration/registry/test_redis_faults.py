@@ -131,3 +131,97 @@ async def test_heartbeat_repairs_lost_records_and_a_wrong_node_index(redis_url: 
     finally:
         await raw.aclose()
         await a.stop()
+
+
+class _ServiceAddress:
+    """A TCP forwarder standing in for a Service/DNS name: new connections go to the
+    current ``target``; connections already open stay where they are (as after a failover)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self._pipes.add(task)
+            task.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+
+
+async def test_g10_readonly_after_a_failover_is_unavailable_and_the_store_reconnects(
+    redis_server: RedisServer, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+
+    other = RedisServer()
+    other.start()
+    service = _ServiceAddress(redis_server.port)
+    await service.start()
+    registry = SessionRegistry(
+        RedisSessionKVStore(url=f"redis://127.0.0.1:{service.port}/0"), node_id="node-a", ttl=5
+    )
+    old = aioredis.Redis.from_url(redis_url)
+    try:
+        await registry.start()
+        await registry.register("call-1", "sess-1")
+        # Failover: the old primary is demoted, the name now points to the new one.
+        await old.execute_command("REPLICAOF", "127.0.0.1", str(other.port))
+        service.target = other.port
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert await registry.heartbeat() == 1  # the new primary is empty: written back
+                break
+            except StoreUnavailableError:  # until the retry reaches the new primary
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert [s.session_id for s in await registry.list_sessions()] == ["sess-1"]
+    finally:
+        await old.execute_command("REPLICAOF", "NO", "ONE")
+        await old.aclose()
+        await registry.stop()
+        await service.stop()
+        other.stop()
+
+
+async def test_readonly_is_translated_to_store_unavailable(redis_server: RedisServer, redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    other = RedisServer()
+    other.start()
+    store = RedisSessionKVStore(url=redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.start()
+        await admin.execute_command("REPLICAOF", "127.0.0.1", str(other.port))
+        with pytest.raises(StoreUnavailableError, match=r"read-only replica now \(READONLY"):
+            await store.set("k", b"v", 5)
+    finally:
+        await admin.execute_command("REPLICAOF", "NO", "ONE")
+        await admin.aclose()
+        await store.close()
+        other.stop()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from callboard import InvalidValueError
 from callboard.registry import (
     RedisSessionKVStore,
     SessionRegistry,
@@ -106,7 +107,11 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) ->
 
 async def test_g7_a_request_is_claimed_once_and_committed_by_its_claimant_only(cluster: Cluster) -> None:
     first = await cluster.node("agent-node")
-    second = await cluster.node("agent-node")  # the same node id started twice
+    # A second process under the same node id: start() refuses it while the first listens
+    # (G11), but a claim must not depend on that check: this one only connects its store.
+    second = await cluster.node("agent-node", start=False)
+    await second.store.start()
+    cluster.raw_stores.append(second.store)  # closed by the fixture
     operator = await cluster.node("operator")
     request = await operator.request_start("agent-node", "call-1", expires_in=30)
     assert request.expires_at is not None and request.expires_at > request.requested_at
@@ -164,8 +169,11 @@ async def test_g7_two_nodes_racing_for_one_request_have_exactly_one_winner(redis
         SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="agent-node", ttl=30) for _ in range(2)
     ]
     operator = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator", ttl=30)
-    for registry in (*nodes, operator):
+    # The twin under the same node id only connects its store: start() would refuse it while
+    # the first listens (G11), and the claim must hold even where that check cannot run.
+    for registry in (nodes[0], operator):
         await registry.start()
+    await nodes[1].store.start()
     try:
         wins: Counter[int] = Counter()
         for i in range(1000):
@@ -181,8 +189,9 @@ async def test_g7_two_nodes_racing_for_one_request_have_exactly_one_winner(redis
         assert sum(wins.values()) == 1000
         print(f"1,000 races: wins per node {dict(wins)}, duplicates 0")
     finally:
-        for registry in (*nodes, operator):
+        for registry in (nodes[0], operator):
             await registry.stop()
+        await nodes[1].store.close()
 
 
 @pytest.mark.redis
@@ -207,3 +216,18 @@ async def test_g7_start_requests_sent_while_the_subscriber_reconnects_are_reread
         await stream.aclose()
         await node.stop()
         await admin.close()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"x": float("nan")}, {"x": object()}, {"blob": "x" * 70_000}],
+    ids=["nan", "not-json", "too-big"],
+)
+async def test_g12_start_request_params_out_of_bounds_are_refused(
+    cluster: Cluster, params: dict[str, object]
+) -> None:
+    a = await cluster.node("node-a")
+    b = await cluster.node("node-b")
+    with pytest.raises(InvalidValueError, match="params"):
+        await a.request_start("node-b", "call-1", params=params)
+    assert await b.pending_start_requests() == []

@@ -291,3 +291,23 @@ async def test_g7_a_start_request_claimed_by_another_process_is_not_offered_to_t
     assert [r.request_id for r in local.service.start_requests()] == [later.request_id]
     gone = await register(local.http, "call-9", "s-9", start_request_id=request.request_id)
     assert gone.status_code == 410 and await local.other.get_for_call("call-9") == []
+
+
+async def test_g12_values_out_of_bounds_are_422_and_another_nodes_session_is_409(local: Local) -> None:
+    for metrics in ({"x": 10**20}, {"blob": "x" * 70_000}):
+        refused = await register(local.http, "call-1", "s-1", metrics=metrics)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "InvalidValueError" and "metrics" in refused.json()["detail"]
+    nan = await local.http.post(
+        "/v1/sessions",
+        content=b'{"call_id": "call-1", "session_id": "s-1", "metrics": {"x": NaN}}',
+        headers={"content-type": "application/json"},
+    )
+    assert nan.status_code == 422, nan.text
+    assert (await register(local.http, "call-1", "s-1")).status_code == 201
+    bad = await local.http.put("/v1/calls/call-1/sessions/s-1/metrics", json={"metrics": {"x": 10**20}})
+    assert bad.status_code == 422, bad.text
+    await local.other.register("call-2", "s-other")
+    taken = await register(local.http, "call-2", "s-other")
+    assert taken.status_code == 409 and taken.json()["error"] == "SessionConflictError", taken.text
+    assert (await local.http.get("/healthz")).status_code == 200

@@ -188,11 +188,17 @@ class Syncer:
         call_id, session_id = obj.session
         status = await self._registry.session_status(call_id, session_id, obj.status.node_id)
         if status is SessionStatus.LIVE:
+            self._missing_since.pop(obj.uid, None)
             return  # registered since the snapshot
         ended = await self._registry.get_ended(call_id, session_id) if status is SessionStatus.ENDED else None
         if status is not SessionStatus.ENDED:
+            # UNKNOWN: no record, no tombstone, the node alive (a flush, a failover): its
+            # heartbeat writes the record back within one TTL, so wait that long at least.
+            grace = self._settings.sync.lost_grace
+            if status is SessionStatus.UNKNOWN:
+                grace = max(grace, self._registry.ttl)
             since = self._missing_since.setdefault(obj.uid, now)
-            if now - since < self._settings.sync.lost_grace:
+            if now - since < grace:
                 return
         transition = gone_transition(obj, status, ended, now=now)
         if transition is not None:

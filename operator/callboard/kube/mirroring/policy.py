@@ -142,7 +142,8 @@ def decide_mirror(obj: AgentSessionObject, snap: Snapshot, *, now: float, refres
 def gone_transition(
     obj: AgentSessionObject, status: SessionStatus, ended: EndedInfo | None, *, now: float
 ) -> Transition | None:
-    """Succeeded when the session ended, Lost when its node went with it; None while live."""
+    """Succeeded when the session ended (a tombstone), Lost when its node went with it or, for
+    UNKNOWN, never wrote it back within the grace; None while live."""
     if status is SessionStatus.LIVE:
         return None
     node = obj.status.node_id or "?"
@@ -155,9 +156,10 @@ def gone_transition(
             f"session ended on node {node}: {why}",
             fields={"endedAt": format_time(at)},
         )
-    return Transition(
-        Phase.LOST,
-        Reason.NODE_LOST,
-        f"node {node} stopped heartbeating and its session expired from the registry",
-        fields={"endedAt": format_time(now)},
-    )
+    if status is SessionStatus.UNKNOWN:
+        message = (
+            f"the session is gone from the registry without a tombstone and node {node} never wrote it back"
+        )
+    else:
+        message = f"node {node} stopped heartbeating and its session expired from the registry"
+    return Transition(Phase.LOST, Reason.NODE_LOST, message, fields={"endedAt": format_time(now)})

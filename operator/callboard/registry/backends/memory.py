@@ -109,6 +109,9 @@ class InMemorySessionKVStore(SessionKVStore, PubSubSupport):
                 queue.get_nowait()
             queue.put_nowait(message)
 
+    async def subscribers(self, channel: str) -> int | None:
+        return len(self._subscribers.get(channel, ()))
+
     async def subscribe(self, channel: str) -> Subscription:
         queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_SUBSCRIBER_QUEUE_SIZE)
         self._subscribers.setdefault(channel, set()).add(queue)

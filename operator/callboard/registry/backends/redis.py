@@ -4,7 +4,10 @@ redis-py (with hiredis) is an optional dependency: importing callboard works wit
 and creating this store then raises ``ModuleNotFoundError`` saying what to install.
 Every redis-py error is translated at this boundary into a callboard
 :class:`~callboard.errors.StoreError` (``StoreUnavailableError`` for connection failures and
-timeouts), chained to the original.
+timeouts, and READONLY: after a failover behind a Service or DNS name a pooled connection
+may still reach the demoted primary, which answers writes with READONLY while PING works;
+the connection is dropped and the command retried on a fresh one, which reaches the new
+primary), chained to the original.
 """
 
 from __future__ import annotations
@@ -12,10 +15,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 from collections.abc import Callable, Iterator
+from functools import cache
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from callboard.errors import ConfigurationError, StoreError, StoreUnavailableError
+from callboard.registry import _keys as k
 from callboard.registry.store import PubSubSupport, SessionIndexSupport, SessionKVStore, Subscription
 
 if TYPE_CHECKING:
@@ -63,6 +70,12 @@ def _ms(ttl: float) -> int:
     return max(int(ttl * 1000), 1)
 
 
+@cache
+def _lua(name: str) -> str:
+    """A Lua script of ``lua/`` (package data), read once."""
+    return resources.files("callboard.registry.backends").joinpath(f"lua/{name}.lua").read_text()
+
+
 @contextlib.contextmanager
 def translate_errors(action: str) -> Iterator[None]:
     """Turn redis-py errors into callboard store errors, keeping the cause."""
@@ -72,6 +85,8 @@ def translate_errors(action: str) -> Iterator[None]:
         yield
     except (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError) as exc:
         raise StoreError(f"Redis refused the credentials or permissions ({action}): {exc}") from exc
+    except rexc.ReadOnlyError as exc:
+        raise StoreUnavailableError(f"Redis is a read-only replica now (READONLY, {action}): {exc}") from exc
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         raise StoreUnavailableError(f"Redis is unreachable ({action}): {exc}") from exc
     except rexc.RedisError as exc:
@@ -102,22 +117,36 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
         self.key_prefix = key_prefix
         self._owns_client = client is None
         if client is None:
+            import redis.exceptions as rexc
             from redis.asyncio.retry import Retry
             from redis.backoff import ExponentialBackoff
 
             from callboard.registry.backends import redis_connect
 
+            # READONLY joins the retried errors: redis-py closes the connection before each
+            # retry, so the retry reconnects (and resolves the name again) after a failover.
+            retried: tuple[type[Exception], ...] = (
+                rexc.ConnectionError,
+                rexc.TimeoutError,
+                socket.timeout,
+                rexc.ReadOnlyError,
+            )
             client = redis_connect.build_client(
                 redis_connect.parse_redis_url(url or ""),
                 max_connections=MAX_CONNECTIONS,
                 timeout=SOCKET_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 socket_timeout=SOCKET_TIMEOUT,
-                retry=Retry(ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE), RETRIES),
+                retry=Retry(
+                    ExponentialBackoff(cap=RETRY_CAP, base=RETRY_BASE),
+                    RETRIES,
+                    supported_errors=retried,  # type: ignore[arg-type]
+                ),
                 health_check_interval=30,
             )
         self.client: aioredis.Redis = client
         self._index: SessionIndex | None = None
+        self._set_session = client.register_script(_lua("set_session"))
 
     def __repr__(self) -> str:
         pool = self.client.connection_pool
@@ -157,9 +186,27 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
         with translate_errors("ping"):
             await self.client.ping()
 
+    def _session_args(
+        self, key: str, value: bytes, ttl: float, only_if_exists: bool
+    ) -> tuple[list[str], list[Any]] | None:
+        """Keys and args of ``set_session.lua`` when ``key`` is a session record, else None.
+
+        A session record written the documented way through this store (by a Vision Agents
+        registry on it, say) is indexed by call at once, so per-call reads and limits see it.
+        """
+        parts = k.split_session_key(key)
+        if parts is None:
+            return None
+        keys = [self._k(key), self._k(k.call_index_key(parts[0]))]
+        return keys, [value, _ms(ttl), parts[1], "1" if only_if_exists else "0"]
+
     async def set(self, key: str, value: bytes, ttl: float, *, only_if_exists: bool = False) -> None:
+        session = self._session_args(key, value, ttl, only_if_exists)
         with translate_errors("set"):
-            await self.client.set(self._k(key), value, px=_ms(ttl), xx=only_if_exists)
+            if session is not None:
+                await self._set_session(keys=session[0], args=session[1])
+            else:
+                await self.client.set(self._k(key), value, px=_ms(ttl), xx=only_if_exists)
 
     async def mset(self, items: list[tuple[str, bytes, float]]) -> None:
         if not items:
@@ -167,7 +214,11 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
         with translate_errors("mset"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, value, ttl in items:
-                    pipe.set(self._k(key), value, px=_ms(ttl))
+                    session = self._session_args(key, value, ttl, False)
+                    if session is not None:
+                        await self._set_session(keys=session[0], args=session[1], client=pipe)
+                    else:
+                        pipe.set(self._k(key), value, px=_ms(ttl))
                 await pipe.execute()
 
     async def expire(self, *keys: str, ttl: float) -> None:
@@ -208,6 +259,11 @@ class RedisSessionKVStore(SessionKVStore, PubSubSupport, SessionIndexSupport):
     async def publish(self, channel: str, message: bytes) -> None:
         with translate_errors("publish"):
             await self.client.publish(self._k(channel), message)
+
+    async def subscribers(self, channel: str) -> int | None:
+        with translate_errors("pubsub numsub"):
+            counts = await self.client.pubsub_numsub(self._k(channel))
+        return int(counts[0][1]) if counts else 0
 
     async def subscribe(self, channel: str) -> Subscription:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)

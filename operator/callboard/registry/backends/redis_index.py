@@ -4,39 +4,45 @@ The heartbeat sends nothing per session in the steady state: the node's index se
 the sessions to renew. Besides the documented keys, it keeps two sets (see
 :mod:`callboard.registry._keys`):
 ``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session").
-Members whose record expired (a node died) are pruned when read. Sessions written by
-Vision Agents nodes are not in these sets until :meth:`RedisSessionIndex.index_foreign`
-finds them by a scan (the registry runs it periodically).
+Members whose record expired (a node died) are pruned when read; members lost by the
+store (eviction, a manual cleanup) are put back by the next heartbeat of their node (G3).
+
+Sessions of documented-layout (Vision Agents) nodes: written through this store they are
+indexed at once (``set_session.lua``). Written by a Vision Agents node's own Redis client
+(a plain ``SET ... PX``) no index knows them, so per-call reads and limits have two modes:
+*indexed* (one script, O(sessions of the call)) and *exact* (a SCAN of the call's keys
+first, O(key space) as in Vision Agents, then the script). ``exact=True`` always scans,
+``False`` never; ``None`` (auto) trusts the index while the marker
+``index/callboard_only`` says the last foreign scan of the cluster
+(:meth:`RedisSessionIndex.index_foreign`) found no foreign session, and scans otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from functools import cache
-from importlib import resources
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from callboard.errors import MaxSessionsPerCallExceeded
 from callboard.registry import _keys as k
-from callboard.registry.backends.redis import SCAN_COUNT, _ms, translate_errors
-from callboard.registry.index import SessionIndex, close_notice
+from callboard.registry.backends.redis import SCAN_COUNT, _lua, _ms, translate_errors
+from callboard.registry.index import SessionIndex, close_notice, conflict_error
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim
 
 if TYPE_CHECKING:
     from callboard.registry.backends.redis import RedisSessionKVStore
 
-__all__ = ["FULL_HEARTBEAT_EVERY", "RedisSessionIndex"]
+__all__ = ["CALL_INDEX_TTL_FACTOR", "FULL_HEARTBEAT_EVERY", "RedisSessionIndex"]
 
 #: Every Nth heartbeat sends the node's full session list (the others send none and let the
 #: node's index set drive the renewal). A cheap heartbeat already falls back to a full one
-#: when the index count differs; the periodic full one also repairs the rare index that has
-#: the right count but the wrong members.
+#: when the digest of the index's members differs from the node's own; the periodic full
+#: one is a belt-and-braces check.
 FULL_HEARTBEAT_EVERY = 10
-
-
-@cache
-def _lua(name: str) -> str:
-    return resources.files("callboard.registry.backends").joinpath(f"lua/{name}.lua").read_text()
+#: A call index lives this many TTLs (of the node that renewed it last, never shortened):
+#: the cheap heartbeat then need not renew it (one round of PTTL/PEXPIRE per call per beat
+#: was a third of its cost); the full heartbeat, every FULL_HEARTBEAT_EVERY beats, does.
+#: Members whose record expired are pruned when read, so a longer index costs only memory.
+CALL_INDEX_TTL_FACTOR = FULL_HEARTBEAT_EVERY
 
 
 class RedisSessionIndex(SessionIndex):
@@ -57,6 +63,7 @@ class RedisSessionIndex(SessionIndex):
         self._start_claim = client.register_script(_lua("start_claim"))
         self._start_commit = client.register_script(_lua("start_commit"))
         self._start_withdraw = client.register_script(_lua("start_withdraw"))
+        self._lease = client.register_script(_lua("lease"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -65,64 +72,145 @@ class RedisSessionIndex(SessionIndex):
         with translate_errors(action):
             return await script(keys=keys, args=args)
 
+    async def _call_members(self, call_id: str) -> list[str]:
+        """Session ids of ``call_id`` found by their keys (a SCAN, O(key space))."""
+        prefix = f"{k.SESSIONS_PREFIX}{call_id}/"
+        return [key[len(prefix) :] for key in await self.store.keys(prefix) if "/" not in key[len(prefix) :]]
+
     async def _register_many(
-        self, node_id: str, sessions: Sequence[SessionInfo], ttl: float, limit: int
-    ) -> int:
-        keys = [self._k(k.node_index_key(node_id))]
+        self,
+        node_id: str,
+        sessions: Sequence[SessionInfo],
+        ttl: float,
+        limit: int,
+        *,
+        write_back: bool = False,
+        extras: list[str] | None = None,
+        auto: bool = False,
+    ) -> list[Any]:
+        keys = [self._k(k.node_index_key(node_id)), self._k(k.node_digest_key(node_id))]
         args: list[Any] = [
             _ms(ttl),
             limit,
             self._k(f"{k.SESSIONS_PREFIX}{sessions[0].call_id}/") if sessions else "",
+            node_id,
+            "1" if write_back else "0",
+            self._k(k.ENDED_PREFIX),
+            self._k(k.NO_FOREIGN_MARKER) if extras is None and auto else "",
+            _ms(ttl * CALL_INDEX_TTL_FACTOR),
+            len(extras or ()),
+            *(extras or ()),
         ]
         for s in sessions:
             keys += [self._k(k.session_key(s.call_id, s.session_id)), self._k(k.call_index_key(s.call_id))]
             args += [s.session_id, f"{s.call_id}/{s.session_id}", s.to_json()]
-        result: int = await self._run(self._register, "register", keys, args)
-        return result
+        result: list[Any] = await self._run(self._register, "register", keys, args)
+        return [r.decode() if isinstance(r, bytes) else r for r in result]
 
     async def register(
-        self, info: SessionInfo, ttl: float, *, max_sessions_per_call: int | None = None
+        self,
+        info: SessionInfo,
+        ttl: float,
+        *,
+        max_sessions_per_call: int | None = None,
+        exact: bool | None = None,
     ) -> None:
-        result = await self._register_many(info.node_id, [info], ttl, max_sessions_per_call or 0)
-        if result < 0:
+        limit = max_sessions_per_call or 0
+        extras = await self._call_members(info.call_id) if limit and exact else None
+        result = await self._register_many(
+            info.node_id, [info], ttl, limit, write_back=False, extras=extras, auto=exact is None
+        )
+        if result[0] == "exact":  # not known to be callboard-only: count the call's keys too
+            extras = await self._call_members(info.call_id)
+            result = await self._register_many(
+                info.node_id, [info], ttl, limit, write_back=False, extras=extras
+            )
+        if result[0] == "conflict":
+            raise conflict_error(info.call_id, info.session_id, str(result[1]))
+        if result[0] == "limit":
             raise MaxSessionsPerCallExceeded(
-                f"call {info.call_id!r} already has {-1 - result} sessions "
+                f"call {info.call_id!r} already has {result[1]} sessions "
                 f"(max_sessions_per_call={max_sessions_per_call})"
             )
 
-    async def heartbeat(self, node: NodeInfo, sessions: Sequence[SessionInfo], ttl: float) -> int:
+    async def _write_back(
+        self,
+        node_id: str,
+        lost: Sequence[SessionInfo],
+        ttl: float,
+        still_local: Callable[[SessionInfo], bool],
+    ) -> int:
+        """Write back sessions the store lost that this node still runs now (never ended ones)."""
+        lost = [s for s in lost if still_local(s)]
+        if not lost:
+            return 0
+        result = await self._register_many(node_id, lost, ttl, 0, write_back=True, extras=[])
+        written: int = result[1]
+        return written
+
+    async def heartbeat(
+        self,
+        node: NodeInfo,
+        sessions: Sequence[SessionInfo],
+        ttl: float,
+        *,
+        still_local: Callable[[SessionInfo], bool],
+        digest: str,
+    ) -> int:
         self._beats += 1
         if self._beats % FULL_HEARTBEAT_EVERY:
             missing: list[bytes] | None = await self._run(
                 self._heartbeat,
                 "heartbeat",
-                [self._k(k.node_key(node.node_id)), self._k(k.node_index_key(node.node_id))],
+                self._node_keys(node.node_id),
                 [
                     _ms(ttl),
                     node.to_json(),
-                    len(sessions),
+                    digest,
                     self._k(k.SESSIONS_PREFIX),
                     self._k(k.CALL_INDEX_PREFIX),
+                    _ms(ttl * CALL_INDEX_TTL_FACTOR),
                 ],
             )
             if missing is not None:
-                if missing:
-                    by_member = {f"{s.call_id}/{s.session_id}": s for s in sessions}
-                    lost = [by_member[m.decode()] for m in missing if m.decode() in by_member]
-                    await self._register_many(node.node_id, lost, ttl, 0)
-                return len(missing)
-        return await self._full_heartbeat(node, sessions, ttl)
+                if not missing:
+                    return 0
+                by_member = {f"{s.call_id}/{s.session_id}": s for s in sessions}
+                lost = [by_member.get(m.decode()) for m in missing]
+                if all(s is not None for s in lost):
+                    return await self._write_back(node.node_id, [s for s in lost if s], ttl, still_local)
+                # A member this node does not run: the set was edited behind its digest.
+        return await self._full_heartbeat(node, sessions, ttl, still_local=still_local)
 
-    async def _full_heartbeat(self, node: NodeInfo, sessions: Sequence[SessionInfo], ttl: float) -> int:
-        keys = [self._k(k.node_key(node.node_id)), self._k(k.node_index_key(node.node_id))]
-        args: list[Any] = [_ms(ttl), node.to_json()]
-        for s in sessions:
-            keys += [self._k(k.session_key(s.call_id, s.session_id)), self._k(k.call_index_key(s.call_id))]
-            args.append(f"{s.call_id}/{s.session_id}")
+    def _node_keys(self, node_id: str) -> list[str]:
+        return [
+            self._k(k.node_key(node_id)),
+            self._k(k.node_index_key(node_id)),
+            self._k(k.node_digest_key(node_id)),
+        ]
+
+    async def _full_heartbeat(
+        self,
+        node: NodeInfo,
+        sessions: Sequence[SessionInfo],
+        ttl: float,
+        *,
+        still_local: Callable[[SessionInfo], bool] = lambda s: True,
+    ) -> int:
+        keys = self._node_keys(node.node_id)
+        args: list[Any] = [
+            _ms(ttl),
+            node.to_json(),
+            self._k(k.SESSIONS_PREFIX),
+            self._k(k.CALL_INDEX_PREFIX),
+            self._k(k.ENDED_PREFIX),
+            _ms(ttl * CALL_INDEX_TTL_FACTOR),
+        ]
+        args += [f"{s.call_id}/{s.session_id}" for s in sessions]
         positions: list[int] = await self._run(self._heartbeat_full, "full heartbeat", keys, args)
-        if positions:
-            await self._register_many(node.node_id, [sessions[i - 1] for i in positions], ttl, 0)
-        return len(positions)
+        if not positions:
+            return 0
+        return await self._write_back(node.node_id, [sessions[i - 1] for i in positions], ttl, still_local)
 
     async def remove(self, call_id: str, session_id: str, ended: EndedInfo | None) -> None:
         keys = [
@@ -138,26 +226,30 @@ class RedisSessionIndex(SessionIndex):
             f"{call_id}/{session_id}",
             ended.to_json() if ended else "",
             _ms(k.ENDED_TTL),
+            self._k(k.NODE_DIGEST_PREFIX),
         ]
         await self._run(self._remove, "remove", keys, args)
 
-    async def sessions_for_call(self, call_id: str) -> list[bytes]:
-        records: list[bytes] = await self._run(
-            self._members,
-            "sessions of call",
-            [self._k(k.call_index_key(call_id))],
-            [self._k(f"{k.SESSIONS_PREFIX}{call_id}/")],
+    async def _members_of(self, index_key: str, prefix: str, marker: str, extras: list[str]) -> list[Any]:
+        result: list[Any] = await self._run(
+            self._members, "sessions of index", [self._k(index_key)], [self._k(prefix), marker, *extras]
         )
-        return records
+        return result
+
+    async def sessions_for_call(self, call_id: str, *, exact: bool | None = None) -> list[bytes]:
+        index_key, prefix = k.call_index_key(call_id), f"{k.SESSIONS_PREFIX}{call_id}/"
+        if exact:
+            result = await self._members_of(index_key, prefix, "", await self._call_members(call_id))
+        else:
+            marker = self._k(k.NO_FOREIGN_MARKER) if exact is None else ""
+            result = await self._members_of(index_key, prefix, marker, [])
+            if result[0] == 1:  # not known to be callboard-only: find the call's keys too
+                result = await self._members_of(index_key, prefix, "", await self._call_members(call_id))
+        return result[1:]
 
     async def sessions_for_node(self, node_id: str) -> list[bytes]:
-        records: list[bytes] = await self._run(
-            self._members,
-            "sessions of node",
-            [self._k(k.node_index_key(node_id))],
-            [self._k(k.SESSIONS_PREFIX)],
-        )
-        return records
+        result = await self._members_of(k.node_index_key(node_id), k.SESSIONS_PREFIX, "", [])
+        return result[1:]
 
     async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
         owner: bytes | None = await self._run(
@@ -189,38 +281,38 @@ class RedisSessionIndex(SessionIndex):
         answer: bytes = await self._run(script, action, [self._k(request_key), self._k(claim_key)], args)
         return StartClaim(answer.decode())
 
-    async def index_foreign(self) -> int:
-        """Scan ``sessions/*`` and add every session found to its call's index set."""
+    async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
+        held: int = await self._run(self._lease, "lease", [self._k(name)], [holder, _ms(ttl)])
+        return held == 1
+
+    async def index_foreign(self, keep: float = 120.0) -> int:
+        """Scan ``sessions/*``: index every session by call (for ``keep`` s at least), count
+        the foreign ones and mark the fleet callboard-only (for ``keep`` s) if there are none.
+
+        One node of the cluster runs it (the registry holds a lease; ``keep`` is two of its
+        intervals). A session is foreign when its record names a node without a callboard
+        node record; finding one removes the marker, so every node reads exactly.
+        """
         client = self.store.client
         pattern = self._k(k.SESSIONS_PREFIX) + "*"
-        cut = len(self._k(k.SESSIONS_PREFIX))
-        added = 0
+        fixed: list[str | int] = [
+            self._k(k.CALL_INDEX_PREFIX),
+            self._k(k.NODES_PREFIX),
+            self.prefix,
+            _ms(keep),
+        ]
+        foreign = 0
         with translate_errors("scan sessions"):
             batch: list[str] = []
             async for raw_key in client.scan_iter(match=pattern, count=SCAN_COUNT):
                 batch.append(raw_key.decode())
                 if len(batch) >= SCAN_COUNT:
-                    added += await self._index_batch(batch, cut)
+                    foreign += await self._index_add(keys=[], args=[*fixed, *batch])
                     batch = []
             if batch:
-                added += await self._index_batch(batch, cut)
-        return added
-
-    async def _index_batch(self, raw_keys: list[str], cut: int) -> int:
-        client = self.store.client
-        async with client.pipeline(transaction=False) as pipe:
-            for key in raw_keys:
-                pipe.pttl(key)
-            ttls: list[int] = await pipe.execute()
-        keys: list[str] = []
-        args: list[Any] = []
-        for raw_key, pttl in zip(raw_keys, ttls, strict=True):
-            parts = raw_key[cut:].split("/")
-            if len(parts) != 2 or pttl <= 0:
-                continue
-            keys.append(self._k(k.call_index_key(parts[0])))
-            args += [parts[1], pttl]
-        if not keys:
-            return 0
-        added: int = await self._index_add(keys=keys, args=args)
-        return added
+                foreign += await self._index_add(keys=[], args=[*fixed, *batch])
+            if foreign:
+                await client.delete(self._k(k.NO_FOREIGN_MARKER))
+            else:
+                await client.set(self._k(k.NO_FOREIGN_MARKER), b"1", px=_ms(keep))
+        return foreign

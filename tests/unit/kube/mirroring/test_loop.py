@@ -105,3 +105,17 @@ async def test_g1_a_session_that_shows_up_for_a_failed_object_is_closed(harness:
     assert await harness.runtime.registry.get_for_call("call-1") == []
     assert harness.status("a1")["phase"] == "Failed"
     assert "OrphanClosed" in await harness.reasons("a1")
+
+
+async def test_g4_a_session_the_store_lost_while_its_node_lives_keeps_running(harness: Harness) -> None:
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    await harness.store.delete([f"sessions/call-1/{status['sessionId']}"])  # a flush: no tombstone
+    # The operator notices the gap and waits (a record without tombstone is not an end)...
+    await harness.until(lambda: harness.runtime.syncer._missing_since, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Running"
+    await node.registry.heartbeat()  # ...until the node's heartbeat writes the record back.
+    await harness.until(lambda: not harness.runtime.syncer._missing_since, timeout=3.0)
+    assert harness.status("a1")["phase"] == "Running"
+    assert "SessionEnded" not in await harness.reasons("a1")
