@@ -52,10 +52,6 @@ async def nodes(redis_proxy: RedisProxy) -> AsyncIterator[list[AgentLauncher[Fak
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11 defect 7: a 19.5 s stall expires every record (one command ~15 s, steps in sequence)",
-)
 async def test_g10_stall_under_20s_expires_no_session(
     redis_proxy: RedisProxy, nodes: list[AgentLauncher[FakeAgent]]
 ) -> None:

@@ -7,10 +7,14 @@ as a single node.
 
 Background work, each a named guarded task:
 
+- ``heartbeat``: one batch heartbeat per ``maintenance_interval`` in a lane of its own, each
+  bounded to end before the next tick and retried within that bound
+  (:func:`~callboard.launcher.maintenance.beat_within`): a stalled store never makes it skip a
+  beat by queueing it behind the rest of the maintenance.
 - ``maintenance``: a fixed-rate cycle (see :mod:`callboard.launcher.maintenance`): idle and
-  max-duration closes, one batch heartbeat, polled close requests (the fallback), changed
-  metrics, and now and then a poll for start requests. One failing agent or an unreachable
-  store is logged (rate-limited) and the cycle goes on.
+  max-duration closes, polled close requests (the fallback), changed metrics, and now and
+  then a poll for start requests. One failing agent or an unreachable store is logged
+  (rate-limited) and the cycle goes on.
 - ``close-requests``: consumes the registry's push stream and closes at once.
 - ``start-requests``: consumes start requests sent through the registry (by the operator),
   starts each session with the requested id and answers accepted or why not.
@@ -36,7 +40,7 @@ from callboard.errors import (
     StoreError,
 )
 from callboard.launcher.agent import Agent, AgentStartError, AgentT, CreateAgent, JoinCall, agent_metrics
-from callboard.launcher.maintenance import run_fixed_rate
+from callboard.launcher.maintenance import HEARTBEAT_DEADLINE_SHARE, beat_within, run_fixed_rate
 from callboard.launcher.metrics import MetricsPublisher
 from callboard.launcher.session import AgentSession, CloseReason
 from callboard.launcher.settings import LauncherSettings
@@ -209,13 +213,21 @@ class AgentLauncher(Generic[AgentT]):
         self._running = True
         self._draining = False
         self._starts.accepting = True
+        clock = asyncio.get_running_loop().time
         self._tasks = [
+            guarded_task(
+                run_fixed_rate(
+                    self._heartbeat_lane, self.maintenance_interval, stats=self.stats.heartbeat, clock=clock
+                ),
+                name=f"heartbeat:{self.node_id}",
+                logger=logger,
+            ),
             guarded_task(
                 run_fixed_rate(
                     self.maintenance_cycle,
                     self.maintenance_interval,
                     stats=self.stats.maintenance,
-                    clock=asyncio.get_running_loop().time,
+                    clock=clock,
                     on_skip=self._on_skipped_ticks,
                 ),
                 name=f"maintenance:{self.node_id}",
@@ -409,10 +421,12 @@ class AgentLauncher(Generic[AgentT]):
     # -- maintenance ----------------------------------------------------------------------
 
     async def maintenance_cycle(self) -> None:
-        """One maintenance cycle. Never raises: each step logs its own failure."""
+        """One maintenance cycle. Never raises: each step logs its own failure.
+
+        The heartbeat is not part of it: it has its own lane (:meth:`heartbeat_once`).
+        """
         self._cycle += 1
         self._close_expired()
-        await self._step("heartbeat", self._heartbeat)
         await self._step("close-requests", self._poll_close_requests)
         await self._step("metrics", lambda: self._metrics.publish(list(self._sessions.values())))
         if not self._registry.supports_push or self._cycle % START_POLL_EVERY == 0:
@@ -447,6 +461,26 @@ class AgentLauncher(Generic[AgentT]):
                 continue
             if reason is not None:
                 self._close(session, reason)
+
+    async def heartbeat_once(self) -> None:
+        """One beat of the heartbeat lane. Never raises: a failure is counted and logged.
+
+        Retried within a deadline just before the next tick, so a stalled store costs only
+        the beats it stalls (and a store back mid-interval is written to at once).
+        """
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + self.maintenance_interval * HEARTBEAT_DEADLINE_SHARE
+        await self._step("heartbeat", lambda: self._beat_within(deadline, clock))
+
+    async def _beat_within(self, deadline: float, clock: Any) -> None:
+        try:
+            await beat_within(self._heartbeat, deadline, clock=clock)
+        except TimeoutError:
+            self.stats.registry_ok = False
+            raise
+
+    async def _heartbeat_lane(self) -> None:
+        await self.heartbeat_once()
 
     async def _heartbeat(self) -> None:
         try:

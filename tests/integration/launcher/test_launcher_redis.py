@@ -81,7 +81,7 @@ async def test_close_flag_of_a_vision_agents_node_is_polled(make_node: MakeNode,
 async def test_redis_outage_is_survived_and_sessions_come_back(
     make_node: MakeNode, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a = await make_node("node-a", agent_idle_timeout=10)
+    a = await make_node("node-a", agent_idle_timeout=10, maintenance_interval=0.5)
     live = await a.start_session("call-1")
     idle = await a.start_session("call-2")
     idle.agent.idle = 11.0
@@ -89,6 +89,7 @@ async def test_redis_outage_is_survived_and_sessions_come_back(
     with caplog.at_level(logging.WARNING, logger="callboard.launcher"):
         for _ in range(3):
             await a.maintenance_cycle()
+            await a.heartbeat_once()
     assert not a.stats.registry_ok
     assert caplog.text.count("heartbeat failed") == 1  # rate-limited
     await asyncio.wait_for(idle.wait(), 5)  # local closes go on without Redis
@@ -99,6 +100,7 @@ async def test_redis_outage_is_survived_and_sessions_come_back(
 
     redis_server.start()  # empty
     await a.maintenance_cycle()
+    await a.heartbeat_once()
     assert a.stats.registry_ok
     info = await a.get_session_info("call-1", live.id)
     assert info is not None and info.node_id == "node-a"
