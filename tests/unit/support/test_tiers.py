@@ -1,6 +1,7 @@
 """No test tier imports another: what tiers share lives in ``tests/support``.
 
-A tier (``tests/unit``, ``tests/integration``, ``tests/chaos``, ``tests/e2e``, ``tests/e2e_real``) may import itself and
+A tier (``tests/unit``, ``tests/integration``, ``tests/chaos``, ``tests/e2e``,
+``tests/e2e_real``) may import itself and
 ``tests.support``; ``tests.support``, the top-level conftest and ``bench`` may import only
 ``tests.support``. Otherwise running one tier would depend on another's files, and a
 helper would have two homes.
