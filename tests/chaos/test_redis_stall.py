@@ -40,10 +40,6 @@ async def nodes(redis_proxy: RedisProxy) -> AsyncIterator[list[AgentLauncher[Fak
     finally:
         redis_proxy.client.heal(redis_proxy.name)
         for launcher in made:
-            # One by one first: AgentLauncher.stop() with live sessions leaves redis-py
-            # sockets unclosed (a ResourceWarning at exit fails the run; see the report).
-            for session in launcher.sessions:
-                await launcher.close_session(session.id, wait=True)
             await launcher.stop()
 
 

@@ -292,3 +292,13 @@ def test_groups_are_dataclasses_and_fields_are_typed() -> None:
         for opt in config.options(cls):
             assert opt.name.startswith("CALLBOARD_"), opt
             assert len(opt.help) > 10, f"{opt.name} needs a real description"
+
+
+def test_g9_serve_derives_its_drain_from_the_grace_period_and_refuses_one_that_does_not_fit() -> None:
+    assert ServeSettings().drain == 20.0  # 30 s grace - 5 close - 3 stop - 2 margin
+    assert ServeSettings(grace_period=60.0).drain == 50.0
+    assert ServeSettings(drain_timeout=5.0).drain == 5.0
+    with pytest.raises(ConfigurationError, match="at most 20s"):
+        ServeSettings(drain_timeout=25.0)
+    with pytest.raises(ConfigurationError, match="leaves no time to drain"):
+        ServeSettings(grace_period=8.0)

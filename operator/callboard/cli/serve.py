@@ -34,7 +34,7 @@ async def serve(settings: ServeSettings) -> int:
         host=settings.host,
         port=settings.port,
         settings=settings.server,
-        drain_timeout=settings.drain_timeout,
+        drain_timeout=settings.drain,
         access_log=settings.access_log,
     )
     shutdown = asyncio.Event()
@@ -46,7 +46,7 @@ async def serve(settings: ServeSettings) -> int:
         nonlocal signals
         signals += 1
         if signals == 1:
-            logger.info("%s: draining (up to %gs)", sig.name, settings.drain_timeout)
+            logger.info("%s: draining (up to %gs)", sig.name, settings.drain)
             shutdown.set()
         elif main_task is not None:
             logger.warning("%s again: stopping now", sig.name)

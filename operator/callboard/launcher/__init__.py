@@ -16,6 +16,7 @@ from callboard.launcher.launcher import AgentLauncher
 from callboard.launcher.maintenance import FixedRateStats, run_fixed_rate
 from callboard.launcher.session import AgentSession, CloseReason
 from callboard.launcher.settings import LauncherSettings
+from callboard.launcher.shutdown import ShutdownBudget
 from callboard.launcher.start_requests import StartRejection
 from callboard.launcher.stats import LauncherStats
 
@@ -30,6 +31,7 @@ __all__ = [
     "JoinCall",
     "LauncherSettings",
     "LauncherStats",
+    "ShutdownBudget",
     "StartRejection",
     "SupportsToDict",
     "agent_metrics",

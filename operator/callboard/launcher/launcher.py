@@ -7,10 +7,14 @@ as a single node.
 
 Background work, each a named guarded task:
 
+- ``heartbeat``: one batch heartbeat per ``maintenance_interval`` in a lane of its own, each
+  bounded to end before the next tick and retried within that bound
+  (:func:`~callboard.launcher.maintenance.beat_within`): a stalled store never makes it skip a
+  beat by queueing it behind the rest of the maintenance.
 - ``maintenance``: a fixed-rate cycle (see :mod:`callboard.launcher.maintenance`): idle and
-  max-duration closes, one batch heartbeat, polled close requests (the fallback), changed
-  metrics, and now and then a poll for start requests. One failing agent or an unreachable
-  store is logged (rate-limited) and the cycle goes on.
+  max-duration closes, polled close requests (the fallback), changed metrics, and now and
+  then a poll for start requests. One failing agent or an unreachable store is logged
+  (rate-limited) and the cycle goes on.
 - ``close-requests``: consumes the registry's push stream and closes at once.
 - ``start-requests``: consumes start requests sent through the registry (by the operator),
   starts each session with the requested id and answers accepted or why not.
@@ -37,10 +41,11 @@ from callboard.errors import (
     StoreError,
 )
 from callboard.launcher.agent import Agent, AgentStartError, AgentT, CreateAgent, JoinCall, agent_metrics
-from callboard.launcher.maintenance import run_fixed_rate
+from callboard.launcher.maintenance import HEARTBEAT_DEADLINE_SHARE, beat_within, run_fixed_rate
 from callboard.launcher.metrics import MetricsPublisher
 from callboard.launcher.session import AgentSession, CloseReason
 from callboard.launcher.settings import LauncherSettings
+from callboard.launcher.shutdown import ShutdownBudget
 from callboard.launcher.start_requests import StartRequestHandler
 from callboard.launcher.stats import LauncherStats
 from callboard.registry import (
@@ -66,10 +71,11 @@ TTL_TO_INTERVAL = 3
 #: Seconds an agent gets to leave its call when its session ends; a stuck close is logged
 #: and abandoned so it never blocks a drain or a shutdown.
 AGENT_CLOSE_TIMEOUT = 10.0
-#: Seconds :meth:`AgentLauncher.stop` waits for sessions to close before giving up on them.
-STOP_TIMEOUT = 15.0
-#: Seconds background tasks get to stop (they only wait on the store, itself bounded).
-TASK_STOP_TIMEOUT = 2.0
+#: Seconds background tasks get to stop (they only wait on the store, itself bounded); the
+#: whole of :meth:`AgentLauncher.stop` is within :attr:`ShutdownBudget.stop`.
+TASK_STOP_TIMEOUT = 1.0
+#: Seconds cancelled clean-ups get to unwind once the close budget is spent.
+UNWIND_TIMEOUT = 0.5
 #: With push working, poll for start requests every this many cycles anyway (30 s at the
 #: default interval): a pub/sub notice can be lost without a disconnect being noticed.
 START_POLL_EVERY = 6
@@ -86,7 +92,9 @@ class AgentLauncher(Generic[AgentT]):
     ``max_concurrent_sessions`` (this node), ``max_sessions_per_call`` (all nodes,
     atomic in Redis), ``agent_idle_timeout`` (seconds alone on the call, 0 disables),
     ``max_session_duration_seconds``. ``maintenance_interval`` paces the maintenance loop
-    and must be at most a third of the registry's TTL (else ``ValueError``).
+    and must be at most a third of the registry's TTL (else ``ValueError``). ``shutdown``
+    bounds closing the sessions a drain or stop leaves and the stop itself
+    (:class:`~callboard.launcher.ShutdownBudget`), so a shutdown fits the pod's grace period.
     """
 
     def __init__(
@@ -99,6 +107,8 @@ class AgentLauncher(Generic[AgentT]):
         max_session_duration_seconds: float | None = None,
         maintenance_interval: float = 5.0,
         registry: SessionRegistry | None = None,
+        *,
+        shutdown: ShutdownBudget | None = None,
     ) -> None:
         if agent_idle_timeout < 0:
             raise ConfigurationError("agent_idle_timeout must be >= 0 (0 disables it)")
@@ -125,6 +135,7 @@ class AgentLauncher(Generic[AgentT]):
         self.max_sessions_per_call = max_sessions_per_call
         self.max_session_duration_seconds = max_session_duration_seconds
         self.maintenance_interval = maintenance_interval
+        self.shutdown = shutdown if shutdown is not None else ShutdownBudget()
 
         self._sessions: dict[str, AgentSession[AgentT]] = {}
         self._starting = 0
@@ -211,13 +222,21 @@ class AgentLauncher(Generic[AgentT]):
         self._running = True
         self._draining = False
         self._starts.accepting = True
+        clock = asyncio.get_running_loop().time
         self._tasks = [
+            guarded_task(
+                run_fixed_rate(
+                    self._heartbeat_lane, self.maintenance_interval, stats=self.stats.heartbeat, clock=clock
+                ),
+                name=f"heartbeat:{self.node_id}",
+                logger=logger,
+            ),
             guarded_task(
                 run_fixed_rate(
                     self.maintenance_cycle,
                     self.maintenance_interval,
                     stats=self.stats.maintenance,
-                    clock=asyncio.get_running_loop().time,
+                    clock=clock,
                     on_skip=self._on_skipped_ticks,
                 ),
                 name=f"maintenance:{self.node_id}",
@@ -240,16 +259,19 @@ class AgentLauncher(Generic[AgentT]):
         logger.info("launcher started", extra={"node_id": self.node_id})
 
     async def stop(self) -> None:
-        """Close every session (bounded wait), stop background work, stop an owned registry."""
+        """Close every session, stop background work, stop an owned registry; all bounded.
+
+        Sessions still live are closed within ``shutdown.close`` seconds (clean-ups still
+        running then are cancelled: their records expire by TTL); the rest takes at most
+        about ``shutdown.stop`` seconds, even against a black-holed store.
+        """
         if not self._running:
             return
         self._running = False
         await self._starts.stop(TASK_STOP_TIMEOUT)
         await stop_tasks(self._tasks, timeout=TASK_STOP_TIMEOUT, logger=logger)
         self._tasks.clear()
-        for session in list(self._sessions.values()):
-            self._close(session, CloseReason.STOPPED)
-        await self._wait_cleanups(STOP_TIMEOUT)
+        await self._close_within(list(self._sessions.values()), CloseReason.STOPPED, self.shutdown.close)
         await self._close_streams()
         if self._owns_registry:
             await self._registry.stop()
@@ -278,20 +300,25 @@ class AgentLauncher(Generic[AgentT]):
         logger.info(
             "draining: %d live sessions, grace %.1fs", len(self._sessions), timeout, extra=self._ctx()
         )
-        try:
-            await self._registry.set_draining(True)
-        except StoreError as exc:
-            logger.warning("could not publish draining state: %s", exc, extra=self._ctx())
+        timeout = max(timeout, 0.0)
+        deadline = asyncio.get_running_loop().time() + timeout
+        # Published while the sessions end, bounded by the drain: a stalled store must not
+        # add its ~15 s to the drain.
+        publish = asyncio.ensure_future(
+            asyncio.wait_for(self._registry.set_draining(True), max(timeout, 1.0))
+        )
         live = list(self._sessions.values())
         if live:
             waiters = [asyncio.ensure_future(s.wait()) for s in live]
-            _, pending = await asyncio.wait(waiters, timeout=max(timeout, 0.0))
+            _, pending = await asyncio.wait(waiters, timeout=timeout)
             for waiter in pending:
                 waiter.cancel()
+        try:
+            await asyncio.wait_for(publish, max(deadline - asyncio.get_running_loop().time(), 1.0))
+        except (StoreError, TimeoutError) as exc:
+            logger.warning("could not publish draining state: %s", exc or "timed out", extra=self._ctx())
         leftover = list(self._sessions.values())
-        for session in leftover:
-            self._close(session, CloseReason.DRAIN)
-        await self._wait_cleanups(STOP_TIMEOUT)
+        await self._close_within(leftover, CloseReason.DRAIN, self.shutdown.close)
         if leftover:
             logger.info("drain closed %d sessions at the deadline", len(leftover), extra=self._ctx())
         return len(leftover)
@@ -422,10 +449,12 @@ class AgentLauncher(Generic[AgentT]):
     # -- maintenance ----------------------------------------------------------------------
 
     async def maintenance_cycle(self) -> None:
-        """One maintenance cycle. Never raises: each step logs its own failure."""
+        """One maintenance cycle. Never raises: each step logs its own failure.
+
+        The heartbeat is not part of it: it has its own lane (:meth:`heartbeat_once`).
+        """
         self._cycle += 1
         self._close_expired()
-        await self._step("heartbeat", self._heartbeat)
         await self._step("close-requests", self._poll_close_requests)
         await self._step("metrics", lambda: self._metrics.publish(list(self._sessions.values())))
         if not self._registry.supports_push or self._cycle % START_POLL_EVERY == 0:
@@ -460,6 +489,26 @@ class AgentLauncher(Generic[AgentT]):
                 continue
             if reason is not None:
                 self._close(session, reason)
+
+    async def heartbeat_once(self) -> None:
+        """One beat of the heartbeat lane. Never raises: a failure is counted and logged.
+
+        Retried within a deadline just before the next tick, so a stalled store costs only
+        the beats it stalls (and a store back mid-interval is written to at once).
+        """
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + self.maintenance_interval * HEARTBEAT_DEADLINE_SHARE
+        await self._step("heartbeat", lambda: self._beat_within(deadline, clock))
+
+    async def _beat_within(self, deadline: float, clock: Any) -> None:
+        try:
+            await beat_within(self._heartbeat, deadline, clock=clock)
+        except TimeoutError:
+            self.stats.registry_ok = False
+            raise
+
+    async def _heartbeat_lane(self) -> None:
+        await self.heartbeat_once()
 
     async def _heartbeat(self) -> None:
         try:
@@ -594,12 +643,36 @@ class AgentLauncher(Generic[AgentT]):
             self.stats.errors["agent-close"] += 1
             self._log_failure("agent-close", exc, session)
 
-    async def _wait_cleanups(self, timeout: float) -> None:
-        if not self._cleanups:
-            return
-        _, stuck = await asyncio.wait(list(self._cleanups), timeout=timeout)
+    async def _close_within(
+        self, sessions: list[AgentSession[AgentT]], reason: CloseReason, budget: float
+    ) -> None:
+        """Close ``sessions`` and wait, up to ``budget`` seconds in all, until every session
+        this node closed has ended (agent closed, record removed); then cancel what is left.
+
+        Waiting on the sessions, not only on clean-ups already created, matters: a cancelled
+        session task creates its clean-up a loop turn later, and a clean-up that runs after
+        the registry stopped opens store connections nobody closes.
+        """
+        for session in sessions:
+            self._close(session, reason)
+        ending = [s for s in sessions if not s.ended.is_set()]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(s.ended.wait()) for s in ending]
+        waiters += list(self._cleanups)
+        if waiters:
+            _, pending = await asyncio.wait(waiters, timeout=budget)
+            for waiter in pending:
+                waiter.cancel()
+        stuck = [c for c in self._cleanups if not c.done()] + [s.task for s in ending if not s.task.done()]
         if stuck:
-            logger.warning("%d sessions did not finish closing within %.1fs", len(stuck), timeout)
+            logger.warning(
+                "%d sessions did not finish closing within %.1fs: abandoned (their records expire by TTL)",
+                len(stuck),
+                budget,
+                extra=self._ctx(),
+            )
+            for task in stuck:
+                task.cancel()
+            await asyncio.wait(stuck, timeout=UNWIND_TIMEOUT)
 
     async def _close_streams(self) -> None:
         for stream in (self._close_stream, self._start_stream):

@@ -5,6 +5,13 @@ towards the registry TTL (a "sleep interval after each cycle" loop is late by th
 duration every time). A cycle that overruns one or more ticks skips them instead of
 running a burst of catch-up cycles, which would hammer a store that just came back.
 
+The heartbeat runs in a lane of its own (its own task, never queued behind the close poll or
+the metrics) through :func:`beat_within`: each beat gets a deadline a little before the next
+tick, failed attempts are retried promptly within it, and an attempt still hanging at the
+deadline is cancelled. So a stalled store costs the beats it stalls and no more: one command
+against a black-holed Redis takes ~15 s (3 x 5 s socket timeout), which would otherwise skip
+the next tick and let records expire after two missed beats instead of three.
+
 Clock and sleep are parameters so tests drive the loop with fake time.
 """
 
@@ -16,7 +23,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-__all__ = ["FixedRateStats", "run_fixed_rate"]
+__all__ = ["HEARTBEAT_DEADLINE_SHARE", "FixedRateStats", "beat_within", "run_fixed_rate"]
+
+#: A beat's deadline is this share of the interval after its tick: the attempt ends (or is
+#: cancelled) before the next tick, so that tick is never skipped.
+HEARTBEAT_DEADLINE_SHARE = 0.9
+#: Seconds between retries of a failed beat within its deadline (doubling up to the cap): a
+#: store that comes back mid-interval is written to at once, not at the next tick.
+RETRY_BASE = 0.2
+RETRY_CAP = 2.0
 
 
 @dataclass(slots=True)
@@ -67,3 +82,36 @@ async def run_fixed_rate(
             stats.skipped_ticks += missed
             if on_skip is not None:
                 on_skip(missed)
+
+
+async def beat_within(
+    beat: Callable[[], Awaitable[object]],
+    deadline: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    retry_base: float = RETRY_BASE,
+    retry_cap: float = RETRY_CAP,
+) -> None:
+    """Run ``beat`` until it succeeds or ``deadline`` (on ``clock``) passes.
+
+    A failing attempt is retried after a short backoff while time remains; an attempt still
+    running at the deadline is cancelled. Raises the last failure (``TimeoutError`` when the
+    deadline cut an attempt), so the caller counts one failed beat, not one per attempt.
+    """
+    delay = retry_base
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise TimeoutError("no time left for the heartbeat before the next tick")
+        try:
+            await asyncio.wait_for(beat(), remaining)
+        except TimeoutError as exc:
+            raise TimeoutError(f"the heartbeat did not finish within {remaining:.1f}s") from exc
+        except Exception:
+            if deadline - clock() - delay <= 1e-6:  # a retry would start at the deadline
+                raise
+        else:
+            return
+        await sleep(delay)
+        delay = min(delay * 2, retry_cap)

@@ -22,6 +22,8 @@ class LauncherStats:
     start_requests: Counter[str] = field(default_factory=Counter)
     """Answers to start requests: ``accepted`` or the rejection reason."""
     maintenance: FixedRateStats = field(default_factory=FixedRateStats)
+    heartbeat: FixedRateStats = field(default_factory=FixedRateStats)
+    """The heartbeat's own lane (it never waits behind the rest of the maintenance)."""
     errors: Counter[str] = field(default_factory=Counter)
     """Failed maintenance steps and agent calls, by step."""
     registry_ok: bool = True

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 from callboard import __version__
 from callboard.config import at_least, parse_float, parse_int, setting
 from callboard.errors import ConfigurationError
-from callboard.launcher import AgentLauncher, LauncherSettings
+from callboard.launcher import AgentLauncher, LauncherSettings, ShutdownBudget
 from callboard.registry import DEFAULT_KEY_PREFIX, SessionRegistry, store_from_url
 from callboard.server.settings import ServerSettings
 
@@ -94,17 +94,39 @@ class ServeSettings:
         flag="namespace",
         help="Pod namespace, published in the node record.",
     )
-    drain_timeout: float = setting(
-        25.0,
-        env="CALLBOARD_DRAIN_TIMEOUT",
-        help="Seconds sessions get to end on SIGTERM.",
+    grace_period: float = setting(
+        30.0,
+        env="CALLBOARD_GRACE_PERIOD",
+        help="The pod's terminationGracePeriodSeconds: drain, closes and stop fit in it.",
         parse=at_least(parse_float, 0),
     )
-    """Keep it under terminationGracePeriodSeconds (30 s by default) minus the time to close
-    agents and deregister."""
+    """Set it to the pod's ``terminationGracePeriodSeconds``. Closing what the drain leaves,
+    stopping and exiting take 10 s of it (:class:`~callboard.launcher.ShutdownBudget`); the
+    drain gets the rest unless ``drain_timeout`` says less. Checked when the node starts."""
+    drain_timeout: float | None = setting(
+        None,
+        env="CALLBOARD_DRAIN_TIMEOUT",
+        help="Seconds sessions get to end on SIGTERM; at most the grace period minus 10.",
+        parse=at_least(parse_float, 0),
+        default_text="grace period - 10 (20)",
+    )
+    """What the drain may take; more than the grace period leaves is a configuration error."""
     access_log: bool = setting(False, env="CALLBOARD_ACCESS_LOG", help="Log every HTTP request.")
     launcher: LauncherSettings = field(default_factory=LauncherSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+
+    def __post_init__(self) -> None:
+        self.shutdown.check_drain(self.drain)  # fails at start, not when the pod is killed
+
+    @property
+    def shutdown(self) -> ShutdownBudget:
+        """The shutdown's budgets within ``grace_period``."""
+        return ShutdownBudget(grace_period=self.grace_period)
+
+    @property
+    def drain(self) -> float:
+        """Seconds the drain waits: ``drain_timeout``, else all the grace period leaves."""
+        return self.drain_timeout if self.drain_timeout is not None else self.shutdown.drain
 
 
 def load_callable(spec: str, what: str) -> Any:
@@ -164,4 +186,6 @@ def build_launcher(settings: ServeSettings) -> AgentLauncher[Any]:
         namespace=settings.namespace,
         version=__version__,
     )
-    return AgentLauncher.from_settings(create_agent, join_call, settings.launcher, registry=registry)
+    launcher = AgentLauncher.from_settings(create_agent, join_call, settings.launcher, registry=registry)
+    launcher.shutdown = settings.shutdown
+    return launcher

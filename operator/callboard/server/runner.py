@@ -52,7 +52,7 @@ class NodeServer:
         host: str = "127.0.0.1",
         port: int = 8080,
         settings: ServerSettings | None = None,
-        drain_timeout: float = 25.0,
+        drain_timeout: float = 20.0,
         access_log: bool = False,
     ) -> None:
         self.launcher = launcher

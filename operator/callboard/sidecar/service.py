@@ -26,6 +26,7 @@ from callboard.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from callboard.launcher.maintenance import HEARTBEAT_DEADLINE_SHARE, beat_within, run_fixed_rate
 from callboard.registry import (
     EndReason,
     SessionInfo,
@@ -54,6 +55,11 @@ CONNECT_BASE = 0.1
 CONNECT_CAP = 5.0
 #: Bound on stopping background tasks, seconds: never block the pod's exit on them.
 STOP_TIMEOUT = 2.0
+#: Removals in flight at once when the sidecar removes many sessions (drain timeout, dead app):
+#: well under the store's connection pool (64), so other calls still get a connection.
+REMOVE_BATCH = 32
+#: Seconds cancelled removals get to unwind once the budget is spent.
+UNWIND_TIMEOUT = 0.5
 #: Reasons written in the tombstones of sessions the sidecar removes by itself.
 REASON_APP_UNHEALTHY = EndReason.APP_UNHEALTHY
 REASON_DRAIN_TIMEOUT = EndReason.DRAIN_TIMEOUT
@@ -110,6 +116,7 @@ class SidecarService:
         """Start the background work; the store connection is retried until it succeeds."""
         spawn = [
             (self._connect_and_heartbeat(), "heartbeat"),
+            (self._poll_closes(), "close-poll"),
             (self._pump_closes(), "close-requests"),
             (self._pump_starts(), "start-requests"),
         ]
@@ -337,18 +344,17 @@ class SidecarService:
         returns how many.
         """
         timeout = self.settings.drain.timeout
+        publish: asyncio.Future[None] | None = None
         if not self._draining:
             self._draining = True
             self._drain_deadline = time.time() + timeout
             live = len(self.registry.local_sessions)
             logger.info("draining: waiting up to %.1fs for %d sessions", timeout, live, extra=self._log_extra)
-            if self.registry.running:
-                try:
-                    await self.registry.set_draining(True)
-                except StoreError as exc:
-                    logger.warning("could not publish draining: %s", exc, extra=self._log_extra)
-            await self._starts.reject_all(StartRejection.DRAINING)
+            # Told to the store while the sessions end, within the drain: a stalled store must
+            # not add its ~15 s per command to the shutdown.
+            publish = asyncio.ensure_future(asyncio.wait_for(self._publish_draining(), max(timeout, 1.0)))
             self._emit(EventType.DRAIN, self._drain_data())
+        started = asyncio.get_running_loop().time()
         waiters = [asyncio.ensure_future(self._idle.wait())]
         if force is not None:
             waiters.append(asyncio.ensure_future(force.wait()))
@@ -357,11 +363,25 @@ class SidecarService:
         finally:
             for waiter in waiters:
                 waiter.cancel()
+        if publish is not None:
+            left = timeout - (asyncio.get_running_loop().time() - started)
+            try:
+                await asyncio.wait_for(publish, max(left, 1.0))
+            except (StoreError, TimeoutError) as exc:
+                logger.warning("could not publish draining: %s", exc or "timed out", extra=self._log_extra)
         leftover = len(self.registry.local_sessions)
         if leftover:
             logger.warning("drain timeout: removing %d live sessions", leftover, extra=self._log_extra)
             await self._remove_all(REASON_DRAIN_TIMEOUT, include_orphans=False)
         return leftover
+
+    async def _publish_draining(self) -> None:
+        if self.registry.running:
+            try:
+                await self.registry.set_draining(True)
+            except StoreError as exc:
+                logger.warning("could not publish draining: %s", exc, extra=self._log_extra)
+        await self._starts.reject_all(StartRejection.DRAINING)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -444,15 +464,44 @@ class SidecarService:
             self._orphans.clear()
         for call_id, session_id in sorted(targets):
             self._on_close(call_id, session_id, reason=reason)
-            try:
-                await self.registry.remove(call_id, session_id, reason=reason)
-            except StoreError as exc:  # the record expires by TTL: it is no longer heartbeated
-                logger.warning("could not remove %s/%s: %s", call_id, session_id, exc, extra=self._log_extra)
-            self._close_pending.pop((call_id, session_id), None)
+        await self._remove_within(sorted(targets), reason, self.settings.drain.shutdown.close)
+        for key in targets:
+            self._close_pending.pop(key, None)
         if targets:
             SidecarStats.bump(self.stats.ended, reason, len(targets))
             self._sessions_changed()
         return len(targets)
+
+    async def _remove_within(self, targets: list[tuple[str, str]], reason: str, budget: float) -> None:
+        """Remove ``targets`` concurrently (at most REMOVE_BATCH at once), all within ``budget``
+        seconds: one by one, a black-holed Redis took ~15 s per session. What is not removed
+        by then expires by TTL (it is no longer heartbeated)."""
+        if not targets:
+            return
+        gate = asyncio.Semaphore(REMOVE_BATCH)
+
+        async def remove(call_id: str, session_id: str) -> None:
+            async with gate:
+                try:
+                    await self.registry.remove(call_id, session_id, reason=reason)
+                except StoreError as exc:
+                    logger.warning(
+                        "could not remove %s/%s: %s", call_id, session_id, exc, extra=self._log_extra
+                    )
+
+        tasks = [asyncio.ensure_future(remove(c, s)) for c, s in targets]
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        if pending:
+            logger.warning(
+                "%d of %d sessions not removed within %.1fs: they expire by TTL",
+                len(pending),
+                len(targets),
+                budget,
+                extra=self._log_extra,
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=UNWIND_TIMEOUT)
 
     async def _app_dead(self, why: str) -> None:
         removed = await self._remove_all(REASON_APP_UNHEALTHY, include_orphans=True)
@@ -485,26 +534,41 @@ class SidecarService:
         except StoreError as exc:
             self._log_failure("pending start requests", exc)
         interval = self.settings.registry.heartbeat_interval
-        while True:
-            await asyncio.sleep(interval * random.uniform(0.9, 1.0))  # jitter: nodes do not beat in step
-            await self._heartbeat_once()
+        await asyncio.sleep(interval * random.uniform(0.0, 0.1))  # jitter: nodes do not beat in step
+        # Its own lane at a fixed rate: nothing else queues in front of a beat, and each beat
+        # ends (or is cancelled) before the next tick, so a stalled store skips no tick.
+        await run_fixed_rate(self._heartbeat_once, interval)
 
     async def _heartbeat_once(self) -> None:
+        deadline = time.monotonic() + self.settings.registry.heartbeat_interval * HEARTBEAT_DEADLINE_SHARE
         try:
-            await self.registry.heartbeat()
-            local = {s.session_id: s.call_id for s in self.registry.local_sessions}
-            flagged = await self.registry.get_close_requests(local)  # the fallback of the push
-        except StoreError as exc:
+            await beat_within(self.registry.heartbeat, deadline)
+        except (StoreError, TimeoutError) as exc:
             self.stats.heartbeat_failures += 1
             self._log_failure("heartbeat", exc)
             return
         self._beat_ok()
         self._throttle.reset("heartbeat")
+        self._starts.expire(time.time(), ttl=self.registry.ttl)
+
+    async def _poll_closes(self) -> None:
+        """The fallback of the push: poll this node's close flags, in a lane of its own."""
+        await self._connected.wait()
+        await run_fixed_rate(self._poll_closes_once, self.settings.registry.heartbeat_interval)
+
+    async def _poll_closes_once(self) -> None:
+        local = {s.session_id: s.call_id for s in self.registry.local_sessions}
+        if not local:
+            return
+        try:
+            flagged = await self.registry.get_close_requests(local)
+        except StoreError as exc:
+            self._log_failure("close poll", exc)
+            return
         for session_id in flagged:
             call_id = local[session_id]
             if (call_id, session_id) not in self._close_pending:
                 self._on_close(call_id, session_id, reason=EndReason.CLOSE_REQUESTED)
-        self._starts.expire(time.time(), ttl=self.registry.ttl)
 
     async def _find_orphans(self) -> None:
         stored = await self.registry.list_sessions(node_id=self.registry.node_id)

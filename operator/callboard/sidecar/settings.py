@@ -18,6 +18,7 @@ from typing import Self
 
 from callboard.config import build, from_environ, setting
 from callboard.errors import ConfigurationError, InvalidIdError
+from callboard.launcher.shutdown import ShutdownBudget
 from callboard.registry import DEFAULT_KEY_PREFIX, generate_node_id, validate_id
 
 __all__ = [
@@ -185,13 +186,26 @@ class DrainSettings:
     """What SIGTERM does: mark draining, tell the app, wait for sessions to end, exit."""
 
     timeout: float = setting(
-        25.0,
+        20.0,
         env="CALLBOARD_DRAIN_TIMEOUT",
         help=(
-            "Seconds to wait on SIGTERM for live sessions to end. Keep it below the pod's "
-            "terminationGracePeriodSeconds (default 30) so the sidecar exits before it is killed."
+            "Seconds to wait on SIGTERM for live sessions to end. At most the grace period minus "
+            "10 (closing what is left, stopping, exiting), checked at start."
         ),
     )
+    grace_period: float = setting(
+        30.0,
+        env="CALLBOARD_GRACE_PERIOD",
+        help=(
+            "The pod's terminationGracePeriodSeconds: the drain, removing the sessions left and "
+            "stopping fit in it, so the sidecar deregisters before it is killed."
+        ),
+    )
+
+    @property
+    def shutdown(self) -> ShutdownBudget:
+        """The shutdown's budgets within the grace period."""
+        return ShutdownBudget(grace_period=self.grace_period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +298,7 @@ def _validate(settings: SidecarSettings) -> None:
         fail("CALLBOARD_EVENT_GRACE", "must be >= 0 (0 turns it off)")
     if settings.drain.timeout < 0:
         fail("CALLBOARD_DRAIN_TIMEOUT", "must be >= 0")
+    try:
+        settings.drain.shutdown.check_drain(settings.drain.timeout)
+    except ConfigurationError as exc:
+        fail("CALLBOARD_DRAIN_TIMEOUT", str(exc))

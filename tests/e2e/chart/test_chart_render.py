@@ -160,6 +160,8 @@ def test_agent_pool(render: Render) -> None:
     assert agent["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
     assert env["CALLBOARD_DRAIN_TIMEOUT"] == "1800"
     assert pod["terminationGracePeriodSeconds"] == 5 + 1800 + 15
+    # The sidecar is told the grace period, and checks at start that its drain fits in it.
+    assert env["CALLBOARD_GRACE_PERIOD"] == str(pod["terminationGracePeriodSeconds"])
     assert pod["automountServiceAccountToken"] is False
     assert find(docs, "ServiceAccount", pod["serviceAccountName"])["automountServiceAccountToken"] is False
     pdb = find(docs, "PodDisruptionBudget")

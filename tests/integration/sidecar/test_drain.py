@@ -21,7 +21,7 @@ async def _consumers(sidecar: SidecarProcess) -> bool:
 async def test_sigterm_without_sessions_exits_at_once(
     sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
 ) -> None:
-    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30"})
+    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30", "CALLBOARD_GRACE_PERIOD": "40"})
     app = await app_factory(python_app(sidecar, log_dir=tmp_path))
     await wait_until(lambda: _consumers(sidecar), what="the app's event stream")
     assert await peer.get_node("node-a") is not None
@@ -37,7 +37,7 @@ async def test_sigterm_without_sessions_exits_at_once(
 async def test_sigterm_waits_for_live_sessions_to_end(
     sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
 ) -> None:
-    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30"})
+    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30", "CALLBOARD_GRACE_PERIOD": "40"})
     app = await app_factory(python_app(sidecar, "--on-drain", "ignore", log_dir=tmp_path))
     for session_id in ("s-1", "s-2"):
         await app.send(op="register", call_id="call-1", session_id=session_id)
@@ -72,7 +72,7 @@ async def test_sigterm_waits_for_live_sessions_to_end(
 async def test_an_app_that_ends_its_sessions_on_drain(
     sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
 ) -> None:
-    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30"})
+    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30", "CALLBOARD_GRACE_PERIOD": "40"})
     app = await app_factory(python_app(sidecar, "--on-drain", "end", log_dir=tmp_path))
     await app.send(op="register", call_id="call-1", session_id="s-1")
     await app.expect("registered", session_id="s-1")
@@ -105,7 +105,7 @@ async def test_sessions_still_live_at_the_drain_timeout_are_cut_off(
 
 
 async def test_a_second_signal_stops_waiting(sidecar_factory: SidecarFactory, peer: SessionRegistry) -> None:
-    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "60"})
+    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "60", "CALLBOARD_GRACE_PERIOD": "70"})
     response = await sidecar.http.post("/v1/sessions", json={"call_id": "call-1", "session_id": "s-1"})
     assert response.status_code == 201
     sidecar.signal(signal.SIGTERM)

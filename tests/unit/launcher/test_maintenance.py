@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from callboard.launcher import CloseReason, FixedRateStats, run_fixed_rate
+from callboard.launcher.maintenance import beat_within
 from callboard.registry import SessionRegistry
 from tests.support.dict_store import DictStore
 from tests.support.fake_agents import FlakyStore
@@ -76,6 +77,46 @@ async def test_an_overrun_skips_ticks_and_keeps_the_phase() -> None:
     assert skipped == [2]
 
 
+async def test_g10_a_failing_beat_is_retried_within_its_deadline() -> None:
+    time = FakeTime()
+    attempts: list[float] = []
+
+    async def beat() -> None:
+        attempts.append(time.now)
+        if len(attempts) < 4:
+            raise ConnectionError("store down")
+
+    await beat_within(beat, deadline=1009.0, clock=time.clock, sleep=time.sleep)
+    # Backoff 0.2, 0.4, 0.8 s: the store that came back is written to at once, not a tick later.
+    assert attempts == pytest.approx([1000.0, 1000.2, 1000.6, 1001.4])
+
+
+async def test_g10_a_beat_gives_up_at_its_deadline_with_the_last_failure() -> None:
+    time = FakeTime()
+
+    async def beat() -> None:
+        raise ConnectionError("store down")
+
+    with pytest.raises(ConnectionError):
+        await beat_within(beat, deadline=1003.0, clock=time.clock, sleep=time.sleep)
+    assert time.now <= 1003.0  # never past the deadline: the next tick is not skipped
+
+
+async def test_g10_a_hanging_beat_is_cancelled_at_its_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    cancelled = asyncio.Event()
+
+    async def beat() -> None:
+        try:
+            await asyncio.Event().wait()  # a command into a black-holed store
+        finally:
+            cancelled.set()
+
+    with pytest.raises(TimeoutError, match="did not finish"):
+        await beat_within(beat, deadline=loop.time() + 0.05, clock=loop.time)
+    assert cancelled.is_set()
+
+
 async def test_fixed_rate_rejects_bad_interval() -> None:
     async def cycle() -> None:
         pass
@@ -134,17 +175,19 @@ async def test_store_outage_is_survived_and_reported(
     make_launcher: MakeLauncher, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = FlakyStore()
-    launcher, _ = await make_launcher(registry=SessionRegistry(store, node_id="node-a"))
+    launcher, _ = await make_launcher(
+        registry=SessionRegistry(store, node_id="node-a"), maintenance_interval=0.5
+    )
     session = await launcher.start_session("call-1")
     store.down = True
     with caplog.at_level(logging.INFO, logger="callboard.launcher"):
         for _ in range(3):
-            await launcher.maintenance_cycle()
+            await launcher.heartbeat_once()
         assert not launcher.stats.registry_ok
         assert caplog.text.count("heartbeat failed") == 1
         store.down = False
         await store.delete(await store.keys(""))  # what a Redis restart leaves
-        await launcher.maintenance_cycle()
+        await launcher.heartbeat_once()
     assert launcher.stats.registry_ok
     assert "heartbeat works again" in caplog.text
     assert launcher.get_session(session.id) is session

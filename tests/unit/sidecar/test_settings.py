@@ -25,9 +25,18 @@ def test_defaults_are_documented_values() -> None:
     assert settings.node.capacity == 10
     assert settings.app.health_url is None
     assert settings.app.consumer_grace == 30.0
-    assert settings.drain.timeout == 25.0
+    assert (settings.drain.timeout, settings.drain.grace_period) == (20.0, 30.0)
     assert settings.node.node_id  # generated: host name plus a suffix
     assert settings.advertised_address is None  # loopback means nothing to other pods
+
+
+def test_g9_a_drain_that_does_not_fit_the_grace_period_fails_at_start() -> None:
+    with pytest.raises(ConfigurationError, match=r"CALLBOARD_DRAIN_TIMEOUT.*at most 20s"):
+        SidecarSettings.from_env({"CALLBOARD_DRAIN_TIMEOUT": "25"})
+    fits = SidecarSettings.from_env({"CALLBOARD_DRAIN_TIMEOUT": "600", "CALLBOARD_GRACE_PERIOD": "620"})
+    assert fits.drain.shutdown.drain == 610.0
+    with pytest.raises(ConfigurationError, match="leaves no time to drain"):
+        SidecarSettings.from_env({"CALLBOARD_DRAIN_TIMEOUT": "0", "CALLBOARD_GRACE_PERIOD": "5"})
 
 
 def test_every_variable_is_read() -> None:
@@ -51,6 +60,7 @@ def test_every_variable_is_read() -> None:
         "CALLBOARD_APP_FAILURE_THRESHOLD": "5",
         "CALLBOARD_EVENT_GRACE": "0",
         "CALLBOARD_DRAIN_TIMEOUT": "600",
+        "CALLBOARD_GRACE_PERIOD": "620",
     }
     assert set(env) == {var.name for var in ENV_VARS}, "the test must cover every variable"
     s = SidecarSettings.from_env(env)
@@ -72,7 +82,7 @@ def test_every_variable_is_read() -> None:
         failure_threshold=5,
         consumer_grace=0.0,
     )
-    assert s.drain.timeout == 600.0
+    assert (s.drain.timeout, s.drain.grace_period) == (600.0, 620.0)
     assert s.advertised_address == "http://agent-7.voice:8555"
 
 
