@@ -124,9 +124,11 @@ def test_bad_values_name_their_variable(env: dict[str, str], var: str) -> None:
         SidecarSettings.from_env(env)
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0:8555", "[::]:8555", "10.0.0.9:9000", "[fd00::9]:9000", "agent:80"])
+@pytest.mark.parametrize(
+    "listen", ["0.0.0.0:8555", "[::]:8555", "10.0.0.9:9000", "[fd00::9]:9000", "agent:80"]
+)
 def test_g11_the_session_api_refuses_a_non_loopback_address(listen: str) -> None:
-    with pytest.raises(ConfigurationError, match="CALLBOARD_LISTEN.*not a loopback address"):
+    with pytest.raises(ConfigurationError, match=r"CALLBOARD_LISTEN.*not a loopback address"):
         SidecarSettings.from_env({"CALLBOARD_LISTEN": listen})
 
 
