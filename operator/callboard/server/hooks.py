@@ -26,8 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path, Query
+
+from callboard.registry import MAX_ID_LENGTH
+from callboard.server.models import ID_PATTERN
 from callboard.server.node import load_callable
 from callboard.server.settings import ServerSettings
 
@@ -48,26 +52,34 @@ def allow_all() -> None:
 
 
 # The placeholders routes depend on; the app overrides each with the configured hook. Their
-# bodies never run in an app built by create_app.
+# bodies never run in an app built by create_app, but their parameters make the OpenAPI
+# document, so ``call_id`` carries the route's own id rule (else it would hide it).
+CallId = Annotated[
+    str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="Call id")
+]
+CallFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="Only this call"),
+]
 
 
-def can_start_session(call_id: str) -> None:
+def can_start_session(call_id: CallId) -> None:
     """Placeholder of the hook that decides who may start a session on ``call_id``."""
 
 
-def can_close_session(call_id: str) -> None:
+def can_close_session(call_id: CallId) -> None:
     """Placeholder of the hook that decides who may close a session of ``call_id``."""
 
 
-def can_view_session(call_id: str) -> None:
+def can_view_session(call_id: CallId) -> None:
     """Placeholder of the hook that decides who may see the sessions of ``call_id``."""
 
 
-def can_view_metrics(call_id: str) -> None:
+def can_view_metrics(call_id: CallId) -> None:
     """Placeholder of the hook that decides who may read the metrics of ``call_id``'s sessions."""
 
 
-def can_view_listing(call_id: str | None = None) -> None:
+def can_view_listing(call_id: CallFilter = None) -> None:
     """Placeholder of ``can_view_session`` on ``GET /sessions``, where ``call_id`` is optional.
 
     A placeholder of its own, so the OpenAPI document keeps the filter optional; the

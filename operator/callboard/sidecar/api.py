@@ -23,10 +23,12 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callboard import __version__
 from callboard._bearer import bearer_auth
@@ -75,6 +77,15 @@ _STATUS_OF: list[tuple[int, tuple[type[Exception], ...]]] = [
     (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, StartRequestMismatchError)),
 ]
 _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": Error} for code in (404, 409, 422, 503)}
+#: OpenAPI links from a registration to what the app does next with the session: clients and
+#: stateful fuzzers (schemathesis) follow them from the ids in the answer.
+_SESSION_LINKS = {
+    name: {
+        "operationId": name,
+        "parameters": {"call_id": "$response.body#/call_id", "session_id": "$response.body#/session_id"},
+    }
+    for name in ("get_session", "update_metrics", "end_session")
+}
 _UNAUTHORIZED: dict[int | str, dict[str, object]] = {
     401: {"model": Error, "description": "Missing or invalid bearer token"}
 }
@@ -85,11 +96,17 @@ def _limit_error(detail: str) -> dict[str, object]:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    error = "Unauthorized" if exc.status_code == 401 else "HTTPError"
+    """Starlette's and FastAPI's own errors in the sidecar's error shape.
+
+    A body that cannot be parsed (not UTF-8, not JSON) is Starlette's 400; it is answered 422
+    like every other bad input of this API, so an app has one status for "fix the request".
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    code = 422 if exc.status_code == 400 else exc.status_code
+    error = {401: "Unauthorized", 422: "ValidationError"}.get(code, "HTTPError")
     return JSONResponse(
         Error(error=error, detail=str(exc.detail)).model_dump(),
-        status_code=exc.status_code,
+        status_code=code,
         headers=exc.headers,
     )
 
@@ -99,6 +116,18 @@ def _error_response(exc: CallboardError) -> JSONResponse:
     headers = {"Retry-After": "1"} if isinstance(exc, StoreError) else None
     return JSONResponse(
         Error(error=type(exc).__name__, detail=str(exc)).model_dump(), status_code=code, headers=headers
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 in the sidecar's documented error shape, one line per problem."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    )
+    return JSONResponse(
+        Error(error="ValidationError", detail=problems or "invalid request").model_dump(), status_code=422
     )
 
 
@@ -115,7 +144,8 @@ def create_app(service: SidecarService, *, token: str | None = None) -> FastAPI:
     app.add_middleware(
         RequestLimits, max_body_bytes=service.settings.api.max_body_bytes, error_body=_limit_error
     )
-    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(CallboardError)
     async def callboard_error(request: Request, exc: CallboardError) -> JSONResponse:
@@ -159,10 +189,16 @@ def _session_routes(service: SidecarService) -> APIRouter:
         response_model=SessionOut,
         status_code=status.HTTP_201_CREATED,
         responses={
-            200: {"model": SessionOut, "description": "This node already had the session."},
+            200: {
+                "model": SessionOut,
+                "description": "This node already had the session.",
+                "links": _SESSION_LINKS,
+            },
+            201: {"description": "Registered.", "links": _SESSION_LINKS},
             **_ERRORS,
         },
         tags=["sessions"],
+        operation_id="register_session",
     )
     async def register_session(body: RegisterBody, response: Response) -> SessionOut:
         """Register a session: 201 when new, 200 when this node already has it (idempotent).
@@ -192,6 +228,7 @@ def _session_routes(service: SidecarService) -> APIRouter:
     @router.get(
         "/v1/calls/{call_id}/sessions/{session_id}",
         response_model=SessionOut,
+        operation_id="get_session",
         responses=_ERRORS,
         tags=["sessions"],
     )
@@ -204,6 +241,7 @@ def _session_routes(service: SidecarService) -> APIRouter:
     @router.put(
         "/v1/calls/{call_id}/sessions/{session_id}/metrics",
         response_model=SessionOut,
+        operation_id="update_metrics",
         responses=_ERRORS,
         tags=["sessions"],
     )
@@ -217,6 +255,7 @@ def _session_routes(service: SidecarService) -> APIRouter:
     @router.delete(
         "/v1/calls/{call_id}/sessions/{session_id}",
         status_code=status.HTTP_204_NO_CONTENT,
+        operation_id="end_session",
         responses=_ERRORS,
         tags=["sessions"],
     )
