@@ -118,7 +118,8 @@ class RequestLimits:
                 break
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if body and content_type.endswith(b"json"):
+        # FastAPI reads a body without a Content-Type as JSON too.
+        if body and (not content_type or content_type.endswith(b"json")):
             try:
                 finite_json(body)
             except NotFiniteError as exc:

@@ -33,6 +33,8 @@ async def test_g12_sidecar_refuses_non_finite_numbers(local: Local, number: byte
     assert response.status_code == 422
     assert response.json()["error"] == "RequestRejected" and "finite" in response.json()["detail"]
     assert local.service.sessions() == []
+    untyped = await local.http.post("/v1/sessions", content=body)  # FastAPI reads it as JSON too
+    assert untyped.status_code == 422 and local.service.sessions() == []
     started = b'{"call_id": "c", "session_id": "s", "restore": true, "started_at": ' + number + b"}"
     response = await local.http.post(
         "/v1/sessions", content=started, headers={"content-type": "application/json"}
