@@ -35,6 +35,7 @@ __all__ = [
     "parse_bool",
     "parse_float",
     "parse_int",
+    "read_token",
     "setting",
 ]
 
@@ -322,3 +323,26 @@ def build(cls: type[_T], values: Mapping[str, object]) -> _T:
         assert group is not None
         kwargs[group] = hints[group](**values_of_group)
     return cls(**kwargs)
+
+
+def read_token(token: str | None, token_file: str | None, name: str) -> str | None:
+    """A bearer token given as a value or as a file (a mounted Kubernetes Secret); None: none.
+
+    The file's content is stripped of surrounding white space (``kubectl create secret
+    --from-file`` keeps a trailing newline). A missing, unreadable or blank file, or a blank
+    token, is a :class:`~callboard.errors.ConfigurationError` naming ``name`` (the variable):
+    an API that silently runs without the token it was told to require is open to everyone.
+    """
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as file:
+                token = file.read()
+        except OSError as exc:
+            raise ConfigurationError(f"{name}_FILE={token_file!r}: cannot read it: {exc}") from exc
+        if not token.strip():
+            raise ConfigurationError(f"{name}_FILE={token_file!r}: the file is empty")
+    if token is None:
+        return None
+    if not token.strip():
+        raise ConfigurationError(f"{name}: must not be blank (leave it unset to turn auth off)")
+    return token.strip()

@@ -69,7 +69,9 @@ class SidecarProcess:
     ) -> None:
         self.node_id = node_id
         self.port = free_port()
+        self.probe_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.probe_url = f"http://127.0.0.1:{self.probe_port}"
         self.log_path = log_dir / f"sidecar-{node_id}.log"
         self.env = {
             **os.environ,
@@ -77,6 +79,7 @@ class SidecarProcess:
             "CALLBOARD_REDIS_URL": redis_url,
             "CALLBOARD_NODE_ID": node_id,
             "CALLBOARD_LISTEN": f"127.0.0.1:{self.port}",
+            "CALLBOARD_PROBE_LISTEN": f"127.0.0.1:{self.probe_port}",
             "CALLBOARD_LOG_LEVEL": "debug",
             **(env or {}),
         }

@@ -100,15 +100,37 @@ Environment variables that give CALLBOARD_REDIS_URL (and what it needs) to a con
 The password comes from a Secret through dependent variable expansion: $(VAR) in a
 value refers to a variable defined before it in the same container.
 */}}
+{{/*
+The Secret holding the Redis password, or "" for none: redis.auth.existingSecret, else (bundled
+mode) the one the chart generates (templates/secrets.yaml).
+*/}}
+{{- define "callboard.redisAuthSecret" -}}
+{{- if .Values.redis.auth.existingSecret }}
+{{- .Values.redis.auth.existingSecret }}
+{{- else if eq .Values.redis.mode "bundled" }}
+{{- printf "%s-auth" (include "callboard.redisName" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "callboard.redisPasswordKey" -}}
+{{- ternary .Values.redis.auth.passwordKey "password" (ne .Values.redis.auth.existingSecret "") }}
+{{- end }}
+
+{{/* The Secret holding the sidecars' API token (agentPool.sidecar.apiToken). */}}
+{{- define "callboard.sidecarTokenSecret" -}}
+{{- .Values.agentPool.sidecar.apiToken.existingSecret | default (printf "%s-sidecar-token" (include "callboard.agentName" .)) }}
+{{- end }}
+
 {{- define "callboard.redisEnv" -}}
 {{- $r := .Values.redis }}
 {{- $auth := $r.auth }}
-{{- if $auth.existingSecret }}
+{{- $secret := include "callboard.redisAuthSecret" . }}
+{{- if $secret }}
 - name: CALLBOARD_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ $auth.existingSecret }}
-      key: {{ $auth.passwordKey }}
+      name: {{ $secret }}
+      key: {{ include "callboard.redisPasswordKey" . }}
 {{- end }}
 {{- if and (eq $r.mode "sentinel") $r.sentinel.existingSecret }}
 - name: CALLBOARD_REDIS_SENTINEL_PASSWORD
@@ -147,7 +169,7 @@ value refers to a variable defined before it in the same container.
 {{- $query = trimPrefix "&" (printf "%s&ssl_ca_certs=/etc/callboard/redis-tls/%s" $query $r.external.tls.caKey) }}
 {{- end }}
 {{- $userinfo := "" }}
-{{- if $auth.existingSecret }}
+{{- if $secret }}
 {{- $userinfo = printf "%s:$(CALLBOARD_REDIS_PASSWORD)@" $auth.username }}
 {{- end }}
 - name: CALLBOARD_REDIS_URL

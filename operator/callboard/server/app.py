@@ -17,9 +17,11 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from callboard import __version__
+from callboard._bearer import bearer_auth
+from callboard._http import RequestLimits
 from callboard.launcher import AgentLauncher
-from callboard.server.auth import bearer_auth
 from callboard.server.errors import install_exception_handlers
+from callboard.server.hooks import AuthorizationHooks
 from callboard.server.metrics import NODE_HEADER, HttpMetricsMiddleware, NodeMetrics
 from callboard.server.models import ErrorResponse
 from callboard.server.routes import api_routes, probe_routes
@@ -39,9 +41,16 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     manage_launcher: bool = True,
+    hooks: AuthorizationHooks | None = None,
 ) -> FastAPI:
-    """The node API over ``launcher``; ``settings`` default to :class:`ServerSettings()`."""
+    """The node API over ``launcher``; ``settings`` default to :class:`ServerSettings()`.
+
+    ``hooks`` are the four authorization hooks (:mod:`callboard.server.hooks`); by default the
+    ones the settings name by import path, else allow-all.
+    """
     settings = settings if settings is not None else ServerSettings()
+    hooks = hooks if hooks is not None else AuthorizationHooks.from_settings(settings)
+    token = settings.bearer_token
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,11 +72,12 @@ def create_app(
     app.state.launcher = launcher
     app.state.metrics = metrics
     install_exception_handlers(app)
+    app.dependency_overrides.update(hooks.overrides())
 
     protected: dict[str, Any] = {}
-    if settings.auth_token is not None:
+    if token is not None:
         protected = {
-            "dependencies": [Depends(bearer_auth(settings.auth_token))],
+            "dependencies": [Depends(bearer_auth(token))],
             "responses": {401: {"model": ErrorResponse, "description": "Missing or invalid bearer token"}},
         }
     app.include_router(probe_routes(launcher, settings))
@@ -83,4 +93,8 @@ def create_app(
             expose_headers=[NODE_HEADER],
         )
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics, node_id=launcher.node_id)
+    # Outermost: a refused body is counted by neither the routes nor the metrics' handlers.
+    app.add_middleware(
+        RequestLimits, max_body_bytes=settings.max_body_bytes, error_body=lambda detail: {"detail": detail}
+    )
     return app

@@ -24,13 +24,14 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from fastapi.responses import JSONResponse
 
 from callboard import __version__
 from callboard.errors import SessionNotFoundError, StoreError
 from callboard.launcher import AgentLauncher
 from callboard.registry import MAX_ID_LENGTH, SessionInfo
+from callboard.server import hooks
 from callboard.server.metrics import CONTENT_TYPE_LATEST, NodeMetrics
 from callboard.server.models import (
     ID_PATTERN,
@@ -73,6 +74,13 @@ _REGISTRY_DOWN: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such session"}
 }
+_FORBIDDEN: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "Refused by an authorization hook"}
+}
+_START = [Depends(hooks.can_start_session)]
+_CLOSE = [Depends(hooks.can_close_session)]
+_VIEW = [Depends(hooks.can_view_session)]
+_METRICS = [Depends(hooks.can_view_metrics)]
 
 
 def _page(sessions: list[SessionInfo], *, this_node: str, limit: int, offset: int) -> SessionList:
@@ -125,7 +133,9 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
             429: {"model": ErrorResponse, "description": "Session limits exceeded"},
             500: {"model": ErrorResponse, "description": "The agent factory failed"},
             503: {"model": ErrorResponse, "description": "Draining, not running, or registry unreachable"},
+            **_FORBIDDEN,
         },
+        dependencies=_START,
     )
     async def start_session(call_id: CallId, body: StartSessionRequest | None = None) -> StartSessionResponse:
         if not launcher.running:
@@ -143,7 +153,8 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
     @router.get(
         "/calls/{call_id}/sessions",
         summary="Sessions of one call, on every node",
-        responses=_REGISTRY_DOWN,
+        responses={**_REGISTRY_DOWN, **_FORBIDDEN},
+        dependencies=_VIEW,
     )
     async def list_call_sessions(
         call_id: CallId, limit: Limit = settings.default_page_size, offset: Offset = 0
@@ -154,7 +165,8 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
     @router.get(
         "/calls/{call_id}/sessions/{session_id}",
         summary="Get info about an agent session on any node",
-        responses={**_NOT_FOUND, **_REGISTRY_DOWN},
+        responses={**_NOT_FOUND, **_REGISTRY_DOWN, **_FORBIDDEN},
+        dependencies=_VIEW,
     )
     async def get_session(call_id: CallId, session_id: SessionId) -> SessionResponse:
         return SessionResponse.of(await _info(call_id, session_id), this_node=launcher.node_id)
@@ -165,7 +177,8 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
         summary="Close an agent session on any node",
         description="A session of this node closes at once; another node's is told through the "
         "registry (pushed at once, polled as the fallback).",
-        responses={**_NOT_FOUND, **_REGISTRY_DOWN},
+        responses={**_NOT_FOUND, **_REGISTRY_DOWN, **_FORBIDDEN},
+        dependencies=_CLOSE,
     )
     async def close_session(call_id: CallId, session_id: SessionId) -> CloseSessionResponse:
         return await _close(call_id, session_id)
@@ -175,7 +188,8 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
         status_code=status.HTTP_202_ACCEPTED,
         summary="Close an agent session (sendBeacon alternative)",
         description="Same as DELETE, for the browser sendBeacon API which only sends POST.",
-        responses={**_NOT_FOUND, **_REGISTRY_DOWN},
+        responses={**_NOT_FOUND, **_REGISTRY_DOWN, **_FORBIDDEN},
+        dependencies=_CLOSE,
     )
     async def close_session_beacon(call_id: CallId, session_id: SessionId) -> CloseSessionResponse:
         return await _close(call_id, session_id)
@@ -184,7 +198,8 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
         "/calls/{call_id}/sessions/{session_id}/metrics",
         summary="Get metrics of an agent session on any node",
         description="Straight from the agent when this node runs it; else as last published.",
-        responses={**_NOT_FOUND, **_REGISTRY_DOWN},
+        responses={**_NOT_FOUND, **_REGISTRY_DOWN, **_FORBIDDEN},
+        dependencies=_METRICS,
     )
     async def get_session_metrics(call_id: CallId, session_id: SessionId) -> SessionMetricsResponse:
         local = launcher.get_session(session_id)
@@ -212,7 +227,8 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
         "/sessions",
         summary="Every session of the cluster",
         description="Filter by call and/or node; ordered by start time; paginated by offset.",
-        responses=_REGISTRY_DOWN,
+        responses={**_REGISTRY_DOWN, **_FORBIDDEN},
+        dependencies=[Depends(hooks.can_view_listing)],
     )
     async def list_sessions(
         call_id: CallFilter = None,

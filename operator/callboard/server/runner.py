@@ -23,6 +23,7 @@ import uvicorn
 
 from callboard.launcher import AgentLauncher
 from callboard.server.app import create_app
+from callboard.server.hooks import AuthorizationHooks
 from callboard.server.settings import ServerSettings
 
 __all__ = ["NodeServer"]
@@ -43,7 +44,11 @@ class _Server(uvicorn.Server):
 
 
 class NodeServer:
-    """Serve ``launcher`` on ``host:port`` until ``shutdown`` is set, then drain and stop."""
+    """Serve ``launcher`` on ``host:port`` until ``shutdown`` is set, then drain and stop.
+
+    ``hooks`` are the node API's authorization hooks (:mod:`callboard.server.hooks`); by
+    default the ones ``settings`` name, else allow-all.
+    """
 
     def __init__(
         self,
@@ -54,12 +59,13 @@ class NodeServer:
         settings: ServerSettings | None = None,
         drain_timeout: float = 20.0,
         access_log: bool = False,
+        hooks: AuthorizationHooks | None = None,
     ) -> None:
         self.launcher = launcher
         self.host = host
         self.port = port
         self.drain_timeout = drain_timeout
-        self.app = create_app(launcher, settings, manage_launcher=False)
+        self.app = create_app(launcher, settings, manage_launcher=False, hooks=hooks)
         config = uvicorn.Config(
             self.app,
             host=host,

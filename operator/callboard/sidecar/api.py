@@ -1,10 +1,20 @@
-"""The sidecar's local HTTP API: what the agent app (any language) calls on localhost.
+"""The sidecar's HTTP APIs: the session API the agent app calls, and the probe API.
 
-Versioned under ``/v1``; the OpenAPI schema is served at ``/openapi.json`` (``/docs`` to
-browse). Probes (``/healthz``, ``/readyz``) and ``/metrics`` sit outside the version prefix,
-where Kubernetes and Prometheus expect them. Errors are JSON ``{"error", "detail"}`` with:
-409 capacity or a session another node owns, 503 draining or store unreachable, 422 bad
-input (ids, and values out of the registry's bounds), 404 unknown session.
+Two apps, on two listeners (G11):
+
+- :func:`create_app`, the **session API**, versioned under ``/v1`` (OpenAPI at
+  ``/openapi.json``, ``/docs`` to browse): register, end, metrics, start requests and the
+  event stream. It listens on loopback only (the settings refuse anything else), so only the
+  containers of the pod reach it; an optional bearer token guards it against the rest of the
+  pod's network namespace (``kubectl port-forward``, debug containers).
+- :func:`create_probe_app`, the **probe API**: ``/healthz``, ``/readyz`` and ``/metrics``,
+  read-only, with no session data beyond counts, on a port that is safe to expose to the
+  kubelet and Prometheus. The session API answers the same three paths for local use.
+
+Errors are JSON ``{"error", "detail"}`` with: 409 capacity or a session another node owns,
+410 a start request withdrawn, expired or taken, 503 draining or store unreachable, 422 bad
+input (ids, values out of the registry's bounds, oversized bodies, non-finite numbers), 404
+unknown session, 401 a missing or wrong token.
 """
 
 from __future__ import annotations
@@ -12,14 +22,18 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from callboard import __version__
+from callboard._bearer import bearer_auth
+from callboard._http import RequestLimits
 from callboard.errors import (
     CallboardError,
     CapacityError,
@@ -50,7 +64,7 @@ from callboard.sidecar.schemas import (
 )
 from callboard.sidecar.service import SidecarService
 
-__all__ = ["PING_INTERVAL", "RETRY_MS", "create_app"]
+__all__ = ["PING_INTERVAL", "RETRY_MS", "create_app", "create_probe_app"]
 
 #: Seconds between keep-alive comments on the event stream: well under the idle timeouts of
 #: proxies and HTTP clients (typically 30-60 s), cheap for an idle loopback connection.
@@ -68,6 +82,38 @@ _STATUS_OF: list[tuple[int, tuple[type[Exception], ...]]] = [
     (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, InvalidValueError, StartRequestMismatchError)),
 ]
 _ERRORS: dict[int | str, dict[str, object]] = {code: {"model": Error} for code in (404, 409, 410, 422, 503)}
+#: OpenAPI links from a registration to what the app does next with the session: clients and
+#: stateful fuzzers (schemathesis) follow them from the ids in the answer.
+_SESSION_LINKS = {
+    name: {
+        "operationId": name,
+        "parameters": {"call_id": "$response.body#/call_id", "session_id": "$response.body#/session_id"},
+    }
+    for name in ("get_session", "update_metrics", "end_session")
+}
+_UNAUTHORIZED: dict[int | str, dict[str, object]] = {
+    401: {"model": Error, "description": "Missing or invalid bearer token"}
+}
+
+
+def _limit_error(detail: str) -> dict[str, object]:
+    return Error(error="RequestRejected", detail=detail).model_dump()
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's and FastAPI's own errors in the sidecar's error shape.
+
+    A body that cannot be parsed (not UTF-8, not JSON) is Starlette's 400; it is answered 422
+    like every other bad input of this API, so an app has one status for "fix the request".
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    code = 422 if exc.status_code == 400 else exc.status_code
+    error = {401: "Unauthorized", 422: "ValidationError"}.get(code, "HTTPError")
+    return JSONResponse(
+        Error(error=error, detail=str(exc.detail)).model_dump(),
+        status_code=code,
+        headers=exc.headers,
+    )
 
 
 def _error_response(exc: CallboardError) -> JSONResponse:
@@ -78,28 +124,86 @@ def _error_response(exc: CallboardError) -> JSONResponse:
     )
 
 
-def create_app(service: SidecarService) -> FastAPI:
-    """The API of ``service``, with its own metrics registry; no state outside the two."""
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's own 422 in the sidecar's documented error shape, one line per problem."""
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    )
+    return JSONResponse(
+        Error(error="ValidationError", detail=problems or "invalid request").model_dump(), status_code=422
+    )
+
+
+def create_app(service: SidecarService, *, token: str | None = None) -> FastAPI:
+    """The session API of ``service``, with its own metrics registry; no state outside the two.
+
+    With ``token``, every route except the probes needs ``Authorization: Bearer <token>``.
+    """
     app = FastAPI(
         title="callboard sidecar",
         version=__version__,
         summary="The local API of an agent pod: register and end sessions, follow the event stream.",
     )
-    metrics = metrics_registry(service)
+    app.add_middleware(
+        RequestLimits, max_body_bytes=service.settings.api.max_body_bytes, error_body=_limit_error
+    )
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
 
     @app.exception_handler(CallboardError)
     async def callboard_error(request: Request, exc: CallboardError) -> JSONResponse:
         return _error_response(exc)
 
-    @app.post(
+    _add_probes(app, service)
+    protected: dict[str, Any] = {}
+    if token is not None:
+        protected = {
+            "dependencies": [Depends(bearer_auth(token, what="The sidecar's API token"))],
+            "responses": _UNAUTHORIZED,
+        }
+    app.include_router(_session_routes(service), **protected)
+    return app
+
+
+def create_probe_app(service: SidecarService) -> FastAPI:
+    """``/healthz``, ``/readyz`` and ``/metrics`` of ``service``: what may be exposed beyond the pod.
+
+    Read-only and without session data: the probes say ok or why not, the metrics are counts
+    labelled by node and pool. No OpenAPI document or docs page, and every other path is a
+    404, so a scan of the port learns nothing about the session API.
+    """
+    app = FastAPI(
+        title="callboard sidecar probes",
+        version=__version__,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(RequestLimits, max_body_bytes=0, error_body=_limit_error)
+    _add_probes(app, service)
+    return app
+
+
+def _session_routes(service: SidecarService) -> APIRouter:
+    router = APIRouter()
+
+    @router.post(
         "/v1/sessions",
         response_model=SessionOut,
         status_code=status.HTTP_201_CREATED,
         responses={
-            200: {"model": SessionOut, "description": "This node already had the session."},
+            200: {
+                "model": SessionOut,
+                "description": "This node already had the session.",
+                "links": _SESSION_LINKS,
+            },
+            201: {"description": "Registered.", "links": _SESSION_LINKS},
             **_ERRORS,
         },
         tags=["sessions"],
+        operation_id="register_session",
     )
     async def register_session(body: RegisterBody, response: Response) -> SessionOut:
         """Register a session: 201 when new, 200 when this node already has it (idempotent).
@@ -121,14 +225,15 @@ def create_app(service: SidecarService) -> FastAPI:
             response.status_code = status.HTTP_200_OK
         return SessionOut.of(service.session(info.call_id, info.session_id))
 
-    @app.get("/v1/sessions", response_model=list[SessionOut], tags=["sessions"])
+    @router.get("/v1/sessions", response_model=list[SessionOut], tags=["sessions"])
     async def list_sessions() -> list[SessionOut]:
         """This node's live sessions."""
         return [SessionOut.of(view) for view in service.sessions()]
 
-    @app.get(
+    @router.get(
         "/v1/calls/{call_id}/sessions/{session_id}",
         response_model=SessionOut,
+        operation_id="get_session",
         responses=_ERRORS,
         tags=["sessions"],
     )
@@ -138,9 +243,10 @@ def create_app(service: SidecarService) -> FastAPI:
         """One session of this node."""
         return SessionOut.of(service.session(call_id, session_id))
 
-    @app.put(
+    @router.put(
         "/v1/calls/{call_id}/sessions/{session_id}/metrics",
         response_model=SessionOut,
+        operation_id="update_metrics",
         responses=_ERRORS,
         tags=["sessions"],
     )
@@ -151,9 +257,10 @@ def create_app(service: SidecarService) -> FastAPI:
         await service.update_metrics(call_id, session_id, body.metrics)
         return SessionOut.of(service.session(call_id, session_id))
 
-    @app.delete(
+    @router.delete(
         "/v1/calls/{call_id}/sessions/{session_id}",
         status_code=status.HTTP_204_NO_CONTENT,
+        operation_id="end_session",
         responses=_ERRORS,
         tags=["sessions"],
     )
@@ -168,12 +275,12 @@ def create_app(service: SidecarService) -> FastAPI:
         await service.end(call_id, session_id, reason=reason)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @app.get("/v1/start-requests", response_model=list[StartRequestOut], tags=["start requests"])
+    @router.get("/v1/start-requests", response_model=list[StartRequestOut], tags=["start requests"])
     async def list_start_requests() -> list[StartRequestOut]:
         """Start requests not answered yet (also sent as ``start_requested`` events)."""
         return [StartRequestOut.model_validate(r, from_attributes=True) for r in service.start_requests()]
 
-    @app.post(
+    @router.post(
         "/v1/start-requests/{request_id}/reject",
         response_model=StartRequestOut,
         responses=_ERRORS,
@@ -184,12 +291,12 @@ def create_app(service: SidecarService) -> FastAPI:
         request = await service.reject_start(request_id, reason=body.reason)
         return StartRequestOut.model_validate(request, from_attributes=True)
 
-    @app.get("/v1/node", response_model=NodeOut, tags=["node"])
+    @router.get("/v1/node", response_model=NodeOut, tags=["node"])
     async def node_status() -> NodeOut:
         """This node: identity, capacity, sessions, draining, connection, app health, stream."""
         return NodeOut.of(service.status())
 
-    @app.get(
+    @router.get(
         "/v1/events",
         tags=["events"],
         response_class=EventSourceResponse,
@@ -223,6 +330,12 @@ def create_app(service: SidecarService) -> FastAPI:
             stream(), ping=PING_INTERVAL, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
 
+    return router
+
+
+def _add_probes(app: FastAPI, service: SidecarService) -> None:
+    metrics = metrics_registry(service)
+
     @app.get("/healthz", response_model=Probe, tags=["probes"], responses={503: {"model": Probe}})
     async def healthz() -> JSONResponse:
         """Liveness: the sidecar's loops run. A store outage does not fail it (restarting won't help)."""
@@ -241,5 +354,3 @@ def create_app(service: SidecarService) -> FastAPI:
     async def prometheus_metrics() -> Response:
         """Prometheus metrics of this sidecar (text exposition format)."""
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
-
-    return app

@@ -101,7 +101,9 @@ class SidecarClient:
 
     ``retry_timeout``: seconds a call keeps retrying while the sidecar is unreachable (or
     its store is) before raising :class:`~callboard.sidecar.errors.SidecarUnavailableError`;
-    ``reconnect_base``/``reconnect_cap``: backoff between attempts, seconds.
+    ``reconnect_base``/``reconnect_cap``: backoff between attempts, seconds; ``token``: the
+    sidecar's bearer token when it requires one (the chart hands it to the agent container
+    in its environment, see the README).
     """
 
     def __init__(
@@ -113,12 +115,17 @@ class SidecarClient:
         reconnect_base: float = 0.1,
         reconnect_cap: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry_timeout = retry_timeout
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=request_timeout, transport=transport)
+        # The sidecar's bearer token (its CALLBOARD_API_TOKEN), when it requires one.
+        auth = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=request_timeout, transport=transport, headers=auth
+        )
         self._live: dict[tuple[str, str], LiveSession] = {}
         self._last_event_id: str | None = None
         self._reassert_lock = asyncio.Lock()

@@ -9,9 +9,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
-from callboard.registry import validate_id
+from callboard.registry import MAX_ID_LENGTH, validate_id
 from callboard.sidecar.status import NodeStatus, SessionView
 
 __all__ = [
@@ -29,15 +29,38 @@ __all__ = [
     "StartRequestOut",
 ]
 
-CallId = Annotated[str, AfterValidator(partial(validate_id, kind="call_id"))]
-SessionId = Annotated[str, AfterValidator(partial(validate_id, kind="session_id"))]
-RequestId = Annotated[str, AfterValidator(partial(validate_id, kind="request_id"))]
+#: The registry's id rule as JSON Schema, so the OpenAPI document says what an id may be (a
+#: client or a fuzzer that follows the document is never refused); the validator below gives
+#: the registry's own message. Same rule as :func:`~callboard.registry.validate_id`.
+_ID_SCHEMA = {"minLength": 1, "maxLength": MAX_ID_LENGTH, "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"}
+CallId = Annotated[
+    str,
+    AfterValidator(partial(validate_id, kind="call_id")),
+    WithJsonSchema({"type": "string", **_ID_SCHEMA}),
+]
+SessionId = Annotated[
+    str,
+    AfterValidator(partial(validate_id, kind="session_id")),
+    WithJsonSchema({"type": "string", **_ID_SCHEMA}),
+]
+RequestId = Annotated[
+    str,
+    AfterValidator(partial(validate_id, kind="request_id")),
+    WithJsonSchema({"type": "string", **_ID_SCHEMA}),
+]
 #: Why a session ended or a start was rejected; kept short, it is stored in a tombstone.
 Reason = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class RegisterBody(BaseModel):
     """Register a session of this node (or re-assert one after a sidecar restart)."""
+
+    # session_id, or a start request that names it: said in the schema too. Strict: a JSON
+    # `false` is not a start time nor `1` a flag (the schema says so, the fuzz checks it).
+    model_config = ConfigDict(
+        strict=True,
+        json_schema_extra={"anyOf": [{"required": ["session_id"]}, {"required": ["start_request_id"]}]},
+    )
 
     call_id: CallId
     session_id: SessionId | None = Field(

@@ -16,13 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Self
 
-from callboard.config import build, from_environ, setting
+from callboard._http import DEFAULT_MAX_BODY_BYTES
+from callboard.config import build, from_environ, read_token, setting
 from callboard.errors import ConfigurationError, InvalidIdError
 from callboard.launcher.shutdown import ShutdownBudget
 from callboard.registry import DEFAULT_KEY_PREFIX, generate_node_id, validate_id
 
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_PROBE_PORT",
     "ApiSettings",
     "AppWatchSettings",
     "DrainSettings",
@@ -33,6 +35,21 @@ __all__ = [
 
 #: The sidecar's default port: any free port works, this one is simply unassigned by IANA.
 DEFAULT_PORT = 8555
+#: The probe and metrics port: the next one, also unassigned.
+DEFAULT_PROBE_PORT = 8556
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_probe_listen(raw: str) -> str | None:
+    return None if raw.strip().lower() in ("off", "none", "0") else raw.strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +110,7 @@ class NodeSettings:
     pod_ip: str | None = setting(
         None,
         env="CALLBOARD_POD_IP",
-        help="Pod IP (downward API: status.podIP).",
+        help="Pod IP (downward API: status.podIP), for logs; never published.",
     )
     pool: str | None = setting(
         None,
@@ -109,8 +126,8 @@ class NodeSettings:
         None,
         env="CALLBOARD_ADVERTISE_URL",
         help=(
-            "Address published in the node record. Default: the listen address unless it is loopback "
-            "(a loopback address means nothing to other pods)."
+            "Address published in the node record, for an app that serves its own API there. "
+            "Never the sidecar's session API, which is for its pod only."
         ),
     )
 
@@ -122,8 +139,35 @@ class ApiSettings:
     listen: str = setting(
         f"127.0.0.1:{DEFAULT_PORT}",
         env="CALLBOARD_LISTEN",
-        help=("host:port of the local API. Loopback by default: only containers of the pod reach it."),
+        help=(
+            "host:port of the session API. Loopback only (127.0.0.1, ::1, localhost): only "
+            "containers of the pod reach it; any other address is refused."
+        ),
     )
+    probe_listen: str | None = setting(
+        f"0.0.0.0:{DEFAULT_PROBE_PORT}",
+        env="CALLBOARD_PROBE_LISTEN",
+        parse=_parse_probe_listen,
+        help=(
+            "host:port of /healthz, /readyz and /metrics (read-only, counts only: safe to expose "
+            "to the kubelet and Prometheus); off: none."
+        ),
+    )
+    token: str | None = setting(
+        None,
+        env="CALLBOARD_API_TOKEN",
+        flag="api-token",
+        default_text="off",
+        help="Bearer token the session API requires (probes never need it).",
+    )
+    token_file: str | None = setting(
+        None,
+        env="CALLBOARD_API_TOKEN_FILE",
+        flag="api-token-file",
+        help="File holding that token (a mounted Secret); read at start.",
+    )
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    """Largest request body accepted (422 beyond): registrations and metrics are small."""
     replay_buffer: int = setting(
         1024,
         env="CALLBOARD_REPLAY_BUFFER",
@@ -140,6 +184,11 @@ class ApiSettings:
     @property
     def port(self) -> int:
         return _split_listen(self.listen)[1]
+
+    @property
+    def bearer_token(self) -> str | None:
+        """The token the session API requires, from ``token`` or ``token_file``; None: none."""
+        return read_token(self.token, self.token_file, "CALLBOARD_API_TOKEN")
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,23 +283,12 @@ class SidecarSettings:
 
     @property
     def advertised_address(self) -> str | None:
-        """The address to publish in the node record (None for a loopback listener)."""
-        if self.node.advertise_url:
-            return self.node.advertise_url
-        host = self.api.host
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return None
-        except ValueError:
-            if host == "localhost":
-                return None
-        if host in ("0.0.0.0", "::"):
-            if not self.node.pod_ip:
-                return None
-            host = self.node.pod_ip
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.api.port}"
+        """The address to publish in the node record: only one given explicitly.
+
+        The session API is never published (G11): it listens on loopback, and the node record
+        is readable by every client of the registry.
+        """
+        return self.node.advertise_url or None
 
 
 def _split_listen(listen: str) -> tuple[str, int]:
@@ -281,9 +319,25 @@ def _validate(settings: SidecarSettings) -> None:
     if node.capacity < 1:
         fail("CALLBOARD_CAPACITY", "must be >= 1")
     try:
-        _split_listen(api.listen)
+        host, _ = _split_listen(api.listen)
     except ValueError as exc:
         fail("CALLBOARD_LISTEN", str(exc))
+    if not _is_loopback(host):
+        fail(
+            "CALLBOARD_LISTEN",
+            f"{api.listen} is not a loopback address: the session API serves only its own pod "
+            "(use 127.0.0.1:PORT); probes and /metrics have their own CALLBOARD_PROBE_LISTEN",
+        )
+    if api.probe_listen is not None:
+        try:
+            probe_host, probe_port = _split_listen(api.probe_listen)
+        except ValueError as exc:
+            fail("CALLBOARD_PROBE_LISTEN", str(exc))
+        if probe_port == api.port and (probe_host == host or not _is_loopback(probe_host)):
+            fail("CALLBOARD_PROBE_LISTEN", f"port {probe_port} is the session API's (CALLBOARD_LISTEN)")
+    if api.token is not None and api.token_file is not None:
+        fail("CALLBOARD_API_TOKEN", "set either it or CALLBOARD_API_TOKEN_FILE, not both")
+    api.bearer_token  # noqa: B018 - reads the file now, so a missing one is a start-up error
     if api.replay_buffer < 1:
         fail("CALLBOARD_REPLAY_BUFFER", "must be >= 1")
     if app.health_url is not None and not app.health_url.startswith(("http://", "https://")):

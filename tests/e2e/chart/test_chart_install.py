@@ -190,3 +190,24 @@ def test_install_third_party_kinds_and_hpa(kube_env: KubeEnv, kube_namespace: st
         assert scale_rule["verbs"] == ["get"]
     finally:
         kube_env.helm("uninstall", release, "-n", ns, "--wait", check=False)
+
+
+def test_g11_bundled_redis_password_is_generated_once_and_kept(
+    kube_env: KubeEnv, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The default install generates the Redis password; an upgrade keeps it (``lookup``)."""
+    ns = kube_namespace
+    release = _release(ns)
+    secret = f"{release}-callboard-redis-auth"
+    try:
+        kube_env.helm("install", release, str(CHART), "-n", ns)
+        first = kube_env.kubectl_json("get", "secret", secret, "-n", ns)["data"]["password"]
+        assert len(first) >= 32
+        kube_env.helm("upgrade", release, str(CHART), "-n", ns, "--reuse-values", "--set", "logLevel=debug")
+        assert kube_env.kubectl_json("get", "secret", secret, "-n", ns)["data"]["password"] == first
+        redis = kube_env.kubectl_json("get", "deployment", f"{release}-callboard-redis", "-n", ns)
+        container = redis["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+        assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == secret
+    finally:
+        kube_env.helm("uninstall", release, "-n", ns, "--wait", check=False)

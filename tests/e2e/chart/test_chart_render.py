@@ -5,6 +5,7 @@ and the sidecars (every variable set is one they read), clear failures for bad v
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -32,8 +33,8 @@ from .k8s_schemas import ManifestValidator
 #: Kinds each values set renders (the defaults: operator + bundled Redis).
 EXPECTED_KINDS = {
     "default": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "Role": 1, "RoleBinding": 1,
-        "Service": 2, "ServiceAccount": 1,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "NetworkPolicy": 2, "Role": 1,
+        "RoleBinding": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1,
     },
     "full": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "NetworkPolicy": 2,
@@ -41,16 +42,18 @@ EXPECTED_KINDS = {
         "ServiceMonitor": 2,
     },
     "hpa": {
-        "Deployment": 2, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "Role": 3, "RoleBinding": 3,
-        "Service": 2, "ServiceAccount": 2,
+        "Deployment": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 2, "PodDisruptionBudget": 1,
+        "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
     },
     "keda": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "PodDisruptionBudget": 1, "Role": 1,
-        "RoleBinding": 1, "ScaledObject": 1, "Service": 3, "ServiceAccount": 2, "ServiceMonitor": 2,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "NetworkPolicy": 3,
+        "PodDisruptionBudget": 1, "Role": 1, "RoleBinding": 1, "ScaledObject": 1, "Service": 3,
+        "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
     "sentinel": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "PodDisruptionBudget": 1, "Role": 1,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "NetworkPolicy": 2,
+        "PodDisruptionBudget": 1, "Role": 1,
         "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
     },
 }  # fmt: skip
@@ -150,11 +153,14 @@ def test_agent_pool(render: Render) -> None:
     assert env["CALLBOARD_POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["CALLBOARD_POOL"] == "voice"
     assert env["CALLBOARD_CAPACITY"] == "4"
-    assert env["CALLBOARD_LISTEN"] == "0.0.0.0:8555"
+    # G11: the session API on loopback, the probes and metrics on their own port.
+    assert env["CALLBOARD_LISTEN"] == "127.0.0.1:8555"
+    assert env["CALLBOARD_PROBE_LISTEN"] == "0.0.0.0:8556"
+    assert sidecar["ports"] == [{"name": "probes", "containerPort": 8556}]
     assert env["CALLBOARD_APP_HEALTH_URL"] == "http://127.0.0.1:8080/healthz"
     assert env_of(agent)["CALLBOARD_SIDECAR_URL"] == "http://127.0.0.1:8555"
-    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "sidecar"}
-    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "sidecar"}
+    assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
     # Drain: the agent's SIGTERM waits for the sidecar's drain event; the grace period covers
     # the pause, the sidecar's whole drain timeout and a margin for its exit.
     assert agent["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
@@ -256,9 +262,24 @@ def _redis_url(docs: list[dict[str, Any]], deployment: str, container: str) -> t
 
 
 def test_redis_urls(render: Render) -> None:
-    names, url = _redis_url(render(), "cb-callboard-operator", "operator")
-    assert url == "redis://cb-callboard-redis.ns.svc:6379/0"
-    assert "CALLBOARD_REDIS_PASSWORD" not in names
+    # The bundled Redis by default: a password generated into a Secret, given to every component.
+    default = render()
+    names, url = _redis_url(default, "cb-callboard-operator", "operator")
+    assert url == "redis://:$(CALLBOARD_REDIS_PASSWORD)@cb-callboard-redis.ns.svc:6379/0"
+    assert names.index("CALLBOARD_REDIS_PASSWORD") < names.index("CALLBOARD_REDIS_URL")
+    generated = {"secretKeyRef": {"name": "cb-callboard-redis-auth", "key": "password"}}
+    assert (
+        env_of(
+            find(default, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]["containers"][0]
+        )["CALLBOARD_REDIS_PASSWORD"]
+        == generated
+    )
+    bundled = find(default, "Deployment", "cb-callboard-redis")["spec"]["template"]["spec"]["containers"][0]
+    assert bundled["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert env_of(bundled)["REDIS_PASSWORD"] == generated
+    secret = find(default, "Secret", "cb-callboard-redis-auth")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) == 32 and password.isalnum()  # URL-safe: it goes into redis:// URLs
 
     # External, with a password from a Secret and a private CA.
     full = render("-f", "tests/e2e/chart/values/full.yaml")
@@ -443,3 +464,51 @@ def test_dashboard_uses_metrics_that_exist(render: Render) -> None:
     known |= {"callboard_sidecar_sessions"}
     assert used - known == set(), used - known
     assert {"callboard_autoscaler_desired_replicas", "callboard_operator_sessions"} <= used
+
+
+#: A minimal agent pool with the chart's defaults otherwise.
+POOL = ("--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=agent")
+
+
+def test_g11_nothing_outside_the_agent_pod_reaches_the_session_api(render: Render) -> None:
+    """Defaults: no port, Service, ServiceMonitor or NetworkPolicy names the session API."""
+    for docs in (render("-f", "tests/e2e/chart/values/full.yaml"), render(*POOL)):
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and "agents" in d["metadata"]["name"])
+        sidecar = deployment["spec"]["template"]["spec"]["containers"][1]
+        assert env_of(sidecar)["CALLBOARD_LISTEN"].startswith("127.0.0.1:")
+        assert [p["containerPort"] for p in sidecar["ports"]] == [8556]
+        service = find(docs, "Service", deployment["metadata"]["name"])
+        assert [(p["name"], p["port"]) for p in service["spec"]["ports"]] == [("probes", 8556)]
+        policy = find(docs, "NetworkPolicy", deployment["metadata"]["name"])  # on by default
+        ports = [p["port"] for rule in policy["spec"].get("ingress", []) for p in rule.get("ports", [])]
+        assert 8555 not in ports
+    monitors = [d for d in render("-f", "tests/e2e/chart/values/full.yaml") if d["kind"] == "ServiceMonitor"]
+    agent_monitor = next(m for m in monitors if "agents" in m["metadata"]["name"])
+    assert agent_monitor["spec"]["endpoints"][0]["port"] == "probes"
+
+
+def test_sidecar_token_from_a_secret(render: Render) -> None:
+    docs = render(*POOL, "--set", "agentPool.sidecar.apiToken.enabled=true")
+    deployment = find(docs, "Deployment", "cb-callboard-agents-default")
+    pod = deployment["spec"]["template"]["spec"]
+    agent, sidecar = pod["containers"]
+    secret = find(docs, "Secret", "cb-callboard-agents-default-sidecar-token")
+    assert len(base64.b64decode(secret["data"]["token"])) == 40
+    ref = {"secretKeyRef": {"name": "cb-callboard-agents-default-sidecar-token", "key": "token"}}
+    assert env_of(agent)["CALLBOARD_SIDECAR_TOKEN"] == ref
+    assert env_of(sidecar)["CALLBOARD_API_TOKEN_FILE"] == "/etc/callboard/sidecar-token/token"
+    assert {
+        "name": "sidecar-token",
+        "mountPath": "/etc/callboard/sidecar-token",
+        "readOnly": True,
+    } in sidecar["volumeMounts"]
+    own = render(
+        *POOL, "--set", "agentPool.sidecar.apiToken.enabled=true",
+        "--set", "agentPool.sidecar.apiToken.existingSecret=mine",
+    )  # fmt: skip
+    assert not [d for d in own if d["kind"] == "Secret" and "sidecar-token" in d["metadata"]["name"]]
+    pod = find(own, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"]
+    assert {
+        "name": "sidecar-token",
+        "secret": {"secretName": "mine", "items": [{"key": "token", "path": "token"}]},
+    } in pod["volumes"]

@@ -44,9 +44,14 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     namespace = docs[0]["metadata"]["name"]
     kinds = sorted(d["kind"] for d in docs[1:])
     assert kinds == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "Role", "RoleBinding",
-        "Service", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "NetworkPolicy", "NetworkPolicy",
+        "Role", "RoleBinding", "Service", "Service", "ServiceAccount",
     ]  # fmt: skip
+    # The Redis password: from the Secret the header says to create, required by the server.
+    redis = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-redis"))
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "callboard-redis-auth"
     for d in docs:
         assert validator.errors(d) == []
         if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):

@@ -13,6 +13,7 @@ from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import (
     AdoptionSettings,
     DeletionSettings,
+    LeaderSettings,
     PlacementSettings,
     PodSettings,
     RegistrySettings,
@@ -33,6 +34,8 @@ def fast_settings(**overrides: Any) -> Settings:
         deletion=DeletionSettings(timeout=1.0),
         adoption=AdoptionSettings(namespace=None, grace=0.1, prime_timeout=1.0),
         pods=PodSettings(min_interval=0.0),
+        # The operator's own namespace, where the chart runs the agent pool (FakeNode's pods).
+        leader=LeaderSettings(namespace="agents"),
     )
     for name, value in overrides.items():
         setattr(settings, name, value)

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import InMemorySessionKVStore, SessionKVStore, SessionRegistry
-from callboard.server import ServerSettings, create_app
+from callboard.server import AuthorizationHooks, ServerSettings, create_app
 from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 
 
@@ -38,12 +38,13 @@ async def make_node() -> AsyncIterator[MakeNode]:
             *,
             store: SessionKVStore | None = None,
             settings: ServerSettings | None = None,
+            hooks: AuthorizationHooks | None = None,
             **launcher_kwargs: Any,
         ) -> Node:
             factory = AgentFactory()
             registry = SessionRegistry(store or shared, node_id=node_id, ttl=30.0)
             launcher = AgentLauncher(factory, fake_join, registry=registry, **launcher_kwargs)
-            app = create_app(launcher, settings)
+            app = create_app(launcher, settings, hooks=hooks)
             await stack.enter_async_context(app.router.lifespan_context(app))
             client = await stack.enter_async_context(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node")

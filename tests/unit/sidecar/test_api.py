@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from callboard.registry import InMemorySessionKVStore, SessionRegistry, StartClaim
-from callboard.sidecar.api import create_app
+from callboard.sidecar.api import create_app, create_probe_app
 from callboard.sidecar.service import SidecarService
 from callboard.sidecar.settings import SidecarSettings
 from tests.support.waiting import wait_until
@@ -294,10 +294,13 @@ async def test_g7_a_start_request_claimed_by_another_process_is_not_offered_to_t
 
 
 async def test_g12_values_out_of_bounds_are_422_and_another_nodes_session_is_409(local: Local) -> None:
-    for metrics in ({"x": 10**20}, {"blob": "x" * 70_000}):
+    # Out of the registry's bounds: refused by the registry; a body over the HTTP limit (64 KiB)
+    # is refused before it is read, with the same status.
+    for metrics, error in (({"x": 10**20}, "InvalidValueError"), ({"blob": "x" * 70_000}, "RequestRejected")):
         refused = await register(local.http, "call-1", "s-1", metrics=metrics)
         assert refused.status_code == 422, refused.text
-        assert refused.json()["error"] == "InvalidValueError" and "metrics" in refused.json()["detail"]
+        assert refused.json()["error"] == error, refused.text
+    assert "metrics" in (await register(local.http, "call-1", "s-1", metrics={"x": 10**20})).json()["detail"]
     nan = await local.http.post(
         "/v1/sessions",
         content=b'{"call_id": "call-1", "session_id": "s-1", "metrics": {"x": NaN}}',
@@ -311,3 +314,57 @@ async def test_g12_values_out_of_bounds_are_422_and_another_nodes_session_is_409
     taken = await register(local.http, "call-2", "s-other")
     assert taken.status_code == 409 and taken.json()["error"] == "SessionConflictError", taken.text
     assert (await local.http.get("/healthz")).status_code == 200
+
+
+async def test_g11_the_probe_app_serves_counts_and_nothing_else(local: Local) -> None:
+    """The port that may be exposed: probes and counts, no ids, no way to act on a session."""
+    await register(local.http, "secret-call", "secret-session")
+    await local.other.request_start("node-a", "secret-call", params={"api_key": "sk-123"})
+    await wait_until(lambda: local.service.start_requests(), what="the start request to arrive")
+    transport = httpx.ASGITransport(app=create_probe_app(local.service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://probes") as probes:
+        bodies = []
+        for path in ("/healthz", "/readyz", "/metrics"):
+            response = await probes.get(path)
+            assert response.status_code == 200, path
+            bodies.append(response.text)
+        assert 'callboard_sidecar_sessions{node_id="node-a"} 1.0' in bodies[2]
+        for text in bodies:
+            assert "secret" not in text and "sk-123" not in text
+        for path in (
+            "/v1/sessions",
+            "/v1/events",
+            "/v1/node",
+            "/v1/start-requests",
+            "/openapi.json",
+            "/docs",
+        ):
+            assert (await probes.get(path)).status_code == 404, path
+        assert (
+            await probes.post("/v1/sessions", json={"call_id": "c", "session_id": "s"})
+        ).status_code == 422
+        assert (await probes.delete("/v1/calls/secret-call/sessions/secret-session")).status_code == 404
+        assert (await probes.post("/metrics", content=b"")).status_code == 405
+    assert [v.info.session_id for v in local.service.sessions()] == ["secret-session"]
+
+
+async def test_g11_with_a_token_the_session_api_needs_it(local: Local) -> None:
+    transport = httpx.ASGITransport(app=create_app(local.service, token="s3cret"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as http:
+        for method, path in (
+            ("POST", "/v1/sessions"),
+            ("GET", "/v1/sessions"),
+            ("GET", "/v1/events"),
+            ("GET", "/v1/node"),
+            ("GET", "/v1/start-requests"),
+            ("DELETE", "/v1/calls/c/sessions/s"),
+        ):
+            denied = await http.request(method, path, headers={"Authorization": "Bearer nope"})
+            assert denied.status_code == 401, path
+            assert denied.json()["error"] == "Unauthorized"
+        assert local.service.sessions() == []
+        auth = {"Authorization": "Bearer s3cret"}
+        ok = await http.post("/v1/sessions", json={"call_id": "c", "session_id": "s"}, headers=auth)
+        assert ok.status_code == 201
+        for path in ("/healthz", "/readyz", "/metrics"):  # the kubelet carries no token
+            assert (await http.get(path)).status_code == 200, path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -39,7 +40,9 @@ def test_g9_a_drain_that_does_not_fit_the_grace_period_fails_at_start() -> None:
         SidecarSettings.from_env({"CALLBOARD_DRAIN_TIMEOUT": "0", "CALLBOARD_GRACE_PERIOD": "5"})
 
 
-def test_every_variable_is_read() -> None:
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")  # kubectl create secret --from-file keeps the newline
     env = {
         "CALLBOARD_REDIS_URL": "redis://redis:6380/2",
         "CALLBOARD_KEY_PREFIX": "cb:",
@@ -52,7 +55,9 @@ def test_every_variable_is_read() -> None:
         "CALLBOARD_POOL": "gpu",
         "CALLBOARD_CAPACITY": "4",
         "CALLBOARD_ADVERTISE_URL": "http://agent-7.voice:8555",
-        "CALLBOARD_LISTEN": "0.0.0.0:9000",
+        "CALLBOARD_LISTEN": "127.0.0.2:9000",
+        "CALLBOARD_PROBE_LISTEN": "0.0.0.0:9001",
+        "CALLBOARD_API_TOKEN_FILE": str(token_file),
         "CALLBOARD_REPLAY_BUFFER": "64",
         "CALLBOARD_APP_HEALTH_URL": "http://127.0.0.1:8080/health",
         "CALLBOARD_APP_HEALTH_INTERVAL": "1",
@@ -62,7 +67,9 @@ def test_every_variable_is_read() -> None:
         "CALLBOARD_DRAIN_TIMEOUT": "600",
         "CALLBOARD_GRACE_PERIOD": "620",
     }
-    assert set(env) == {var.name for var in ENV_VARS}, "the test must cover every variable"
+    assert set(env) | {"CALLBOARD_API_TOKEN"} == {var.name for var in ENV_VARS}, (
+        "the test must cover every variable"
+    )
     s = SidecarSettings.from_env(env)
     assert (s.registry.redis_url, s.registry.key_prefix) == ("redis://redis:6380/2", "cb:")
     assert (s.registry.ttl, s.registry.heartbeat_interval) == (12.0, 3.5)
@@ -73,7 +80,9 @@ def test_every_variable_is_read() -> None:
         "10.1.2.3",
     )
     assert (s.node.pool, s.node.capacity, s.node.advertise_url) == ("gpu", 4, "http://agent-7.voice:8555")
-    assert (s.api.host, s.api.port, s.api.replay_buffer) == ("0.0.0.0", 9000, 64)
+    assert (s.api.host, s.api.port, s.api.replay_buffer) == ("127.0.0.2", 9000, 64)
+    assert (s.api.probe_listen, s.api.bearer_token) == ("0.0.0.0:9001", "s3cret")
+    assert SidecarSettings.from_env({"CALLBOARD_API_TOKEN": " t "}).api.bearer_token == "t"
     assert s.app == dataclasses.replace(
         s.app,
         health_url="http://127.0.0.1:8080/health",
@@ -114,6 +123,10 @@ def test_empty_variables_keep_defaults() -> None:
         ({"CALLBOARD_APP_FAILURE_THRESHOLD": "0"}, "CALLBOARD_APP_FAILURE_THRESHOLD"),
         ({"CALLBOARD_EVENT_GRACE": "-1"}, "CALLBOARD_EVENT_GRACE"),
         ({"CALLBOARD_DRAIN_TIMEOUT": "-1"}, "CALLBOARD_DRAIN_TIMEOUT"),
+        ({"CALLBOARD_PROBE_LISTEN": "probes"}, "CALLBOARD_PROBE_LISTEN"),
+        ({"CALLBOARD_PROBE_LISTEN": "0.0.0.0:8555"}, "CALLBOARD_PROBE_LISTEN"),
+        ({"CALLBOARD_API_TOKEN_FILE": "/nonexistent/token"}, "CALLBOARD_API_TOKEN_FILE"),
+        ({"CALLBOARD_API_TOKEN": "a", "CALLBOARD_API_TOKEN_FILE": "/etc/hostname"}, "CALLBOARD_API_TOKEN"),
     ],
 )
 def test_bad_values_name_their_variable(env: dict[str, str], var: str) -> None:
@@ -122,20 +135,24 @@ def test_bad_values_name_their_variable(env: dict[str, str], var: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("listen", "pod_ip", "expected"),
-    [
-        ("127.0.0.1:8555", "10.0.0.9", None),
-        ("localhost:8555", None, None),
-        ("[::1]:8555", None, None),
-        ("0.0.0.0:8555", "10.0.0.9", "http://10.0.0.9:8555"),
-        ("0.0.0.0:8555", None, None),
-        ("10.0.0.9:9000", None, "http://10.0.0.9:9000"),
-        ("[fd00::9]:9000", None, "http://[fd00::9]:9000"),
-    ],
+    "listen", ["0.0.0.0:8555", "[::]:8555", "10.0.0.9:9000", "[fd00::9]:9000", "agent:80"]
 )
-def test_advertised_address(listen: str, pod_ip: str | None, expected: str | None) -> None:
-    env = {"CALLBOARD_LISTEN": listen} | ({"CALLBOARD_POD_IP": pod_ip} if pod_ip else {})
-    assert SidecarSettings.from_env(env).advertised_address == expected
+def test_g11_the_session_api_refuses_a_non_loopback_address(listen: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"CALLBOARD_LISTEN.*not a loopback address"):
+        SidecarSettings.from_env({"CALLBOARD_LISTEN": listen})
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8555", "127.0.0.2:8555", "localhost:8555", "[::1]:8555"])
+def test_g11_the_node_record_never_publishes_the_session_api(listen: str) -> None:
+    env = {"CALLBOARD_LISTEN": listen, "CALLBOARD_POD_IP": "10.0.0.9"}
+    assert SidecarSettings.from_env(env).advertised_address is None
+    given = SidecarSettings.from_env(env | {"CALLBOARD_ADVERTISE_URL": "http://agent-7:8080"})
+    assert given.advertised_address == "http://agent-7:8080"  # only an address given on purpose
+
+
+def test_probes_can_be_turned_off() -> None:
+    assert SidecarSettings.from_env({"CALLBOARD_PROBE_LISTEN": "off"}).api.probe_listen is None
+    assert SidecarSettings.from_env({}).api.probe_listen == "0.0.0.0:8556"
 
 
 def test_env_vars_are_unique_prefixed_and_documented() -> None:

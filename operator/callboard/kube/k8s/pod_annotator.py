@@ -7,6 +7,12 @@ For each pod named by a node record (the sidecar publishes its pod name and name
 - ``cluster-autoscaler.kubernetes.io/safe-to-evict`` = ``"false"`` while it runs any
   session, removed when it runs none, so the cluster autoscaler never drains a busy node.
 
+A node record is data anyone with write access to the registry could forge (G11), so a pod
+it names is patched only in a namespace the operator manages (``--namespace``; every one when
+it watches the whole cluster). Checking the pool label (``callboard.dev/pool``) too needs a
+read of the pod, which the chart's RBAC does not grant ("pods: patch, never read"); until it
+does, the bundled Redis's password is what keeps forged records out.
+
 A pod is patched only when its count changed, and at most once per ``min_interval``
 seconds: the latest count is written when the interval has passed (the sync loop calls
 :meth:`PodAnnotator.update` every cycle, so nothing is lost).
@@ -17,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from callboard._aio import LogThrottle
@@ -51,8 +57,12 @@ class PodAnnotator:
         min_interval: float,
         concurrency: int = 8,
         clock: Callable[[], float] = time.monotonic,
+        namespaces: Collection[str] = (),
     ) -> None:
+        """``namespaces``: the ones the operator manages (empty: every namespace)."""
         self._api = api
+        self._namespaces = frozenset(namespaces)
+        self._verified: set[PodKey] = set()
         self._min_interval = min_interval
         self._semaphore = asyncio.Semaphore(concurrency)
         self._clock = clock
@@ -81,18 +91,42 @@ class PodAnnotator:
         for pod in set(self._written) - set(counts):  # no node names it any more
             self._written.pop(pod, None)
             self._written_at.pop(pod, None)
+        self._verified &= set(counts)
         due = self.due(counts)
         results = await asyncio.gather(*(self._patch(pod, count) for pod, count in due.items()))
         return sum(results)
 
+    async def _is_agent_pod(self, pod: PodKey) -> bool:
+        """In a namespace the operator manages (remembered once checked)."""
+        if pod in self._verified:
+            return True
+        reason = None
+        if self._namespaces and pod[0] not in self._namespaces:
+            reason = "outside the namespaces the operator manages"
+        if reason is not None:
+            self._missing_until[pod] = self._clock() + NOT_FOUND_RETRY
+            if (suppressed := self._throttle.allow("foreign")) is not None:
+                logger.warning(
+                    "a node record names pod %s/%s, %s: not annotated (%d similar suppressed)",
+                    *pod,
+                    reason,
+                    suppressed,
+                )
+            return False
+        self._verified.add(pod)
+        return True
+
     async def _patch(self, pod: PodKey, count: int) -> bool:
         async with self._semaphore:
             try:
+                if not await self._is_agent_pod(pod):
+                    return False
                 await self._api.merge_patch(
                     pod_path(*pod), {"metadata": {"annotations": annotations_for(count)}}
                 )
             except NotFoundError:
                 self._missing_until[pod] = self._clock() + NOT_FOUND_RETRY
+                self._verified.discard(pod)  # a pod of that name later is checked again
                 return False
             except KubeApiError as exc:
                 if (suppressed := self._throttle.allow("patch")) is not None:

@@ -17,6 +17,7 @@ __all__ = [
     "MANAGED_BY_LABEL",
     "PLURAL",
     "POD_DELETION_COST",
+    "POOL_LABEL",
     "REPORTING_COMPONENT",
     "SAFE_TO_EVICT",
     "SESSION_ANNOTATION",
@@ -37,6 +38,9 @@ FINALIZER: Final = "callboard.dev/close-session"
 SESSION_ANNOTATION: Final = "callboard.dev/session"
 #: Set to ``"true"`` on objects the operator created for sessions started elsewhere.
 ADOPTED_LABEL: Final = "callboard.dev/adopted"
+#: The label of every agent pod of a pool (the chart's Deployment sets it): the operator
+#: annotates only pods that carry it, whatever a node record names (G11).
+POOL_LABEL: Final = "callboard.dev/pool"
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 
 #: The ReplicaSet controller removes pods with the lowest cost first (beta since 1.22).

@@ -68,7 +68,9 @@ class Runtime:
             settings=settings.placement,
         )
         self.pods = (
-            PodAnnotator(api, min_interval=settings.pods.min_interval) if settings.pods.enabled else None
+            PodAnnotator(api, min_interval=settings.pods.min_interval, namespaces=_pod_namespaces(settings))
+            if settings.pods.enabled
+            else None
         )
         self.syncer = Syncer(
             cache=self.cache,
@@ -179,3 +181,11 @@ class Runtime:
             )
             self.cache.primed.set()
         logger.info("cache primed with %d AgentSessions", len(self.cache))
+
+
+def _pod_namespaces(settings: Settings) -> tuple[str, ...]:
+    """Where agent pods may be annotated: the watched namespaces and the operator's own (where
+    the chart runs the agent pool), or every namespace (empty) when it watches the cluster."""
+    if settings.clusterwide:
+        return ()
+    return (*settings.namespaces, settings.leader.namespace, settings.autoscale.namespace)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for
-from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.resource.constants import POD_DELETION_COST, POOL_LABEL, SAFE_TO_EVICT
 from tests.support.fake_kube import FakeKube
+
+AGENT = {POOL_LABEL: "voice"}
 
 
 def test_annotation_values() -> None:
@@ -22,8 +24,8 @@ class Clock:
 
 async def test_patches_only_changes_and_at_most_once_per_interval() -> None:
     api, clock = FakeKube(), Clock()
-    api.add_pod("p1", "ns")
-    api.add_pod("p2", "ns")
+    api.add_pod("p1", "ns", labels=AGENT)
+    api.add_pod("p2", "ns", labels=AGENT)
     pods = PodAnnotator(api, min_interval=5.0, clock=clock)
     assert await pods.update({("ns", "p1"): 2, ("ns", "p2"): 0}) == 2
     assert await pods.update({("ns", "p1"): 2, ("ns", "p2"): 0}) == 0  # unchanged
@@ -44,3 +46,16 @@ async def test_missing_pods_are_left_alone_for_a_while() -> None:
     assert pods.due({("ns", "gone"): 1}) == {}
     clock.now += 61
     assert pods.due({("ns", "gone"): 1}) == {("ns", "gone"): 1}
+
+
+async def test_g11_pods_outside_the_managed_namespaces_are_never_patched() -> None:
+    api, clock = FakeKube(), Clock()
+    api.add_pod("agent-0", "ns", labels=AGENT)
+    api.add_pod("agent-1", "elsewhere", labels=AGENT)
+    pods = PodAnnotator(api, min_interval=0.0, clock=clock, namespaces=("ns",))
+    counts = {("ns", "agent-0"): 2, ("elsewhere", "agent-1"): 1}
+    assert await pods.update(counts) == 1
+    assert [path for method, path, _ in api.calls] == ["/api/v1/namespaces/ns/pods/agent-0"]
+    clock.now += 61  # checked again later, still refused
+    assert await pods.update(counts) == 0
+    assert api.pods[("elsewhere", "agent-1")]["metadata"]["annotations"] == {}

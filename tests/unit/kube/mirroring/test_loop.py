@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.resource.constants import POD_DELETION_COST, POOL_LABEL, SAFE_TO_EVICT
 from tests.unit.kube.conftest import Harness
 
 
@@ -77,7 +77,7 @@ async def test_a_session_that_does_not_close_is_asked_again(
 
 
 async def test_pod_annotations_follow_the_session_count(harness: Harness) -> None:
-    harness.kube.add_pod("agent-0")
+    harness.kube.add_pod("agent-0", labels={POOL_LABEL: "default"})
     node = await harness.node("n1", pod="agent-0", capacity=5)
     annotations = lambda: harness.kube.pods[("agents", "agent-0")]["metadata"]["annotations"]  # noqa: E731
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
