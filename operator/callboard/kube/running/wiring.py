@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from callboard._aio import Pulse, guarded_task, stop_tasks
 from callboard.kube.deleting import finalizer as deletion
-from callboard.kube.k8s.client import KubeApi, KubeApiError, agentsession_path
+from callboard.kube.k8s.client import KubeApi, KubeApiError, NotLeaderError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
 from callboard.kube.k8s.pod_annotator import PodAnnotator
 from callboard.kube.k8s.status_writer import StatusWriter
@@ -25,15 +25,39 @@ from callboard.kube.placing.start_tracker import StartTracker
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
-from callboard.registry import SessionKVStore, SessionRegistry
+from callboard.registry import SessionKVStore, SessionRegistry, StartRequest
 
-__all__ = ["Runtime"]
+__all__ = ["LeaderRegistry", "Runtime"]
 
 logger = logging.getLogger(__name__)
 
 #: Node id of the operator's registry handle. The operator never heartbeats, so no node
 #: record with this id is ever written (it is not a node and must not get sessions).
 OPERATOR_NODE_ID = "callboard-operator"
+
+
+class LeaderRegistry(SessionRegistry):
+    """The operator's registry handle: start and close requests only while it leads.
+
+    The operator writes nothing to the registry but requests; ``guard`` (the leader
+    lease's ``valid``) is checked before each, so a deposed leader whose loops have not
+    stopped yet starts and closes nothing (:class:`NotLeaderError`, retried by the loops
+    like any API error until they stop).
+    """
+
+    guard: Callable[[], bool] | None = None
+
+    def _check(self, what: str) -> None:
+        if self.guard is not None and not self.guard():
+            raise NotLeaderError(0, f"{what}: refused, this replica no longer leads")
+
+    async def request_start(self, *args: Any, **kwargs: Any) -> StartRequest:
+        self._check("start request")
+        return await super().request_start(*args, **kwargs)
+
+    async def request_close(self, *args: Any, **kwargs: Any) -> None:
+        self._check("close request")
+        await super().request_close(*args, **kwargs)
 
 
 class Runtime:
@@ -45,15 +69,17 @@ class Runtime:
         store: SessionKVStore,
         metrics: OperatorMetrics | None = None,
         instance: str = "callboard-operator",
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
         self.store = store
         self.metrics = metrics if metrics is not None else OperatorMetrics()
         # No start(): the handle reads and sends requests; it publishes no node record.
-        self.registry = SessionRegistry(
+        self.registry = LeaderRegistry(
             store, node_id=OPERATOR_NODE_ID, ttl=settings.registry.ttl, foreign_scan_interval=None
         )
+        self.registry.guard = guard
         self.cache = ObjectCache()
         self.changed = Pulse()
         self.events = EventPoster(api, instance=instance)
