@@ -27,6 +27,55 @@ async def test_late_confirmation_is_closed_as_a_leftover(harness: Harness) -> No
     assert request.session_id == late.session_id
 
 
+async def _claim_behind_the_cache(harness: Harness, name: str, node_id: str, attempt: int) -> tuple[str, str]:
+    """Another replica places ``name`` (attempt ``attempt`` on ``node_id``) unseen by this one."""
+    body = harness.kube.get_object(name)
+    assert body is not None
+    session_id = f"ags.ns.{body['metadata']['uid']}.{attempt}"
+    await harness.kube.merge_patch(
+        f"/apis/callboard.dev/v1alpha1/namespaces/ns/agentsessions/{name}/status",
+        {"status": {"phase": "Running", "sessionId": session_id, "nodeId": node_id, "attempts": attempt}},
+    )
+    return body["spec"]["callId"], session_id
+
+
+def _reread(harness: Harness, name: str | None, *, after: int) -> bool:
+    suffix = "/namespaces/ns/agentsessions" if name is None else f"/namespaces/ns/agentsessions/{name}"
+    return any(m == "GET" and p.endswith(suffix) for m, p, _ in harness.kube.calls[after:])
+
+
+async def test_g8_a_session_claimed_behind_a_stale_cache_is_not_closed_as_a_leftover(
+    harness: Harness,
+) -> None:
+    await harness.node("n1")
+    other = await harness.node("n2")
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Running")
+    harness.kube.watchers.remove(harness.kopf.on_event)  # this replica's view stops here
+    after = len(harness.kube.calls)
+    call_id, session_id = await _claim_behind_the_cache(harness, "a1", "n2", 2)
+    await other.registry.register(call_id, session_id)
+    await other.registry.heartbeat()
+    await harness.until(lambda: _reread(harness, "a1", after=after))
+    await harness.until(lambda: harness.runtime.syncer.last_cycle is not None)
+    assert other.closes == 0 and session_id in other.sessions
+
+
+async def test_g8_a_session_of_an_object_the_cache_never_saw_is_not_closed_as_a_leftover(
+    harness: Harness,
+) -> None:
+    node = await harness.node("n1")
+    harness.kube.watchers.remove(harness.kopf.on_event)  # objects applied from now on are unseen
+    await harness.until(lambda: harness.runtime.cache.primed.is_set())
+    after = len(harness.kube.calls)
+    harness.kube.apply("a1", "call-1")
+    call_id, session_id = await _claim_behind_the_cache(harness, "a1", "n1", 1)
+    await node.registry.register(call_id, session_id)
+    await node.registry.heartbeat()
+    await harness.until(lambda: _reread(harness, None, after=after))
+    assert node.closes == 0 and session_id in node.sessions
+
+
 async def test_ended_session_succeeds_then_ttl_deletes(harness: Harness) -> None:
     node = await harness.node("n1")
     harness.kube.apply("a1", "call-1", ttlSecondsAfterFinished=0)

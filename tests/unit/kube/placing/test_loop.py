@@ -103,3 +103,33 @@ async def test_a_stale_registry_read_does_not_hide_a_confirmed_start(settings: S
         for node in h.nodes:
             await node.kill()
         await h.runtime.stop()
+
+
+async def test_g8_a_claim_on_a_stale_view_is_refused_and_sends_no_start(harness: Harness) -> None:
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Pending")  # no node yet
+    # This replica's watch goes silent (a deposed leader's view): it keeps the Pending copy.
+    harness.kube.watchers.remove(harness.kopf.on_event)
+    body = harness.kube.get_object("a1")
+    assert body is not None
+    uid = body["metadata"]["uid"]
+    # The new leader claims the object meanwhile.
+    await harness.kube.merge_patch(
+        "/apis/callboard.dev/v1alpha1/namespaces/ns/agentsessions/a1/status",
+        {"status": {"phase": "Scheduled", "sessionId": f"ags.ns.{uid}.1", "nodeId": "n-new", "attempts": 1}},
+    )
+    node = await harness.node("n1", capacity=4)  # capacity: the stale replica tries to place
+
+    def claims() -> int:
+        return sum(
+            1
+            for method, path, patch in harness.kube.calls
+            if method == "PATCH"
+            and path.endswith("/a1/status")
+            and (patch.get("status") or {}).get("phase") == "Scheduled"
+            and (patch.get("metadata") or {}).get("resourceVersion")
+        )
+
+    await harness.until(lambda: claims() >= 2)  # refused, retried, refused again
+    assert node.requests == []
+    assert harness.status("a1")["nodeId"] == "n-new"
