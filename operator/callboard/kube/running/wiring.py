@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from callboard._aio import Pulse, guarded_task, stop_tasks
+from callboard.errors import StoreError
 from callboard.kube.deleting import finalizer as deletion
 from callboard.kube.k8s.client import KubeApi, KubeApiError, NotLeaderError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 #: Node id of the operator's registry handle. The operator never heartbeats, so no node
 #: record with this id is ever written (it is not a node and must not get sessions).
 OPERATOR_NODE_ID = "callboard-operator"
+#: Seconds between the first attempts to reach the registry at start, doubling up to the max.
+CONNECT_RETRY_MIN = 0.5
+CONNECT_RETRY_MAX = 10.0
 
 
 class LeaderRegistry(SessionRegistry):
@@ -108,17 +112,26 @@ class Runtime:
             changed=self.changed,
         )
         self.started_at = time.time()
+        self.connected = asyncio.Event()
+        """Set once the registry answered the first time."""
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
     async def start(self) -> None:
-        """Connect to the registry and start the loops (kopf's watch feeds them after this)."""
-        await self.store.start()
+        """Start the loops (kopf's watch feeds them after this) and connect to the registry.
+
+        The connection is made in the background: a registry that is down when the operator
+        starts must not keep kopf from running (deletes of objects without a session, the
+        Lease, the probes), nor crash-loop the pod and restart the delete timeouts. The loops
+        treat the outage like any other: the sync loop skips its cycles, placement waits for
+        a first registry read, deletes wait for at most their timeout.
+        """
         self._running = True
         self.started_at = time.time()
         self.events.start()
         self.placer.start()
         self._tasks = [
+            guarded_task(self._connect(), name="registry-connect", logger=logger),
             guarded_task(self.tracker.run(), name="start-tracker", logger=logger),
             guarded_task(self.syncer.run(), name="sync", logger=logger),
             guarded_task(self._prime(), name="prime-cache", logger=logger),
@@ -176,6 +189,20 @@ class Runtime:
             "registry": "ok" if self.syncer.last_error is None else f"unreachable: {self.syncer.last_error}",
             "starts_in_flight": len(self.tracker),
         }
+
+    async def _connect(self) -> None:
+        """``store.start()`` until it works, backing off to :data:`CONNECT_RETRY_MAX` seconds."""
+        delay = CONNECT_RETRY_MIN
+        while True:
+            try:
+                await self.store.start()
+            except StoreError as exc:
+                logger.warning("cannot reach the registry yet (retrying in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_RETRY_MAX)
+                continue
+            self.connected.set()
+            return
 
     async def _prime(self) -> None:
         """List the watched objects once; the cache is primed when the watch showed them all."""
