@@ -97,6 +97,10 @@ class AutoscalerMetrics:
             "idle_pods", "Ready pods without a session (the only ones a scale-down removes)."
         )
         self.capacity = gauge("capacity", "Sessions per pod the policy uses.")
+        self.pending_sessions = gauge(
+            "pending_sessions",
+            "AgentSessions of the pool waiting for a free slot (Pending), counted as demand.",
+        )
         self.scale_changes = PromCounter(
             "callboard_autoscaler_scale_changes",
             "Scale patches of the agent Deployment, by direction (up, down).",
@@ -171,8 +175,11 @@ class Autoscaler:
         api: KubeApi,
         metrics: AutoscalerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pending: Callable[[], int] | None = None,
     ) -> None:
         settings.validate()
+        self.pending = pending
+        """Sessions of the pool that wait for room (the operator's Pending objects), or None."""
         self.settings = settings
         self.registry = registry
         self.api = api
@@ -193,7 +200,7 @@ class Autoscaler:
         scale = await self.api.get(scale_path(s.namespace, s.deployment))
         current = int((scale.get("spec") or {}).get("replicas") or 0)
         views = await self._views(str((scale.get("status") or {}).get("selector") or ""))
-        assessment = assess(views, s)
+        assessment = assess(views, s, pending=self.pending() if self.pending is not None else 0)
         stabilized = self.stabilizer.observe(self.clock(), assessment.desired)
         decision = decide_scale(
             current=current, desired=assessment.desired, stabilized=stabilized, pods=views
@@ -301,6 +308,7 @@ class Autoscaler:
         m.free_slots.labels(**labels).set(assessment.free_slots)
         m.idle_pods.labels(**labels).set(assessment.idle_pods)
         m.capacity.labels(**labels).set(assessment.capacity)
+        m.pending_sessions.labels(**labels).set(assessment.pending_sessions)
 
 
 async def run_autoscaler(
@@ -311,6 +319,7 @@ async def run_autoscaler(
     stop: asyncio.Event,
     metrics: AutoscalerMetrics | None = None,
     clock: Callable[[], float] = time.monotonic,
+    pending: Callable[[], int] | None = None,
 ) -> None:
     """Keep the agent Deployment at the buffer policy's size until ``stop`` is set.
 
@@ -320,7 +329,9 @@ async def run_autoscaler(
     """
     if settings.mode is ScalingMode.OFF:
         return
-    scaler = Autoscaler(settings=settings, registry=registry, api=api, metrics=metrics, clock=clock)
+    scaler = Autoscaler(
+        settings=settings, registry=registry, api=api, metrics=metrics, clock=clock, pending=pending
+    )
     throttle = LogThrottle()
     logger.info(
         "autoscaling %s/%s (%s): %d..%d replicas, buffer %s",

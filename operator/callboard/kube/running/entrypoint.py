@@ -173,6 +173,7 @@ async def _lead(
                     api=api,
                     stop=stop,
                     metrics=autoscaler_metrics,
+                    pending=lambda: runtime.cache.pending(settings.autoscale.pool),
                 ),
                 name="autoscaler",
                 logger=logger,

@@ -152,6 +152,31 @@ async def test_sessions_rise_then_end_and_only_idle_pods_go(
     await agents.end_session(third, s3)
 
 
+async def test_pending_agentsessions_grow_a_full_pool_for_all_of_them_at_once(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=1)
+    await agents.sync(cluster)
+    pod = next(iter(cluster.pods))
+    for _ in range(2):
+        await agents.start_session(pod)  # the one pod is full
+    metrics = AutoscalerMetrics()
+    registry = SessionRegistry(store, node_id="autoscaler", ttl=30, foreign_scan_interval=None)
+    auto = Autoscaler(
+        settings=make_settings(max_replicas=10),
+        registry=registry,
+        api=cluster.kube,
+        clock=FakeClock(),
+        metrics=metrics,
+        pending=lambda: 6,  # six AgentSessions found no room
+    )
+    decision = await auto.cycle()
+    # (2 live + 6 pending + 1 buffer) / 2 per pod -> 5 pods, in one step.
+    assert decision.target == 5 and cluster.replicas == 5
+    labels = {"namespace": NS, "deployment": DEPLOYMENT, "pool": "default"}
+    assert metrics.registry.get_sample_value("callboard_autoscaler_pending_sessions", labels) == 6
+
+
 async def test_scale_down_is_limited_to_idle_pods(store: InMemorySessionKVStore, agents: Agents) -> None:
     cluster = deployment(replicas=4)
     await agents.sync(cluster)

@@ -133,3 +133,22 @@ async def test_g8_a_claim_on_a_stale_view_is_refused_and_sends_no_start(harness:
     await harness.until(lambda: claims() >= 2)  # refused, retried, refused again
     assert node.requests == []
     assert harness.status("a1")["nodeId"] == "n-new"
+
+
+async def test_pending_objects_are_counted_per_pool_for_the_autoscaler(harness: Harness) -> None:
+    for i in range(3):
+        harness.kube.apply(f"d{i}", f"call-{i}", pool="default")
+    harness.kube.apply("any", "call-any")
+    harness.kube.apply("g", "call-g", pool="gpu")
+    for name in ("d0", "d1", "d2", "any", "g"):
+        await harness.phase(name, "Pending")
+    cache = harness.runtime.cache
+    assert cache.pending("default") == 4  # its own and the one of no pool
+    assert cache.pending("gpu") == 2
+    assert cache.pending("") == 5
+    metrics = harness.runtime.metrics.registry
+
+    def gauge(pool: str) -> float | None:
+        return metrics.get_sample_value("callboard_operator_pending_sessions", {"pool": pool})
+
+    await harness.until(lambda: gauge("default") == 3 and gauge("gpu") == 1 and gauge("") == 1)
