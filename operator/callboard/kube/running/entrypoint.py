@@ -161,7 +161,9 @@ async def _lead(
     watchers: list[asyncio.Task[None]] = []
     if lease is not None:
         watchers.append(guarded_task(lease.keep(), name="lease-renewal", logger=logger))
-        watchers.append(guarded_task(_relay(lease.lost, stop), name="lease-watch", logger=logger))
+        watchers.append(
+            guarded_task(_step_down(lease.lost, stop, metrics), name="lease-watch", logger=logger)
+        )
     if stop_flag is not None:
         watchers.append(guarded_task(_relay(stop_flag, stop), name="stop-flag", logger=logger))
     if settings.autoscale.mode is not ScalingMode.OFF:
@@ -199,6 +201,14 @@ async def _lead(
         await runtime.stop()
     if lease is not None and lease.lost.is_set():
         raise LeadershipLost(f"lost the leader lease {settings.leader.name}")
+
+
+async def _step_down(lost: asyncio.Event, stop: asyncio.Event, metrics: OperatorMetrics) -> None:
+    """The lease is lost: say so at once (``callboard_operator_leader`` 0), then stop kopf and
+    the loops (the guards refuse their writes already)."""
+    await lost.wait()
+    metrics.leader.set(0)
+    stop.set()
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
