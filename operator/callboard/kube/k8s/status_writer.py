@@ -67,7 +67,13 @@ class StatusWriter:
     async def patch(
         self, obj: AgentSessionObject, fields: Mapping[str, Any], *, precondition: bool = False
     ) -> AgentSessionObject | None:
-        """Merge ``fields`` into the status (skipped when nothing changes)."""
+        """Merge ``fields`` into the status (skipped when nothing changes).
+
+        Every write was decided on ``obj``'s spec, so it also records ``observedGeneration``:
+        Argo CD, Flux and kstatus call an object whose status lags its generation progressing.
+        """
+        if obj.status.observed_generation != obj.generation:
+            fields = {**fields, "observedGeneration": obj.generation}
         if is_noop(obj.status, fields):
             return obj
         body: dict[str, Any] = {"status": dict(fields)}

@@ -139,3 +139,20 @@ async def test_pod_annotations_follow_the_session_count(harness: Harness) -> Non
         await node.end(s)
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
     assert SAFE_TO_EVICT not in annotations()
+
+
+async def test_g4_a_spec_edit_is_observed_without_a_phase_change(harness: Harness) -> None:
+    await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    harness.kube.apply("waiting", "call-2", pool="none-such")
+    assert (await harness.phase("a1", "Running"))["observedGeneration"] == 1
+    assert (await harness.phase("waiting", "Pending"))["observedGeneration"] == 1
+    for name in ("a1", "waiting"):
+        await harness.kube.merge_patch(
+            f"/apis/callboard.dev/v1alpha1/namespaces/ns/agentsessions/{name}",
+            {"spec": {"maxDurationSeconds": 3600}},
+        )
+    await harness.until(lambda: harness.status("a1").get("observedGeneration") == 2)
+    await harness.until(lambda: harness.status("waiting").get("observedGeneration") == 2)
+    assert harness.status("a1")["phase"] == "Running"
+    assert harness.status("waiting")["phase"] == "Pending"

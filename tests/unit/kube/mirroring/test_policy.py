@@ -19,7 +19,19 @@ SID = "ags.ns.uid-1.1"
 def obj(
     phase: str | None = "Running", *, spec: dict[str, Any] | None = None, **status: Any
 ) -> AgentSessionObject:
-    st = {"phase": phase, "sessionId": SID, "nodeId": "n1", "podName": "pod-1", **status} if phase else status
+    # observedGeneration 1: the operator wrote this status after seeing generation 1.
+    st = (
+        {
+            "phase": phase,
+            "sessionId": SID,
+            "nodeId": "n1",
+            "podName": "pod-1",
+            "observedGeneration": 1,
+            **status,
+        }
+        if phase
+        else status
+    )
     return AgentSessionObject.from_body(
         {
             "metadata": {"namespace": "ns", "name": "o", "uid": "uid-1", "finalizers": [FINALIZER]},
@@ -125,3 +137,22 @@ def test_gone_transitions() -> None:
     assert lost is not None and lost.phase is Phase.LOST and lost.reason == Reason.NODE_LOST
     unknown = gone_transition(o, SessionStatus.UNKNOWN, None, now=NOW)
     assert unknown is not None and unknown.phase is Phase.LOST
+
+
+def test_g4_a_spec_edit_alone_writes_observed_generation() -> None:
+    edited = AgentSessionObject.from_body(
+        {
+            "metadata": {"namespace": "ns", "name": "o", "uid": "uid-1", "generation": 2},
+            "spec": {"callId": "c1"},
+            "status": {
+                "phase": "Running",
+                "sessionId": SID,
+                "nodeId": "n1",
+                "podName": "pod-1",
+                "observedGeneration": 1,
+                "lastHeartbeatAt": format_time(NOW - 5),
+                "startedAt": format_time(NOW - 10),
+            },
+        }
+    )
+    assert decide_mirror(edited, snap(), now=NOW, refresh=60).fields == {"observedGeneration": 2}
