@@ -37,15 +37,15 @@ EXPECTED_KINDS = {
     },
     "full": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "NetworkPolicy": 2,
-        "PodDisruptionBudget": 1, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
+        "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
         "ServiceMonitor": 2,
     },
     "hpa": {
-        "Deployment": 2, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 1, "Role": 3, "RoleBinding": 3,
+        "Deployment": 2, "HorizontalPodAutoscaler": 1, "PodDisruptionBudget": 2, "Role": 3, "RoleBinding": 3,
         "Service": 2, "ServiceAccount": 2,
     },
     "keda": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "PodDisruptionBudget": 1, "Role": 1,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "PodDisruptionBudget": 2, "Role": 1,
         "RoleBinding": 1, "ScaledObject": 1, "Service": 3, "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
@@ -158,8 +158,16 @@ def test_agent_pool(render: Render) -> None:
     assert pod["terminationGracePeriodSeconds"] == 5 + 1800 + 15
     assert pod["automountServiceAccountToken"] is False
     assert find(docs, "ServiceAccount", pod["serviceAccountName"])["automountServiceAccountToken"] is False
-    pdb = find(docs, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    selected = deployment["spec"]["selector"]["matchLabels"]
+    pdb = find(docs, "PodDisruptionBudget", deployment["metadata"]["name"])
+    assert pdb["spec"]["selector"]["matchLabels"] == selected
+    # G9: busy pods (labelled by the operator) are in the other budget only: never evicted.
+    assert pdb["spec"]["selector"]["matchExpressions"] == [
+        {"key": "callboard.dev/busy", "operator": "DoesNotExist"}
+    ]
+    busy = find(docs, "PodDisruptionBudget", deployment["metadata"]["name"] + "-busy")
+    assert busy["spec"]["maxUnavailable"] == 0
+    assert busy["spec"]["selector"] == {"matchLabels": {**selected, "callboard.dev/busy": "true"}}
     service = find(docs, "Service", "cb-callboard-agents-voice")
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
 

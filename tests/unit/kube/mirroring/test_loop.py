@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.resource.constants import BUSY_LABEL, DO_NOT_DISRUPT, POD_DELETION_COST, SAFE_TO_EVICT
 from tests.unit.kube.conftest import Harness
 
 
@@ -129,16 +129,21 @@ async def test_pod_annotations_follow_the_session_count(harness: Harness) -> Non
     harness.kube.add_pod("agent-0")
     node = await harness.node("n1", pod="agent-0", capacity=5)
     annotations = lambda: harness.kube.pods[("agents", "agent-0")]["metadata"]["annotations"]  # noqa: E731
+    labels = lambda: harness.kube.pods[("agents", "agent-0")]["metadata"].get("labels") or {}  # noqa: E731
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
     assert SAFE_TO_EVICT not in annotations()
     harness.kube.apply("a1", "call-1")
     harness.kube.apply("a2", "call-2")
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "2")
     assert annotations()[SAFE_TO_EVICT] == "false"
+    assert annotations()[DO_NOT_DISRUPT] == "true"
+    assert labels()[BUSY_LABEL] == "true"
     for s in node.sessions:
         await node.end(s)
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
     assert SAFE_TO_EVICT not in annotations()
+    assert DO_NOT_DISRUPT not in annotations()
+    assert BUSY_LABEL not in labels()
 
 
 async def test_g4_a_spec_edit_is_observed_without_a_phase_change(harness: Harness) -> None:
