@@ -318,6 +318,12 @@ def test_rbac_least_privilege(render: Render) -> None:
         ("apps", "deployments/scale", "patch"),
         ("", "pods", "list"),
     }
+    # G8: only its own Lease can be read or renewed (create cannot be limited by name).
+    lease_rules = [r for r in role["rules"] if r["resources"] == ["leases"]]
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in lease_rules} == {
+        ("get", "update"): ["cb-callboard-operator"],
+        ("create",): None,
+    }
     scale_rule = next(r for r in role["rules"] if r["resources"] == ["deployments/scale"])
     assert scale_rule["resourceNames"] == ["cb-callboard-agents-voice"]
     for d in docs:
