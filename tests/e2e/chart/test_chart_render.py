@@ -188,6 +188,7 @@ def test_operator(render: Render) -> None:
     env = env_of(operator)
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["CALLBOARD_ADOPT_NAMESPACE"] == "ns"
+    assert env["CALLBOARD_TTL"] == "30"  # the nodes' TTL (agentPool.sidecar.ttlSeconds)
     assert env["CALLBOARD_NAMESPACES"] == ""
     assert env["CALLBOARD_AUTOSCALE"] == "off"  # no agent pool by default
     metrics = find(docs, "Service", "cb-callboard-operator-metrics")
@@ -391,6 +392,10 @@ def test_rbac_least_privilege(render: Render) -> None:
             "needs the operator (operator.enabled)",
         ),
         (["--set", "operator.watchNamespaces={a,b}"], "operator.adoption.namespace \"ns\" must be one of"),
+        (
+            ["--set", "operator.startTimeoutSeconds=45", "--set", "agentPool.sidecar.ttlSeconds=30"],
+            "operator.startTimeoutSeconds (45) must not exceed agentPool.sidecar.ttlSeconds (30)",
+        ),
     ],
 )  # fmt: skip
 def test_bad_values_fail_clearly(helm_bin: str, args: list[str], message: str) -> None:
