@@ -47,13 +47,21 @@ def test_crd_apply_and_printer_columns(kube_env: KubeEnv, kube_namespace: str) -
     kube_env.kubectl("apply", "-n", ns, "-f", "manifests/examples/agentsession.yaml")
     kube_env.kubectl(
         "patch", "ags", "demo-call-1", "-n", ns, "--subresource=status", "--type=merge",
-        "-p", json.dumps({"status": {"phase": "Running", "podName": "agent-pod-0"}}),
+        "-p", json.dumps({"status": {
+            "phase": "Running", "podName": "agent-pod-0", "reason": "Started", "attempts": 1,
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "Started", "message": "runs",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }],
+        }}),
     )  # fmt: skip
 
     lines = kube_env.kubectl("get", "ags", "-n", ns).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "CALL", "PHASE", "POD", "AGE"]
+    assert lines[0].split() == ["NAME", "CALL", "PHASE", "POD", "READY", "REASON", "AGE"]
     assert len(lines) == 2
-    assert lines[1].split()[:4] == ["demo-call-1", "demo-call-1", "Running", "agent-pod-0"]
+    assert lines[1].split()[:6] == ["demo-call-1", "demo-call-1", "Running", "agent-pod-0", "True", "Started"]
+    wide = kube_env.kubectl("get", "ags", "-n", ns, "-o", "wide").stdout.splitlines()
+    assert wide[0].split() == ["NAME", "CALL", "PHASE", "POD", "READY", "REASON", "ATTEMPTS", "NODE", "AGE"]
 
     # The schema's default was applied by the API server.
     obj = kube_env.kubectl_json("get", "agentsession", "demo-call-1", "-n", ns)
@@ -141,10 +149,11 @@ def test_status_subresource_leaves_spec_alone(
     # And the other way round: the main resource ignores status.
     kube_env.kubectl(
         "patch", "ags", "s1", "-n", ns, "--type=merge",
-        "-p", json.dumps({"spec": {"pool": "green"}, "status": {"phase": "Failed"}}),
+        "-p", json.dumps({"spec": {"maxDurationSeconds": 600}, "status": {"phase": "Failed"}}),
     )  # fmt: skip
     last = kube_env.kubectl_json("get", "ags", "s1", "-n", ns)
-    assert last["spec"]["pool"] == "green"
+    # (maxDurationSeconds: the pool of a Running object is immutable, see test_schema_pods.)
+    assert last["spec"]["maxDurationSeconds"] == 600
     assert last["status"]["phase"] == "Running"
     assert last["metadata"]["generation"] == before["metadata"]["generation"] + 1
 

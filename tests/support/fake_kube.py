@@ -156,6 +156,7 @@ class FakeKube(KubeApi):
         content_type: str = "application/json",
     ) -> Any:
         await asyncio.sleep(0)
+        self.check_guard(method, path)
         self.calls.append((method, path, copy.deepcopy(body)))
         if self.down:
             raise KubeApiError(0, "connection refused")
@@ -211,6 +212,9 @@ class FakeKube(KubeApi):
             self.delete_object(parts[3], namespace)
             return {}
         assert method == "PATCH" and body is not None
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if wanted is not None and wanted != obj["metadata"]["resourceVersion"]:
+            raise ConflictError(409, "the object has been modified", reason="Conflict")
         if len(parts) == 5 and parts[4] == "status":
             obj["status"] = merge_patch(obj.get("status") or {}, body.get("status") or {})
         else:

@@ -213,6 +213,9 @@ mode) the one the chart generates (templates/secrets.yaml).
 {{- fail "redis.external.url must not carry credentials: use redis.auth.existingSecret, or the whole URL in redis.external.urlSecret" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.operator.enabled (gt (float64 .Values.operator.startTimeoutSeconds) (float64 .Values.agentPool.sidecar.ttlSeconds)) }}
+{{- fail (printf "operator.startTimeoutSeconds (%v) must not exceed agentPool.sidecar.ttlSeconds (%v): a start request must outlive its wait (the operator refuses to start otherwise)" .Values.operator.startTimeoutSeconds .Values.agentPool.sidecar.ttlSeconds) }}
+{{- end }}
 {{- if and .Values.agentPool.enabled (not .Values.agentPool.agent.image.repository) }}
 {{- fail "agentPool.enabled: set agentPool.agent.image.repository to your agent server's image" }}
 {{- end }}

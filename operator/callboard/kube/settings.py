@@ -197,11 +197,17 @@ class LeaderSettings:
     lease_duration: float = setting(
         15.0,
         env="CALLBOARD_LEASE_DURATION",
-        help="Seconds without renewal after which a standby takes over (renewed every third).",
+        help="Seconds without renewal after which a standby takes over; the holder steps down "
+        "after two thirds of it without a renewal.",
     )
     """Seconds after its last renewal that a lease is considered abandoned (client-go's default)."""
-    renew_interval: float = 5.0
-    """Seconds between renewals; a third of the duration tolerates two failed renewals."""
+    renew_deadline: float = 10.0
+    """Seconds after the start of its last successful renewal that the holder stops acting
+    (client-go's ``RenewDeadline``): two thirds of the duration, so a deposed holder has
+    stopped writing a third of the duration (5 s) before a standby can take over."""
+    renew_interval: float = 2.0
+    """Seconds between renewal attempts (client-go's ``RetryPeriod``): several attempts fit
+    in the renew deadline, so one slow or failed call does not end the term."""
     identity: str | None = None
     """This replica's name in the Lease (default: ``POD_NAME``, else host name + random)."""
 
@@ -249,11 +255,12 @@ class Settings:
     def from_values(cls, values: Mapping[str, object], *, pod_name: str | None = None) -> Self:
         """Validated settings from raw values by variable name (see :func:`callboard.config.build`).
 
-        ``pod_name`` (the downward API's ``POD_NAME``) names this replica in the Lease, which is
-        renewed every third of its duration.
+        ``pod_name`` (the downward API's ``POD_NAME``) names this replica in the Lease. The
+        renew deadline and interval keep client-go's ratios to the duration (10/15, 2/15).
         """
         settings = build(cls, values)
-        settings.leader.renew_interval = settings.leader.lease_duration / 3
+        settings.leader.renew_deadline = settings.leader.lease_duration * 2 / 3
+        settings.leader.renew_interval = settings.leader.lease_duration * 2 / 15
         settings.leader.identity = pod_name or None
         settings.validate()
         return settings
@@ -289,7 +296,9 @@ class Settings:
                 "the registry ttl must be >= the start timeout: a start request must outlive its wait "
                 "(CALLBOARD_TTL, CALLBOARD_START_TIMEOUT)"
             )
-        if self.leader.enabled and self.leader.renew_interval >= self.leader.lease_duration:
+        leader = self.leader
+        if leader.enabled and not 0 < leader.renew_interval < leader.renew_deadline < leader.lease_duration:
             raise ConfigurationError(
-                "the lease renew interval must be shorter than its duration (CALLBOARD_LEASE_DURATION)"
+                "the lease renew interval must be shorter than its renew deadline, and the deadline "
+                "shorter than its duration (CALLBOARD_LEASE_DURATION)"
             )

@@ -38,22 +38,22 @@ EXPECTED_KINDS = {
     },
     "full": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "NetworkPolicy": 2,
-        "PodDisruptionBudget": 1, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
+        "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
         "ServiceMonitor": 2,
     },
     "hpa": {
-        "Deployment": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 2, "PodDisruptionBudget": 1,
+        "Deployment": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 2, "PodDisruptionBudget": 2,
         "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
     },
     "keda": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "NetworkPolicy": 3,
-        "PodDisruptionBudget": 1, "Role": 1, "RoleBinding": 1, "ScaledObject": 1, "Service": 3,
+        "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "ScaledObject": 1, "Service": 3,
         "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
     "sentinel": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "NetworkPolicy": 2,
-        "PodDisruptionBudget": 1, "Role": 1,
+        "PodDisruptionBudget": 2, "Role": 1,
         "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
     },
 }  # fmt: skip
@@ -170,8 +170,16 @@ def test_agent_pool(render: Render) -> None:
     assert env["CALLBOARD_GRACE_PERIOD"] == str(pod["terminationGracePeriodSeconds"])
     assert pod["automountServiceAccountToken"] is False
     assert find(docs, "ServiceAccount", pod["serviceAccountName"])["automountServiceAccountToken"] is False
-    pdb = find(docs, "PodDisruptionBudget")
-    assert pdb["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    selected = deployment["spec"]["selector"]["matchLabels"]
+    pdb = find(docs, "PodDisruptionBudget", deployment["metadata"]["name"])
+    assert pdb["spec"]["selector"]["matchLabels"] == selected
+    # G9: busy pods (labelled by the operator) are in the other budget only: never evicted.
+    assert pdb["spec"]["selector"]["matchExpressions"] == [
+        {"key": "callboard.dev/busy", "operator": "DoesNotExist"}
+    ]
+    busy = find(docs, "PodDisruptionBudget", deployment["metadata"]["name"] + "-busy")
+    assert busy["spec"]["maxUnavailable"] == 0
+    assert busy["spec"]["selector"] == {"matchLabels": {**selected, "callboard.dev/busy": "true"}}
     service = find(docs, "Service", "cb-callboard-agents-voice")
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
 
@@ -192,6 +200,7 @@ def test_operator(render: Render) -> None:
     env = env_of(operator)
     assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["CALLBOARD_ADOPT_NAMESPACE"] == "ns"
+    assert env["CALLBOARD_TTL"] == "30"  # the nodes' TTL (agentPool.sidecar.ttlSeconds)
     assert env["CALLBOARD_NAMESPACES"] == ""
     assert env["CALLBOARD_AUTOSCALE"] == "off"  # no agent pool by default
     metrics = find(docs, "Service", "cb-callboard-operator-metrics")
@@ -362,6 +371,12 @@ def test_rbac_least_privilege(render: Render) -> None:
         ("apps", "deployments/scale", "patch"),
         ("", "pods", "list"),
     }
+    # G8: only its own Lease can be read or renewed (create cannot be limited by name).
+    lease_rules = [r for r in role["rules"] if r["resources"] == ["leases"]]
+    assert {tuple(r["verbs"]): r.get("resourceNames") for r in lease_rules} == {
+        ("get", "update"): ["cb-callboard-operator"],
+        ("create",): None,
+    }
     scale_rule = next(r for r in role["rules"] if r["resources"] == ["deployments/scale"])
     assert scale_rule["resourceNames"] == ["cb-callboard-agents-voice"]
     for d in docs:
@@ -433,6 +448,10 @@ def test_rbac_least_privilege(render: Render) -> None:
             "needs the operator (operator.enabled)",
         ),
         (["--set", "operator.watchNamespaces={a,b}"], "operator.adoption.namespace \"ns\" must be one of"),
+        (
+            ["--set", "operator.startTimeoutSeconds=45", "--set", "agentPool.sidecar.ttlSeconds=30"],
+            "operator.startTimeoutSeconds (45) must not exceed agentPool.sidecar.ttlSeconds (30)",
+        ),
     ],
 )  # fmt: skip
 def test_bad_values_fail_clearly(helm_bin: str, args: list[str], message: str) -> None:

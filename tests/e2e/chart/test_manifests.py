@@ -62,6 +62,7 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     assert sorted(d["kind"] for d in pool) == [
         "Deployment",
         "PodDisruptionBudget",
+        "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
     ]

@@ -173,3 +173,41 @@ async def test_scale_down_removes_the_idlest_pods(
         if not p["metadata"].get("deletionTimestamp")
     ]
     assert alive == [names[0]]
+
+
+async def test_g1_the_pool_of_a_placed_session_is_immutable_and_objects_select_by_field(kube: Kube) -> None:
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=manifest("placed", callId="c-placed", pool="cpu"))
+    await kube.run(
+        "apply", "-n", kube.ns, "-f", "-", input=manifest("waiting", callId="c-waiting", pool="cpu")
+    )
+    for name, phase in (("placed", "Running"), ("waiting", "Pending")):
+        status = json.dumps({"status": {"phase": phase, "reason": "Test", "attempts": 1}})
+        await kube.run(
+            "patch", "ags", name, "-n", kube.ns, "--subresource=status", "--type=merge", "-p", status
+        )
+    proc = await kube.run(
+        "patch",
+        "ags",
+        "placed",
+        "-n",
+        kube.ns,
+        "--type=merge",
+        "-p",
+        '{"spec": {"pool": "gpu"}}',
+        check=False,
+    )
+    assert proc.returncode != 0 and "spec.pool is immutable once the session is placed" in proc.stderr
+    # A Pending object is still re-targeted; other fields of a placed one may change.
+    await kube.run(
+        "patch", "ags", "waiting", "-n", kube.ns, "--type=merge", "-p", '{"spec": {"pool": "gpu"}}'
+    )
+    await kube.run(
+        "patch", "ags", "placed", "-n", kube.ns, "--type=merge", "-p", '{"spec": {"maxDurationSeconds": 60}}'
+    )
+    selected = await kube.run(
+        "get", "ags", "-n", kube.ns, "--field-selector", "spec.pool=gpu,status.phase=Pending", "-o", "name"
+    )
+    assert selected.stdout.split() == ["agentsession.callboard.dev/waiting"]
+    wide = await kube.run("get", "ags", "placed", "-n", kube.ns, "-o", "wide")
+    header = wide.stdout.splitlines()[0].split()
+    assert {"READY", "REASON", "ATTEMPTS"} <= set(header)

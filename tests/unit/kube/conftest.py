@@ -43,9 +43,9 @@ def fast_settings(**overrides: Any) -> Settings:
 
 
 class Harness:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: InMemorySessionKVStore | None = None) -> None:
         self.kube = FakeKube()
-        self.store = InMemorySessionKVStore(cleanup_interval=0.05)
+        self.store = store if store is not None else InMemorySessionKVStore(cleanup_interval=0.05)
         self.runtime = Runtime(settings=settings, api=self.kube, store=self.store)
         self.kopf = FakeKopf(self.kube, self.runtime)
         self.nodes: list[FakeNode] = []

@@ -10,7 +10,9 @@ while it holds the leader lease. Each cycle (every ``interval`` seconds):
    :func:`~callboard.kube.autoscaling.policy.decide_scale`;
 5. in ``scale`` mode: scale up at once; to scale down, mark the idle pods to remove with the
    lowest ``pod-deletion-cost``, wait ``settle`` seconds, check again that each is still idle
-   and still marked (a session may have landed, or the operator rewritten the cost), and
+   and still marked (a session may have landed, or the operator rewritten the cost), decide
+   again on the fresh view (a busy pod that turned not-ready, more demand: fewer or no
+   removals, the marks taken back), and
    patch the scale (with the read's resourceVersion, so a concurrent change wins) down by
    the pods that passed. The ReplicaSet controller then removes exactly those.
 6. in ``metrics`` mode: the same marks, and the target exported as a metric for an HPA or a
@@ -97,6 +99,10 @@ class AutoscalerMetrics:
             "idle_pods", "Ready pods without a session (the only ones a scale-down removes)."
         )
         self.capacity = gauge("capacity", "Sessions per pod the policy uses.")
+        self.pending_sessions = gauge(
+            "pending_sessions",
+            "AgentSessions of the pool waiting for a free slot (Pending), counted as demand.",
+        )
         self.scale_changes = PromCounter(
             "callboard_autoscaler_scale_changes",
             "Scale patches of the agent Deployment, by direction (up, down).",
@@ -171,8 +177,11 @@ class Autoscaler:
         api: KubeApi,
         metrics: AutoscalerMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pending: Callable[[], int] | None = None,
     ) -> None:
         settings.validate()
+        self.pending = pending
+        """Sessions of the pool that wait for room (the operator's Pending objects), or None."""
         self.settings = settings
         self.registry = registry
         self.api = api
@@ -193,7 +202,7 @@ class Autoscaler:
         scale = await self.api.get(scale_path(s.namespace, s.deployment))
         current = int((scale.get("spec") or {}).get("replicas") or 0)
         views = await self._views(str((scale.get("status") or {}).get("selector") or ""))
-        assessment = assess(views, s)
+        assessment = assess(views, s, pending=self.pending() if self.pending is not None else 0)
         stabilized = self.stabilizer.observe(self.clock(), assessment.desired)
         decision = decide_scale(
             current=current, desired=assessment.desired, stabilized=stabilized, pods=views
@@ -252,7 +261,8 @@ class Autoscaler:
         unmarked_removals = (current - decision.target) - len(decision.victims)
         await asyncio.sleep(s.settle)
         # Check again: a session may have landed on a victim, or its cost been rewritten.
-        views = {v.name: v for v in await self._views(str((scale.get("status") or {}).get("selector") or ""))}
+        fresh = await self._views(str((scale.get("status") or {}).get("selector") or ""))
+        views = {v.name: v for v in fresh}
         confirmed = [
             name
             for name in decision.victims
@@ -263,14 +273,38 @@ class Autoscaler:
             and not view.terminating
             and view.cost == VICTIM_COST
         ]
+        # And decide again on the fresh view: not only the victims change meanwhile. A busy
+        # pod that turned not-ready would go first (the controller deletes not-ready pods
+        # before any cost), demand may have grown, a rollout may have begun.
+        again = assess(fresh, s, pending=self.pending() if self.pending is not None else 0)
+        redo = decide_scale(
+            current=current,
+            desired=again.desired,
+            stabilized=self.stabilizer.observe(self.clock(), again.desired),
+            pods=fresh,
+        )
+        allowed = max(0, current - max(redo.target, decision.target) - unmarked_removals)
+        if len(confirmed) > allowed or redo.target >= current:
+            keep = 0 if redo.target >= current else allowed
+            confirmed = confirmed[:keep]
+            if redo.target >= current:
+                unmarked_removals = 0
         dropped = [name for name in decision.victims if name not in confirmed]
         if dropped:
             await self._set_costs({name: views[name].sessions or 0 for name in dropped if name in views})
-            logger.info("not removing %s: no longer idle", ", ".join(dropped), extra=self.log_extra)
+            logger.info(
+                "not removing %s: no longer idle, or no longer wanted (%s)",
+                ", ".join(dropped),
+                redo.reason or "the fresh decision keeps them",
+                extra=self.log_extra,
+            )
         target = current - unmarked_removals - len(confirmed)
         if target >= current:
             return dataclasses.replace(
-                decision, target=current, victims=(), reason="the chosen pods are busy now"
+                decision,
+                target=current,
+                victims=(),
+                reason=redo.reason or "the chosen pods are busy now",
             )
         await self._patch_scale(scale, target, direction="down")
         logger.info(
@@ -301,6 +335,7 @@ class Autoscaler:
         m.free_slots.labels(**labels).set(assessment.free_slots)
         m.idle_pods.labels(**labels).set(assessment.idle_pods)
         m.capacity.labels(**labels).set(assessment.capacity)
+        m.pending_sessions.labels(**labels).set(assessment.pending_sessions)
 
 
 async def run_autoscaler(
@@ -311,6 +346,7 @@ async def run_autoscaler(
     stop: asyncio.Event,
     metrics: AutoscalerMetrics | None = None,
     clock: Callable[[], float] = time.monotonic,
+    pending: Callable[[], int] | None = None,
 ) -> None:
     """Keep the agent Deployment at the buffer policy's size until ``stop`` is set.
 
@@ -320,7 +356,9 @@ async def run_autoscaler(
     """
     if settings.mode is ScalingMode.OFF:
         return
-    scaler = Autoscaler(settings=settings, registry=registry, api=api, metrics=metrics, clock=clock)
+    scaler = Autoscaler(
+        settings=settings, registry=registry, api=api, metrics=metrics, clock=clock, pending=pending
+    )
     throttle = LogThrottle()
     logger.info(
         "autoscaling %s/%s (%s): %d..%d replicas, buffer %s",

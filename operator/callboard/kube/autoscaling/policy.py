@@ -1,6 +1,6 @@
 """Session-aware autoscaling of an agent Deployment: settings and the pure policy.
 
-The policy keeps ``ceil((live sessions + buffer) / sessions per pod)`` replicas, within
+The policy keeps ``ceil((live + pending sessions + buffer) / sessions per pod)`` replicas, within
 ``[min, max]``. The buffer is a count of free session slots or a percentage of the live
 sessions. It scales up at once and down only after a cool-down: a scale-down goes to the
 highest count wanted during the last ``scale_down_window`` seconds (HPA's stabilization
@@ -241,13 +241,17 @@ class Assessment:
     desired: int
     """The policy's count before the cool-down and the idle-pod limit."""
     idle_pods: int
+    pending_sessions: int = 0
+    """AgentSessions of the pool waiting for a free slot (Pending): demand the pods must grow for."""
 
 
-def assess(pods: Iterable[PodView], settings: AutoscaleSettings) -> Assessment:
+def assess(pods: Iterable[PodView], settings: AutoscaleSettings, *, pending: int = 0) -> Assessment:
     """Live sessions and free slots on the pods that count, and the replicas they call for.
 
     Pods that are terminating or draining are leaving: their sessions end where they are, so
-    they neither need nor offer slots among the pods that stay.
+    they neither need nor offer slots among the pods that stay. ``pending`` sessions (objects
+    no pod had room for) count like live ones: 200 applies on a full pool call for the pods
+    of 200 sessions at once, not one more pod per pod start-up.
     """
     staying = [p for p in pods if not p.terminating and not p.draining]
     capacities = [p.capacity for p in staying if p.capacity is not None and p.capacity > 0]
@@ -255,7 +259,7 @@ def assess(pods: Iterable[PodView], settings: AutoscaleSettings) -> Assessment:
     live = sum(p.sessions or 0 for p in staying)
     free = sum(max(capacity - (p.sessions or 0), 0) for p in staying if p.ready and p.sessions is not None)
     desired = desired_replicas(
-        live,
+        live + max(pending, 0),
         capacity=capacity,
         buffer=settings.buffer,
         min_replicas=settings.min_replicas,
@@ -267,6 +271,7 @@ def assess(pods: Iterable[PodView], settings: AutoscaleSettings) -> Assessment:
         capacity=capacity,
         desired=desired,
         idle_pods=sum(1 for p in staying if p.ready and p.idle),
+        pending_sessions=max(pending, 0),
     )
 
 

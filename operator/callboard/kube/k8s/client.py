@@ -8,7 +8,8 @@ any handler, which kopf has no public client for. This one reuses kopf's credent
 
     KubeApiError            any failed call (status 0: no HTTP answer at all)
     ├── NotFoundError       404
-    └── ConflictError       409 (exists already, or the resourceVersion moved)
+    ├── ConflictError       409 (exists already, or the resourceVersion moved)
+    └── NotLeaderError      a write refused before sending: this replica no longer leads
 
 Transient failures (connection errors, 429, 5xx) are retried a few times with backoff.
 A 401 re-runs the login function once (service-account tokens rotate).
@@ -33,6 +34,7 @@ __all__ = [
     "KubeApi",
     "KubeApiError",
     "NotFoundError",
+    "NotLeaderError",
     "agentsession_path",
     "event_path",
     "lease_path",
@@ -66,6 +68,11 @@ class NotFoundError(KubeApiError):
 
 class ConflictError(KubeApiError):
     """409: a create found the object, or a write lost a race on ``resourceVersion``."""
+
+
+class NotLeaderError(KubeApiError):
+    """A write this client refused to send: its :attr:`KubeApi.guard` says this replica
+    no longer leads (a deposed leader must not write; see :mod:`callboard.kube.k8s.lease`)."""
 
 
 def _q(part: str) -> str:
@@ -109,6 +116,9 @@ class KubeApi:
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
         self.default_namespace: str | None = None
+        self.guard: Callable[[], bool] | None = None
+        """Checked before every write (and every retry of one): False refuses it with
+        :class:`NotLeaderError`. The entrypoint sets it to the leader lease's ``valid``."""
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -139,6 +149,11 @@ class KubeApi:
             await self._session.close()
             self._session = None
 
+    def check_guard(self, method: str, path: str) -> None:
+        """Raise :class:`NotLeaderError` for a write the :attr:`guard` refuses."""
+        if method != "GET" and self.guard is not None and not self.guard():
+            raise NotLeaderError(0, f"{method} {path}: refused, this replica no longer leads")
+
     async def request(
         self,
         method: str,
@@ -151,6 +166,7 @@ class KubeApi:
         """Send one call; the decoded JSON answer (None when empty)."""
         relogged = False
         for attempt in range(len(RETRY_DELAYS) + 1):
+            self.check_guard(method, path)
             if self._session is None:
                 raise KubeApiError(0, "the API client is closed")
             try:

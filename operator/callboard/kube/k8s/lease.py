@@ -8,6 +8,15 @@ changed for ``lease_duration`` seconds (measured on their own clock, like client
 clock skew between nodes does not matter), then take it with an optimistic-concurrency
 update. A holder that cannot renew within the duration stops: better no operator for a
 moment than two.
+
+The timing follows client-go's leader election (``LeaseDuration`` 15 s, ``RenewDeadline``
+10 s, ``RetryPeriod`` 2 s): the holder renews every ``renew_interval``; each attempt is cut
+off when the *renew deadline*, counted from the start of the last successful renewal, is
+reached; then the holder gives up. A standby takes over no earlier than ``lease_duration``
+after it saw that renewal, which was written after it started, so the holder stops at least
+``lease_duration - renew_deadline`` seconds before anyone else can lead. :meth:`LeaderLease.valid`
+is that clock: the operator's API client and registry handle refuse to write once it says
+no, whatever the loops are doing (a black-holed API server, a stuck renewal, a slow stop).
 """
 
 from __future__ import annotations
@@ -49,41 +58,75 @@ class LeaderLease:
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
         self._lease: dict[str, Any] | None = None
+        self._renewed_at = 0.0
         self.lost = asyncio.Event()
         self.held = False
+
+    def valid(self) -> bool:
+        """Whether this replica may still act: it holds the lease and its renew deadline has
+        not passed (``time.monotonic()`` since the start of the last successful renewal)."""
+        return self.held and time.monotonic() - self._renewed_at < self._settings.renew_deadline
+
+    @property
+    def transitions(self) -> int:
+        """``spec.leaseTransitions`` of the term this replica holds: grows with every new
+        holder, so it orders leadership terms (the fencing token of the term)."""
+        spec = (self._lease or {}).get("spec") or {}
+        value = spec.get("leaseTransitions")
+        return value if isinstance(value, int) else 0
 
     async def acquire(self) -> None:
         """Wait until this replica holds the lease."""
         logged = False
-        while not await self._try_acquire():
+        while True:
+            started = time.monotonic()
+            if await self._try_acquire():
+                break
             if not logged:
                 holder = ((self._lease or {}).get("spec") or {}).get("holderIdentity")
                 logger.info("waiting for the leader lease %s (held by %s)", self._settings.name, holder)
                 logged = True
             await asyncio.sleep(self._settings.renew_interval * random.uniform(0.8, 1.2))
+        self._renewed_at = started
+        self.lost.clear()
         self.held = True
         logger.info("acquired the leader lease %s as %s", self._settings.name, self.identity)
 
     async def keep(self) -> None:
-        """Renew until cancelled; set :attr:`lost` and return if the lease slips away."""
-        last_ok = time.monotonic()
+        """Renew until cancelled; set :attr:`lost` and return once the lease slips away.
+
+        Lost means: another replica holds it, or no renewal succeeded within the renew
+        deadline. Each attempt is bounded by what is left of the deadline, so a hanging call
+        (an API server that accepts connections and never answers) cannot stretch the term.
+        """
+        settings = self._settings
         while True:
-            await asyncio.sleep(self._settings.renew_interval)
-            try:
-                if await self._renew():
-                    last_ok = time.monotonic()
-                    continue
-                logger.error("the leader lease was taken by %s", self._holder())
-            except KubeApiError as exc:
-                if time.monotonic() - last_ok < self._settings.lease_duration - self._settings.renew_interval:
-                    logger.warning("cannot renew the leader lease (will retry): %s", exc)
-                    continue
+            remaining = self._renewed_at + settings.renew_deadline - time.monotonic()
+            await asyncio.sleep(max(0.0, min(settings.renew_interval, remaining)))
+            remaining = self._renewed_at + settings.renew_deadline - time.monotonic()
+            if remaining <= 0:
                 logger.error(
-                    "could not renew the leader lease for %.0fs: %s", time.monotonic() - last_ok, exc
+                    "could not renew the leader lease within its renew deadline (%.1fs): stepping down",
+                    settings.renew_deadline,
                 )
-            self.held = False
-            self.lost.set()
-            return
+                break
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(remaining):
+                    renewed = await self._renew()
+            except TimeoutError:
+                logger.warning("renewing the leader lease timed out (will retry until the deadline)")
+                continue
+            except KubeApiError as exc:
+                logger.warning("cannot renew the leader lease (will retry until the deadline): %s", exc)
+                continue
+            if renewed:
+                self._renewed_at = started
+                continue
+            logger.error("the leader lease was taken by %s", self._holder())
+            break
+        self.held = False
+        self.lost.set()
 
     async def release(self) -> None:
         """Hand the lease over at once (shielded, bounded): the next replica need not wait."""

@@ -4,8 +4,12 @@ For each pod named by a node record (the sidecar publishes its pod name and name
 
 - ``controller.kubernetes.io/pod-deletion-cost`` = live sessions, so a ReplicaSet scaling
   down removes the idlest pods first;
-- ``cluster-autoscaler.kubernetes.io/safe-to-evict`` = ``"false"`` while it runs any
-  session, removed when it runs none, so the cluster autoscaler never drains a busy node.
+- ``cluster-autoscaler.kubernetes.io/safe-to-evict`` = ``"false"`` and
+  ``karpenter.sh/do-not-disrupt`` = ``"true"`` while it runs any session, removed when it
+  runs none, so neither the Cluster Autoscaler nor Karpenter drains a busy node;
+- the label ``callboard.dev/busy`` = ``"true"`` while it runs any session: the chart's
+  PodDisruptionBudget with ``maxUnavailable: 0`` selects it, so no eviction (``kubectl
+  drain``, any autoscaler) removes a busy pod (as Agones protects allocated game servers).
 
 A node record is data anyone with write access to the registry could forge (G11), so a pod
 it names is patched only in a namespace the operator manages (``--namespace``; every one when
@@ -28,9 +32,9 @@ from typing import Any
 
 from callboard._aio import LogThrottle
 from callboard.kube.k8s.client import KubeApi, KubeApiError, NotFoundError, pod_path
-from callboard.kube.resource.constants import POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.resource.constants import BUSY_LABEL, DO_NOT_DISRUPT, POD_DELETION_COST, SAFE_TO_EVICT
 
-__all__ = ["PodAnnotator", "annotations_for"]
+__all__ = ["PodAnnotator", "annotations_for", "labels_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,13 @@ def annotations_for(sessions: int) -> dict[str, Any]:
     return {
         POD_DELETION_COST: str(sessions),
         SAFE_TO_EVICT: "false" if sessions > 0 else None,
+        DO_NOT_DISRUPT: "true" if sessions > 0 else None,
     }
+
+
+def labels_for(sessions: int) -> dict[str, Any]:
+    """The merge-patch value of the labels for a pod running ``sessions``."""
+    return {BUSY_LABEL: "true" if sessions > 0 else None}
 
 
 class PodAnnotator:
@@ -122,7 +132,8 @@ class PodAnnotator:
                 if not await self._is_agent_pod(pod):
                     return False
                 await self._api.merge_patch(
-                    pod_path(*pod), {"metadata": {"annotations": annotations_for(count)}}
+                    pod_path(*pod),
+                    {"metadata": {"annotations": annotations_for(count), "labels": labels_for(count)}},
                 )
             except NotFoundError:
                 self._missing_until[pod] = self._clock() + NOT_FOUND_RETRY

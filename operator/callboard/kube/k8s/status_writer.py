@@ -39,12 +39,19 @@ class StatusWriter:
         self._clock = clock
         self.patches = 0
 
-    async def transition(self, obj: AgentSessionObject, transition: Transition) -> AgentSessionObject | None:
-        """Move ``obj`` to ``transition.phase``; the updated object, or None if it is gone."""
+    async def transition(
+        self, obj: AgentSessionObject, transition: Transition, *, precondition: bool = False
+    ) -> AgentSessionObject | None:
+        """Move ``obj`` to ``transition.phase``; the updated object, or None if it is gone.
+
+        ``precondition``: write only if the object is still at ``obj.resource_version``
+        (:class:`~callboard.kube.k8s.client.ConflictError` otherwise). For claims: two
+        writers that both read the same version cannot both win.
+        """
         patch, event = apply_transition(
             obj.status, transition, now=format_time(self._clock()), generation=obj.generation
         )
-        updated = await self.patch(obj, patch)
+        updated = await self.patch(obj, patch, precondition=precondition)
         if updated is not None and event is not None:
             self.event(obj, type=event.type, reason=event.reason, message=event.message)
             logger.info(
@@ -57,14 +64,23 @@ class StatusWriter:
             )
         return updated
 
-    async def patch(self, obj: AgentSessionObject, fields: Mapping[str, Any]) -> AgentSessionObject | None:
-        """Merge ``fields`` into the status (skipped when nothing changes)."""
+    async def patch(
+        self, obj: AgentSessionObject, fields: Mapping[str, Any], *, precondition: bool = False
+    ) -> AgentSessionObject | None:
+        """Merge ``fields`` into the status (skipped when nothing changes).
+
+        Every write was decided on ``obj``'s spec, so it also records ``observedGeneration``:
+        Argo CD, Flux and kstatus call an object whose status lags its generation progressing.
+        """
+        if obj.status.observed_generation != obj.generation:
+            fields = {**fields, "observedGeneration": obj.generation}
         if is_noop(obj.status, fields):
             return obj
+        body: dict[str, Any] = {"status": dict(fields)}
+        if precondition and obj.resource_version:
+            body["metadata"] = {"resourceVersion": obj.resource_version}
         try:
-            body = await self._api.merge_patch(
-                agentsession_path(obj.namespace, obj.name, status=True), {"status": dict(fields)}
-            )
+            body = await self._api.merge_patch(agentsession_path(obj.namespace, obj.name, status=True), body)
         except NotFoundError:
             return None
         self.patches += 1

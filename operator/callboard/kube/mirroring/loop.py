@@ -28,6 +28,7 @@ from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.mirroring.adoption import adopted_manifest, classify
 from callboard.kube.mirroring.policy import MirrorDecision, decide_mirror, gone_transition
 from callboard.kube.placing.loop import Placer
+from callboard.kube.resource.naming import parse_session_id
 from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.resource.phases import TERMINAL, Reason
 from callboard.kube.settings import Settings
@@ -243,7 +244,9 @@ class Syncer:
 
     async def _close_leftover(self, session: SessionInfo) -> None:
         ref = (session.call_id, session.session_id)
-        self.note_closed(ref)
+        self.note_closed(ref)  # also spaces out the re-reads below
+        if await self._claimed_upstream(session):
+            return
         logger.info(
             "closing session %s of call %s on node %s: the object it was placed for is gone or moved on",
             session.session_id,
@@ -253,6 +256,42 @@ class Syncer:
         )
         await self._registry.request_close(*ref)
         self._metrics.orphans_closed.inc()
+
+    async def _claimed_upstream(self, session: SessionInfo) -> bool:
+        """Whether the API server (not the cache) shows an object claiming ``session``.
+
+        The cache can be behind: a watch that went quiet, or another replica that placed the
+        object while this one still thinks it leads. Closing on a stale view would hang up a
+        session that is in use, so the object is read again first (a GET when the cache
+        knows its name, else one list of its namespace; leftovers are rare).
+        """
+        placed = parse_session_id(session.session_id)
+        if placed is None:
+            return False
+        cached = self._cache.by_uid(placed.uid)
+        if cached is not None:
+            try:
+                bodies = [await self._api.get(agentsession_path(cached.namespace, cached.name))]
+            except NotFoundError:
+                return False
+        else:
+            bodies = await self._api.list_all(agentsession_path(placed.namespace))
+        for body in bodies:
+            obj = AgentSessionObject.from_body(body)
+            if obj.uid != placed.uid:
+                continue
+            if cached is not None:
+                self._cache.put(obj)  # newer than what the watch showed
+            if obj.session == (session.call_id, session.session_id):
+                logger.warning(
+                    "session %s of call %s looked like a leftover, but %s/%s claims it: not closing it",
+                    session.session_id,
+                    session.call_id,
+                    obj.namespace,
+                    obj.name,
+                )
+                return True
+        return False
 
     async def _adopt(self, session: SessionInfo, snap: Snapshot) -> None:
         namespace = self._settings.adoption.namespace

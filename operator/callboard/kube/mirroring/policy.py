@@ -78,7 +78,17 @@ def refresh_fields(
 
 
 def decide_mirror(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: float) -> MirrorDecision:
-    """The sync loop's decision for an object the placer does not own and nobody deletes."""
+    """The sync loop's decision for an object the placer does not own and nobody deletes.
+
+    A spec edit that changes nothing else still gets its ``observedGeneration`` written.
+    """
+    decision = _decide(obj, snap, now=now, refresh=refresh)
+    if decision.empty and obj.status.phase is not None and obj.status.observed_generation != obj.generation:
+        return MirrorDecision(fields={"observedGeneration": obj.generation})
+    return decision
+
+
+def _decide(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: float) -> MirrorDecision:
     phase = obj.status.phase
     ref = obj.session
     session = snap.sessions.get(ref) if ref is not None else None

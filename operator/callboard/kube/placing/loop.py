@@ -5,7 +5,8 @@ process) go through a work queue served by a pool of workers. One attempt:
 
 1. choose a node (:mod:`callboard.kube.placing.policy`) counting the starts in flight;
 2. write ``Scheduled`` with the attempt's session id *before* sending anything, so a
-   restart finds the attempt and follows it instead of starting a second session;
+   restart finds the attempt and follows it instead of starting a second session; the
+   write carries the object's ``resourceVersion``, so of two writers only one claims it;
 3. send the start request through the registry, expiring at the start timeout (the
    request id and the attempt's start time are in the status written before);
 4. wait (:class:`~callboard.kube.placing.start_tracker.StartTracker`) for the session record, a refusal
@@ -338,6 +339,10 @@ class Placer:
                         "endedAt": None,
                     },
                 ),
+                # The claim: only on the version this decision read. Another replica (a
+                # leader that does not know it was deposed) that claimed it meanwhile wins,
+                # and this one retries on the fresh object instead of sending a second start.
+                precondition=True,
             )
             if written is None or obj.uid in self._cancelled:
                 return None

@@ -11,6 +11,8 @@ from typing import Final
 __all__ = [
     "ADOPTED_LABEL",
     "API_VERSION",
+    "BUSY_LABEL",
+    "DO_NOT_DISRUPT",
     "FINALIZER",
     "GROUP",
     "KIND",
@@ -47,6 +49,13 @@ MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 POD_DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 #: The cluster autoscaler never removes a node that runs a pod with this set to "false".
 SAFE_TO_EVICT: Final = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+
+#: Karpenter never voluntarily disrupts (consolidates, drifts) a node with a pod that has it.
+DO_NOT_DISRUPT: Final = "karpenter.sh/do-not-disrupt"
+#: ``"true"`` on an agent pod while it runs sessions: the chart's PodDisruptionBudget with
+#: ``maxUnavailable: 0`` selects it, so the eviction API (node drains, Cluster Autoscaler,
+#: Karpenter) refuses to evict a busy pod; the other PDB selects the pods without it.
+BUSY_LABEL: Final = "callboard.dev/busy"
 
 #: ``source.component`` and ``reportingComponent`` of the Events the operator posts.
 REPORTING_COMPONENT: Final = "callboard-operator"

@@ -9,6 +9,11 @@
    until the lease is lost;
 4. stop kopf, the loops, and release the lease so a standby takes over at once.
 
+The Lease has a client (a connection pool) of its own, with calls bounded by the renew
+deadline: a pool saturated by placement or a slow list cannot delay a renewal. The main
+client and the registry handle refuse writes as soon as the lease is no longer
+:meth:`~callboard.kube.k8s.lease.LeaderLease.valid`, before the loops have even stopped.
+
 Exit status: 0 after a signal, 1 when the lease was lost (the pod restarts as a standby).
 """
 
@@ -104,13 +109,15 @@ async def run(
     identity = settings.leader.identity or default_identity()
     async with (
         KubeApi(login_fn) as api,
+        KubeApi(login_fn, timeout=settings.leader.renew_deadline) as lease_api,
         _http(serving.host, serving.metrics_port, {"/metrics": render_metrics}),
     ):
         lease: LeaderLease | None = None
         if settings.leader.enabled:
-            lease = LeaderLease(api, settings.leader, identity=identity)
+            lease = LeaderLease(lease_api, settings.leader, identity=identity)
             async with _http(serving.host, serving.liveness_port, {"/healthz": standby}):
                 await lease.acquire()
+            api.guard = lease.valid
             metrics.leader.set(1)
         try:
             await _lead(
@@ -141,13 +148,22 @@ async def _lead(
     stop_flag: asyncio.Event | None,
 ) -> None:
     store = store_from_url(settings.registry.url, key_prefix=settings.registry.key_prefix)
-    runtime = Runtime(settings=settings, api=api, store=store, metrics=metrics, instance=identity)
+    runtime = Runtime(
+        settings=settings,
+        api=api,
+        store=store,
+        metrics=metrics,
+        instance=identity,
+        guard=None if lease is None else lease.valid,
+    )
     await runtime.start()
     stop = asyncio.Event()
     watchers: list[asyncio.Task[None]] = []
     if lease is not None:
         watchers.append(guarded_task(lease.keep(), name="lease-renewal", logger=logger))
-        watchers.append(guarded_task(_relay(lease.lost, stop), name="lease-watch", logger=logger))
+        watchers.append(
+            guarded_task(_step_down(lease.lost, stop, metrics), name="lease-watch", logger=logger)
+        )
     if stop_flag is not None:
         watchers.append(guarded_task(_relay(stop_flag, stop), name="stop-flag", logger=logger))
     if settings.autoscale.mode is not ScalingMode.OFF:
@@ -159,6 +175,7 @@ async def _lead(
                     api=api,
                     stop=stop,
                     metrics=autoscaler_metrics,
+                    pending=lambda: runtime.cache.pending(settings.autoscale.pool),
                 ),
                 name="autoscaler",
                 logger=logger,
@@ -184,6 +201,14 @@ async def _lead(
         await runtime.stop()
     if lease is not None and lease.lost.is_set():
         raise LeadershipLost(f"lost the leader lease {settings.leader.name}")
+
+
+async def _step_down(lost: asyncio.Event, stop: asyncio.Event, metrics: OperatorMetrics) -> None:
+    """The lease is lost: say so at once (``callboard_operator_leader`` 0), then stop kopf and
+    the loops (the guards refuse their writes already)."""
+    await lost.wait()
+    metrics.leader.set(0)
+    stop.set()
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from callboard._aio import Pulse, guarded_task, stop_tasks
+from callboard.errors import StoreError
 from callboard.kube.deleting import finalizer as deletion
-from callboard.kube.k8s.client import KubeApi, KubeApiError, agentsession_path
+from callboard.kube.k8s.client import KubeApi, KubeApiError, NotLeaderError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
 from callboard.kube.k8s.pod_annotator import PodAnnotator
 from callboard.kube.k8s.status_writer import StatusWriter
@@ -25,15 +26,42 @@ from callboard.kube.placing.start_tracker import StartTracker
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
-from callboard.registry import SessionKVStore, SessionRegistry
+from callboard.registry import SessionKVStore, SessionRegistry, StartRequest
 
-__all__ = ["Runtime"]
+__all__ = ["LeaderRegistry", "Runtime"]
 
 logger = logging.getLogger(__name__)
 
 #: Node id of the operator's registry handle. The operator never heartbeats, so no node
 #: record with this id is ever written (it is not a node and must not get sessions).
 OPERATOR_NODE_ID = "callboard-operator"
+#: Seconds between the first attempts to reach the registry at start, doubling up to the max.
+CONNECT_RETRY_MIN = 0.5
+CONNECT_RETRY_MAX = 10.0
+
+
+class LeaderRegistry(SessionRegistry):
+    """The operator's registry handle: start and close requests only while it leads.
+
+    The operator writes nothing to the registry but requests; ``guard`` (the leader
+    lease's ``valid``) is checked before each, so a deposed leader whose loops have not
+    stopped yet starts and closes nothing (:class:`NotLeaderError`, retried by the loops
+    like any API error until they stop).
+    """
+
+    guard: Callable[[], bool] | None = None
+
+    def _check(self, what: str) -> None:
+        if self.guard is not None and not self.guard():
+            raise NotLeaderError(0, f"{what}: refused, this replica no longer leads")
+
+    async def request_start(self, *args: Any, **kwargs: Any) -> StartRequest:
+        self._check("start request")
+        return await super().request_start(*args, **kwargs)
+
+    async def request_close(self, *args: Any, **kwargs: Any) -> None:
+        self._check("close request")
+        await super().request_close(*args, **kwargs)
 
 
 class Runtime:
@@ -45,15 +73,17 @@ class Runtime:
         store: SessionKVStore,
         metrics: OperatorMetrics | None = None,
         instance: str = "callboard-operator",
+        guard: Callable[[], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
         self.store = store
         self.metrics = metrics if metrics is not None else OperatorMetrics()
         # No start(): the handle reads and sends requests; it publishes no node record.
-        self.registry = SessionRegistry(
+        self.registry = LeaderRegistry(
             store, node_id=OPERATOR_NODE_ID, ttl=settings.registry.ttl, foreign_scan_interval=None
         )
+        self.registry.guard = guard
         self.cache = ObjectCache()
         self.changed = Pulse()
         self.events = EventPoster(api, instance=instance)
@@ -84,17 +114,26 @@ class Runtime:
             changed=self.changed,
         )
         self.started_at = time.time()
+        self.connected = asyncio.Event()
+        """Set once the registry answered the first time."""
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
     async def start(self) -> None:
-        """Connect to the registry and start the loops (kopf's watch feeds them after this)."""
-        await self.store.start()
+        """Start the loops (kopf's watch feeds them after this) and connect to the registry.
+
+        The connection is made in the background: a registry that is down when the operator
+        starts must not keep kopf from running (deletes of objects without a session, the
+        Lease, the probes), nor crash-loop the pod and restart the delete timeouts. The loops
+        treat the outage like any other: the sync loop skips its cycles, placement waits for
+        a first registry read, deletes wait for at most their timeout.
+        """
         self._running = True
         self.started_at = time.time()
         self.events.start()
         self.placer.start()
         self._tasks = [
+            guarded_task(self._connect(), name="registry-connect", logger=logger),
             guarded_task(self.tracker.run(), name="start-tracker", logger=logger),
             guarded_task(self.syncer.run(), name="sync", logger=logger),
             guarded_task(self._prime(), name="prime-cache", logger=logger),
@@ -152,6 +191,20 @@ class Runtime:
             "registry": "ok" if self.syncer.last_error is None else f"unreachable: {self.syncer.last_error}",
             "starts_in_flight": len(self.tracker),
         }
+
+    async def _connect(self) -> None:
+        """``store.start()`` until it works, backing off to :data:`CONNECT_RETRY_MAX` seconds."""
+        delay = CONNECT_RETRY_MIN
+        while True:
+            try:
+                await self.store.start()
+            except StoreError as exc:
+                logger.warning("cannot reach the registry yet (retrying in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CONNECT_RETRY_MAX)
+                continue
+            self.connected.set()
+            return
 
     async def _prime(self) -> None:
         """List the watched objects once; the cache is primed when the watch showed them all."""

@@ -37,6 +37,13 @@ class OperatorMetrics:
         self.sessions = Gauge(
             "callboard_operator_sessions", "AgentSession objects by phase.", ["phase"], registry=r
         )
+        self.pending = Gauge(
+            "callboard_operator_pending_sessions",
+            'AgentSessions waiting for a free slot (Pending) by spec.pool ("": any pool): demand an '
+            "HPA or KEDA can scale the pool on.",
+            ["pool"],
+            registry=r,
+        )
         self.nodes = Gauge(
             "callboard_operator_nodes",
             "Agent nodes in the registry by pool and state (ready, draining, full, stale).",
@@ -84,12 +91,18 @@ class OperatorMetrics:
         self.leader = Gauge(
             "callboard_operator_leader", "1 while this replica holds the leader lease.", registry=r
         )
+        self._pending_pools: set[str] = set()
 
     def observe_objects(self, objects: Iterable[AgentSessionObject]) -> None:
+        objects = list(objects)
         counts = Counter(obj.status.phase.value if obj.status.phase else "None" for obj in objects)
         for phase in [*Phase, "None"]:
             name = phase.value if isinstance(phase, Phase) else phase
             self.sessions.labels(phase=name).set(counts.get(name, 0))
+        pending = Counter(obj.spec.pool or "" for obj in objects if obj.status.phase is Phase.PENDING)
+        for pool in set(pending) | self._pending_pools:
+            self.pending.labels(pool=pool).set(pending.get(pool, 0))
+        self._pending_pools |= set(pending)
 
     def observe_snapshot(self, snap: Snapshot, *, freshness: float) -> None:
         states: Counter[tuple[str, str]] = Counter()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from callboard.kube.resource.objects import AgentSessionObject, Key, resource_version_newer
+from callboard.kube.resource.phases import Phase
 
 __all__ = ["ObjectCache"]
 
@@ -47,6 +48,15 @@ class ObjectCache:
         """The object that stands for this session, if any."""
         key = self._by_session.get((call_id, session_id))
         return None if key is None else self._objects.get(key)
+
+    def pending(self, pool: str = "") -> int:
+        """Objects waiting for room (Pending) that a node of ``pool`` could take: those of that
+        pool and those of no pool ("" counts every Pending object). The autoscaler's demand."""
+        return sum(
+            1
+            for obj in self._objects.values()
+            if obj.status.phase is Phase.PENDING and (not pool or obj.spec.pool in (None, "", pool))
+        )
 
     def uids(self) -> set[str]:
         return set(self._by_uid)

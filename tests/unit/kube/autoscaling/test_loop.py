@@ -152,6 +152,31 @@ async def test_sessions_rise_then_end_and_only_idle_pods_go(
     await agents.end_session(third, s3)
 
 
+async def test_pending_agentsessions_grow_a_full_pool_for_all_of_them_at_once(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=1)
+    await agents.sync(cluster)
+    pod = next(iter(cluster.pods))
+    for _ in range(2):
+        await agents.start_session(pod)  # the one pod is full
+    metrics = AutoscalerMetrics()
+    registry = SessionRegistry(store, node_id="autoscaler", ttl=30, foreign_scan_interval=None)
+    auto = Autoscaler(
+        settings=make_settings(max_replicas=10),
+        registry=registry,
+        api=cluster.kube,
+        clock=FakeClock(),
+        metrics=metrics,
+        pending=lambda: 6,  # six AgentSessions found no room
+    )
+    decision = await auto.cycle()
+    # (2 live + 6 pending + 1 buffer) / 2 per pod -> 5 pods, in one step.
+    assert decision.target == 5 and cluster.replicas == 5
+    labels = {"namespace": NS, "deployment": DEPLOYMENT, "pool": "default"}
+    assert metrics.registry.get_sample_value("callboard_autoscaler_pending_sessions", labels) == 6
+
+
 async def test_scale_down_is_limited_to_idle_pods(store: InMemorySessionKVStore, agents: Agents) -> None:
     cluster = deployment(replicas=4)
     await agents.sync(cluster)
@@ -378,3 +403,28 @@ def test_pod_views_count_sessions_of_the_pods_node_records() -> None:
     assert views["p2"].cost is None
     assert views["p3"].sessions is None and not views["p3"].ready and views["p3"].pending
     assert not views["p1"].pending and not views["p2"].pending
+
+
+async def test_g9_a_busy_pod_that_turns_unready_during_the_settle_window_stops_the_scale_down(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    await agents.start_session(names[0])  # busy; names[1], names[2] idle
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+
+    def on_patch(name: str, body: dict[str, Any]) -> None:
+        # Right after the victims are marked, the busy pod fails its readiness probe: the
+        # ReplicaSet controller would now delete it before any marked pod.
+        if body["metadata"]["annotations"][COST] == str(VICTIM_COST):
+            status = cluster.pods[names[0]]["status"]
+            status["conditions"] = [{"type": "Ready", "status": "False"}]  # still Running
+
+    cluster.kube.on_pod_patch = on_patch
+    decision = await auto.cycle()
+    assert decision.target == 3 and decision.victims == ()
+    assert cluster.scale_patches == [] and cluster.deleted == []
+    assert names[0] in cluster.pods
+    # The marks were taken back.
+    assert cluster.cost(names[1]) == "0" and cluster.cost(names[2]) == "0"

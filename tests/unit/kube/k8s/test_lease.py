@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
+import pytest
+
+from callboard.kube.k8s.client import KubeApi, NotLeaderError, agentsession_path
 from callboard.kube.k8s.lease import LeaderLease
 from callboard.kube.settings import LeaderSettings
 from tests.support.fake_kube import FakeKube
 
-FAST = LeaderSettings(namespace="ops", name="lead", lease_duration=0.4, renew_interval=0.1)
+FAST = LeaderSettings(
+    namespace="ops", name="lead", lease_duration=0.4, renew_deadline=0.25, renew_interval=0.05
+)
+
+
+class BlackHoled(KubeApi):
+    """One replica's view of a shared :class:`FakeKube`; ``cut`` makes its calls hang forever
+    (a network path to the API server that drops packets: no error, no answer)."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        super().__init__(lambda: None)
+        self.kube = kube
+        self.cut = False
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if self.cut:
+            await asyncio.Event().wait()
+        return await self.kube.request(method, path, body=body, params=params, content_type=content_type)
 
 
 async def test_first_replica_takes_the_lease_the_second_waits_until_it_is_released() -> None:
@@ -49,12 +79,72 @@ async def test_the_holder_notices_it_lost_the_lease() -> None:
     assert a.lost.is_set() and not a.held
 
 
-async def test_an_unreachable_api_loses_the_lease_after_its_duration() -> None:
+async def test_an_unreachable_api_loses_the_lease_at_its_renew_deadline() -> None:
     kube = FakeKube()
     a = LeaderLease(kube, FAST, identity="a")
     await a.acquire()
     kube.down = True
     started = asyncio.get_running_loop().time()
+    calls = len(kube.calls)
     await asyncio.wait_for(a.keep(), 2.0)
-    assert a.lost.is_set()
-    assert asyncio.get_running_loop().time() - started >= FAST.lease_duration - FAST.renew_interval
+    assert a.lost.is_set() and not a.valid()
+    # Failures are retried until the renew deadline (counted from the last renewal), not
+    # given up at the first one.
+    assert asyncio.get_running_loop().time() - started >= FAST.renew_deadline - FAST.renew_interval
+    assert len([c for c in kube.calls[calls:] if c[0] == "PUT"]) >= 2
+
+
+async def test_g8_a_black_holed_leader_steps_down_before_a_standby_can_take_over() -> None:
+    kube = FakeKube()
+    old_view = BlackHoled(kube)
+    old = LeaderLease(old_view, FAST, identity="old")
+    await old.acquire()
+    keeping = asyncio.create_task(old.keep())
+    await asyncio.sleep(2 * FAST.renew_interval)  # a renewal or two went through
+    old_view.cut = True  # its renewals now hang: no error ever comes back
+    new = LeaderLease(kube, FAST, identity="new")
+    await new.acquire()
+    # The moment the standby leads, the old holder has stopped: no two leaders at once.
+    assert old.lost.is_set() and not old.valid()
+    assert keeping.done()
+    assert kube.leases[("ops", "lead")]["spec"]["holderIdentity"] == "new"
+
+
+async def test_g8_the_lease_is_valid_only_within_the_renew_deadline_of_its_last_renewal() -> None:
+    kube = FakeKube()
+    view = BlackHoled(kube)
+    lease = LeaderLease(view, FAST, identity="a")
+    assert not lease.valid()
+    await lease.acquire()
+    assert lease.valid()
+    view.cut = True  # nobody renews (the keep task is not even running)
+    await asyncio.sleep(FAST.renew_deadline)
+    assert not lease.valid()
+
+
+async def test_g8_a_deposed_leaders_client_refuses_to_write() -> None:
+    kube = FakeKube()
+    kube.apply("s1", "call-1")
+    view = BlackHoled(kube)
+    lease = LeaderLease(view, FAST, identity="a")
+    await lease.acquire()
+    kube.guard = lease.valid
+    await kube.merge_patch(agentsession_path("ns", "s1", status=True), {"status": {"phase": "Pending"}})
+    view.cut = True
+    await asyncio.sleep(FAST.renew_deadline)
+    before = len(kube.calls)
+    with pytest.raises(NotLeaderError):
+        await kube.merge_patch(agentsession_path("ns", "s1", status=True), {"status": {"phase": "Running"}})
+    assert len(kube.calls) == before  # refused before it was sent
+    assert kube.objects[("ns", "s1")]["status"]["phase"] == "Pending"
+    assert await kube.get(agentsession_path("ns", "s1"))  # reads still work
+
+
+async def test_g8_each_leadership_term_has_a_greater_fencing_token() -> None:
+    kube = FakeKube()
+    a, b = LeaderLease(kube, FAST, identity="a"), LeaderLease(kube, FAST, identity="b")
+    await a.acquire()
+    first = a.transitions
+    await a.release()
+    await b.acquire()
+    assert b.transitions > first

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for
-from callboard.kube.resource.constants import POD_DELETION_COST, POOL_LABEL, SAFE_TO_EVICT
+from callboard.kube.k8s.pod_annotator import PodAnnotator, annotations_for, labels_for
+from callboard.kube.resource.constants import (
+    BUSY_LABEL,
+    DO_NOT_DISRUPT,
+    POD_DELETION_COST,
+    POOL_LABEL,
+    SAFE_TO_EVICT,
+)
 from tests.support.fake_kube import FakeKube
 
 AGENT = {POOL_LABEL: "voice"}
 
 
 def test_annotation_values() -> None:
-    assert annotations_for(3) == {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false"}
-    assert annotations_for(0) == {POD_DELETION_COST: "0", SAFE_TO_EVICT: None}
+    assert annotations_for(3) == {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false", DO_NOT_DISRUPT: "true"}
+    assert annotations_for(0) == {POD_DELETION_COST: "0", SAFE_TO_EVICT: None, DO_NOT_DISRUPT: None}
+
+
+def test_g9_a_busy_pod_carries_the_label_its_pdb_selects() -> None:
+    assert labels_for(1) == {BUSY_LABEL: "true"}
+    assert labels_for(0) == {BUSY_LABEL: None}
 
 
 class Clock:
@@ -36,7 +47,12 @@ async def test_patches_only_changes_and_at_most_once_per_interval() -> None:
     method, path, body = api.calls[-1]
     assert method == "PATCH"
     assert path == "/api/v1/namespaces/ns/pods/p1"
-    assert body == {"metadata": {"annotations": {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false"}}}
+    assert body == {
+        "metadata": {
+            "annotations": {POD_DELETION_COST: "3", SAFE_TO_EVICT: "false", DO_NOT_DISRUPT: "true"},
+            "labels": {BUSY_LABEL: "true"},
+        }
+    }
 
 
 async def test_missing_pods_are_left_alone_for_a_while() -> None:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from callboard.kube.resource.constants import POD_DELETION_COST, POOL_LABEL, SAFE_TO_EVICT
+from callboard.kube.resource.constants import (
+    BUSY_LABEL,
+    DO_NOT_DISRUPT,
+    POD_DELETION_COST,
+    POOL_LABEL,
+    SAFE_TO_EVICT,
+)
 from tests.unit.kube.conftest import Harness
 
 
@@ -25,6 +31,55 @@ async def test_late_confirmation_is_closed_as_a_leftover(harness: Harness) -> No
     slow_closes = slow.registry.close_requests()
     request = await slow_closes.get()
     assert request.session_id == late.session_id
+
+
+async def _claim_behind_the_cache(harness: Harness, name: str, node_id: str, attempt: int) -> tuple[str, str]:
+    """Another replica places ``name`` (attempt ``attempt`` on ``node_id``) unseen by this one."""
+    body = harness.kube.get_object(name)
+    assert body is not None
+    session_id = f"ags.ns.{body['metadata']['uid']}.{attempt}"
+    await harness.kube.merge_patch(
+        f"/apis/callboard.dev/v1alpha1/namespaces/ns/agentsessions/{name}/status",
+        {"status": {"phase": "Running", "sessionId": session_id, "nodeId": node_id, "attempts": attempt}},
+    )
+    return body["spec"]["callId"], session_id
+
+
+def _reread(harness: Harness, name: str | None, *, after: int) -> bool:
+    suffix = "/namespaces/ns/agentsessions" if name is None else f"/namespaces/ns/agentsessions/{name}"
+    return any(m == "GET" and p.endswith(suffix) for m, p, _ in harness.kube.calls[after:])
+
+
+async def test_g8_a_session_claimed_behind_a_stale_cache_is_not_closed_as_a_leftover(
+    harness: Harness,
+) -> None:
+    await harness.node("n1")
+    other = await harness.node("n2")
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Running")
+    harness.kube.watchers.remove(harness.kopf.on_event)  # this replica's view stops here
+    after = len(harness.kube.calls)
+    call_id, session_id = await _claim_behind_the_cache(harness, "a1", "n2", 2)
+    await other.registry.register(call_id, session_id)
+    await other.registry.heartbeat()
+    await harness.until(lambda: _reread(harness, "a1", after=after))
+    await harness.until(lambda: harness.runtime.syncer.last_cycle is not None)
+    assert other.closes == 0 and session_id in other.sessions
+
+
+async def test_g8_a_session_of_an_object_the_cache_never_saw_is_not_closed_as_a_leftover(
+    harness: Harness,
+) -> None:
+    node = await harness.node("n1")
+    harness.kube.watchers.remove(harness.kopf.on_event)  # objects applied from now on are unseen
+    await harness.until(lambda: harness.runtime.cache.primed.is_set())
+    after = len(harness.kube.calls)
+    harness.kube.apply("a1", "call-1")
+    call_id, session_id = await _claim_behind_the_cache(harness, "a1", "n1", 1)
+    await node.registry.register(call_id, session_id)
+    await node.registry.heartbeat()
+    await harness.until(lambda: _reread(harness, None, after=after))
+    assert node.closes == 0 and session_id in node.sessions
 
 
 async def test_ended_session_succeeds_then_ttl_deletes(harness: Harness) -> None:
@@ -80,16 +135,21 @@ async def test_pod_annotations_follow_the_session_count(harness: Harness) -> Non
     harness.kube.add_pod("agent-0", labels={POOL_LABEL: "default"})
     node = await harness.node("n1", pod="agent-0", capacity=5)
     annotations = lambda: harness.kube.pods[("agents", "agent-0")]["metadata"]["annotations"]  # noqa: E731
+    labels = lambda: harness.kube.pods[("agents", "agent-0")]["metadata"].get("labels") or {}  # noqa: E731
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
     assert SAFE_TO_EVICT not in annotations()
     harness.kube.apply("a1", "call-1")
     harness.kube.apply("a2", "call-2")
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "2")
     assert annotations()[SAFE_TO_EVICT] == "false"
+    assert annotations()[DO_NOT_DISRUPT] == "true"
+    assert labels()[BUSY_LABEL] == "true"
     for s in node.sessions:
         await node.end(s)
     await harness.until(lambda: annotations().get(POD_DELETION_COST) == "0")
     assert SAFE_TO_EVICT not in annotations()
+    assert DO_NOT_DISRUPT not in annotations()
+    assert BUSY_LABEL not in labels()
 
 
 async def test_g1_a_session_that_shows_up_for_a_failed_object_is_closed(harness: Harness) -> None:
@@ -119,3 +179,20 @@ async def test_g4_a_session_the_store_lost_while_its_node_lives_keeps_running(ha
     await harness.until(lambda: not harness.runtime.syncer._missing_since, timeout=3.0)
     assert harness.status("a1")["phase"] == "Running"
     assert "SessionEnded" not in await harness.reasons("a1")
+
+
+async def test_g4_a_spec_edit_is_observed_without_a_phase_change(harness: Harness) -> None:
+    await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    harness.kube.apply("waiting", "call-2", pool="none-such")
+    assert (await harness.phase("a1", "Running"))["observedGeneration"] == 1
+    assert (await harness.phase("waiting", "Pending"))["observedGeneration"] == 1
+    for name in ("a1", "waiting"):
+        await harness.kube.merge_patch(
+            f"/apis/callboard.dev/v1alpha1/namespaces/ns/agentsessions/{name}",
+            {"spec": {"maxDurationSeconds": 3600}},
+        )
+    await harness.until(lambda: harness.status("a1").get("observedGeneration") == 2)
+    await harness.until(lambda: harness.status("waiting").get("observedGeneration") == 2)
+    assert harness.status("a1")["phase"] == "Running"
+    assert harness.status("waiting")["phase"] == "Pending"

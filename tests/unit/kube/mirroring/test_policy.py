@@ -19,7 +19,19 @@ SID = "ags.ns.uid-1.1"
 def obj(
     phase: str | None = "Running", *, spec: dict[str, Any] | None = None, **status: Any
 ) -> AgentSessionObject:
-    st = {"phase": phase, "sessionId": SID, "nodeId": "n1", "podName": "pod-1", **status} if phase else status
+    # observedGeneration 1: the operator wrote this status after seeing generation 1.
+    st = (
+        {
+            "phase": phase,
+            "sessionId": SID,
+            "nodeId": "n1",
+            "podName": "pod-1",
+            "observedGeneration": 1,
+            **status,
+        }
+        if phase
+        else status
+    )
     return AgentSessionObject.from_body(
         {
             "metadata": {"namespace": "ns", "name": "o", "uid": "uid-1", "finalizers": [FINALIZER]},
@@ -132,3 +144,22 @@ def test_g1_a_session_of_a_failed_or_succeeded_object_is_closed() -> None:
         decision = decide_mirror(obj(phase, endedAt=format_time(NOW - 5)), snap(), now=NOW, refresh=60)
         assert decision.close and decision.transition is None and not decision.delete
         assert decide_mirror(obj(phase), snap(live=False), now=NOW, refresh=60).empty
+
+
+def test_g4_a_spec_edit_alone_writes_observed_generation() -> None:
+    edited = AgentSessionObject.from_body(
+        {
+            "metadata": {"namespace": "ns", "name": "o", "uid": "uid-1", "generation": 2},
+            "spec": {"callId": "c1"},
+            "status": {
+                "phase": "Running",
+                "sessionId": SID,
+                "nodeId": "n1",
+                "podName": "pod-1",
+                "observedGeneration": 1,
+                "lastHeartbeatAt": format_time(NOW - 5),
+                "startedAt": format_time(NOW - 10),
+            },
+        }
+    )
+    assert decide_mirror(edited, snap(), now=NOW, refresh=60).fields == {"observedGeneration": 2}

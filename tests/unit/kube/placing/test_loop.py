@@ -193,3 +193,52 @@ async def test_g1_a_restart_during_a_later_attempt_gets_that_attempt_s_full_time
         for n in h.nodes:
             await n.kill()
         await h.runtime.stop()
+
+
+async def test_g8_a_claim_on_a_stale_view_is_refused_and_sends_no_start(harness: Harness) -> None:
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Pending")  # no node yet
+    # This replica's watch goes silent (a deposed leader's view): it keeps the Pending copy.
+    harness.kube.watchers.remove(harness.kopf.on_event)
+    body = harness.kube.get_object("a1")
+    assert body is not None
+    uid = body["metadata"]["uid"]
+    # The new leader claims the object meanwhile.
+    await harness.kube.merge_patch(
+        "/apis/callboard.dev/v1alpha1/namespaces/ns/agentsessions/a1/status",
+        {"status": {"phase": "Scheduled", "sessionId": f"ags.ns.{uid}.1", "nodeId": "n-new", "attempts": 1}},
+    )
+    node = await harness.node("n1", capacity=4)  # capacity: the stale replica tries to place
+
+    def claims() -> int:
+        return sum(
+            1
+            for method, path, patch in harness.kube.calls
+            if method == "PATCH"
+            and path.endswith("/a1/status")
+            and (patch.get("status") or {}).get("phase") == "Scheduled"
+            and (patch.get("metadata") or {}).get("resourceVersion")
+        )
+
+    await harness.until(lambda: claims() >= 2)  # refused, retried, refused again
+    assert node.requests == []
+    assert harness.status("a1")["nodeId"] == "n-new"
+
+
+async def test_pending_objects_are_counted_per_pool_for_the_autoscaler(harness: Harness) -> None:
+    for i in range(3):
+        harness.kube.apply(f"d{i}", f"call-{i}", pool="default")
+    harness.kube.apply("any", "call-any")
+    harness.kube.apply("g", "call-g", pool="gpu")
+    for name in ("d0", "d1", "d2", "any", "g"):
+        await harness.phase(name, "Pending")
+    cache = harness.runtime.cache
+    assert cache.pending("default") == 4  # its own and the one of no pool
+    assert cache.pending("gpu") == 2
+    assert cache.pending("") == 5
+    metrics = harness.runtime.metrics.registry
+
+    def gauge(pool: str) -> float | None:
+        return metrics.get_sample_value("callboard_operator_pending_sessions", {"pool": pool})
+
+    await harness.until(lambda: gauge("default") == 3 and gauge("gpu") == 1 and gauge("") == 1)
