@@ -47,7 +47,7 @@ pytestmark = pytest.mark.timeout(600)
 
 #: Seconds between sidecar heartbeats in these installs (the chart's default is 10).
 HEARTBEAT = 5
-TTL = 15
+TTL = 20  # at least the operator's start timeout (the chart refuses less)
 DRAIN_TIMEOUT = 30
 PRESTOP = 3
 DEMO_HEALTH_PORT = 8081
@@ -336,7 +336,9 @@ def _registry_keys(rel: Release) -> str:
     (redis,) = rel.running_pod_names("redis") or [""]
     if not redis:
         return ""
-    proc = rel.kubectl("exec", redis, "--", "redis-cli", "--scan", check=False)
+    # The bundled Redis requires its generated password (the container has it as REDIS_PASSWORD).
+    scan = 'REDISCLI_AUTH="$REDIS_PASSWORD" exec redis-cli --scan'
+    proc = rel.kubectl("exec", redis, "--", "sh", "-c", scan, check=False)
     return str(proc.stdout) if proc.returncode == 0 else ""
 
 
