@@ -69,7 +69,10 @@ class SidecarProcess:
     ) -> None:
         self.node_id = node_id
         self.port = free_port()
+        # free_port() closes its probe socket, so two calls may name the same port.
         self.probe_port = free_port()
+        while self.probe_port == self.port:
+            self.probe_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.probe_url = f"http://127.0.0.1:{self.probe_port}"
         self.log_path = log_dir / f"sidecar-{node_id}.log"
