@@ -83,6 +83,8 @@ class OperatorProcess:
         self.name = name
         self.liveness_port = free_port()
         self.metrics_port = free_port()
+        while self.metrics_port == self.liveness_port:  # free_port() may name a port twice
+            self.metrics_port = free_port()
         self.log_path = log_dir / f"{name}.log"
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("CALLBOARD_", "POD_"))},
