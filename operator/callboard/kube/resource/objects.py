@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from callboard.kube.resource.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
@@ -18,6 +19,7 @@ from callboard.kube.resource.phases import Status
 __all__ = [
     "AgentSessionObject",
     "Key",
+    "LostPolicy",
     "Spec",
     "resource_version_newer",
 ]
@@ -42,6 +44,29 @@ def resource_version_newer(candidate: str | None, current: str | None) -> bool:
         return True
 
 
+class LostPolicy(StrEnum):
+    """``spec.lostPolicy``: what happens when the session of a Lost object shows up again.
+
+    A node cut off from the registry for longer than the TTL is declared gone, and whoever
+    watches the object may have started a replacement meanwhile. ``Close`` (the default)
+    closes the session that comes back and leaves the object Lost: an agent that rejoins a
+    call after the TTL must not talk over a replacement. ``Recover`` takes the object back
+    to Running, unless another session of the call started after the loss (then the stale
+    copy is closed all the same).
+    """
+
+    CLOSE = "Close"
+    RECOVER = "Recover"
+
+    @classmethod
+    def parse(cls, value: object) -> LostPolicy:
+        """The policy ``value`` names; anything else (the schema refuses it) is the default."""
+        for policy in cls:
+            if value == policy.value:
+                return policy
+        return cls.CLOSE
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     call_id: str
@@ -49,8 +74,8 @@ class Spec:
     pool: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     max_duration_seconds: int | None = None
-    idle_timeout_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
+    lost_policy: LostPolicy = LostPolicy.CLOSE
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Spec:
@@ -61,8 +86,8 @@ class Spec:
             pool=str_or_none(data.get("pool")),
             params=dict(params) if isinstance(params, Mapping) else {},
             max_duration_seconds=int_or_none(data.get("maxDurationSeconds")),
-            idle_timeout_seconds=int_or_none(data.get("idleTimeoutSeconds")),
             ttl_seconds_after_finished=int_or_none(data.get("ttlSecondsAfterFinished")),
+            lost_policy=LostPolicy.parse(data.get("lostPolicy")),
         )
 
 
