@@ -308,12 +308,14 @@ def _session_routes(service: SidecarService) -> APIRouter:
             str | None, Query(alias="last_event_id", description="Same as the Last-Event-ID header.")
         ] = None,
     ) -> EventSourceResponse:
-        """The app's event stream (Server-Sent Events): close_requested, start_requested, drain.
+        """The app's event stream (Server-Sent Events): close_requested, start_requested, drain,
+        registry_lost.
 
         Each event has ``event:`` (its type), ``id:`` and ``data:`` (a JSON object that repeats
         the type). Reconnect with ``Last-Event-ID`` to get what was missed; when that is no
         longer possible (or on a first connection) the stream starts with the events that
-        restate the current state (pending close and start requests, drain), without ids.
+        restate the current state (pending close and start requests, drain, a registry
+        outage longer than the TTL), without ids.
         """
 
         async def stream() -> AsyncIterator[ServerSentEvent]:

@@ -63,7 +63,7 @@ _ERROR_CLASSES: dict[str, type[cb_errors.CallboardError]] = {
 
 @dataclass(frozen=True, slots=True)
 class SidecarEvent:
-    """One event of the stream: ``type`` is ``close_requested``, ``start_requested`` or ``drain``.
+    """One event of the stream: ``close_requested``, ``start_requested``, ``drain`` or ``registry_lost``.
 
     ``id`` is None for events that restate the current state (first connection, or a gap
     the sidecar could not replay). Unknown types are passed on, for forward compatibility.

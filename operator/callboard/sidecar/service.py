@@ -3,7 +3,9 @@
 The app (any language) registers and ends its sessions here; the service owns the node
 record and heartbeats the node with all its sessions in one round trip, turns close and start
 requests addressed to this node into events on the app's stream, removes the sessions of an
-app that died (:mod:`callboard.sidecar.watchdog`), and drains on SIGTERM.
+app that died (:mod:`callboard.sidecar.watchdog`), and drains on SIGTERM. When no heartbeat
+reached the registry for longer than its TTL it tells the app (``registry_lost``): the
+sessions expired there, and the operator may have replaced them.
 
 It knows nothing of HTTP: :mod:`callboard.sidecar.api` maps it to routes and status codes.
 """
@@ -99,6 +101,8 @@ class SidecarService:
         """Monotonic time of the last successful heartbeat (readiness)."""
         self._last_heartbeat_wall: float | None = None
         """Unix time of the same (status)."""
+        self._registry_lost: dict[str, Any] | None = None
+        """The ``registry_lost`` event's data while the outage it reported lasts."""
         self._throttle = LogThrottle()
         self._tasks: list[asyncio.Task[None]] = []
         registry.set_node_info(
@@ -439,6 +443,8 @@ class SidecarService:
         snapshot += [Event(EventType.START_REQUESTED, start_data(r)) for r in self._starts.pending()]
         if self._draining:
             snapshot.append(Event(EventType.DRAIN, self._drain_data()))
+        if self._registry_lost is not None:
+            snapshot.append(Event(EventType.REGISTRY_LOST, self._registry_lost))
         return snapshot
 
     def _drain_data(self) -> dict[str, Any]:
@@ -546,6 +552,7 @@ class SidecarService:
         except (StoreError, TimeoutError) as exc:
             self.stats.heartbeat_failures += 1
             self._log_failure("heartbeat", exc)
+            self._check_registry_lost()
             return
         self._beat_ok()
         self._throttle.reset("heartbeat")
@@ -584,6 +591,33 @@ class SidecarService:
         self.stats.heartbeats += 1
         self._last_heartbeat_at = self._clock()
         self._last_heartbeat_wall = time.time()
+        if self._registry_lost is not None:
+            self._registry_lost = None
+            logger.info("the registry is reachable again", extra=self._log_extra)
+
+    def _check_registry_lost(self) -> None:
+        """Tell the app once per outage when the last good heartbeat is older than the TTL.
+
+        From then on the registry holds none of this node's sessions: the operator calls their
+        objects Lost and may start replacements, so the app should end these calls itself.
+        """
+        if self._registry_lost is not None or self._last_heartbeat_at is None:
+            return
+        if self._clock() - self._last_heartbeat_at <= self.registry.ttl:
+            return
+        sessions = [{"call_id": s.call_id, "session_id": s.session_id} for s in self.registry.local_sessions]
+        self._registry_lost = {
+            "since": self._last_heartbeat_wall,
+            "ttl": self.registry.ttl,
+            "sessions": sessions,
+        }
+        logger.warning(
+            "no heartbeat reached the registry for more than its TTL (%.0fs): %d sessions expired there",
+            self.registry.ttl,
+            len(sessions),
+            extra=self._log_extra,
+        )
+        self._emit(EventType.REGISTRY_LOST, self._registry_lost)
 
     async def _pump_closes(self) -> None:
         async with self.registry.close_requests() as stream:
