@@ -27,6 +27,7 @@ from callboard.kube.resource.constants import (
     SESSION_ANNOTATION,
 )
 from callboard.kube.resource.naming import adopted_name, parse_session_id
+from callboard.kube.resource.objects import LostPolicy
 from callboard.registry import NodeInfo, SessionInfo
 
 __all__ = ["Unclaimed", "adopted_manifest", "classify"]
@@ -61,8 +62,17 @@ def classify(
 def adopted_manifest(
     session: SessionInfo, node: NodeInfo | None, *, namespace: str, ttl_seconds_after_finished: int
 ) -> dict[str, Any]:
-    """The AgentSession that mirrors a session started outside Kubernetes."""
-    spec: dict[str, Any] = {"callId": session.call_id, "ttlSecondsAfterFinished": ttl_seconds_after_finished}
+    """The AgentSession that mirrors a session started outside Kubernetes.
+
+    ``lostPolicy: Recover``: the operator did not start the session, so it does not hang it up
+    for having been cut off; only a session of the call started after the loss (a
+    replacement) gets the stale copy closed.
+    """
+    spec: dict[str, Any] = {
+        "callId": session.call_id,
+        "ttlSecondsAfterFinished": ttl_seconds_after_finished,
+        "lostPolicy": LostPolicy.RECOVER.value,
+    }
     if node is not None and node.pool:
         spec["pool"] = node.pool
     return {

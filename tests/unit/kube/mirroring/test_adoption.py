@@ -34,5 +34,10 @@ def test_adopted_manifest() -> None:
     assert m["metadata"]["namespace"] == "adopted"
     assert m["metadata"]["labels"][ADOPTED_LABEL] == "true"
     assert m["metadata"]["annotations"][SESSION_ANNOTATION] == "Call:1/s1"
-    assert m["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "pool": "gpu"}
+    assert m["spec"] == {
+        "callId": "Call:1",
+        "ttlSecondsAfterFinished": 60,
+        "pool": "gpu",
+        "lostPolicy": "Recover",
+    }
     assert AgentSessionObject.from_body(m).adopted_session == ("Call:1", "s1")
