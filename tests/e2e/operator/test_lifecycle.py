@@ -133,6 +133,42 @@ async def test_a_session_back_after_the_ttl_is_closed_and_its_object_stays_lost(
         await revived.stop()
 
 
+async def test_a_replacement_gets_the_stale_copy_closed_even_with_lost_policy_recover(
+    kube: Kube, operator_factory: OperatorFactory, node_factory: NodeFactory, redis_url: str
+) -> None:
+    lost_node = await node_factory("a-lost")  # packed placement: the first choice of two idle nodes
+    await node_factory("b-spare")
+    await operator_factory()
+    await kube.apply("first", "call-shared", lostPolicy="Recover")
+    assert (await kube.wait_phase("first", "Running"))["status"]["nodeId"] == "a-lost"
+    await lost_node.kill()
+    await kube.wait_phase("first", "Lost", timeout=NODE_TTL + 10)
+    # Whoever watched the object started a replacement for the call meanwhile.
+    await kube.apply("second", "call-shared")
+    replacement = await kube.wait_phase("second", "Running")
+    assert replacement["status"]["nodeId"] == "b-spare"
+
+    revived = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="a-lost", ttl=NODE_TTL)
+    await revived.start()
+    try:
+        first = await kube.get("first")
+        assert first is not None
+        sid = first["status"]["sessionId"]
+        await revived.register("call-shared", sid)
+        flagged = await wait_until(
+            lambda: revived.get_close_requests({sid: "call-shared"}), what="a close request", timeout=20
+        )
+        assert flagged == [sid]
+        await kube.events("first", until=("StaleSessionClosed",))
+        status = (await kube.get("first") or {})["status"]
+        assert status["phase"] == "Lost" and status["reason"] == "StaleSessionClosed"
+        assert replacement["status"]["sessionId"] in status["message"]
+        second = await kube.get("second")
+        assert second is not None and second["status"]["phase"] == "Running"
+    finally:
+        await revived.stop()
+
+
 async def _gone(registry: SessionRegistry, call_id: str, session_id: str) -> bool:
     return await registry.get(call_id, session_id) is None
 
