@@ -260,7 +260,7 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
     ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     kinds = sorted(d["kind"] for d in docs)
-    # The default install: the operator, a bundled Redis with its generated password, and the
+    # The default install: the operator (and its leader Lease), a bundled Redis with its generated password, and the
     # NetworkPolicies that are on by default (tests/e2e/chart covers the rest).
     assert kinds == [
         "ClusterRole",
@@ -268,6 +268,7 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
         "CustomResourceDefinition",
         "Deployment",
         "Deployment",
+        "Lease",
         "NetworkPolicy",
         "NetworkPolicy",
         "Role",

@@ -432,11 +432,8 @@ def test_helm_upgrade_and_uninstall_with_live_objects_leave_nothing(release: Rel
     assert not any(o["metadata"].get("deletionTimestamp") for o in remaining)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the operator creates its leader Lease at run time; helm does not own it, so "
-    "`helm uninstall` leaves it (fix: render the Lease in the chart, or delete it on release)",
-)
 def test_helm_uninstall_leaves_no_operator_lease(release: Release) -> None:
+    """The chart renders the leader Lease (helm owns it and deletes it); the operator may not
+    create one, so a replica still stopping after the uninstall cannot bring it back."""
     leases = [lease["metadata"]["name"] for lease in release.kubectl_json("get", "leases")["items"]]
     assert leases == []
