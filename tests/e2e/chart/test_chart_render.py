@@ -38,8 +38,8 @@ EXPECTED_KINDS = {
     },
     "full": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "Lease": 1,
-        "NetworkPolicy": 2, "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
-        "ServiceMonitor": 2,
+        "NetworkPolicy": 2, "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2,
+        "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "hpa": {
         "Deployment": 2, "HorizontalPodAutoscaler": 1, "Lease": 1, "NetworkPolicy": 2,
