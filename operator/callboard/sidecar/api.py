@@ -221,7 +221,8 @@ def _session_routes(service: SidecarService) -> APIRouter:
             409: {
                 "model": Error,
                 "description": "Capacity, another node's session, or a replaced app instance",
-            }
+            },
+            422: {"model": Error, "description": "Bad input (here at least: the app instance header)"},
         },
     )
 
