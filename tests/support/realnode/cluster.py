@@ -34,7 +34,7 @@ from tests.support.kube import control_plane as cp
 from tests.support.kube.env import KubeEnv, StartupError, helm_dirs
 from tests.support.kube.pki import KeyPair, make_cert, write_control_plane_pki
 from tests.support.kube.probes import api_call, http_ok
-from tests.support.kube.tools import ToolsError, tools_dir
+from tests.support.kube.tools import ToolsError, run_build, tools_dir
 from tests.support.paths import REPO_ROOT
 from tests.support.processes import LoggedProcess, free_port
 
@@ -104,25 +104,9 @@ def unsupported_reason() -> str | None:
 
 def _stream(argv: list[str], log: Log, what: str) -> None:
     """Run a build script, passing its progress lines on; raise ToolsError with its tail."""
-    tail: list[str] = []
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        cwd=REPO_ROOT,
-    )
-    assert proc.stdout is not None
-    with proc:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = [*tail[-39:], line]
-            if line.startswith("["):
-                log(line)
-    if proc.returncode != 0:
-        raise ToolsError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    code, tail = run_build(argv, log, show=lambda line: line.startswith("["))
+    if code != 0:
+        raise ToolsError(f"{what} failed (exit {code}):\n" + "\n".join(tail))
 
 
 def ensure_host_packages(log: Log) -> None:
