@@ -10,10 +10,9 @@ Fixtures:
 - ``redis_proxy`` (function): a proxy in front of the session's (flushed) redis-server;
   ``.url`` is the Redis URL through the proxy, ``.direct_url`` the one around it (an
   observer that the fault does not touch), ``.name`` the proxy to put toxics on.
-- ``proxied_launchers`` (function): ``await proxied_launchers(n, ttl=, interval=)`` starts
-  ``n`` launchers of fake agents (``node-0``...) whose registry goes through the proxy; at
-  the end the proxy is healed first (a black-holed stop would wait out its budget), then
-  every launcher stops.
+- ``make_node`` (function): ``await make_node(node_id, ttl=, interval=, **options)`` starts
+  a launcher of fake agents whose registry goes through the proxy; at the end the proxy is
+  healed first (a black-holed stop would wait out its budget), then every launcher stops.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
@@ -103,33 +102,29 @@ def redis_proxy(
         client.delete_proxy(proxy.name)
 
 
-class LauncherFactory(Protocol):
-    """``await proxied_launchers(count, ttl=..., interval=...)``: see the module docstring."""
+class MakeNode(Protocol):
+    """``await make_node(node_id, ttl=..., interval=..., **launcher_options)``: see the module docstring."""
 
     def __call__(
-        self, count: int, *, ttl: float, interval: float
-    ) -> Awaitable[list[AgentLauncher[FakeAgent]]]: ...
+        self, node_id: str, *, ttl: float, interval: float, **kwargs: Any
+    ) -> Awaitable[AgentLauncher[FakeAgent]]: ...
 
 
 @pytest.fixture
-async def proxied_launchers(redis_proxy: RedisProxy) -> AsyncIterator[LauncherFactory]:
+async def make_node(redis_proxy: RedisProxy) -> AsyncIterator[MakeNode]:
     made: list[AgentLauncher[FakeAgent]] = []
 
-    async def start(count: int, *, ttl: float, interval: float) -> list[AgentLauncher[FakeAgent]]:
-        started = []
-        for _ in range(count):
-            node_id = f"node-{len(made)}"
-            registry = SessionRegistry(RedisSessionKVStore(url=redis_proxy.url), node_id=node_id, ttl=ttl)
-            launcher = AgentLauncher(
-                AgentFactory(), fake_join, registry=registry, maintenance_interval=interval
-            )
-            await launcher.start()
-            made.append(launcher)
-            started.append(launcher)
-        return started
+    async def make(node_id: str, *, ttl: float, interval: float, **kwargs: Any) -> AgentLauncher[FakeAgent]:
+        registry = SessionRegistry(RedisSessionKVStore(url=redis_proxy.url), node_id=node_id, ttl=ttl)
+        launcher = AgentLauncher(
+            AgentFactory(), fake_join, registry=registry, maintenance_interval=interval, **kwargs
+        )
+        await launcher.start()
+        made.append(launcher)
+        return launcher
 
     try:
-        yield start
+        yield make
     finally:
         redis_proxy.client.heal(redis_proxy.name)
         for launcher in made:

@@ -14,7 +14,7 @@ import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.chaos.conftest import LauncherFactory, RedisProxy
+from tests.chaos.conftest import MakeNode, RedisProxy
 from tests.support.fake_agents import FakeAgent
 from tests.support.waiting import wait_until
 
@@ -32,8 +32,8 @@ STALL_BEFORE_TICK = 0.5
 
 
 @pytest.fixture
-async def nodes(proxied_launchers: LauncherFactory) -> list[AgentLauncher[FakeAgent]]:
-    return await proxied_launchers(2, ttl=TTL, interval=INTERVAL)
+async def nodes(make_node: MakeNode) -> list[AgentLauncher[FakeAgent]]:
+    return [await make_node(f"node-{i}", ttl=TTL, interval=INTERVAL) for i in range(2)]
 
 
 @pytest.mark.timeout(180)

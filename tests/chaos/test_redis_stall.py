@@ -13,7 +13,7 @@ import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.chaos.conftest import LauncherFactory, RedisProxy
+from tests.chaos.conftest import MakeNode, RedisProxy
 from tests.support.fake_agents import FakeAgent
 from tests.support.waiting import wait_until
 
@@ -27,8 +27,8 @@ STALL = 3.0
 
 
 @pytest.fixture
-async def nodes(proxied_launchers: LauncherFactory) -> list[AgentLauncher[FakeAgent]]:
-    return await proxied_launchers(NODES, ttl=TTL, interval=INTERVAL)
+async def nodes(make_node: MakeNode) -> list[AgentLauncher[FakeAgent]]:
+    return [await make_node(f"node-{i}", ttl=TTL, interval=INTERVAL) for i in range(NODES)]
 
 
 async def test_g10_stall_of_3s_loses_no_session(
