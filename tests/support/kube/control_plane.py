@@ -24,7 +24,7 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,34 @@ class Components:
         """Stop every component, last started first."""
         for proc in reversed(self.processes):
             proc.stop(grace)
+
+
+def local_kube_env(
+    bin_dir: Path,
+    workdir: Path,
+    *,
+    kubeconfig: Path,
+    server: str,
+    node_names: Sequence[str],
+    extra_env: Mapping[str, str] | None = None,
+) -> KubeEnv:
+    """The :class:`KubeEnv` of a cluster this harness started: its kubeconfig, its binaries
+    first on PATH, helm's and kubectl's caches in ``workdir`` (never the user's home)."""
+    env = {**os.environ, **helm_dirs(workdir)}
+    env["KUBECONFIG"] = str(kubeconfig)
+    env["KUBECACHEDIR"] = str(workdir / "kube-cache")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra_env or {})
+    return KubeEnv(
+        kubeconfig=kubeconfig,
+        env=env,
+        kubectl_bin=str(bin_dir / "kubectl"),
+        helm_bin=str(bin_dir / "helm"),
+        server=server,
+        local=True,
+        workdir=workdir,
+        node_names=tuple(node_names),
+    )
 
 
 def kubeconfig_text(*, server: str, ca: KeyPair, cluster: str, user: str, cert: KeyPair) -> str:
@@ -327,19 +355,8 @@ class ControlPlane:
             f"[k8s] control plane ready in {time.monotonic() - t0:.1f}s"
             f" (controller-manager, scheduler, kwok with {len(node_names)} nodes)"
         )
-        env = {**os.environ, **helm_dirs(self.workdir)}
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        return KubeEnv(
-            kubeconfig=self.kubeconfig,
-            env=env,
-            kubectl_bin=str(self.bin_dir / "kubectl"),
-            helm_bin=str(self.bin_dir / "helm"),
-            server=self.server,
-            local=True,
-            workdir=self.workdir,
-            node_names=tuple(node_names),
+        return local_kube_env(
+            self.bin_dir, self.workdir, kubeconfig=self.kubeconfig, server=self.server, node_names=node_names
         )
 
     def stop(self) -> None:

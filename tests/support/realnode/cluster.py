@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.kube import control_plane as cp
-from tests.support.kube.env import KubeEnv, StartupError, helm_dirs
+from tests.support.kube.env import KubeEnv, StartupError
 from tests.support.kube.pki import KeyPair, make_cert, write_control_plane_pki
 from tests.support.kube.probes import api_call, http_ok
 from tests.support.kube.tools import ToolsError, run_build, tools_dir
@@ -219,20 +219,13 @@ class RealCluster:
         )
         self._done("kube-dns Service, default ServiceAccount")
         self.log(f"[realnode] cluster ready in {time.monotonic() - self._t0:.1f}s")
-        env = {**os.environ, **helm_dirs(self.workdir)}
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        env["CONTAINERD_ADDRESS"] = str(sock)
-        return KubeEnv(
+        return cp.local_kube_env(
+            self.bin_dir,
+            self.workdir,
             kubeconfig=self.kubeconfig,
-            env=env,
-            kubectl_bin=str(self.bin_dir / "kubectl"),
-            helm_bin=str(self.bin_dir / "helm"),
             server=self.server,
-            local=True,
-            workdir=self.workdir,
-            node_names=(NODE_NAME,),
+            node_names=[NODE_NAME],
+            extra_env={"CONTAINERD_ADDRESS": str(sock)},
         )
 
     def stop(self) -> None:
