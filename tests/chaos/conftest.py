@@ -10,16 +10,23 @@ Fixtures:
 - ``redis_proxy`` (function): a proxy in front of the session's (flushed) redis-server;
   ``.url`` is the Redis URL through the proxy, ``.direct_url`` the one around it (an
   observer that the fault does not touch), ``.name`` the proxy to put toxics on.
+- ``make_node`` (function): ``await make_node(node_id, ttl=, interval=, **options)`` starts
+  a launcher of fake agents whose registry goes through the proxy; at the end the proxy is
+  healed first (a black-holed stop would wait out its budget), then every launcher stops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
+from callboard.launcher import AgentLauncher
+from callboard.registry import RedisSessionKVStore, SessionRegistry
+from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
 from tests.support.redis_server import RedisServer
 from tests.support.toxiproxy import ToxiproxyClient, ToxiproxyServer, ensure_toxiproxy
 
@@ -93,3 +100,32 @@ def redis_proxy(
         )
     finally:
         client.delete_proxy(proxy.name)
+
+
+class MakeNode(Protocol):
+    """``await make_node(node_id, ttl=..., interval=..., **launcher_options)``: see the module docstring."""
+
+    def __call__(
+        self, node_id: str, *, ttl: float, interval: float, **kwargs: Any
+    ) -> Awaitable[AgentLauncher[FakeAgent]]: ...
+
+
+@pytest.fixture
+async def make_node(redis_proxy: RedisProxy) -> AsyncIterator[MakeNode]:
+    made: list[AgentLauncher[FakeAgent]] = []
+
+    async def make(node_id: str, *, ttl: float, interval: float, **kwargs: Any) -> AgentLauncher[FakeAgent]:
+        registry = SessionRegistry(RedisSessionKVStore(url=redis_proxy.url), node_id=node_id, ttl=ttl)
+        launcher = AgentLauncher(
+            AgentFactory(), fake_join, registry=registry, maintenance_interval=interval, **kwargs
+        )
+        await launcher.start()
+        made.append(launcher)
+        return launcher
+
+    try:
+        yield make
+    finally:
+        redis_proxy.client.heal(redis_proxy.name)
+        for launcher in made:
+            await launcher.stop()

@@ -13,39 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry, SessionStatus
-from tests.chaos.conftest import RedisProxy
-from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
+from tests.chaos.conftest import MakeNode, RedisProxy
+from tests.support.fake_agents import FakeAgent
 from tests.support.waiting import wait_until
-
-MakeNode = Callable[..., Awaitable[AgentLauncher[FakeAgent]]]
-
-
-@pytest.fixture
-async def make_node(redis_proxy: RedisProxy) -> AsyncIterator[MakeNode]:
-    made: list[AgentLauncher[FakeAgent]] = []
-
-    async def make(node_id: str, *, ttl: float, interval: float, **kwargs: Any) -> AgentLauncher[FakeAgent]:
-        registry = SessionRegistry(RedisSessionKVStore(url=redis_proxy.url), node_id=node_id, ttl=ttl)
-        launcher = AgentLauncher(
-            AgentFactory(), fake_join, registry=registry, maintenance_interval=interval, **kwargs
-        )
-        await launcher.start()
-        made.append(launcher)
-        return launcher
-
-    try:
-        yield make
-    finally:
-        redis_proxy.client.heal(redis_proxy.name)
-        for launcher in made:
-            await launcher.stop()
 
 
 @pytest.fixture

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
-from tests.chaos.conftest import RedisProxy
-from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
+from tests.chaos.conftest import MakeNode, RedisProxy
+from tests.support.fake_agents import FakeAgent
 from tests.support.waiting import wait_until
 
 NODES = 3
@@ -28,19 +27,8 @@ STALL = 3.0
 
 
 @pytest.fixture
-async def nodes(redis_proxy: RedisProxy) -> AsyncIterator[list[AgentLauncher[FakeAgent]]]:
-    made: list[AgentLauncher[FakeAgent]] = []
-    for i in range(NODES):
-        registry = SessionRegistry(RedisSessionKVStore(url=redis_proxy.url), node_id=f"node-{i}", ttl=TTL)
-        launcher = AgentLauncher(AgentFactory(), fake_join, registry=registry, maintenance_interval=INTERVAL)
-        await launcher.start()
-        made.append(launcher)
-    try:
-        yield made
-    finally:
-        redis_proxy.client.heal(redis_proxy.name)
-        for launcher in made:
-            await launcher.stop()
+async def nodes(make_node: MakeNode) -> list[AgentLauncher[FakeAgent]]:
+    return [await make_node(f"node-{i}", ttl=TTL, interval=INTERVAL) for i in range(NODES)]
 
 
 async def test_g10_stall_of_3s_loses_no_session(

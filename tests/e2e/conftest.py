@@ -14,7 +14,6 @@ build does not count against a single test's timeout.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,88 +24,29 @@ from tests.support import kube as kh
 from tests.support.kube import KubeEnv
 
 E2E_DIR = Path(__file__).resolve().parent
-_TOOLS_ERROR = pytest.StashKey[str]()
-_TOOLS_DIR = pytest.StashKey[Path]()
+_TIER = kh.ClusterTier(
+    E2E_DIR, build=kh.ensure_tools, start=kh.local_control_plane, what="the local Kubernetes control plane"
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: needs a real Kubernetes API server (started by the suite)")
 
 
-def _is_e2e(item: pytest.Item) -> bool:
-    return E2E_DIR in Path(str(item.path)).resolve().parents
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _is_e2e(item):
-            item.add_marker(pytest.mark.e2e)
-
-
-class _Progress:
-    """Print progress lines live, past pytest's output capturing."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self._config = config
-
-    def __call__(self, line: str) -> None:
-        capman = self._config.pluginmanager.getplugin("capturemanager")
-        reporter = self._config.pluginmanager.getplugin("terminalreporter")
-        ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
-        with ctx:
-            if reporter is not None:
-                reporter.ensure_newline()
-                reporter.write_line(line)
-            else:
-                print(line, flush=True)
+    _TIER.mark(items, pytest.mark.e2e)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the binaries before the first e2e test runs (outside any test timeout)."""
-    config = session.config
-    if config.option.collectonly or not any(_is_e2e(i) for i in session.items):
-        return
-    if kh.existing_kubeconfig():
-        return
-    try:
-        config.stash[_TOOLS_DIR] = kh.ensure_tools(_Progress(config))
-    except kh.ToolsError as err:
-        config.stash[_TOOLS_ERROR] = str(err)
+    _TIER.build_after_collection(session)
 
 
 @pytest.fixture(scope="session")
 def kube_env(request: pytest.FixtureRequest) -> Iterator[KubeEnv]:
     """The cluster for the e2e tests: a local control plane, or $KUBECONFIG's cluster."""
-    progress = _Progress(request.config)
-    existing = kh.existing_kubeconfig()
-    if existing:
-        failure = ""
-        try:
-            kube = kh.for_existing_cluster(existing, progress)
-        except (kh.ToolsError, kh.StartupError) as err:
-            failure = str(err)
-        if failure:
-            pytest.fail(failure, pytrace=False)
-        yield kube
-        return
-    error = request.config.stash.get(_TOOLS_ERROR, None)
-    if error:
-        pytest.fail(error, pytrace=False)
-    failure = ""
-    try:
-        plane = kh.local_control_plane(progress, bin_dir=request.config.stash.get(_TOOLS_DIR, None))
-        kube = plane.__enter__()
-    except kh.ToolsError as err:
-        failure = str(err)
-    except kh.StartupError as err:
-        failure = f"the local Kubernetes control plane did not start: {err}"
-    if failure:  # outside the except block: no chained traceback
-        pytest.fail(failure, pytrace=False)
-    try:
-        yield kube
-    finally:
-        plane.__exit__(None, None, None)
+    yield from _TIER.session_cluster(request)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,6 @@ them with CALLBOARD_E2E_IMAGE, CALLBOARD_E2E_AGENT_IMAGE and CALLBOARD_E2E_REDIS
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +28,7 @@ from tests.support import kube as kh
 from tests.support.realnode import cluster as rn
 
 HERE = Path(__file__).resolve().parent
-_BUILD_ERROR = pytest.StashKey[str]()
-_BIN_DIR = pytest.StashKey[Path]()
+_TIER = kh.ClusterTier(HERE, build=rn.ensure_everything, start=rn.real_cluster, what="the real node")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,47 +37,14 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-def _is_real(item: pytest.Item) -> bool:
-    return HERE in Path(str(item.path)).resolve().parents
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _is_real(item):
-            item.add_marker(pytest.mark.e2e_real)
-            item.add_marker(pytest.mark.e2e)
-
-
-class _Progress:
-    """Print progress lines live, past pytest's output capturing."""
-
-    def __init__(self, config: pytest.Config) -> None:
-        self._config = config
-
-    def __call__(self, line: str) -> None:
-        capman = self._config.pluginmanager.getplugin("capturemanager")
-        reporter = self._config.pluginmanager.getplugin("terminalreporter")
-        ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
-        with ctx:
-            if reporter is not None:
-                reporter.ensure_newline()
-                reporter.write_line(line)
-            else:
-                print(line, flush=True)
+    _TIER.mark(items, pytest.mark.e2e_real, pytest.mark.e2e)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build binaries and images before the first real-pod test runs."""
-    config = session.config
-    if config.option.collectonly or not any(_is_real(i) for i in session.items):
-        return
-    if kh.existing_kubeconfig():
-        return
-    try:
-        config.stash[_BIN_DIR] = rn.ensure_everything(_Progress(config))
-    except kh.ToolsError as err:
-        config.stash[_BUILD_ERROR] = str(err)
+    _TIER.build_after_collection(session)
 
 
 @dataclass(frozen=True)
@@ -111,41 +76,13 @@ class Images:
 @pytest.fixture(scope="session")
 def real_kube(request: pytest.FixtureRequest) -> Iterator[kh.KubeEnv]:
     """A cluster with real pods: the local real node, or $KUBECONFIG's cluster."""
-    progress = _Progress(request.config)
-    existing = kh.existing_kubeconfig()
-    if existing:
-        failure = ""
-        try:
-            kube = kh.for_existing_cluster(existing, progress)
-        except (kh.ToolsError, kh.StartupError) as err:
-            failure = str(err)
-        if failure:
-            pytest.fail(failure, pytrace=False)
-        yield kube
-        return
-    error = request.config.stash.get(_BUILD_ERROR, None)
-    if error:
-        pytest.fail(error, pytrace=False)
-    failure = ""
-    try:
-        ctx = rn.real_cluster(progress, bin_dir=request.config.stash.get(_BIN_DIR, None))
-        kube = ctx.__enter__()
-    except kh.ToolsError as err:
-        failure = str(err)
-    except kh.StartupError as err:
-        failure = f"the real node did not start: {err}"
-    if failure:
-        pytest.fail(failure, pytrace=False)
-    try:
-        yield kube
-    finally:
-        ctx.__exit__(None, None, None)
+    yield from _TIER.session_cluster(request)
 
 
 @pytest.fixture(scope="session")
-def progress(request: pytest.FixtureRequest) -> _Progress:
+def progress(request: pytest.FixtureRequest) -> kh.Progress:
     """Print a line live (past output capturing): set-up steps and measured latencies."""
-    return _Progress(request.config)
+    return kh.Progress(request.config)
 
 
 @pytest.fixture(scope="session")

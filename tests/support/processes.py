@@ -1,27 +1,27 @@
 """Processes the tests start: a free port to give them, and the wrapper that runs them.
 
 :class:`ChildProcess` is the one wrapper of asyncio tests (the sidecar, the operator,
-``callboard serve``, agent apps): output to a log file, a failed test shows its tail, a
-wait that times out fails the test instead of hanging. :class:`LoggedProcess` is its
+agent apps): the package's own :class:`callboard._process.ProcessHandle` (which the demo's
+``callboard serve`` nodes use too), with waits that fail the test, showing the log's tail,
+instead of raising or hanging. :class:`LoggedProcess` is its
 synchronous counterpart for the control plane, whose fixture is not async: it also runs
 each component in its own process group and makes it die with the test process.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from callboard._process import ProcessHandle
 from callboard.demo.redis import free_port
 
 __all__ = ["STOP_GRACE", "ChildProcess", "LoggedProcess", "free_port"]
@@ -96,59 +96,22 @@ class LoggedProcess:
         return "\n".join(text.splitlines()[-lines:])
 
 
-class ChildProcess:
-    """One child process of an async test; :meth:`start` again after an exit restarts it."""
+class ChildProcess(ProcessHandle):
+    """The package's process wrapper, for a test: a wait that runs out fails the test.
 
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        name: str,
-        log_path: Path,
-        env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
-    ) -> None:
-        self.argv = list(argv)
-        self.name = name
-        self.log_path = log_path
-        self.env = env if env is not None else dict(os.environ)  # shared: later changes apply on restart
-        self.cwd = cwd
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self, *, pipes: bool = False) -> asyncio.subprocess.Process:
-        """Start it; stdout and stderr go to the log, or with ``pipes`` stdin/stdout are pipes."""
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=asyncio.subprocess.PIPE if pipes else None,
-                stdout=asyncio.subprocess.PIPE if pipes else log,
-                stderr=log if pipes else asyncio.subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-            )
-        return self.proc
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    Unlike :meth:`ProcessHandle.stop`, :meth:`stop` never SIGKILLs quietly: a process that
+    outlives its SIGTERM by ``timeout`` is a failure the test must show.
+    """
 
     def check_alive(self) -> None:
         """Fail the test, with the log's tail, when the process has exited."""
         if self.proc is not None and self.proc.returncode is not None:
             pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
 
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
     async def wait(self, timeout: float, *, after: str = " later") -> int:
         """The exit code; fails the test when it still runs after ``timeout`` seconds."""
-        assert self.proc is not None
         try:
-            return await asyncio.wait_for(self.proc.wait(), timeout)
+            return await super().wait(timeout)
         except TimeoutError:
             pytest.fail(f"{self.name} still runs {timeout}s{after}:\n{self.log()[-4000:]}")
 
@@ -157,9 +120,3 @@ class ChildProcess:
         if self.running:
             self.signal(signal.SIGTERM)
         return await self.wait(timeout, after=" after SIGTERM")
-
-    async def kill(self) -> None:
-        """SIGKILL and reap; nothing when it is not running."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-            await self.proc.wait()

@@ -20,7 +20,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
@@ -28,6 +27,7 @@ from typing import Self
 import redis
 
 from tests.support.redis_server import RedisServer, free_port
+from tests.support.waiting import wait_for
 
 __all__ = [
     "MASTER_NAME",
@@ -48,19 +48,13 @@ QUORUM = 2
 def _wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05) -> None:
     """Poll ``check`` until it is true; ``TimeoutError`` naming ``what`` otherwise.
 
-    Unlike ``waiting.wait_for`` it runs outside a test too (fixture set-up) and treats a
-    server that refuses connections while it starts as "not yet".
+    It runs outside a test too (fixture set-up), so it raises rather than fails
+    a test, and a server that refuses connections while it starts counts as "not yet".
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not reached within {timeout:g}s")
-        time.sleep(interval)
+    if not wait_for(
+        check, timeout=timeout, interval=interval, fail=False, ignore=(redis.RedisError, OSError)
+    ):
+        raise TimeoutError(f"{what} not reached within {timeout:g}s")
 
 
 def _client(port: int) -> redis.Redis:

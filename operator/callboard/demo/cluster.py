@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Protocol
 
 from callboard import __version__
+from callboard._process import ProcessHandle
 from callboard.demo.agent import create_agent, join_call
 from callboard.errors import StoreUnavailableError
 from callboard.launcher import AgentLauncher, LauncherSettings
@@ -30,11 +30,13 @@ __all__ = ["DemoNode", "InProcessNode", "ProcessNode", "serve_command"]
 
 
 class DemoNode(Protocol):
+    """What the demo does with a node of either kind."""
+
     name: str
     node_id: str
     url: str
 
-    async def start(self) -> None: ...
+    async def start(self) -> object: ...
     async def wait_ready(self, timeout: float = 30.0) -> None: ...
     async def kill(self) -> None: ...
     async def stop(self) -> int: ...
@@ -77,42 +79,24 @@ def serve_command(
     ]
 
 
-class ProcessNode:
-    """One ``callboard serve`` child process; its output goes to ``log_path``."""
+class ProcessNode(ProcessHandle):
+    """One ``callboard serve`` child process; its output goes to ``log_path``.
+
+    It gets this environment without any ``CALLBOARD_*`` variable (its settings are its
+    flags, nothing of the caller's shell leaks in), in a session of its own (Ctrl-C of the
+    demo is handled by the demo, which then stops its nodes).
+    """
 
     def __init__(self, name: str, node_id: str, port: int, argv: list[str], log_path: Path) -> None:
-        self.name = name
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOARD_")}
+        super().__init__(argv, name=name, log_path=log_path, env=env, new_session=True)
         self.node_id = node_id
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.argv = argv
-        self.log_path = log_path
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBOARD_")}
-        with self.log_path.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C of the parent is handled by the parent
-            )
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.running
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         loop = asyncio.get_running_loop()
@@ -125,29 +109,9 @@ class ProcessNode:
                     raise TimeoutError(f"node {self.node_id} not ready within {timeout}s:\n{self.log_tail()}")
                 await asyncio.sleep(0.05)
 
-    async def kill(self) -> None:
-        """SIGKILL: no drain, no deregistration."""
-        if self.proc is not None and self.alive:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def signal(self, sig: signal.Signals) -> None:
-        if self.proc is not None and self.alive:
-            self.proc.send_signal(sig)
-
     async def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM (drain), then SIGKILL after ``timeout``; returns the exit code."""
-        if self.proc is None:
-            return 0
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), timeout)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
-        code = self.proc.returncode
-        return 0 if code is None else code
+        return await super().stop(timeout)
 
 
 class _CuttableStore(SessionKVStore, PubSubSupport):

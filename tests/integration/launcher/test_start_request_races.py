@@ -7,7 +7,6 @@ refused. Defect 8's own fix (expiry, atomic claim, withdrawal) makes it pass wit
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from callboard.launcher import AgentLauncher
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.support.fake_agents import AgentFactory, FakeAgent, fake_join
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -48,18 +48,6 @@ async def requester(redis_url: str) -> AsyncIterator[SessionRegistry]:
         await registry.stop()
 
 
-async def _poll(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
-    """Poll ``check`` every 50 ms up to ``timeout``; whether it came true. Unlike
-    ``tests.support.waiting.wait_until`` it does not fail: a fixed node may never answer."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 async def test_g1_start_request_placed_elsewhere_is_not_started_late(
     make_node: MakeNode, requester: SessionRegistry
 ) -> None:
@@ -72,7 +60,9 @@ async def test_g1_start_request_placed_elsewhere_is_not_started_late(
     async def placed_answered() -> bool:
         return await requester.get_start_result(placed.request_id) is not None
 
-    assert await _poll(placed_answered, 10)
+    assert await wait_until(
+        placed_answered, timeout=10, interval=0.05, what="node-c to answer the placed request"
+    )
     assert [s.id for s in c.sessions] == ["s-1"]
     # node-b comes up and polls its pending requests.
     b = await make_node("node-b")
@@ -80,7 +70,8 @@ async def test_g1_start_request_placed_elsewhere_is_not_started_late(
     async def b_decided() -> bool:
         return bool(b.sessions) or await requester.get_start_result(late.request_id) is not None
 
-    await _poll(b_decided, 5)  # a fixed node may never answer a withdrawn request: no assert
+    # A fixed node may never answer a withdrawn request: a wait that does not fail, no assert.
+    await wait_until(b_decided, timeout=5, interval=0.05, fail=False)
     assert b.sessions == []
     info = await requester.get("call-1", "s-1")
     assert info is not None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -22,6 +21,7 @@ from callboard.registry import (
     StartRequest,
 )
 from tests.integration.conftest import Cluster
+from tests.support.waiting import wait_until
 
 
 async def test_start_request_accepted_through_the_registry(cluster: Cluster) -> None:
@@ -94,17 +94,6 @@ async def test_start_progress_counts_a_malformed_record_as_live(cluster: Cluster
 # -- G7: expiry, one claim, withdrawal -------------------------------------------------------
 
 
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> bool:
-    """Poll ``check`` every 20 ms for up to ``timeout`` seconds; whether it came true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
 async def test_g7_a_request_is_claimed_once_and_committed_by_its_claimant_only(cluster: Cluster) -> None:
     first = await cluster.node("agent-node")
     # A second process under the same node id: start() refuses it while the first listens
@@ -134,7 +123,7 @@ async def test_g7_an_expired_request_cannot_be_claimed_or_committed(cluster: Clu
     async def gone() -> bool:
         return await node.pending_start_requests() == []
 
-    assert await _until(gone)
+    assert await wait_until(gone, timeout=10.0, what="the expired requests to leave the pending list")
     assert await node.claim_start(unclaimed) is StartClaim.EXPIRED
     assert await node.commit_start(unclaimed) is StartClaim.EXPIRED
     assert await node.commit_start(claimed) is StartClaim.EXPIRED  # claimed in time, started too late

@@ -9,15 +9,18 @@
   for the local control plane or an existing cluster named by ``$KUBECONFIG``.
 
 The e2e fixtures (``kube_env``, ``kube_api``, ``kube_namespace``) are in
-``tests/e2e/conftest.py``; this package is what they are built from.
+``tests/e2e/conftest.py``, the real-node tier's (``real_kube``) in ``tests/e2e_real/conftest.py``;
+both are built from :class:`ClusterTier` and this package.
 """
 
 from __future__ import annotations
 
 from tests.support.kube.control_plane import ControlPlane, local_control_plane
 from tests.support.kube.env import (
+    ClusterTier,
     CommandError,
     KubeEnv,
+    Progress,
     StartupError,
     existing_kubeconfig,
     for_existing_cluster,
@@ -29,9 +32,11 @@ from tests.support.paths import REPO_ROOT
 
 __all__ = [
     "REPO_ROOT",
+    "ClusterTier",
     "CommandError",
     "ControlPlane",
     "KubeEnv",
+    "Progress",
     "StartupError",
     "ToolsError",
     "api_call",

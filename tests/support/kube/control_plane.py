@@ -15,6 +15,7 @@ the apiserver's advertise address), so nothing in the tests can send traffic els
 from __future__ import annotations
 
 import atexit
+import base64
 import contextlib
 import ipaddress
 import json
@@ -23,16 +24,16 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.support.kube.env import KubeEnv, StartupError, helm_dirs
-from tests.support.kube.pki import key_pem, make_cert, new_key
+from tests.support.kube.pki import KeyPair, write_control_plane_pki
 from tests.support.kube.probes import api_call, http_ok
 from tests.support.kube.tools import Log, ensure_tools, print_log
-from tests.support.processes import LoggedProcess, free_port
+from tests.support.processes import STOP_GRACE, LoggedProcess, free_port
 
 #: kwok stage files (shipped by build-tools.sh next to the binaries), as kwokctl uses them.
 KWOK_STAGES = (
@@ -55,6 +56,235 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 START_TIMEOUT = float(os.environ.get("CALLBOARD_K8S_START_TIMEOUT", "120"))
 
 
+# --------------------------------------------------------------------------- shared parts
+# The kwok control plane here and the real node (tests/support/realnode) run the same
+# components the same way; what differs is passed in.
+
+
+@dataclass
+class Components:
+    """A control plane's processes: each with its own log, watched while waiting, stopped in reverse.
+
+    A component that exits while the harness waits for something fails the start at once,
+    with every component's log tail, instead of waiting out the deadline.
+    """
+
+    logs_dir: Path
+    timeout: float
+    """Seconds of the whole start (named in the error when a wait runs out)."""
+    path: Path | None = None
+    """Put first on the components' PATH (the real node's containerd finds its shim there)."""
+    processes: list[LoggedProcess] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str]) -> LoggedProcess:
+        """Start ``argv`` as ``name``, logging to ``<logs_dir>/<name>.log``; never with $KUBECONFIG."""
+        proc = LoggedProcess(name, argv, self.logs_dir / f"{name}.log")
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        if self.path is not None:
+            env["PATH"] = f"{self.path}{os.pathsep}{env.get('PATH', '')}"
+        self.processes.append(proc)
+        proc.start(env)
+        return proc
+
+    def wait(self, what: str, check: Callable[[], bool], deadline: float) -> None:
+        """Poll ``check`` until true; StartupError when a component exits or ``deadline`` passes."""
+        while True:
+            for proc in self.processes:
+                if proc.exited is not None:
+                    raise StartupError(
+                        f"{proc.name} exited with {proc.exited} while waiting for {what}\n" + self.log_tails()
+                    )
+            if check():
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(
+                    f"timed out after {self.timeout:.0f}s waiting for {what}\n" + self.log_tails()
+                )
+            time.sleep(0.1)
+
+    def log_tails(self, lines: int = 30) -> str:
+        """Each component's state and last ``lines`` log lines, for a failure message."""
+        parts = []
+        for proc in self.processes:
+            code = proc.exited
+            state = "running" if code is None else f"exited with {code}"
+            parts.append(f"----- {proc.name} ({state}), {proc.log_path} -----\n{proc.tail(lines)}")
+        return "\n".join(parts)
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop every component, last started first."""
+        for proc in reversed(self.processes):
+            proc.stop(grace)
+
+
+def local_kube_env(
+    bin_dir: Path,
+    workdir: Path,
+    *,
+    kubeconfig: Path,
+    server: str,
+    node_names: Sequence[str],
+    extra_env: Mapping[str, str] | None = None,
+) -> KubeEnv:
+    """The :class:`KubeEnv` of a cluster this harness started: its kubeconfig, its binaries
+    first on PATH, helm's and kubectl's caches in ``workdir`` (never the user's home)."""
+    env = {**os.environ, **helm_dirs(workdir)}
+    env["KUBECONFIG"] = str(kubeconfig)
+    env["KUBECACHEDIR"] = str(workdir / "kube-cache")
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra_env or {})
+    return KubeEnv(
+        kubeconfig=kubeconfig,
+        env=env,
+        kubectl_bin=str(bin_dir / "kubectl"),
+        helm_bin=str(bin_dir / "helm"),
+        server=server,
+        local=True,
+        workdir=workdir,
+        node_names=tuple(node_names),
+    )
+
+
+def kubeconfig_text(*, server: str, ca: KeyPair, cluster: str, user: str, cert: KeyPair) -> str:
+    """A kubeconfig with one cluster, one user (client certificate) and one context named ``cluster``.
+
+    JSON is YAML: kubectl, helm, the Python client and CoreDNS all read it.
+    """
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": cluster, "cluster": {"server": server, "certificate-authority-data": b64(ca.cert_pem)}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert.cert_pem), "client-key-data": b64(cert.key_pem)},
+            }
+        ],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user}}],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    return json.dumps(config, indent=2)
+
+
+def etcd_argv(bin_dir: Path, *, name: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
+    """A one-member etcd on loopback, without fsync (test data; speed over durability)."""
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return [
+        str(bin_dir / "etcd"),
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster={name}={peer}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+
+
+def apiserver_argv(
+    bin_dir: Path,
+    pki: Path,
+    *,
+    cert_dir: Path,
+    etcd_port: int,
+    port: int,
+    bind: str,
+    advertise: str,
+    service_account_issuer: str,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """kube-apiserver with the files of :func:`write_control_plane_pki`: client certificates,
+    RBAC, service-account tokens and the front proxy's request-header authentication.
+
+    ``bind``/``advertise``: loopback for the kwok plane; the machine's interface for the
+    real node, whose pods reach the API server through the ``kubernetes`` Service.
+    """
+    return [
+        str(bin_dir / "kube-apiserver"),
+        f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+        f"--cert-dir={cert_dir}",
+        f"--tls-cert-file={pki / 'serving.crt'}",
+        f"--tls-private-key-file={pki / 'serving.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--bind-address={bind}",
+        f"--advertise-address={advertise}",
+        f"--secure-port={port}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--allow-privileged=true",
+        "--authorization-mode=Node,RBAC",
+        f"--service-account-issuer={service_account_issuer}",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        "--requestheader-allowed-names=front-proxy-client",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+        *extra,
+        "--profiling=false",
+        "--v=0",
+    ]
+
+
+def component_flags(kubeconfig: Path, pki: Path) -> list[str]:
+    """The flags controller-manager and scheduler share: the admin kubeconfig, no election, loopback TLS."""
+    kc = str(kubeconfig)
+    return [
+        f"--kubeconfig={kc}",
+        f"--authentication-kubeconfig={kc}",
+        f"--authorization-kubeconfig={kc}",
+        "--leader-elect=false",
+        "--bind-address=127.0.0.1",
+        f"--tls-cert-file={pki / 'serving.crt'}",
+        f"--tls-private-key-file={pki / 'serving.key'}",
+    ]
+
+
+def kcm_argv(
+    bin_dir: Path, pki: Path, *, kubeconfig: Path, port: int, extra: Sequence[str] = ()
+) -> list[str]:
+    """kube-controller-manager with every default controller, signing with the CA of ``pki``."""
+    return [
+        str(bin_dir / "kube-controller-manager"),
+        *component_flags(kubeconfig, pki),
+        f"--secure-port={port}",
+        # Every default controller (replicaset, deployment, garbage collector,
+        # namespace, serviceaccount, node lifecycle, endpoints, ...).
+        "--controllers=*",
+        *extra,
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        "--use-service-account-credentials=true",
+        f"--root-ca-file={pki / 'ca.crt'}",
+        f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+        f"--cluster-signing-key-file={pki / 'ca.key'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--v=0",
+    ]
+
+
+def scheduler_argv(bin_dir: Path, pki: Path, *, kubeconfig: Path, port: int) -> list[str]:
+    """kube-scheduler with the shared component flags."""
+    return [
+        str(bin_dir / "kube-scheduler"),
+        *component_flags(kubeconfig, pki),
+        f"--secure-port={port}",
+        "--v=0",
+    ]
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, local."""
@@ -67,7 +297,7 @@ class ControlPlane:
     workdir: Path = field(init=False)
     kubeconfig: Path = field(init=False)
     server: str = field(init=False)
-    processes: list[LoggedProcess] = field(init=False, default_factory=list)
+    components: Components = field(init=False)
     _ports: dict[str, int] = field(init=False, default_factory=dict)
     _ssl: ssl.SSLContext = field(init=False)
     _stopped: bool = field(init=False, default=False)
@@ -77,6 +307,7 @@ class ControlPlane:
     def start(self) -> KubeEnv:
         t0 = time.monotonic()
         self.workdir = Path(tempfile.mkdtemp(prefix="callboard-k8s-"))
+        self.components = Components(self.workdir / "logs", START_TIMEOUT)
         atexit.register(self.stop)
         self.log(f"[k8s] starting a local control plane in {self.workdir}")
         for name in ("etcd", "etcd-peer", "apiserver", "kcm", "scheduler", "kwok"):
@@ -124,19 +355,8 @@ class ControlPlane:
             f"[k8s] control plane ready in {time.monotonic() - t0:.1f}s"
             f" (controller-manager, scheduler, kwok with {len(node_names)} nodes)"
         )
-        env = {**os.environ, **helm_dirs(self.workdir)}
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        return KubeEnv(
-            kubeconfig=self.kubeconfig,
-            env=env,
-            kubectl_bin=str(self.bin_dir / "kubectl"),
-            helm_bin=str(self.bin_dir / "helm"),
-            server=self.server,
-            local=True,
-            workdir=self.workdir,
-            node_names=tuple(node_names),
+        return local_kube_env(
+            self.bin_dir, self.workdir, kubeconfig=self.kubeconfig, server=self.server, node_names=node_names
         )
 
     def stop(self) -> None:
@@ -144,222 +364,85 @@ class ControlPlane:
         if self._stopped:
             return
         self._stopped = True
-        for proc in reversed(self.processes):
-            proc.stop()
         if not hasattr(self, "workdir"):
             return
+        self.components.stop()
         if self.keep_workdir:
             self.log(f"[k8s] stopped; kept {self.workdir} (CALLBOARD_K8S_KEEP)")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def log_tails(self, lines: int = 30) -> str:
-        parts = []
-        for proc in self.processes:
-            code = proc.exited
-            state = "running" if code is None else f"exited with {code}"
-            parts.append(f"----- {proc.name} ({state}), {proc.log_path} -----\n{proc.tail(lines)}")
-        return "\n".join(parts)
+        return self.components.log_tails(lines)
 
     # ---- steps
 
     def _spawn(self, name: str, argv: list[str]) -> LoggedProcess:
-        proc = LoggedProcess(name, argv, self.workdir / "logs" / f"{name}.log")
-        proc.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        self.processes.append(proc)
-        proc.start(env)
-        return proc
+        return self.components.spawn(name, argv)
 
     def _wait(self, what: str, check: Callable[[], bool], deadline: float) -> None:
-        while True:
-            for proc in self.processes:
-                if proc.exited is not None:
-                    raise StartupError(
-                        f"{proc.name} exited with {proc.exited} while waiting for {what}\n" + self.log_tails()
-                    )
-            if check():
-                return
-            if time.monotonic() > deadline:
-                raise StartupError(
-                    f"timed out after {START_TIMEOUT:.0f}s waiting for {what}\n" + self.log_tails()
-                )
-            time.sleep(0.1)
+        self.components.wait(what, check, deadline)
 
     def _write_certs(self) -> None:
-        from cryptography.hazmat.primitives import serialization
-
-        d = self.workdir / "pki"
-        d.mkdir()
-        self._pki = d
-        ca = make_cert("callboard-e2e-ca")
-        serving = make_cert(
-            "localhost",
-            issuer=ca,
-            dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-            ips=["127.0.0.1", "::1", str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))],
-            server=True,
+        pki = write_control_plane_pki(
+            self.workdir / "pki",
+            name="callboard-e2e",
+            serving_cn="localhost",
+            serving_dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            serving_ips=["127.0.0.1", "::1", str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))],
         )
-        admin = make_cert("admin", issuer=ca, orgs=["system:masters"], client=True)
-        # Front proxy (aggregation layer): lets controller-manager and scheduler read the
-        # requestheader CA, and aggregated API servers work as in a real cluster.
-        proxy_ca = make_cert("callboard-e2e-front-proxy-ca")
-        proxy_client = make_cert("front-proxy-client", issuer=proxy_ca, client=True)
-        sa_key = new_key()
-        files = {
-            "ca.crt": ca.cert_pem,
-            "ca.key": ca.key_pem,
-            "serving.crt": serving.cert_pem,
-            "serving.key": serving.key_pem,
-            "admin.crt": admin.cert_pem,
-            "admin.key": admin.key_pem,
-            "front-proxy-ca.crt": proxy_ca.cert_pem,
-            "front-proxy-client.crt": proxy_client.cert_pem,
-            "front-proxy-client.key": proxy_client.key_pem,
-            "sa.key": key_pem(sa_key),
-            "sa.pub": sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
-        }
-        for name, data in files.items():
-            (d / name).write_bytes(data)
-            (d / name).chmod(0o600)
-        self._ca, self._admin = ca, admin
-        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
-        ctx.load_cert_chain(str(d / "admin.crt"), str(d / "admin.key"))
-        self._ssl = ctx
+        self._pki = pki.directory
+        self._ca, self._admin, self._ssl = pki.ca, pki.admin, pki.context
 
     def _write_kubeconfig(self) -> None:
-        import base64
-
-        def b64(data: bytes) -> str:
-            return base64.b64encode(data).decode()
-
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "callboard-e2e",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority-data": b64(self._ca.cert_pem),
-                    },
-                }
-            ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate-data": b64(self._admin.cert_pem),
-                        "client-key-data": b64(self._admin.key_pem),
-                    },
-                }
-            ],
-            "contexts": [
-                {
-                    "name": "callboard-e2e",
-                    "context": {"cluster": "callboard-e2e", "user": "admin"},
-                }
-            ],
-            "current-context": "callboard-e2e",
-            "preferences": {},
-        }
-        # JSON is YAML: kubectl, helm and the Python client all read it.
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        text = kubeconfig_text(
+            server=self.server, ca=self._ca, cluster="callboard-e2e", user="admin", cert=self._admin
+        )
+        self.kubeconfig.write_text(text)
         self.kubeconfig.chmod(0o600)
 
     def _etcd_argv(self) -> list[str]:
-        client = f"http://127.0.0.1:{self._ports['etcd']}"
-        peer = f"http://127.0.0.1:{self._ports['etcd-peer']}"
-        return [
-            str(self.bin_dir / "etcd"),
-            "--name=e2e",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=e2e={peer}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ]
+        return etcd_argv(
+            self.bin_dir,
+            name="e2e",
+            data_dir=self.workdir / "etcd",
+            client_port=self._ports["etcd"],
+            peer_port=self._ports["etcd-peer"],
+        )
 
     def _apiserver_argv(self) -> list[str]:
-        p = self._pki
         port = self._ports["apiserver"]
-        return [
-            str(self.bin_dir / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{self._ports['etcd']}",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            f"--tls-cert-file={p / 'serving.crt'}",
-            f"--tls-private-key-file={p / 'serving.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={port}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
+        return apiserver_argv(
+            self.bin_dir,
+            self._pki,
+            cert_dir=self.workdir / "apiserver-certs",
+            etcd_port=self._ports["etcd"],
+            port=port,
+            bind="127.0.0.1",
+            advertise="127.0.0.1",
+            service_account_issuer=f"https://127.0.0.1:{port}",
             # The "kubernetes" Service would point at a loopback address, which
             # Endpoints validation refuses; nothing in the tests dials it.
-            "--endpoint-reconciler-type=none",
-            "--allow-privileged=true",
-            "--authorization-mode=Node,RBAC",
-            f"--service-account-issuer=https://127.0.0.1:{port}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-            "--profiling=false",
-            "--v=0",
-        ]
-
-    def _component_kubeconfig_flags(self) -> list[str]:
-        kc = str(self.kubeconfig)
-        return [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--tls-cert-file={self._pki / 'serving.crt'}",
-            f"--tls-private-key-file={self._pki / 'serving.key'}",
-        ]
+            extra=["--endpoint-reconciler-type=none"],
+        )
 
     def _kcm_argv(self) -> list[str]:
-        p = self._pki
-        return [
-            str(self.bin_dir / "kube-controller-manager"),
-            *self._component_kubeconfig_flags(),
-            f"--secure-port={self._ports['kcm']}",
-            # Every default controller (replicaset, deployment, garbage collector,
-            # namespace, serviceaccount, node lifecycle, endpoints, ...).
-            "--controllers=*",
+        return kcm_argv(
+            self.bin_dir,
+            self._pki,
+            kubeconfig=self.kubeconfig,
+            port=self._ports["kcm"],
             # kwok renews the fake nodes' leases; on a loaded 2-core machine a renewal can be
             # late, and with the default grace (50 s) the node lifecycle controller then marks
             # the node NotReady and every pod on it unready mid-test (seen: a rollout going
             # from 2 of 3 available to 0). Nothing here tests Kubernetes node failure.
-            "--node-monitor-grace-period=5m",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            "--use-service-account-credentials=true",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--cluster-signing-cert-file={p / 'ca.crt'}",
-            f"--cluster-signing-key-file={p / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--v=0",
-        ]
+            extra=["--node-monitor-grace-period=5m"],
+        )
 
     def _scheduler_argv(self) -> list[str]:
-        return [
-            str(self.bin_dir / "kube-scheduler"),
-            *self._component_kubeconfig_flags(),
-            f"--secure-port={self._ports['scheduler']}",
-            "--v=0",
-        ]
+        return scheduler_argv(
+            self.bin_dir, self._pki, kubeconfig=self.kubeconfig, port=self._ports["scheduler"]
+        )
 
     def _kwok_argv(self) -> list[str]:
         stages = self.bin_dir / "kwok-stages"

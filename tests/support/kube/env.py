@@ -2,21 +2,28 @@
 
 With ``KUBECONFIG`` pointing to an existing cluster (kind, k3d, a real one), nothing is
 built or started: :func:`for_existing_cluster` binds the tests to that cluster instead.
+:class:`ClusterTier` is the one fixture logic of the tiers that need a cluster (the kwok
+e2e tier and the real-node tier): build after collection, then the existing or a local
+cluster for the session.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import pytest
 
 from tests.support.kube.tools import Log, ToolsError, print_log, tools_dir
 from tests.support.paths import REPO_ROOT
@@ -169,3 +176,110 @@ def for_existing_cluster(kubeconfig: str, log: Log = print_log) -> KubeEnv:
 def random_suffix(n: int = 6) -> str:
     """``n`` random hex characters, for names that must not collide between runs."""
     return secrets.token_hex(n)[:n]
+
+
+class Progress:
+    """Print progress lines live, past pytest's output capturing (set-up steps, timings)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self._config = config
+
+    def __call__(self, line: str) -> None:
+        capman = self._config.pluginmanager.getplugin("capturemanager")
+        reporter = self._config.pluginmanager.getplugin("terminalreporter")
+        ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        with ctx:
+            if reporter is not None:
+                reporter.ensure_newline()
+                reporter.write_line(line)
+            else:
+                print(line, flush=True)
+
+
+class StartCluster(Protocol):
+    """Starts a local cluster: :func:`~tests.support.kube.local_control_plane`, ``real_cluster``."""
+
+    def __call__(self, log: Log, *, bin_dir: Path | None = None) -> AbstractContextManager[KubeEnv]: ...
+
+
+class ClusterTier:
+    """The cluster of one test tier (a folder): built once after collection, one per session.
+
+    ``build(log)`` makes the binaries (and images) and returns their folder; it runs in
+    :meth:`build_after_collection`, outside any test's timeout, and only when a test of
+    ``folder`` is selected and no ``$KUBECONFIG`` cluster is named. ``start(log, bin_dir)``
+    is the context manager of the local cluster. :meth:`session_cluster` is the body of the
+    tier's session fixture: the existing cluster or the local one, and a clean test failure
+    (no traceback) when it cannot be had. Each tier has its own stash keys, so two tiers in
+    one run never read each other's build.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        build: Callable[[Log], Path],
+        start: StartCluster,
+        what: str,
+    ) -> None:
+        self.folder = folder
+        self._build = build
+        self._start = start
+        self._what = what
+        self._error = pytest.StashKey[str]()
+        self._bin_dir = pytest.StashKey[Path]()
+
+    def holds(self, item: pytest.Item) -> bool:
+        """Whether ``item`` is a test of this tier's folder."""
+        return self.folder in Path(str(item.path)).resolve().parents
+
+    def mark(self, items: list[pytest.Item], *marks: pytest.MarkDecorator) -> None:
+        """Give every test of this tier ``marks`` (``-m`` selects tiers by them)."""
+        for item in items:
+            if self.holds(item):
+                for mark in marks:
+                    item.add_marker(mark)
+
+    def build_after_collection(self, session: pytest.Session) -> None:
+        """Build before the tier's first test (a cold build must not eat one test's timeout)."""
+        config = session.config
+        if config.option.collectonly or not any(self.holds(i) for i in session.items):
+            return
+        if existing_kubeconfig():
+            return
+        try:
+            config.stash[self._bin_dir] = self._build(Progress(config))
+        except ToolsError as err:
+            config.stash[self._error] = str(err)
+
+    def session_cluster(self, request: pytest.FixtureRequest) -> Iterator[KubeEnv]:
+        """The tier's cluster for the session: ``$KUBECONFIG``'s, or a local one started here."""
+        progress = Progress(request.config)
+        existing = existing_kubeconfig()
+        if existing:
+            failure = ""
+            try:
+                kube = for_existing_cluster(existing, progress)
+            except (ToolsError, StartupError) as err:
+                failure = str(err)
+            if failure:
+                pytest.fail(failure, pytrace=False)
+            yield kube
+            return
+        error = request.config.stash.get(self._error, None)
+        if error:
+            pytest.fail(error, pytrace=False)
+        failure = ""
+        try:
+            ctx = self._start(progress, bin_dir=request.config.stash.get(self._bin_dir, None))
+            kube = ctx.__enter__()
+        except ToolsError as err:
+            failure = str(err)
+        except StartupError as err:
+            failure = f"{self._what} did not start: {err}"
+        if failure:  # outside the except block: no chained traceback
+            pytest.fail(failure, pytrace=False)
+        try:
+            yield kube
+        finally:
+            ctx.__exit__(None, None, None)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+import ssl
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -117,3 +119,65 @@ def make_cert(
         signer = issuer.key
     cert = builder.sign(signer, hashes.SHA256())
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), key_pem(key), cert, key)
+
+
+@dataclass
+class ControlPlanePki:
+    """The certificate files a control plane's components read, and the admin's TLS context."""
+
+    directory: Path
+    """``ca.crt``, ``serving.crt``, ``admin.crt``, ``front-proxy-*``, ``sa.key``/``sa.pub``..."""
+    ca: KeyPair
+    admin: KeyPair
+    context: ssl.SSLContext
+    """TLS to the API server as the admin (trusts the CA, presents the admin certificate)."""
+
+
+def write_control_plane_pki(
+    directory: Path,
+    *,
+    name: str,
+    serving_cn: str,
+    serving_dns: Sequence[str],
+    serving_ips: Sequence[str],
+    extra: Mapping[str, KeyPair] | None = None,
+    ca: KeyPair | None = None,
+) -> ControlPlanePki:
+    """Write the certificates every control plane here needs, each ``<pair>.crt``/``.key`` (0600).
+
+    The CA (``<name>-ca``), the API server's serving certificate, the admin client
+    (``system:masters``), the front proxy's own CA and client (the aggregation layer: lets
+    the controller-manager and scheduler read the request-header CA, as in a real cluster)
+    and the service-account signing key. ``extra`` pairs (signed by ``ca``, which the caller
+    then makes first) are written beside them under their names.
+    """
+    from cryptography.hazmat.primitives import serialization
+
+    directory.mkdir()
+    ca = ca or make_cert(f"{name}-ca")
+    admin = make_cert("admin", issuer=ca, orgs=["system:masters"], client=True)
+    proxy_ca = make_cert(f"{name}-front-proxy-ca")
+    pairs = {
+        "ca": ca,
+        "serving": make_cert(serving_cn, issuer=ca, dns=serving_dns, ips=serving_ips, server=True),
+        "admin": admin,
+        "front-proxy-ca": proxy_ca,
+        "front-proxy-client": make_cert("front-proxy-client", issuer=proxy_ca, client=True),
+        **(extra or {}),
+    }
+    sa_key = new_key()
+    files = {
+        f"{pair}.{ext}": pem
+        for pair, kp in pairs.items()
+        for ext, pem in (("crt", kp.cert_pem), ("key", kp.key_pem))
+    }
+    files["sa.key"] = key_pem(sa_key)
+    files["sa.pub"] = sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    for file, data in files.items():
+        (directory / file).write_bytes(data)
+        (directory / file).chmod(0o600)
+    context = ssl.create_default_context(cafile=str(directory / "ca.crt"))
+    context.load_cert_chain(str(directory / "admin.crt"), str(directory / "admin.key"))
+    return ControlPlanePki(directory=directory, ca=ca, admin=admin, context=context)

@@ -55,21 +55,15 @@ def missing_tools(directory: Path | None = None) -> list[str]:
     return missing
 
 
-def ensure_tools(log: Log = print_log) -> Path:
-    """Run the (idempotent) build script; stream its progress lines to ``log``.
+def run_build(argv: list[str], log: Log, *, show: Callable[[str], bool]) -> tuple[int, list[str]]:
+    """Run a build script from the repo root, passing the lines ``show`` picks on to ``log``.
 
-    When everything is built at the pinned versions the script only checks versions
-    (about a second). Raises :class:`ToolsError` with the build's tail on failure.
+    Returns the exit code and the last 40 lines, for the error a failed build raises: the
+    progress lines alone rarely say why it failed.
     """
-    directory = tools_dir()
-    if not BUILD_SCRIPT.is_file():
-        raise ToolsError(f"{BUILD_SCRIPT} is missing")
-    missing = missing_tools(directory)
-    if missing:
-        log(f"[k8s-tools] missing in {directory}: {', '.join(missing)}; building them now")
     tail: list[str] = []
     proc = subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)],
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -82,11 +76,29 @@ def ensure_tools(log: Log = print_log) -> Path:
         for line in proc.stdout:
             line = line.rstrip("\n")
             tail = [*tail[-39:], line]
-            if line.startswith("[k8s-tools]") or missing:
+            if show(line):
                 log(line)
-    if proc.returncode != 0:
+    return proc.returncode, tail
+
+
+def ensure_tools(log: Log = print_log) -> Path:
+    """Run the (idempotent) build script; stream its progress lines to ``log``.
+
+    When everything is built at the pinned versions the script only checks versions
+    (about a second). Raises :class:`ToolsError` with the build's tail on failure.
+    """
+    directory = tools_dir()
+    if not BUILD_SCRIPT.is_file():
+        raise ToolsError(f"{BUILD_SCRIPT} is missing")
+    missing = missing_tools(directory)
+    if missing:
+        log(f"[k8s-tools] missing in {directory}: {', '.join(missing)}; building them now")
+    code, tail = run_build(
+        ["bash", str(BUILD_SCRIPT)], log, show=lambda line: bool(missing) or line.startswith("[k8s-tools]")
+    )
+    if code != 0:
         raise ToolsError(
-            f"building the Kubernetes test tools failed (exit {proc.returncode}).\n"
+            f"building the Kubernetes test tools failed (exit {code}).\n"
             + "\n".join(tail)
             + "\n\nGet the tools with `make k8s-tools` (tests/k8s/build-tools.sh; needs Go"
             " >= 1.26 and the Go module proxy), or point KUBECONFIG to an existing cluster."

@@ -15,7 +15,6 @@ when the context exits, also on failure. Every set-up step prints its time.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import ipaddress
 import json
@@ -26,16 +25,16 @@ import ssl
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.support.kube.env import KubeEnv, StartupError, helm_dirs
-from tests.support.kube.pki import key_pem, make_cert, new_key
-from tests.support.kube.tools import ToolsError, tools_dir
+from tests.support.kube import control_plane as cp
+from tests.support.kube.env import KubeEnv, StartupError
+from tests.support.kube.pki import KeyPair, make_cert, write_control_plane_pki
+from tests.support.kube.probes import api_call, http_ok
+from tests.support.kube.tools import ToolsError, run_build, tools_dir
 from tests.support.paths import REPO_ROOT
 from tests.support.processes import LoggedProcess, free_port
 
@@ -49,7 +48,7 @@ IMAGES_SCRIPT = HERE / "images.sh"
 
 NODE_NAME = "realnode"
 POD_CIDR = "10.244.0.0/16"
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = cp.SERVICE_CIDR
 #: First address of the service range: the ``kubernetes`` Service.
 API_SERVICE_IP = "10.96.0.1"
 DNS_SERVICE_IP = "10.96.0.10"
@@ -105,25 +104,9 @@ def unsupported_reason() -> str | None:
 
 def _stream(argv: list[str], log: Log, what: str) -> None:
     """Run a build script, passing its progress lines on; raise ToolsError with its tail."""
-    tail: list[str] = []
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        errors="replace",
-        cwd=REPO_ROOT,
-    )
-    assert proc.stdout is not None
-    with proc:
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail = [*tail[-39:], line]
-            if line.startswith("["):
-                log(line)
-    if proc.returncode != 0:
-        raise ToolsError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
+    code, tail = run_build(argv, log, show=lambda line: line.startswith("["))
+    if code != 0:
+        raise ToolsError(f"{what} failed (exit {code}):\n" + "\n".join(tail))
 
 
 def ensure_host_packages(log: Log) -> None:
@@ -172,7 +155,7 @@ class RealCluster:
     workdir: Path = field(init=False)
     node_ip: str = field(init=False)
     server: str = field(init=False)
-    processes: list[LoggedProcess] = field(init=False, default_factory=list)
+    components: cp.Components = field(init=False)
     net: network.HostNetwork = field(init=False)
     _ports: dict[str, int] = field(init=False, default_factory=dict)
     _ssl: ssl.SSLContext = field(init=False)
@@ -185,6 +168,7 @@ class RealCluster:
         self._t0 = self._step = time.monotonic()
         # Short: unix socket paths (containerd's, the shims') must stay under 108 bytes.
         self.workdir = Path(tempfile.mkdtemp(prefix="cb-rn-", dir="/tmp"))
+        self.components = cp.Components(self.workdir / "logs", START_TIMEOUT, path=self.bin_dir)
         self.node_ip = network.node_ip()
         self.net = network.HostNetwork(POD_CIDR, SERVICE_CIDR, BRIDGE, self.log)
         self.log(f"[realnode] starting a real one-node cluster in {self.workdir} (node IP {self.node_ip})")
@@ -235,27 +219,20 @@ class RealCluster:
         )
         self._done("kube-dns Service, default ServiceAccount")
         self.log(f"[realnode] cluster ready in {time.monotonic() - self._t0:.1f}s")
-        env = {**os.environ, **helm_dirs(self.workdir)}
-        env["KUBECONFIG"] = str(self.kubeconfig)
-        env["KUBECACHEDIR"] = str(self.workdir / "kube-cache")
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        env["CONTAINERD_ADDRESS"] = str(sock)
-        return KubeEnv(
+        return cp.local_kube_env(
+            self.bin_dir,
+            self.workdir,
             kubeconfig=self.kubeconfig,
-            env=env,
-            kubectl_bin=str(self.bin_dir / "kubectl"),
-            helm_bin=str(self.bin_dir / "helm"),
             server=self.server,
-            local=True,
-            workdir=self.workdir,
-            node_names=(NODE_NAME,),
+            node_names=[NODE_NAME],
+            extra_env={"CONTAINERD_ADDRESS": str(sock)},
         )
 
     def stop(self) -> None:
         """Stop every process by PID (reverse start order) and undo every host change."""
         t0 = time.monotonic()
-        for proc in reversed(self.processes):
-            proc.stop(grace=10.0)
+        if hasattr(self, "components"):
+            self.components.stop(grace=10.0)
         # The containers outlive kubelet, containerd and their shims: end them by PID.
         for _ in range(50):
             if network.kill_cgroup_processes("kubepods") == 0:
@@ -286,12 +263,7 @@ class RealCluster:
         self.log(f"[realnode] torn down ({time.monotonic() - t0:.1f}s)")
 
     def log_tails(self, lines: int = 25) -> str:
-        parts = []
-        for proc in self.processes:
-            code = proc.exited
-            state = "running" if code is None else f"exited with {code}"
-            parts.append(f"----- {proc.name} ({state}), {proc.log_path} -----\n{proc.tail(lines)}")
-        return "\n".join(parts)
+        return self.components.log_tails(lines)
 
     @property
     def kubeconfig(self) -> Path:
@@ -305,117 +277,47 @@ class RealCluster:
         self._step = now
 
     def _spawn(self, name: str, argv: list[str]) -> LoggedProcess:
-        proc = LoggedProcess(name, argv, self.workdir / "logs" / f"{name}.log")
-        proc.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
-        self.processes.append(proc)
-        proc.start(env)
-        return proc
+        return self.components.spawn(name, argv)
 
     def _wait(self, what: str, check: Callable[[], bool], deadline: float) -> None:
-        while True:
-            for proc in self.processes:
-                if proc.exited is not None:
-                    raise StartupError(
-                        f"{proc.name} exited with {proc.exited} while waiting for {what}\n" + self.log_tails()
-                    )
-            if check():
-                return
-            if time.monotonic() > deadline:
-                raise StartupError(
-                    f"timed out after {START_TIMEOUT:.0f}s waiting for {what}\n" + self.log_tails()
-                )
-            time.sleep(0.1)
+        self.components.wait(what, check, deadline)
 
     def _write_certs(self) -> None:
-        from cryptography.hazmat.primitives import serialization
-
-        d = self.workdir / "pki"
-        d.mkdir()
-        self._pki = d
         ca = make_cert("callboard-realnode-ca")
         api_names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
         api_names.append(f"kubernetes.default.svc.{CLUSTER_DOMAIN}")
-        serving = make_cert(
-            "kube-apiserver",
-            issuer=ca,
-            dns=api_names,
-            ips=["127.0.0.1", self.node_ip, API_SERVICE_IP],
-            server=True,
-        )
         hostname = socket.gethostname()
-        kubelet = make_cert(
-            f"system:node:{NODE_NAME}",
-            issuer=ca,
-            dns=[NODE_NAME, hostname, "localhost"],
-            ips=[self.node_ip, "127.0.0.1"],
-            server=True,
-        )
-        admin = make_cert("admin", issuer=ca, orgs=["system:masters"], client=True)
         node = make_cert(f"system:node:{NODE_NAME}", issuer=ca, orgs=["system:nodes"], client=True)
-        apiserver_kubelet = make_cert(
-            "kube-apiserver-kubelet-client", issuer=ca, orgs=["system:masters"], client=True
-        )
-        proxy_ca = make_cert("callboard-realnode-front-proxy-ca")
-        proxy_client = make_cert("front-proxy-client", issuer=proxy_ca, client=True)
-        sa_key = new_key()
-        files = {
-            "ca.crt": ca.cert_pem,
-            "ca.key": ca.key_pem,
-            "serving.crt": serving.cert_pem,
-            "serving.key": serving.key_pem,
-            "admin.crt": admin.cert_pem,
-            "admin.key": admin.key_pem,
-            "kubelet.crt": kubelet.cert_pem,
-            "kubelet.key": kubelet.key_pem,
-            "apiserver-kubelet-client.crt": apiserver_kubelet.cert_pem,
-            "apiserver-kubelet-client.key": apiserver_kubelet.key_pem,
-            "front-proxy-ca.crt": proxy_ca.cert_pem,
-            "front-proxy-client.crt": proxy_client.cert_pem,
-            "front-proxy-client.key": proxy_client.key_pem,
-            "sa.key": key_pem(sa_key),
-            "sa.pub": sa_key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        extra = {
+            "kubelet": make_cert(
+                f"system:node:{NODE_NAME}",
+                issuer=ca,
+                dns=[NODE_NAME, hostname, "localhost"],
+                ips=[self.node_ip, "127.0.0.1"],
+                server=True,
+            ),
+            "node": node,
+            # logs / exec / port-forward: the API server calls the kubelet with this identity.
+            "apiserver-kubelet-client": make_cert(
+                "kube-apiserver-kubelet-client", issuer=ca, orgs=["system:masters"], client=True
             ),
         }
-        for name, data in files.items():
-            (d / name).write_bytes(data)
-            (d / name).chmod(0o600)
-        self._ca, self._admin, self._node = ca, admin, node
-        ctx = ssl.create_default_context(cafile=str(d / "ca.crt"))
-        ctx.load_cert_chain(str(d / "admin.crt"), str(d / "admin.key"))
-        self._ssl = ctx
+        pki = write_control_plane_pki(
+            self.workdir / "pki",
+            name="callboard-realnode",
+            serving_cn="kube-apiserver",
+            serving_dns=api_names,
+            serving_ips=["127.0.0.1", self.node_ip, API_SERVICE_IP],
+            extra=extra,
+            ca=ca,
+        )
+        self._pki = pki.directory
+        self._ca, self._admin, self._node, self._ssl = ca, pki.admin, node, pki.context
 
-    def _kubeconfig_text(self, user: str, cert: Any) -> str:
-        def b64(data: bytes) -> str:
-            return base64.b64encode(data).decode()
-
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "callboard-realnode",
-                    "cluster": {"server": self.server, "certificate-authority-data": b64(self._ca.cert_pem)},
-                }
-            ],
-            "users": [
-                {
-                    "name": user,
-                    "user": {
-                        "client-certificate-data": b64(cert.cert_pem),
-                        "client-key-data": b64(cert.key_pem),
-                    },
-                }
-            ],
-            "contexts": [
-                {"name": "callboard-realnode", "context": {"cluster": "callboard-realnode", "user": user}}
-            ],
-            "current-context": "callboard-realnode",
-            "preferences": {},
-        }
-        return json.dumps(config, indent=2)
+    def _kubeconfig_text(self, user: str, cert: KeyPair) -> str:
+        return cp.kubeconfig_text(
+            server=self.server, ca=self._ca, cluster="callboard-realnode", user=user, cert=cert
+        )
 
     def _write_kubeconfigs(self) -> None:
         for name, user, cert in (
@@ -427,95 +329,49 @@ class RealCluster:
             path.chmod(0o600)
 
     def _etcd_argv(self) -> list[str]:
-        client = f"http://127.0.0.1:{self._ports['etcd']}"
-        peer = f"http://127.0.0.1:{self._ports['etcd-peer']}"
-        return [
-            str(self.bin_dir / "etcd"),
-            "--name=realnode",
-            f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=realnode={peer}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ]
+        return cp.etcd_argv(
+            self.bin_dir,
+            name="realnode",
+            data_dir=self.workdir / "etcd",
+            client_port=self._ports["etcd"],
+            peer_port=self._ports["etcd-peer"],
+        )
 
     def _apiserver_argv(self) -> list[str]:
         p = self._pki
-        port = self._ports["apiserver"]
-        return [
-            str(self.bin_dir / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{self._ports['etcd']}",
-            f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            f"--tls-cert-file={p / 'serving.crt'}",
-            f"--tls-private-key-file={p / 'serving.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
+        return cp.apiserver_argv(
+            self.bin_dir,
+            p,
+            cert_dir=self.workdir / "apiserver-certs",
+            etcd_port=self._ports["etcd"],
+            port=self._ports["apiserver"],
             # The machine's own interface: pods reach it through the `kubernetes` Service,
             # whose endpoint the default reconciler keeps at the advertise address.
-            "--bind-address=0.0.0.0",
-            f"--advertise-address={self.node_ip}",
-            f"--secure-port={port}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true",
-            "--authorization-mode=Node,RBAC",
-            f"--service-account-issuer=https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            # logs / exec / port-forward: the API server calls the kubelet with this identity.
-            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-            "--profiling=false",
-            "--v=0",
-        ]
-
-    def _component_flags(self) -> list[str]:
-        kc = str(self.kubeconfig)
-        return [
-            f"--kubeconfig={kc}",
-            f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            f"--tls-cert-file={self._pki / 'serving.crt'}",
-            f"--tls-private-key-file={self._pki / 'serving.key'}",
-        ]
+            bind="0.0.0.0",
+            advertise=self.node_ip,
+            service_account_issuer=f"https://kubernetes.default.svc.{CLUSTER_DOMAIN}",
+            extra=[
+                # logs / exec / port-forward: the API server calls the kubelet with this identity.
+                f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP",
+            ],
+        )
 
     def _kcm_argv(self) -> list[str]:
-        p = self._pki
-        return [
-            str(self.bin_dir / "kube-controller-manager"),
-            *self._component_flags(),
-            f"--secure-port={self._ports['kcm']}",
-            "--controllers=*",
+        return cp.kcm_argv(
+            self.bin_dir,
+            self._pki,
+            kubeconfig=self.kubeconfig,
+            port=self._ports["kcm"],
             # The node gets its pod subnet from here (the CNI config uses the same /24).
-            "--allocate-node-cidrs=true",
-            f"--cluster-cidr={POD_CIDR}",
-            "--node-cidr-mask-size=24",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            "--use-service-account-credentials=true",
-            f"--root-ca-file={p / 'ca.crt'}",
-            f"--cluster-signing-cert-file={p / 'ca.crt'}",
-            f"--cluster-signing-key-file={p / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--v=0",
-        ]
+            extra=["--allocate-node-cidrs=true", f"--cluster-cidr={POD_CIDR}", "--node-cidr-mask-size=24"],
+        )
 
     def _scheduler_argv(self) -> list[str]:
-        return [
-            str(self.bin_dir / "kube-scheduler"),
-            *self._component_flags(),
-            f"--secure-port={self._ports['scheduler']}",
-        ]
+        return cp.scheduler_argv(
+            self.bin_dir, self._pki, kubeconfig=self.kubeconfig, port=self._ports["scheduler"]
+        )
 
     def _write_containerd_config(self) -> None:
         c = self.workdir / "containerd"
@@ -763,27 +619,10 @@ state = "{c}/state"
     # ---- HTTP
 
     def _http_ok(self, url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2, context=self._ssl) as resp:
-                return bool(resp.status == 200)
-        except (OSError, urllib.error.URLError):
-            return False
+        return http_ok(url, context=self._ssl)
 
     def _api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.server + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=10, context=self._ssl) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            return err.code, err.read().decode(errors="replace")
-        except (OSError, urllib.error.URLError) as err:
-            return 0, str(err)
+        return api_call(self.server, method, path, body, context=self._ssl)
 
 
 @contextlib.contextmanager
