@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from callboard.errors import NodeDrainingError
 from callboard.kube.autoscaling.loop import (
     Autoscaler,
     AutoscalerMetrics,
@@ -23,7 +24,6 @@ from callboard.kube.autoscaling.loop import (
     scale_path,
 )
 from callboard.kube.autoscaling.policy import VICTIM_COST, AutoscaleSettings, Buffer, ScalingMode
-from callboard.errors import NodeDrainingError
 from callboard.kube.k8s.client import ConflictError, KubeApiError
 from callboard.kube.resource.constants import POD_DELETION_COST
 from callboard.registry import InMemorySessionKVStore, NodeInfo, SessionInfo, SessionRegistry
