@@ -357,7 +357,7 @@ class Autoscaler:
             return
         try:
             await asyncio.wait_for(asyncio.shield(self.registry.clear_drain_marks(ids)), UNDRAIN_TIMEOUT)
-        except (TimeoutError, StoreError) as exc:
+        except (TimeoutError, StoreError, KubeApiError) as exc:  # KubeApiError: no longer leading
             logger.warning(
                 "could not take back the drain marks of %s (they expire with their TTL): %s",
                 ", ".join(ids),
