@@ -203,3 +203,19 @@ async def test_g9_a_mark_set_while_the_agent_is_created_still_refuses(
     assert [agent.closed for agent in factory.created] == [1]
     assert await a.registry.get_for_call("call-1") == []
     assert a.sessions == []
+
+
+async def test_g9_a_start_request_to_a_marked_launcher_is_answered_draining(
+    marked_node: tuple[AgentLauncher[FakeAgent], AgentFactory], redis_url: str
+) -> None:
+    a, factory = marked_node
+    operator = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator")
+    await operator.start()
+    try:
+        await operator.mark_draining(["node-a"], ttl=60)
+        request = await operator.request_start("node-a", "call-1", session_id="s-1")
+        result = await wait_until(lambda: operator.get_start_result(request.request_id), what="the answer")
+        assert not result.accepted and result.reason == "draining"
+        assert factory.created == [] and await operator.get("call-1", "s-1") is None
+    finally:
+        await operator.stop()
