@@ -208,7 +208,7 @@ async def test_g9_a_mark_set_while_the_agent_is_created_still_refuses(
 async def test_g9_a_start_request_to_a_marked_launcher_is_answered_draining(
     marked_node: tuple[AgentLauncher[FakeAgent], AgentFactory], redis_url: str
 ) -> None:
-    a, factory = marked_node
+    launcher, factory = marked_node
     operator = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator")
     await operator.start()
     try:
@@ -217,5 +217,6 @@ async def test_g9_a_start_request_to_a_marked_launcher_is_answered_draining(
         result = await wait_until(lambda: operator.get_start_result(request.request_id), what="the answer")
         assert not result.accepted and result.reason == "draining"
         assert factory.created == [] and await operator.get("call-1", "s-1") is None
+        assert launcher.stats.rejected["draining"] == 1
     finally:
         await operator.stop()
