@@ -284,11 +284,11 @@ class Autoscaler:
             if patching
             else []
         )
-        if drained:
-            await self.registry.mark_draining(
-                drained, ttl=s.drain_mark_ttl, by=f"autoscaler {s.namespace}/{s.deployment}"
-            )
         try:
+            if drained:
+                await self.registry.mark_draining(
+                    drained, ttl=s.drain_mark_ttl, by=f"autoscaler {s.namespace}/{s.deployment}"
+                )
             check, fresh = await self._check_again(scale, current, decision, marked)
             fresh_views = {v.name: v for v in fresh}
             undrain = sorted({n for name in check.kept for n in by_name[name].node_ids} & set(drained))
@@ -311,14 +311,14 @@ class Autoscaler:
             return dataclasses.replace(decision, target=current, victims=(), reason=check.reason)
         if not patching:
             return dataclasses.replace(decision, target=check.target, victims=check.removed)
+        # From here on a failure without an answer (no HTTP status, or cancelled on the wire)
+        # may have scaled down all the same: the marks are left to their TTL then.
         try:
             await self._patch_scale(scale, check.target, direction="down")
         except KubeApiError as exc:
             if exc.status:  # answered: refused, so nothing is removed
                 await self._undrain([n for name in check.removed for n in by_name[name].node_ids])
-            raise  # no answer: it may have happened; the marks expire with their TTL
-        except asyncio.CancelledError:
-            raise  # the outcome is unknown: leave the marks to their TTL
+            raise
         logger.info(
             "scaled down %d -> %d, removing idle pods %s%s",
             current,

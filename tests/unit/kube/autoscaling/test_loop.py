@@ -573,3 +573,23 @@ async def test_g9_metrics_mode_sets_no_drain_mark_and_gives_a_busy_victim_its_co
     assert cluster.cost(names[2]) == "1"
     assert decision.target == 2 and decision.victims == (names[1],)
     assert cluster.scale_patches == []
+
+
+async def test_g9_a_scale_patch_without_an_answer_leaves_the_marks_to_their_ttl(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+
+    async def applied_but_no_answer(scale: Mapping[str, Any], replicas: int, *, direction: str) -> None:
+        cluster.scale(replicas)  # the API server did it; the answer was lost
+        raise KubeApiError(0, "connection reset")
+
+    auto._patch_scale = applied_but_no_answer  # type: ignore[method-assign]
+    with pytest.raises(KubeApiError):
+        await auto.cycle()
+    assert set(cluster.deleted) == {names[1], names[2]}
+    # The pods may be on their way out: they keep refusing sessions until their marks expire.
+    assert await auto.registry.drain_marks(names) == {names[1], names[2]}
