@@ -372,9 +372,11 @@ class AgentLauncher(Generic[AgentT]):
                 return existing
         if not self._running:
             raise RuntimeError("AgentLauncher is not running: call start() first")
+        self._check_capacity()
         # The operator's drain mark (a scale-down chose this node): refuse before creating an
         # agent; the registration refuses too, atomically, should the mark come meanwhile.
-        self._check_capacity(marked=await self._registry.drain_marked())
+        if await self._registry.drain_marked():
+            self._check_capacity(marked=True)
         self._starting += 1
         try:
             agent = await self.launch(**dict(agent_kwargs or {}))
