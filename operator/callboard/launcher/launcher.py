@@ -373,6 +373,10 @@ class AgentLauncher(Generic[AgentT]):
         if not self._running:
             raise RuntimeError("AgentLauncher is not running: call start() first")
         self._check_capacity()
+        # The operator's drain mark (a scale-down chose this node): refuse before creating an
+        # agent; the registration refuses too, atomically, should the mark come meanwhile.
+        if await self._registry.drain_marked():
+            self._check_capacity(marked=True)
         self._starting += 1
         try:
             agent = await self.launch(**dict(agent_kwargs or {}))
@@ -562,10 +566,10 @@ class AgentLauncher(Generic[AgentT]):
 
     # -- internals ------------------------------------------------------------------------
 
-    def _check_capacity(self) -> None:
+    def _check_capacity(self, *, marked: bool = False) -> None:
         active = len(self._sessions) + self._starting
         limit = self.max_concurrent_sessions
-        rejection = check_admission(draining=self._draining, active=active, capacity=limit)
+        rejection = check_admission(draining=self._draining, active=active, capacity=limit, marked=marked)
         if rejection is not None:
             self.stats.rejected[_STAT_OF[rejection]] += 1
             raise admission_error(rejection, node_id=self.node_id, active=active, capacity=limit)

@@ -22,6 +22,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
 | ``index/callboard_only``               | "1": the last scan found no foreign session | 2 scan intervals |
 | ``leases/foreign_scan``                | node id of the one scanner | 2 scan intervals |
+| ``drain_marks/{node_id}``              | JSON: who marked it, when | the operator's drain-mark TTL |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
 the store adds it. Channel names for push notices are built here too.
@@ -33,6 +34,7 @@ __all__ = [
     "CALL_INDEX_PREFIX",
     "CLOSE_CHANNEL_PREFIX",
     "CLOSE_PREFIX",
+    "DRAIN_MARKS_PREFIX",
     "ENDED_PREFIX",
     "ENDED_TTL",
     "FOREIGN_SCAN_LEASE",
@@ -48,6 +50,7 @@ __all__ = [
     "call_index_key",
     "close_channel",
     "close_key",
+    "drain_mark_key",
     "ended_key",
     "node_digest_key",
     "node_index_key",
@@ -72,6 +75,10 @@ START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
 START_RESULTS_PREFIX = "start_results/"
 START_CLAIMS_PREFIX = "start_claims/"
+#: A node the operator is about to remove (a scale-down victim): while the key lives the
+#: node takes no new session (:mod:`callboard.registry.drain_marks`). Its TTL bounds how
+#: long a dead operator can keep a node out of service.
+DRAIN_MARKS_PREFIX = "drain_marks/"
 
 #: Set by the foreign scan when a whole scan found no session of a documented-layout
 #: (Vision Agents) node, for two scan intervals. While it lives, per-call reads and limits
@@ -100,6 +107,11 @@ def ended_key(call_id: str, session_id: str) -> str:
 
 def node_key(node_id: str) -> str:
     return f"{NODES_PREFIX}{node_id}"
+
+
+def drain_mark_key(node_id: str) -> str:
+    """The operator's mark on a node it is about to remove: no new session while it lives."""
+    return f"{DRAIN_MARKS_PREFIX}{node_id}"
 
 
 def call_index_key(call_id: str) -> str:

@@ -1,6 +1,7 @@
 """The admission check both node runtimes (launcher and sidecar) share.
 
-A node takes a new session unless it is draining or full; the per-call limit is checked
+A node takes a new session unless it is draining (by itself, or marked so by the operator
+before a scale-down, see :mod:`~callboard.registry.drain_marks`) or full; the per-call limit is checked
 atomically by :meth:`SessionRegistry.register` (it counts every node) and surfaces as
 :class:`~callboard.errors.MaxSessionsPerCallExceeded`. Each refusal has one
 :class:`StartRejection` (what a start request's answer says) and one
@@ -29,14 +30,18 @@ _ERRORS: dict[StartRejection, type[CapacityError]] = {
 }
 
 
-def check_admission(*, draining: bool, active: int, capacity: int | None) -> StartRejection | None:
+def check_admission(
+    *, draining: bool, active: int, capacity: int | None, marked: bool = False
+) -> StartRejection | None:
     """Why this node must refuse one more session, or None when it may take it.
 
     ``active`` counts the node's sessions *and* those being started (so a burst of
-    concurrent starts cannot overshoot); ``capacity`` None means unlimited. Draining wins
-    over capacity: a draining node says so, whatever its load.
+    concurrent starts cannot overshoot); ``capacity`` None means unlimited. ``marked``: the
+    operator's drain mark is on the node (a scale-down is about to remove it), which
+    refuses like draining. Draining wins over capacity: a draining node says so, whatever
+    its load.
     """
-    if draining:
+    if draining or marked:
         return StartRejection.DRAINING
     if capacity is not None and active >= capacity:
         return StartRejection.CAPACITY

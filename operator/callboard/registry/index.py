@@ -20,7 +20,7 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from callboard.errors import MaxSessionsPerCallExceeded, SessionConflictError
+from callboard.errors import MaxSessionsPerCallExceeded, NodeDrainingError, SessionConflictError
 from callboard.registry import _keys as k
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim, decode_or_none
 from callboard.registry.store import PubSubSupport, SessionKVStore
@@ -31,6 +31,7 @@ __all__ = [
     "SessionIndex",
     "close_notice",
     "conflict_error",
+    "drain_marked_error",
     "member_hash",
     "parse_close_notice",
 ]
@@ -82,6 +83,13 @@ def conflict_error(call_id: str, session_id: str, owner: str) -> SessionConflict
     )
 
 
+def drain_marked_error(node_id: str) -> NodeDrainingError:
+    """The error for registering a new session on a node the operator marked for removal."""
+    return NodeDrainingError(
+        f"node {node_id} is marked draining by the operator (about to be removed) and takes no new sessions"
+    )
+
+
 def close_notice(call_id: str, session_id: str) -> bytes:
     """The payload of a pushed close notice (ids never contain ``/``)."""
     return f"{call_id}/{session_id}".encode()
@@ -103,12 +111,15 @@ class SessionIndex(ABC):
         *,
         max_sessions_per_call: int | None = None,
         exact: bool | None = None,
+        admit: bool = True,
     ) -> None:
         """Write the session record (and indexes).
 
         ``MaxSessionsPerCallExceeded`` if the call is full (``exact``: count the call's
         records by their keys too, see :meth:`sessions_for_call`); ``SessionConflictError``
-        if another node's live record holds the key (this node's own may be rewritten).
+        if another node's live record holds the key (this node's own may be rewritten);
+        with ``admit`` (a new session, not a restore) ``NodeDrainingError`` while the
+        operator's drain mark on the node lives (atomic with the write in Redis).
         """
 
     @abstractmethod
@@ -195,7 +206,10 @@ class KVSessionIndex(SessionIndex):
         *,
         max_sessions_per_call: int | None = None,
         exact: bool | None = None,
+        admit: bool = True,
     ) -> None:
+        if admit and await self.store.get(k.drain_mark_key(info.node_id)) is not None:
+            raise drain_marked_error(info.node_id)  # best effort: a plain store has no atomic check
         key = k.session_key(info.call_id, info.session_id)
         current = decode_or_none(SessionInfo.from_json, await self.store.get(key))
         if current is not None and current.node_id != info.node_id:

@@ -60,6 +60,7 @@ class SessionRecords(RegistryCore):
         max_sessions_per_call: int | None = None,
         started_at: float | None = None,
         metrics: Mapping[str, Any] | None = None,
+        new: bool = True,
     ) -> SessionInfo:
         """Record a new session of this node.
 
@@ -72,6 +73,9 @@ class SessionRecords(RegistryCore):
         a restart of the process that owns the registry), in the same single write; out of
         bounds (see :mod:`~callboard.registry.bounds`) they raise
         :class:`~callboard.errors.InvalidValueError` and nothing is written.
+        A ``new`` session (not a restore, ``new=False``) is refused with
+        :class:`~callboard.errors.NodeDrainingError` while the operator's drain mark on this
+        node lives (see :mod:`~callboard.registry.drain_marks`; atomic with the write in Redis).
         """
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
@@ -86,7 +90,7 @@ class SessionRecords(RegistryCore):
             metrics_updated_at=None if metrics is None else time.time(),
         )
         await self._index.register(
-            info, self._ttl, max_sessions_per_call=max_sessions_per_call, exact=self._exact
+            info, self._ttl, max_sessions_per_call=max_sessions_per_call, exact=self._exact, admit=new
         )
         self._local[(call_id, session_id)] = info
         return info

@@ -292,7 +292,7 @@ class SidecarService:
                 await self._starts.answer(request, accepted=True)
             return existing, False
         if not restore:
-            refusal = self._refusal()
+            refusal = await self._admission()
             if refusal is not None:
                 SidecarStats.bump(self.stats.refused, refusal[0])
                 if request is not None:
@@ -314,6 +314,7 @@ class SidecarService:
                 max_sessions_per_call=max_sessions_per_call,
                 started_at=started_at if restore else None,
                 metrics=metrics if restore else (metrics or None),
+                new=not restore,
             )
         except CapacityError as exc:
             rejection = rejection_for(exc) or StartRejection.CALL_LIMIT
@@ -469,10 +470,18 @@ class SidecarService:
         if not self.connected:
             raise StoreUnavailableError("the sidecar is not connected to the registry store yet")
 
-    def _refusal(self) -> tuple[StartRejection, CapacityError] | None:
+    async def _admission(self) -> tuple[StartRejection, CapacityError] | None:
+        """Why a new session must be refused: draining or full here, else the operator's drain
+        mark (a scale-down chose this node; the registration checks it again, atomically)."""
+        refusal = self._refusal()
+        if refusal is None and await self.registry.drain_marked():
+            refusal = self._refusal(marked=True)
+        return refusal
+
+    def _refusal(self, *, marked: bool = False) -> tuple[StartRejection, CapacityError] | None:
         active = len(self.registry.local_sessions) + self._in_flight
         capacity = self.settings.node.capacity
-        rejection = check_admission(draining=self._draining, active=active, capacity=capacity)
+        rejection = check_admission(draining=self._draining, active=active, capacity=capacity, marked=marked)
         if rejection is None:
             return None
         node_id = self.registry.node_id
@@ -525,7 +534,7 @@ class SidecarService:
         if claim is not StartClaim.CLAIMED:  # withdrawn, expired, or another process has it
             self._starts.drop(request.request_id)
             return
-        refusal = self._refusal()
+        refusal = await self._admission()
         if refusal is not None:  # full or draining: the operator places it elsewhere at once
             await self._starts.answer(request, accepted=False, reason=refusal[0])
         elif self._starts.hold(request):

@@ -25,6 +25,7 @@ import kopf
 import pytest
 import yaml
 
+from callboard.errors import NodeDrainingError, StoreError
 from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
 from callboard.kube.autoscaling.policy import AutoscaleSettings, Buffer, ScalingMode
 from callboard.kube.k8s.client import KubeApi
@@ -268,3 +269,105 @@ async def _eq(value: Awaitable[int], expected: int) -> bool:
 
 async def _len(mapping: dict[str, Any]) -> int:
     return len(mapping)
+
+
+async def test_g9_sessions_that_land_during_the_settle_window_keep_their_pod(
+    kube_env: KubeEnv, kube_namespace: str, redis_url: str, installed: str
+) -> None:
+    """A scale-down victim is marked draining: what tries to land on it meanwhile goes elsewhere.
+
+    Three pods: p0 full, p1 and p2 idle after p1's sessions end; the buffer wants two, so the
+    newest idle pod (p2) is the victim. From its mark until it is deleted a placer keeps
+    trying it first (as ``spread`` would: it is the emptiest), and on refusal puts one session
+    on p1 instead. That session keeps its pod, p2 goes, and no session ever ran on p2.
+    """
+    ns, release = kube_namespace, installed
+    deployment = f"{release}-callboard-agents-{POOL}"
+    admin = KubeApi(_login(kube_env, namespace=ns))
+    operator = KubeApi(_login(kube_env, namespace=ns, service_account=f"{release}-callboard"))
+    await admin.open()
+    await operator.open()
+    scale_path = f"/apis/apps/v1/namespaces/{ns}/deployments/{deployment}/scale"
+    selector = (await admin.get(scale_path))["status"]["selector"]
+    sidecars = Sidecars(admin, redis_url, ns, selector)
+    store = RedisSessionKVStore(url=redis_url)
+    await store.start()
+    registry = SessionRegistry(store, node_id="autoscaler", ttl=10, foreign_scan_interval=None)
+    settings = AutoscaleSettings(
+        mode=ScalingMode.SCALE,
+        namespace=ns,
+        deployment=deployment,
+        pool=POOL,
+        min_replicas=1,
+        max_replicas=6,
+        buffer=Buffer(count=1),
+        interval=INTERVAL,
+        scale_down_window=WINDOW,
+        settle=3.0,  # long enough for the placer below to act inside it
+    )
+    stop = asyncio.Event()
+
+    async def replicas() -> int:
+        return int((await admin.get(scale_path))["spec"]["replicas"])
+
+    async def up(count: int) -> None:
+        await until(lambda: _eq(replicas(), count), timeout=60, what=f"{count} replicas")
+        await until(lambda: _eq(_len(sidecars.nodes), count), timeout=60, what=f"{count} registered pods")
+
+    tasks = [
+        asyncio.create_task(sidecars.run(), name="sidecars"),
+        asyncio.create_task(
+            run_autoscaler(settings=settings, registry=registry, api=operator, stop=stop), name="autoscaler"
+        ),
+    ]
+    try:
+        await up(1)
+        p0 = sidecars.order[0]
+        kept = [await sidecars.start_session(p0) for _ in range(CAPACITY)]  # (2 + 1) / 2 -> 2
+        await up(2)
+        p1 = sidecars.order[1]
+        ending = [await sidecars.start_session(p1) for _ in range(CAPACITY)]  # (4 + 1) / 2 -> 3
+        await up(3)
+        p2 = sidecars.order[2]
+        for session in ending:  # (2 + 1) / 2 -> 2: one idle pod goes, the newest (p2)
+            await sidecars.nodes[p1].remove(*session)
+
+        async def marked() -> set[str]:
+            return await registry.drain_marks([p0, p1, p2])
+
+        assert await until(marked, timeout=60, interval=0.01, what="the victim's drain mark") == {p2}
+        refused, landed_on_victim = 0, []
+        while (victim := sidecars.nodes.get(p2)) is not None:  # until its pod goes
+            try:
+                landed_on_victim.append(await victim.register(f"try-{refused}", "s"))
+            except NodeDrainingError:
+                refused += 1
+            except StoreError:
+                break  # its sidecar stopped meanwhile (the pod is being deleted)
+            if refused == 1:
+                kept.append(await sidecars.start_session(p1))  # placed elsewhere, inside the window
+            await asyncio.sleep(0.05)
+        assert landed_on_victim == [] and refused >= 1
+
+        async def left() -> set[str] | None:
+            names = {
+                p["metadata"]["name"]
+                for p in await sidecars.pods()
+                if not p["metadata"].get("deletionTimestamp")
+            }
+            return names if len(names) == 2 else None
+
+        assert await until(left, timeout=60, what="2 pods left") == {p0, p1}
+        assert await replicas() == 2
+        live = {(s.node_id, s.call_id) for s in await registry.list_sessions()}
+        assert live == {(p0, call) for call, _ in kept[:CAPACITY]} | {(p1, kept[-1][0])}
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(tasks[1], 5)
+        tasks[0].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await sidecars.close()
+        await store.close()
+        await operator.close()
+        await admin.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from callboard import MaxSessionsPerCallExceeded, StoreUnavailableError
+from callboard import MaxSessionsPerCallExceeded, NodeDrainingError, StoreUnavailableError
 from callboard.launcher import AgentLauncher, CloseReason
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from callboard.registry import _keys as k
@@ -163,3 +163,60 @@ async def test_stop_with_live_sessions_leaves_no_store_connection_open(
             assert node.stats.closed["stopped"] == 20
     finally:
         await observer.aclose()
+
+
+@pytest.fixture
+async def marked_node(redis_url: str) -> AsyncIterator[tuple[AgentLauncher[FakeAgent], AgentFactory]]:
+    """A launcher on node-a and its agent factory (to see which agents it made)."""
+    factory = AgentFactory()
+    registry = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="node-a")
+    launcher = AgentLauncher(factory, fake_join, registry=registry)
+    await launcher.start()
+    yield launcher, factory
+    await launcher.stop()
+
+
+async def test_g9_a_node_marked_draining_refuses_a_start(
+    marked_node: tuple[AgentLauncher[FakeAgent], AgentFactory],
+) -> None:
+    a, factory = marked_node
+    await a.registry.mark_draining(["node-a"], ttl=60, by="operator")
+    with pytest.raises(NodeDrainingError, match="node-a"):
+        await a.start_session("call-1")
+    assert factory.created == []  # refused before an agent was made
+    assert a.stats.rejected["draining"] == 1
+    assert await a.registry.get_for_call("call-1") == []
+
+
+async def test_g9_a_mark_set_while_the_agent_is_created_still_refuses(
+    marked_node: tuple[AgentLauncher[FakeAgent], AgentFactory],
+) -> None:
+    """The registration itself refuses: the mark may come after the admission check."""
+    a, factory = marked_node
+    factory.gate = asyncio.Event()
+    start = asyncio.create_task(a.start_session("call-1"))
+    await wait_until(lambda: a.stats.started == 0 and a._starting == 1, what="the start to pass admission")
+    await a.registry.mark_draining(["node-a"], ttl=60)
+    factory.gate.set()
+    with pytest.raises(NodeDrainingError):
+        await start
+    assert [agent.closed for agent in factory.created] == [1]
+    assert await a.registry.get_for_call("call-1") == []
+    assert a.sessions == []
+
+
+async def test_g9_a_start_request_to_a_marked_launcher_is_answered_draining(
+    marked_node: tuple[AgentLauncher[FakeAgent], AgentFactory], redis_url: str
+) -> None:
+    launcher, factory = marked_node
+    operator = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator")
+    await operator.start()
+    try:
+        await operator.mark_draining(["node-a"], ttl=60)
+        request = await operator.request_start("node-a", "call-1", session_id="s-1")
+        result = await wait_until(lambda: operator.get_start_result(request.request_id), what="the answer")
+        assert not result.accepted and result.reason == "draining"
+        assert factory.created == [] and await operator.get("call-1", "s-1") is None
+        assert launcher.stats.rejected["draining"] == 1
+    finally:
+        await operator.stop()

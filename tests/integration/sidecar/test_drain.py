@@ -132,3 +132,31 @@ async def test_the_stream_ends_on_exit(sidecar_factory: SidecarFactory) -> None:
         body = b"".join([chunk async for chunk in response.aiter_bytes()])  # returns: the stream ended
     assert b"event: drain" in body
     assert await sidecar.wait(10) == 0
+
+
+async def test_g9_a_sidecar_marked_draining_by_the_operator_refuses_a_session(
+    sidecar_factory: SidecarFactory, peer: SessionRegistry
+) -> None:
+    sidecar = await sidecar_factory()
+    await peer.mark_draining(["node-a"], ttl=60, by="operator")
+    refused = await sidecar.http.post("/v1/sessions", json={"call_id": "call-1", "session_id": "s-1"})
+    assert refused.status_code == 503, refused.text
+    assert await peer.get("call-1", "s-1") is None
+    await peer.clear_drain_marks(["node-a"])
+    taken = await sidecar.http.post("/v1/sessions", json={"call_id": "call-1", "session_id": "s-1"})
+    assert taken.status_code == 201, taken.text
+    assert await peer.get("call-1", "s-1") is not None
+
+
+async def test_g9_a_start_request_to_a_marked_sidecar_is_answered_draining(
+    sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
+) -> None:
+    sidecar = await sidecar_factory()
+    await app_factory(python_app(sidecar, log_dir=tmp_path))
+    await wait_until(lambda: _consumers(sidecar), what="the app's event stream")
+    await peer.mark_draining(["node-a"], ttl=60)
+    request = await peer.request_start("node-a", "call-1", session_id="s-1")
+    result = await wait_until(lambda: peer.get_start_result(request.request_id), what="the answer")
+    assert not result.accepted and result.reason == "draining"
+    assert await peer.get("call-1", "s-1") is None
+    assert await sidecar.session_ids() == []

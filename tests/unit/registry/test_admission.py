@@ -34,6 +34,13 @@ def test_check_admission(
     assert check_admission(draining=draining, active=active, capacity=capacity) is expected
 
 
+@pytest.mark.parametrize(("active", "capacity"), [(0, None), (0, 5), (7, 5)])
+def test_g9_operator_drain_mark_refuses_like_draining(active: int, capacity: int | None) -> None:
+    assert check_admission(draining=False, active=active, capacity=capacity, marked=True) is (
+        StartRejection.DRAINING
+    )
+
+
 @pytest.mark.parametrize(
     ("rejection", "error"),
     [

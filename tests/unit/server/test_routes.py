@@ -149,6 +149,17 @@ async def test_draining_node_is_503_and_not_ready(make_node: MakeNode) -> None:
     assert node["draining"] is True and node["free_slots"] == 0
 
 
+async def test_g9_node_api_refuses_a_start_on_a_node_marked_draining(make_node: MakeNode) -> None:
+    """A session started outside the operator (``POST``) does not land on a scale-down victim."""
+    a = await make_node()
+    await a.launcher.registry.mark_draining(["node-a"], ttl=60)
+    response = await a.client.post("/calls/call-1/sessions")
+    assert response.status_code == 503 and "draining" in response.json()["detail"]
+    assert a.factory.created == [] and await a.launcher.registry.get_for_call("call-1") == []
+    await a.launcher.registry.clear_drain_marks(["node-a"])
+    assert (await a.client.post("/calls/call-1/sessions")).status_code == 201
+
+
 async def test_unreachable_registry_is_503_never_500(make_node: MakeNode) -> None:
     store = FlakyStore()
     a = await make_node(store=store)

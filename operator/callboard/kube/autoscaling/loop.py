@@ -9,14 +9,22 @@ while it holds the leader lease. Each cycle (every ``interval`` seconds):
 4. :func:`~callboard.kube.autoscaling.policy.assess` and
    :func:`~callboard.kube.autoscaling.policy.decide_scale`;
 5. in ``scale`` mode: scale up at once; to scale down, mark the idle pods to remove with the
-   lowest ``pod-deletion-cost``, wait ``settle`` seconds, check again that each is still idle
-   and still marked (a session may have landed, or the operator rewritten the cost), decide
-   again on the fresh view (a busy pod that turned not-ready, more demand: fewer or no
-   removals, the marks taken back), and
+   lowest ``pod-deletion-cost`` *and* mark their nodes draining in the registry
+   (:meth:`~callboard.registry.SessionRegistry.mark_draining`, with a TTL): from then on
+   those nodes refuse every new session (their registration checks the mark atomically) and
+   the placer skips them. Wait ``settle`` seconds, check again on a fresh view that each is
+   still idle and still marked (a session registered before the mark, or the operator
+   rewrote the cost), decide again on that view (a busy pod that turned not-ready, more
+   demand: fewer or no removals; :func:`~callboard.kube.autoscaling.policy.confirm_scale_down`),
+   take back both marks of every victim that stays, and
    patch the scale (with the read's resourceVersion, so a concurrent change wins) down by
-   the pods that passed. The ReplicaSet controller then removes exactly those.
-6. in ``metrics`` mode: the same marks, and the target exported as a metric for an HPA or a
-   KEDA ScaledObject (which does the scaling).
+   the pods that passed. The ReplicaSet controller then removes exactly those. On any
+   failure before the patch the drain marks are taken back; a patch whose outcome is
+   unknown (no answer) leaves them to their TTL.
+6. in ``metrics`` mode: the same cost marks (no drain marks: nothing says when, or whether,
+   the HPA acts), the same check after ``settle`` (a victim that got a session meanwhile
+   gets its cost back at once, and the exported target counts it), and the target exported
+   as a metric for an HPA or a KEDA ScaledObject (which does the scaling).
 
 RBAC: ``get``/``patch`` on ``deployments/scale`` and ``list`` on ``pods`` in the agent
 namespace, ``patch`` on those pods (the operator already has it for its annotations).
@@ -45,9 +53,11 @@ from callboard.kube.autoscaling.policy import (
     AutoscaleSettings,
     PodView,
     ScaleDecision,
+    ScaleDownCheck,
     ScalingMode,
     Stabilizer,
     assess,
+    confirm_scale_down,
     decide_scale,
 )
 from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, pod_path
@@ -57,6 +67,10 @@ from callboard.registry import NodeInfo, SessionInfo, SessionRegistry
 __all__ = ["Autoscaler", "AutoscalerMetrics", "pod_views", "run_autoscaler", "scale_path"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds to wait for the drain marks to be taken back after a failed scale-down (also when
+#: the task is cancelled): never hold a shutdown on Redis; a mark left expires with its TTL.
+UNDRAIN_TIMEOUT = 2.0
 
 
 def scale_path(namespace: str, deployment: str) -> str:
@@ -161,6 +175,7 @@ def pod_views(
                 capacity=min(capacities) if capacities else None,
                 created=str(meta.get("creationTimestamp") or ""),
                 cost=_parse_cost(pod),
+                node_ids=tuple(sorted(n.node_id for n in records)),
             )
         )
     return views
@@ -213,8 +228,7 @@ class Autoscaler:
             costs = {v.name: v.cost for v in views}
             marked = {n for n in decision.victims if costs.get(n) == VICTIM_COST}
             marked |= await self._set_costs({n: VICTIM_COST for n in decision.victims if n not in marked})
-            if s.mode is ScalingMode.SCALE:
-                decision = await self._scale_down(scale, current, decision, marked)
+            decision = await self._scale_down(scale, current, decision, marked, views)
         elif decision.target > current and s.mode is ScalingMode.SCALE:
             await self._patch_scale(scale, decision.target, direction="up")
             logger.info(
@@ -254,28 +268,78 @@ class Autoscaler:
         return {name for name in done if name is not None}
 
     async def _scale_down(
-        self, scale: Mapping[str, Any], current: int, decision: ScaleDecision, marked: set[str]
+        self,
+        scale: Mapping[str, Any],
+        current: int,
+        decision: ScaleDecision,
+        marked: set[str],
+        views: list[PodView],
     ) -> ScaleDecision:
+        """Mark, settle, check again on a fresh view, then patch (scale mode) or export."""
         s = self.settings
-        # Not-ready pods need no mark: the controller deletes them first anyway.
-        unmarked_removals = (current - decision.target) - len(decision.victims)
+        patching = s.mode is ScalingMode.SCALE
+        by_name = {v.name: v for v in views}
+        drained = (
+            sorted({n for name in decision.victims if name in marked for n in by_name[name].node_ids})
+            if patching
+            else []
+        )
+        try:
+            if drained:
+                await self.registry.mark_draining(
+                    drained, ttl=s.drain_mark_ttl, by=f"autoscaler {s.namespace}/{s.deployment}"
+                )
+            check, fresh = await self._check_again(scale, current, decision, marked)
+            fresh_views = {v.name: v for v in fresh}
+            undrain = sorted({n for name in check.kept for n in by_name[name].node_ids} & set(drained))
+            if undrain:
+                await self.registry.clear_drain_marks(undrain)
+            if check.kept:
+                await self._set_costs(
+                    {name: fresh_views[name].sessions or 0 for name in check.kept if name in fresh_views}
+                )
+                logger.info(
+                    "not removing %s: no longer idle, or no longer wanted (%s)",
+                    ", ".join(check.kept),
+                    check.reason or "the fresh decision keeps them",
+                    extra=self.log_extra,
+                )
+        except BaseException:
+            await self._undrain(drained)
+            raise
+        if check.target >= current:
+            return dataclasses.replace(decision, target=current, victims=(), reason=check.reason)
+        if not patching:
+            return dataclasses.replace(decision, target=check.target, victims=check.removed)
+        # From here on a failure without an answer (no HTTP status, or cancelled on the wire)
+        # may have scaled down all the same: the marks are left to their TTL then.
+        try:
+            await self._patch_scale(scale, check.target, direction="down")
+        except KubeApiError as exc:
+            if exc.status:  # answered: refused, so nothing is removed
+                await self._undrain([n for name in check.removed for n in by_name[name].node_ids])
+            raise
+        logger.info(
+            "scaled down %d -> %d, removing idle pods %s%s",
+            current,
+            check.target,
+            ", ".join(check.removed) or "-",
+            f" ({decision.reason})" if decision.reason else "",
+            extra=self.log_extra,
+        )
+        return dataclasses.replace(decision, target=check.target, victims=check.removed)
+
+    async def _check_again(
+        self, scale: Mapping[str, Any], current: int, decision: ScaleDecision, marked: set[str]
+    ) -> tuple[ScaleDownCheck, list[PodView]]:
+        """Wait ``settle``, read a fresh view and decide on it again."""
+        s = self.settings
         await asyncio.sleep(s.settle)
-        # Check again: a session may have landed on a victim, or its cost been rewritten.
-        fresh = await self._views(str((scale.get("status") or {}).get("selector") or ""))
-        views = {v.name: v for v in fresh}
-        confirmed = [
-            name
-            for name in decision.victims
-            if name in marked
-            and (view := views.get(name)) is not None
-            and view.idle
-            and view.ready
-            and not view.terminating
-            and view.cost == VICTIM_COST
-        ]
-        # And decide again on the fresh view: not only the victims change meanwhile. A busy
-        # pod that turned not-ready would go first (the controller deletes not-ready pods
+        # Check again: a session may have landed on a victim before its mark, or its cost been
+        # rewritten. And decide again on the fresh view: not only the victims change meanwhile.
+        # A busy pod that turned not-ready would go first (the controller deletes not-ready pods
         # before any cost), demand may have grown, a rollout may have begun.
+        fresh = await self._views(str((scale.get("status") or {}).get("selector") or ""))
         again = assess(fresh, s, pending=self.pending() if self.pending is not None else 0)
         redo = decide_scale(
             current=current,
@@ -283,39 +347,23 @@ class Autoscaler:
             stabilized=self.stabilizer.observe(self.clock(), again.desired),
             pods=fresh,
         )
-        allowed = max(0, current - max(redo.target, decision.target) - unmarked_removals)
-        if len(confirmed) > allowed or redo.target >= current:
-            keep = 0 if redo.target >= current else allowed
-            confirmed = confirmed[:keep]
-            if redo.target >= current:
-                unmarked_removals = 0
-        dropped = [name for name in decision.victims if name not in confirmed]
-        if dropped:
-            await self._set_costs({name: views[name].sessions or 0 for name in dropped if name in views})
-            logger.info(
-                "not removing %s: no longer idle, or no longer wanted (%s)",
-                ", ".join(dropped),
-                redo.reason or "the fresh decision keeps them",
+        check = confirm_scale_down(current=current, decision=decision, redo=redo, fresh=fresh, marked=marked)
+        return check, fresh
+
+    async def _undrain(self, node_ids: Iterable[str]) -> None:
+        """Take drain marks back after a failure (bounded, shielded: also when cancelled)."""
+        ids = sorted(set(node_ids))
+        if not ids:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self.registry.clear_drain_marks(ids)), UNDRAIN_TIMEOUT)
+        except (TimeoutError, StoreError, KubeApiError) as exc:  # KubeApiError: no longer leading
+            logger.warning(
+                "could not take back the drain marks of %s (they expire with their TTL): %s",
+                ", ".join(ids),
+                exc or "timed out",
                 extra=self.log_extra,
             )
-        target = current - unmarked_removals - len(confirmed)
-        if target >= current:
-            return dataclasses.replace(
-                decision,
-                target=current,
-                victims=(),
-                reason=redo.reason or "the chosen pods are busy now",
-            )
-        await self._patch_scale(scale, target, direction="down")
-        logger.info(
-            "scaled down %d -> %d, removing idle pods %s%s",
-            current,
-            target,
-            ", ".join(confirmed) or "-",
-            f" ({decision.reason})" if decision.reason else "",
-            extra=self.log_extra,
-        )
-        return dataclasses.replace(decision, target=target, victims=tuple(confirmed))
 
     async def _patch_scale(self, scale: Mapping[str, Any], replicas: int, *, direction: str) -> None:
         s = self.settings

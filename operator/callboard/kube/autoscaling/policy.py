@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -41,9 +41,11 @@ __all__ = [
     "Buffer",
     "PodView",
     "ScaleDecision",
+    "ScaleDownCheck",
     "ScalingMode",
     "Stabilizer",
     "assess",
+    "confirm_scale_down",
     "decide_scale",
     "desired_replicas",
 ]
@@ -173,6 +175,17 @@ class AutoscaleSettings:
     ReplicaSets reach the ReplicaSet controller through separate watches, so the new costs
     must be in its cache before it picks pods; one second is ample for a healthy control plane."""
 
+    drain_mark_ttl: float = setting(
+        60.0,
+        env="CALLBOARD_AUTOSCALE_DRAIN_MARK_TTL",
+        help="Seconds a scale-down victim's drain mark lives in the registry (it takes no new "
+        "session meanwhile); must exceed the settle time.",
+        parse=parse_float,
+    )
+    """Seconds a victim's drain mark lives in the registry (scale mode). It must outlast the
+    settle time, the scale patch and the ReplicaSet's delete (after which the pod drains by
+    itself on SIGTERM); it bounds how long a dead operator keeps an idle pod out of service."""
+
     def validate(self) -> None:
         """Raise :class:`~callboard.errors.ConfigurationError` for settings that cannot work."""
         if self.mode is ScalingMode.OFF:
@@ -192,6 +205,11 @@ class AutoscaleSettings:
                 raise ConfigurationError(f"autoscaling {name} must be > 0")
         if self.scale_down_window < 0:
             raise ConfigurationError("autoscaling scale-down window must be >= 0")
+        if not self.drain_mark_ttl > self.settle:
+            raise ConfigurationError(
+                f"autoscaling drain-mark TTL ({self.drain_mark_ttl:g}s) must exceed the settle time "
+                f"({self.settle:g}s): a mark must live until the scale patch"
+            )
 
 
 def desired_replicas(
@@ -224,6 +242,8 @@ class PodView:
     """Creation timestamp (RFC 3339 sorts as text): newer idle pods are removed first."""
     cost: int | None = None
     """Its current ``pod-deletion-cost`` annotation, if any (parsed)."""
+    node_ids: tuple[str, ...] = ()
+    """The registry nodes that name this pod (what a drain mark is set on)."""
 
     @property
     def idle(self) -> bool:
@@ -344,3 +364,58 @@ def _scale(
     target = current - count
     reason = "" if target == floor else f"only {unready + len(idle)} idle pods to remove"
     return target, idle[: max(count - unready, 0)], reason
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDownCheck:
+    """A scale-down checked again after the settle window, on a fresh view."""
+
+    target: int
+    """The replica count to set now (``current`` when nothing is to be removed)."""
+    removed: tuple[str, ...]
+    """Victims still idle, still marked and still wanted gone: the pods the patch removes."""
+    kept: tuple[str, ...]
+    """Victims that stay (busy now, cost rewritten, or no longer wanted): marks to take back."""
+    reason: str = ""
+
+
+def confirm_scale_down(
+    *,
+    current: int,
+    decision: ScaleDecision,
+    redo: ScaleDecision,
+    fresh: Sequence[PodView],
+    marked: Collection[str],
+) -> ScaleDownCheck:
+    """Which of ``decision``'s victims may go, given the view read after the settle window.
+
+    ``decision`` was taken on the first view, ``redo`` on ``fresh`` (read after the marks
+    were set and the settle window passed), ``marked`` are the victims whose marks were
+    written. A victim goes only if it is still ready, idle, not terminating and carries its
+    victim cost; and no more go than both decisions allow. Not-ready sessionless pods the
+    first decision counted on (the controller deletes them first) count against that too.
+    A fresh decision that keeps every pod (a busy pod turned not-ready, more demand, a
+    rollout) keeps them all.
+    """
+    views = {v.name: v for v in fresh}
+    unmarked_removals = (current - decision.target) - len(decision.victims)
+    confirmed = [
+        name
+        for name in decision.victims
+        if name in marked
+        and (view := views.get(name)) is not None
+        and view.idle
+        and view.ready
+        and not view.terminating
+        and view.cost == VICTIM_COST
+    ]
+    if redo.target >= current:
+        confirmed, unmarked_removals = [], 0
+    else:
+        allowed = max(0, current - max(redo.target, decision.target) - unmarked_removals)
+        confirmed = confirmed[:allowed]
+    kept = tuple(name for name in decision.victims if name not in confirmed)
+    target = current - unmarked_removals - len(confirmed)
+    if target >= current:
+        return ScaleDownCheck(current, (), kept, redo.reason or "the chosen pods are busy now")
+    return ScaleDownCheck(target, tuple(confirmed), kept, decision.reason)

@@ -19,7 +19,14 @@ does, the bundled Redis's password is what keeps forged records out.
 
 A pod is patched only when its count changed, and at most once per ``min_interval``
 seconds: the latest count is written when the interval has passed (the sync loop calls
-:meth:`PodAnnotator.update` every cycle, so nothing is lost).
+:meth:`PodAnnotator.update` every cycle, so nothing is lost). Two exceptions keep a busy
+pod's protection (a scale-down by an HPA or KEDA, which nothing here confirms, removes the
+lowest cost first):
+
+- a pod that turns busy (its first session) is patched at once, whatever the interval, so
+  it leaves the lowest costs (an idle pod's 0, a victim's mark) within one sync cycle;
+- a busy pod's cost is never lowered while it stays busy (5 sessions, then 2: the cost
+  stays 5, and no patch is sent); it falls to 0 only when the pod runs no session.
 """
 
 from __future__ import annotations
@@ -87,11 +94,15 @@ class PodAnnotator:
         now = self._clock()
         due: dict[PodKey, int] = {}
         for pod, count in counts.items():
-            if self._written.get(pod) == count:
+            written = self._written.get(pod)
+            if written == count:
                 continue
             if now < self._missing_until.get(pod, 0.0):
                 continue
-            if now - self._written_at.get(pod, float("-inf")) < self._min_interval:
+            if count > 0 and written is not None and written > count:
+                continue  # still busy: never lower its cost (nor patch for it)
+            turns_busy = count > 0 and not written
+            if not turns_busy and now - self._written_at.get(pod, float("-inf")) < self._min_interval:
                 continue
             due[pod] = count
         return due

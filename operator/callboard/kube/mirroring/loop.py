@@ -112,6 +112,7 @@ class Syncer:
             nodes, sessions = await asyncio.gather(
                 self._registry.list_nodes(), self._registry.list_sessions()
             )
+            marked = await self._registry.drain_marks([n.node_id for n in nodes])
         except StoreError as exc:
             self.last_error = str(exc)
             self._metrics.sync_errors.inc()
@@ -121,7 +122,7 @@ class Syncer:
         self.last_error = None
         self._throttle.reset("read")
         now = self._clock()
-        snap = Snapshot.build(nodes, sessions, now=now)
+        snap = Snapshot.build(nodes, sessions, now=now, drain_marked=marked)
         self.snapshot = snap
         self._placer.set_snapshot(snap)
         self._changed.fire()

@@ -4,10 +4,13 @@
 whether its spec can be sent to a node at all.
 
 A node is a candidate when its record is fresh (heartbeat within ``freshness`` seconds),
-it is not draining, it belongs to the requested pool (no pool requested: any node) and
-it has a free slot. Its load is the larger of what its heartbeat reported and the
-sessions the registry lists for it, plus the start requests the operator has in flight
-to it (a node's record lags behind its sessions by up to one heartbeat).
+it is not draining (by itself, or marked so in the registry by the autoscaler before a
+scale-down: :class:`~callboard.kube.views.registry_snapshot.Snapshot` shows a marked node as
+draining; the node refuses such a start anyway), it belongs to the requested pool (no
+pool requested: any node) and it has a free slot. Its load is the larger of what its
+heartbeat reported and the sessions the registry lists for it, plus the start requests
+the operator has in flight to it (a node's record lags behind its sessions by up to one
+heartbeat).
 
 - ``packed`` (default) fills the fullest node that still has room, so idle nodes stay
   idle and can be scaled down; nodes without a capacity limit come last.

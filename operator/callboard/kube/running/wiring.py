@@ -43,7 +43,7 @@ CONNECT_RETRY_MAX = 10.0
 class LeaderRegistry(SessionRegistry):
     """The operator's registry handle: start and close requests only while it leads.
 
-    The operator writes nothing to the registry but requests; ``guard`` (the leader
+    The operator writes nothing to the registry but requests and drain marks; ``guard`` (the leader
     lease's ``valid``) is checked before each, so a deposed leader whose loops have not
     stopped yet starts and closes nothing (:class:`NotLeaderError`, retried by the loops
     like any API error until they stop).
@@ -62,6 +62,15 @@ class LeaderRegistry(SessionRegistry):
     async def request_close(self, *args: Any, **kwargs: Any) -> None:
         self._check("close request")
         await super().request_close(*args, **kwargs)
+
+    async def mark_draining(self, *args: Any, **kwargs: Any) -> None:
+        self._check("drain mark")
+        await super().mark_draining(*args, **kwargs)
+
+    async def clear_drain_marks(self, *args: Any, **kwargs: Any) -> None:
+        # A deposed leader must not unmark the new leader's victims; its own marks expire.
+        self._check("drain unmark")
+        await super().clear_drain_marks(*args, **kwargs)
 
 
 class Runtime:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from callboard.registry import NodeInfo, SessionInfo
@@ -21,11 +22,25 @@ class Snapshot:
     """Sessions listed per node id. The placer adds the sessions it saw start since the read."""
     per_call: dict[str, list[SessionInfo]] = field(default_factory=dict)
     """Sessions listed per call id (a Lost object looks here for a replacement)."""
+    drain_marked: frozenset[str] = frozenset()
+    """Nodes the autoscaler marked draining (scale-down victims): shown in ``nodes`` as draining."""
 
     @classmethod
-    def build(cls, nodes: Iterable[NodeInfo], sessions: Iterable[SessionInfo], *, now: float) -> Snapshot:
-        snap = cls(taken_at=now)
-        snap.nodes = {n.node_id: n for n in nodes}
+    def build(
+        cls,
+        nodes: Iterable[NodeInfo],
+        sessions: Iterable[SessionInfo],
+        *,
+        now: float,
+        drain_marked: Collection[str] = (),
+    ) -> Snapshot:
+        """The snapshot of one read; a node in ``drain_marked`` takes no new session, so its
+        view says draining (the placer skips it, a waiting object is not woken for it)."""
+        snap = cls(taken_at=now, drain_marked=frozenset(drain_marked))
+        snap.nodes = {
+            n.node_id: dataclasses.replace(n, draining=True) if n.node_id in snap.drain_marked else n
+            for n in nodes
+        }
         for s in sessions:
             snap.sessions[(s.call_id, s.session_id)] = s
             snap.per_node[s.node_id] += 1

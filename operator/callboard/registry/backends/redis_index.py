@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from callboard.errors import MaxSessionsPerCallExceeded
 from callboard.registry import _keys as k
 from callboard.registry.backends.redis import SCAN_COUNT, _lua, _ms, translate_errors
-from callboard.registry.index import SessionIndex, close_notice, conflict_error
+from callboard.registry.index import SessionIndex, close_notice, conflict_error, drain_marked_error
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class RedisSessionIndex(SessionIndex):
         write_back: bool = False,
         extras: list[str] | None = None,
         auto: bool = False,
+        admit: bool = False,
     ) -> list[Any]:
         keys = [self._k(k.node_index_key(node_id)), self._k(k.node_digest_key(node_id))]
         args: list[Any] = [
@@ -98,6 +99,7 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.ENDED_PREFIX),
             self._k(k.NO_FOREIGN_MARKER) if extras is None and auto else "",
             _ms(ttl * CALL_INDEX_TTL_FACTOR),
+            self._k(k.drain_mark_key(node_id)) if admit else "",
             len(extras or ()),
             *(extras or ()),
         ]
@@ -114,17 +116,20 @@ class RedisSessionIndex(SessionIndex):
         *,
         max_sessions_per_call: int | None = None,
         exact: bool | None = None,
+        admit: bool = True,
     ) -> None:
         limit = max_sessions_per_call or 0
         extras = await self._call_members(info.call_id) if limit and exact else None
         result = await self._register_many(
-            info.node_id, [info], ttl, limit, write_back=False, extras=extras, auto=exact is None
+            info.node_id, [info], ttl, limit, write_back=False, extras=extras, auto=exact is None, admit=admit
         )
         if result[0] == "exact":  # not known to be callboard-only: count the call's keys too
             extras = await self._call_members(info.call_id)
             result = await self._register_many(
-                info.node_id, [info], ttl, limit, write_back=False, extras=extras
+                info.node_id, [info], ttl, limit, write_back=False, extras=extras, admit=admit
             )
+        if result[0] == "draining":
+            raise drain_marked_error(info.node_id)
         if result[0] == "conflict":
             raise conflict_error(info.call_id, info.session_id, str(result[1]))
         if result[0] == "limit":

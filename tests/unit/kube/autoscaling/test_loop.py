@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import pytest
 
+from callboard.errors import NodeDrainingError
 from callboard.kube.autoscaling.loop import (
     Autoscaler,
     AutoscalerMetrics,
@@ -23,7 +24,7 @@ from callboard.kube.autoscaling.loop import (
     scale_path,
 )
 from callboard.kube.autoscaling.policy import VICTIM_COST, AutoscaleSettings, Buffer, ScalingMode
-from callboard.kube.k8s.client import ConflictError
+from callboard.kube.k8s.client import ConflictError, KubeApiError
 from callboard.kube.resource.constants import POD_DELETION_COST
 from callboard.registry import InMemorySessionKVStore, NodeInfo, SessionInfo, SessionRegistry
 from tests.support.fake_kube import FakeDeployment, FakeKube
@@ -428,3 +429,167 @@ async def test_g9_a_busy_pod_that_turns_unready_during_the_settle_window_stops_t
     assert names[0] in cluster.pods
     # The marks were taken back.
     assert cluster.cost(names[1]) == "0" and cluster.cost(names[2]) == "0"
+
+
+def on_mark(auto: Autoscaler, then: Callable[[list[str]], Awaitable[None]]) -> None:
+    """Run ``then`` right after the autoscaler set its drain marks (inside the settle window)."""
+    real = auto.registry.mark_draining
+
+    async def mark_then(node_ids: Collection[str], *, ttl: float, by: str = "") -> None:
+        await real(node_ids, ttl=ttl, by=by)
+        await then(sorted(node_ids))
+
+    auto.registry.mark_draining = mark_then  # type: ignore[method-assign]
+
+
+async def test_g9_victims_are_marked_draining_and_refuse_sessions_in_the_settle_window(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    await agents.start_session(names[0])
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+    refused: list[str] = []
+
+    async def try_to_land(marked: list[str]) -> None:
+        for name in marked:  # the placer, or a start outside the operator
+            with pytest.raises(NodeDrainingError):
+                await agents.start_session(name)
+            refused.append(name)
+
+    on_mark(auto, try_to_land)
+    decision = await auto.cycle()
+    assert refused == [names[1], names[2]]
+    assert decision.target == 1 and set(decision.victims) == {names[1], names[2]}
+    assert set(cluster.deleted) == {names[1], names[2]}
+    # The removed pods keep their marks (they drain by themselves once deleted; the TTL ends them).
+    assert await auto.registry.drain_marks(names) == {names[1], names[2]}
+
+
+async def test_g9_a_victim_whose_session_came_before_the_mark_stays_and_is_unmarked(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    await agents.start_session(names[0])
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+
+    async def landed_before(marked: list[str]) -> None:
+        # Registered between the decision's read and the mark (its write raced the mark and
+        # won, as a restore would): the fresh view must see it.
+        await agents.nodes[names[2]].register("call-raced", "s1", new=False)
+
+    on_mark(auto, landed_before)
+    decision = await auto.cycle()
+    assert decision.target == 2 and decision.victims == (names[1],)
+    assert cluster.deleted == [names[1]]
+    assert cluster.cost(names[2]) == "1"
+    assert await auto.registry.drain_marks(names) == {names[1]}
+    await agents.start_session(names[2])  # it takes new sessions again
+
+
+async def test_g9_a_refused_scale_patch_takes_the_drain_marks_back(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+
+    async def someone_scales(marked: list[str]) -> None:
+        cluster.version += 1  # kubectl scale, between our read and our patch
+
+    on_mark(auto, someone_scales)
+    with pytest.raises(ConflictError):
+        await auto.cycle()
+    assert cluster.scale_patches == [] and cluster.deleted == []
+    assert await auto.registry.drain_marks(names) == set()
+
+
+async def test_g9_a_failed_fresh_read_takes_the_drain_marks_back(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+
+    async def api_goes_down(marked: list[str]) -> None:
+        cluster.kube.down = True
+
+    on_mark(auto, api_goes_down)
+    with pytest.raises(KubeApiError):
+        await auto.cycle()
+    assert cluster.scale_patches == []
+    assert await auto.registry.drain_marks(names) == set()
+
+
+async def test_g9_a_cancelled_scale_down_takes_the_drain_marks_back(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10, settle=30.0)
+    marked = asyncio.Event()
+
+    async def note(node_ids: list[str]) -> None:
+        marked.set()
+
+    on_mark(auto, note)
+    task = asyncio.create_task(auto.cycle())
+    await marked.wait()
+    assert await auto.registry.drain_marks(names) == {names[1], names[2]}
+    task.cancel()  # leadership lost during the settle window
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cluster.scale_patches == []
+    assert await auto.registry.drain_marks(names) == set()
+
+
+async def test_g9_metrics_mode_sets_no_drain_mark_and_gives_a_busy_victim_its_cost_back(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    await agents.start_session(names[0])
+    auto = scaler(
+        cluster, store, mode=ScalingMode.METRICS, buffer=Buffer(count=0), min_replicas=1, capacity=10
+    )
+    landed: list[asyncio.Task[tuple[str, str]]] = []
+
+    def on_patch(name: str, body: dict[str, Any]) -> None:
+        if body["metadata"]["annotations"][COST] == str(VICTIM_COST) and name == names[2] and not landed:
+            landed.append(asyncio.ensure_future(agents.start_session(name)))
+
+    cluster.kube.on_pod_patch = on_patch
+    decision = await auto.cycle()
+    assert landed
+    assert await auto.registry.drain_marks(names) == set()
+    # Checked again after the settle window: the busy victim is no victim any more, at once.
+    assert cluster.cost(names[2]) == "1"
+    assert decision.target == 2 and decision.victims == (names[1],)
+    assert cluster.scale_patches == []
+
+
+async def test_g9_a_scale_patch_without_an_answer_leaves_the_marks_to_their_ttl(
+    store: InMemorySessionKVStore, agents: Agents
+) -> None:
+    cluster = deployment(replicas=3)
+    await agents.sync(cluster)
+    names = sorted(cluster.pods)
+    auto = scaler(cluster, store, buffer=Buffer(count=0), min_replicas=1, capacity=10)
+
+    async def applied_but_no_answer(scale: Mapping[str, Any], replicas: int, *, direction: str) -> None:
+        cluster.scale(replicas)  # the API server did it; the answer was lost
+        raise KubeApiError(0, "connection reset")
+
+    auto._patch_scale = applied_but_no_answer  # type: ignore[method-assign]
+    with pytest.raises(KubeApiError):
+        await auto.cycle()
+    assert set(cluster.deleted) == {names[1], names[2]}
+    # The pods may be on their way out: they keep refusing sessions until their marks expire.
+    assert await auto.registry.drain_marks(names) == {names[1], names[2]}

@@ -12,12 +12,15 @@ from callboard import config
 from callboard.errors import ConfigurationError
 from callboard.kube.autoscaling.policy import (
     DEFAULT_CAPACITY,
+    VICTIM_COST,
     AutoscaleSettings,
     Buffer,
     PodView,
+    ScaleDecision,
     ScalingMode,
     Stabilizer,
     assess,
+    confirm_scale_down,
     decide_scale,
     desired_replicas,
 )
@@ -322,6 +325,78 @@ def from_env(environ: dict[str, str]) -> AutoscaleSettings:
     return settings
 
 
+# -- the check after the settle window -----------------------------------------------------
+
+
+def victim(name: str, sessions: int | None = 0, **kw: object) -> PodView:
+    return pod(name, sessions, cost=VICTIM_COST, **kw)
+
+
+def test_g9_confirm_removes_victims_that_stayed_idle_and_marked() -> None:
+    decision = ScaleDecision(target=2, victims=("c", "d"))
+    fresh = [pod("a", 1, cost=1), pod("b", 1, cost=1), victim("c"), victim("d")]
+    redo = ScaleDecision(target=2, victims=("c", "d"))
+    check = confirm_scale_down(current=4, decision=decision, redo=redo, fresh=fresh, marked={"c", "d"})
+    assert (check.target, check.removed, check.kept) == (2, ("c", "d"), ())
+
+
+def test_g9_confirm_keeps_a_victim_that_got_a_session_during_the_settle_window() -> None:
+    decision = ScaleDecision(target=2, victims=("c", "d"))
+    fresh = [pod("a", 1), pod("b", 1), victim("c", 1), victim("d")]
+    check = confirm_scale_down(current=4, decision=decision, redo=decision, fresh=fresh, marked={"c", "d"})
+    assert (check.target, check.removed, check.kept) == (3, ("d",), ("c",))
+
+
+@pytest.mark.parametrize(
+    ("fresh_c", "marked"),
+    [
+        (victim("c", None), {"c"}),  # its node record is gone: sessions unknown
+        (victim("c", ready=False), {"c"}),
+        (victim("c", terminating=True), {"c"}),
+        (victim("c", draining=True), {"c"}),
+        (pod("c", 0, cost=0), {"c"}),  # the cost was rewritten
+        (victim("c"), set()),  # the mark was never written (the pod was not found)
+    ],
+)
+def test_g9_confirm_removes_no_victim_that_is_not_idle_ready_and_marked(
+    fresh_c: PodView, marked: set[str]
+) -> None:
+    decision = ScaleDecision(target=1, victims=("c",))
+    check = confirm_scale_down(
+        current=2, decision=decision, redo=decision, fresh=[pod("a", 1), fresh_c], marked=marked
+    )
+    assert (check.target, check.removed, check.kept) == (2, (), ("c",))
+    assert check.reason
+
+
+def test_g9_confirm_keeps_every_pod_when_the_fresh_decision_keeps_them() -> None:
+    decision = ScaleDecision(target=2, victims=("c", "d"))
+    fresh = [pod("a", 1, ready=False), pod("b", 1), victim("c"), victim("d")]
+    redo = ScaleDecision(target=4, reason="not-ready pods that may run sessions: a")
+    check = confirm_scale_down(current=4, decision=decision, redo=redo, fresh=fresh, marked={"c", "d"})
+    assert (check.target, check.removed, check.kept) == (4, (), ("c", "d"))
+    assert "not-ready" in check.reason
+
+
+def test_g9_confirm_removes_no_more_than_the_fresh_decision_wants() -> None:
+    decision = ScaleDecision(target=2, victims=("c", "d"))
+    fresh = [pod("a", 1), pod("b", 1), victim("c"), victim("d")]
+    redo = ScaleDecision(target=3, victims=("d",))  # more demand meanwhile
+    check = confirm_scale_down(current=4, decision=decision, redo=redo, fresh=fresh, marked={"c", "d"})
+    assert (check.target, check.removed, check.kept) == (3, ("c",), ("d",))
+
+
+def test_confirm_counts_the_sessionless_not_ready_pods_the_controller_takes_first() -> None:
+    # 4 -> 2: one not-ready sessionless pod (no mark needed) and one victim.
+    decision = ScaleDecision(target=2, victims=("d",))
+    fresh = [pod("a", 1), pod("b", 0, ready=False), pod("c", 1), victim("d")]
+    check = confirm_scale_down(current=4, decision=decision, redo=decision, fresh=fresh, marked={"d"})
+    assert (check.target, check.removed) == (2, ("d",))
+    redo = ScaleDecision(target=3)
+    check = confirm_scale_down(current=4, decision=decision, redo=redo, fresh=fresh, marked={"d"})
+    assert (check.target, check.removed, check.kept) == (3, (), ("d",))
+
+
 def test_settings_from_env() -> None:
     s = from_env(
         {
@@ -375,6 +450,10 @@ def test_settings_default_off() -> None:
         ({"CALLBOARD_AUTOSCALE_SETTLE": "-1"}, "settle must be > 0"),
         ({"CALLBOARD_AUTOSCALE_SCALE_DOWN_WINDOW": "-1"}, "window must be >= 0"),
         ({"CALLBOARD_AUTOSCALE_BUFFER": "lots"}, "percentage"),
+        (
+            {"CALLBOARD_AUTOSCALE_SETTLE": "5", "CALLBOARD_AUTOSCALE_DRAIN_MARK_TTL": "5"},
+            r"drain-mark TTL \(5s\) must exceed the settle time",
+        ),
     ],
 )
 def test_settings_errors(env: dict[str, str], message: str) -> None:

@@ -75,3 +75,29 @@ async def test_g11_pods_outside_the_managed_namespaces_are_never_patched() -> No
     clock.now += 61  # checked again later, still refused
     assert await pods.update(counts) == 0
     assert api.pods[("elsewhere", "agent-1")]["metadata"]["annotations"] == {}
+
+
+async def test_g9_a_pod_that_turns_busy_is_protected_at_once_whatever_the_interval() -> None:
+    api, clock = FakeKube(), Clock()
+    api.add_pod("p1", "ns", labels=AGENT)
+    pods = PodAnnotator(api, min_interval=60.0, clock=clock)
+    assert await pods.update({("ns", "p1"): 0}) == 1
+    clock.now += 1
+    assert pods.due({("ns", "p1"): 1}) == {("ns", "p1"): 1}  # 0 -> busy: not held by the interval
+    assert await pods.update({("ns", "p1"): 1}) == 1
+    assert api.calls[-1][2]["metadata"]["annotations"][POD_DELETION_COST] == "1"
+    assert api.calls[-1][2]["metadata"]["labels"] == {BUSY_LABEL: "true"}
+
+
+async def test_g9_a_busy_pod_s_cost_is_never_lowered_while_it_stays_busy() -> None:
+    api, clock = FakeKube(), Clock()
+    api.add_pod("p1", "ns", labels=AGENT)
+    pods = PodAnnotator(api, min_interval=5.0, clock=clock)
+    assert await pods.update({("ns", "p1"): 5}) == 1
+    clock.now += 100
+    assert pods.due({("ns", "p1"): 2}) == {}  # still busy: the cost stays 5
+    assert await pods.update({("ns", "p1"): 2}) == 0
+    assert await pods.update({("ns", "p1"): 1}) == 0
+    assert await pods.update({("ns", "p1"): 0}) == 1  # idle: now it may fall
+    assert api.calls[-1][2]["metadata"]["annotations"][POD_DELETION_COST] == "0"
+    assert await pods.update({("ns", "p1"): 3}) == 1  # busy again, at once

@@ -30,6 +30,18 @@ async def test_apply_places_on_the_packed_node_and_runs(harness: Harness) -> Non
     assert await harness.reasons("a1") == ["StartRequested", "Started"]
 
 
+async def test_g9_a_node_marked_draining_by_the_autoscaler_gets_no_placement(harness: Harness) -> None:
+    await harness.node("idle", capacity=4)
+    busy = await harness.node("busy", capacity=4)  # packed would choose it
+    await busy.registry.register("other", "s-other")
+    await busy.registry.heartbeat()
+    await harness.runtime.registry.mark_draining(["busy"], ttl=60)
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    assert status["nodeId"] == "idle" and status["attempts"] == 1
+    assert busy.requests == []
+
+
 async def test_no_capacity_waits_pending_then_runs_when_a_node_appears(harness: Harness) -> None:
     harness.kube.apply("a1", "call-1", pool="gpu")
     status = await harness.phase("a1", "Pending")

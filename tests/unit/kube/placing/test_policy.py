@@ -19,6 +19,7 @@ from callboard.kube.placing.policy import (
 )
 from callboard.kube.resource.constants import FINALIZER
 from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import NodeInfo
 
 NOW = 1_000_000.0
@@ -90,6 +91,15 @@ def test_unfit_nodes_are_skipped_with_their_verdict(bad: NodeInfo, verdict: Verd
     )
     assert found == []
     assert tally == Counter({verdict: 1})
+
+
+def test_g9_a_node_the_autoscaler_marked_draining_is_no_candidate() -> None:
+    snap = Snapshot.build([node("a", active=3), node("b", active=1)], [], now=NOW, drain_marked={"a"})
+    found, tally = candidates(snap.nodes.values(), load={}, pool=None, now=NOW, freshness=15.0)
+    assert [c.node_id for c in found] == ["b"] and tally[Verdict.DRAINING] == 1
+    assert snap.drain_marked == {"a"}
+    # A waiting object is not woken for a marked node: it is not in the capacity signature.
+    assert {n for n, _, _ in snap.capacity_signature(freshness=15.0)} == {"b"}
 
 
 def test_pool_filter_and_any_pool() -> None:

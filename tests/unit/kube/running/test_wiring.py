@@ -70,3 +70,14 @@ async def test_g8_a_deposed_runtime_sends_no_start_or_close_request(harness: Har
         await registry.request_close("call-1", "s1")
     assert await node.registry.pending_start_requests() == []
     assert node.closes == 0 and node.sessions == ["s1"]
+
+
+async def test_g8_a_deposed_runtime_neither_sets_nor_takes_back_drain_marks(harness: Harness) -> None:
+    registry = harness.runtime.registry
+    await registry.mark_draining(["n1"], ttl=60)  # the new leader's mark, say
+    registry.guard = lambda: False
+    with pytest.raises(NotLeaderError):
+        await registry.mark_draining(["n2"], ttl=60)
+    with pytest.raises(NotLeaderError):
+        await registry.clear_drain_marks(["n1"])
+    assert await registry.drain_marks(["n1", "n2"]) == {"n1"}

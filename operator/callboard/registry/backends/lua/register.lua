@@ -8,20 +8,24 @@
 -- owner) else "0" (a new registration: refuse another owner); ARGV[6] = prefixed "ended/";
 -- ARGV[7] = the callboard-only marker key ('' = do not check it: the caller scanned, or
 -- the fleet is declared callboard-only);
--- ARGV[8] = the TTL in ms of a call index (long, see heartbeat.lua); ARGV[9] = how many
+-- ARGV[8] = the TTL in ms of a call index (long, see heartbeat.lua);
+-- ARGV[9] = the node's drain mark key ('' = do not check it: a write-back or a restore);
+-- ARGV[10] = how many
 -- extra session ids of the call follow (found by a scan: sessions of documented-layout
 -- nodes the index may not know), then those ids; then per session i:
 -- session id, node index member "call_id/session_id", record JSON.
 -- Returns {'ok', written}, {'limit', live sessions in the call},
--- {'conflict', owner node id}, or {'exact'} when the fleet is not known to be callboard-only
--- and the caller must scan the call's keys and pass them as extras.
+-- {'conflict', owner node id}, {'draining'} when the operator marked the node for removal
+-- (checked here, in the write, so no session slips in after the mark), or {'exact'} when
+-- the fleet is not known to be callboard-only and the caller must scan the call's keys and
+-- pass them as extras.
 local ttl = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local node_id = ARGV[4]
 local write_back = ARGV[5] == '1'
 local call_ttl = tonumber(ARGV[8])
-local n_extra = tonumber(ARGV[9])
-local base = 9 + n_extra
+local n_extra = tonumber(ARGV[10])
+local base = 10 + n_extra
 local n = (#KEYS - 2) / 2
 
 -- Add (sign 1) or take away (-1) one member's words in a node index's digest.
@@ -51,6 +55,10 @@ local function owner_of(key)
   return nil  -- garbage is nobody's record
 end
 
+if ARGV[9] ~= '' and redis.call('EXISTS', ARGV[9]) == 1 then
+  return {'draining'}
+end
+
 if not write_back then
   local owner = owner_of(KEYS[3])
   if owner and owner ~= node_id then
@@ -64,7 +72,7 @@ if limit > 0 then
   end
   local call_index, sid, live = KEYS[4], ARGV[base + 1], 0
   for i = 1, n_extra do
-    local member = ARGV[9 + i]
+    local member = ARGV[10 + i]
     local pttl = redis.call('PTTL', ARGV[3] .. member)
     if pttl > 0 then
       redis.call('SADD', call_index, member)
