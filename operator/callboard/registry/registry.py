@@ -8,6 +8,7 @@ protocol, so a change to one protocol is made in one file:
 - :mod:`~callboard.registry.records`: session and node records, heartbeat, reads;
 - :mod:`~callboard.registry.push`: close requests and the push streams;
 - :mod:`~callboard.registry.start_requests`: start requests and their answers;
+- :mod:`~callboard.registry.fencing`: the operator leader's fence (G8);
 - :mod:`~callboard.registry.foreign`: the scan that indexes Vision Agents nodes' sessions.
 
 This module holds only the lifecycle (start, stop) that wires them together.
@@ -24,6 +25,7 @@ from callboard._aio import guarded_task, stop_tasks
 from callboard.errors import ConfigurationError, StoreError
 from callboard.registry import _keys as k
 from callboard.registry._core import generate_node_id
+from callboard.registry.fencing import Fencing
 from callboard.registry.foreign import ForeignScan
 from callboard.registry.index import KVSessionIndex
 from callboard.registry.models import FleetMode
@@ -40,7 +42,7 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT = 2.0
 
 
-class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan):
+class SessionRegistry(SessionRecords, PushStreams, StartRequests, Fencing, ForeignScan):
     """Registration, heartbeat, cross-node close and expiry of agent sessions.
 
     ``store`` defaults to a fresh :class:`InMemorySessionKVStore` (one process);
