@@ -23,6 +23,7 @@ Over a store without scripts the checks are read then written (see
 
 from __future__ import annotations
 
+from callboard.errors import ConfigurationError
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
 from callboard.registry.index import deposed_error, flag_token
@@ -41,7 +42,7 @@ class Fencing(RegistryCore):
         :class:`~callboard.errors.DeposedLeaderError` so the caller stops acting.
         """
         if isinstance(token, bool) or not isinstance(token, int) or token < 0:
-            raise ValueError(f"a fencing token is an integer >= 0, got {token!r}")
+            raise ConfigurationError(f"a fencing token is an integer >= 0, got {token!r}")
         fence = await self._index.raise_fence(token)
         if fence > token:
             raise deposed_error("raising the fence", token, fence)
