@@ -52,8 +52,9 @@ class LeaderRegistry(SessionRegistry):
     loops like any API error until they stop). A request that passed the guard and was
     delayed (a paused process, a slow network) is stopped by the nodes instead: with a
     ``fencing_token`` (the Lease's ``leaseTransitions``) every request carries it, none
-    goes out before :meth:`publish_fence` raised the registry's fence to it, and nodes
-    refuse requests below the fence (:mod:`callboard.registry.fencing`).
+    goes out before :meth:`publish_fence` raised the registry's fence to it (the first
+    request publishes it if the runtime has not yet), and nodes refuse requests below the
+    fence (:mod:`callboard.registry.fencing`).
     """
 
     guard: Callable[[], bool] | None = None
@@ -69,8 +70,15 @@ class LeaderRegistry(SessionRegistry):
             raise NotLeaderError(0, f"{what}: refused, this replica no longer leads")
         if self.deposed:
             raise NotLeaderError(0, f"{what}: refused, a newer leader raised the registry's fence")
-        if self.fencing_token is not None and not self.fence_published:
-            raise NotLeaderError(0, f"{what}: refused until this term's fence is in the registry")
+
+    async def _ensure_fence(self, what: str) -> None:
+        """Publish this term's fence now if it is not yet: no request may precede it."""
+        if self.fencing_token is None or self.fence_published:
+            return
+        try:
+            await self.publish_fence()
+        except DeposedLeaderError as exc:
+            raise NotLeaderError(0, f"{what}: {exc}") from exc
 
     async def publish_fence(self) -> None:
         """Raise the registry's fence to this term's token (at the start and periodically).
@@ -90,11 +98,13 @@ class LeaderRegistry(SessionRegistry):
 
     async def request_start(self, *args: Any, **kwargs: Any) -> StartRequest:
         self._check("start request")
+        await self._ensure_fence("start request")
         kwargs["fencing_token"] = self.fencing_token
         return await super().request_start(*args, **kwargs)
 
     async def request_close(self, *args: Any, **kwargs: Any) -> None:
         self._check("close request")
+        await self._ensure_fence("close request")
         kwargs["fencing_token"] = self.fencing_token
         try:
             await super().request_close(*args, **kwargs)

@@ -7,7 +7,7 @@ import pytest
 from callboard.errors import StoreError
 from callboard.kube.k8s.client import NotLeaderError
 from callboard.kube.running.wiring import OPERATOR_NODE_ID, LeaderRegistry, Runtime
-from callboard.registry import InMemorySessionKVStore, StartClaim
+from callboard.registry import InMemorySessionKVStore, SessionRegistry, StartClaim, StartRequest
 from tests.support.fake_kube import FakeKube
 from tests.support.waiting import wait_until
 from tests.unit.kube.conftest import Harness, fast_settings
@@ -87,14 +87,21 @@ def _leader(store: InMemorySessionKVStore, term: int) -> LeaderRegistry:
 async def test_g8_no_request_goes_out_before_the_terms_fence_is_published() -> None:
     store = InMemorySessionKVStore()
     leader = _leader(store, 3)
-    with pytest.raises(NotLeaderError):
-        await leader.request_start("n1", "call-1", session_id="s1")
-    with pytest.raises(NotLeaderError):
-        await leader.request_close("call-1", "s1")
-    await leader.publish_fence()
-    assert await leader.get_fence() == 3
-    request = await leader.request_start("n1", "call-1", session_id="s1")
+    assert await leader.get_fence() is None
+    request = await leader.request_start("n1", "call-1", session_id="s1")  # the runtime has not yet
     assert request.fencing_token == 3
+    assert leader.fence_published and await leader.get_fence() == 3
+    late = _leader(store, 2)  # a deposed term that never published: its first request is refused
+    with pytest.raises(NotLeaderError):
+        await late.request_close("call-1", "s1")
+    with pytest.raises(NotLeaderError):
+        await late.request_start("n1", "call-2", session_id="s2")
+    assert late.deposed and [r.session_id for r in await _pending(store, "n1")] == ["s1"]
+
+
+async def _pending(store: InMemorySessionKVStore, node_id: str) -> list[StartRequest]:
+    node = SessionRegistry(store, node_id=node_id, foreign_scan_interval=None)
+    return await node.pending_start_requests()
 
 
 async def test_g8_a_deposed_leaders_start_and_close_are_refused_by_the_node() -> None:
