@@ -19,6 +19,8 @@ the level they need::
     ├── SessionNotFoundError        no such session (also KeyError)
     ├── StartRequestGoneError       a start request was withdrawn, expired or claimed by
     │                               another node: it must not start
+    ├── DeposedLeaderError          a request carried a fencing token below the registry's
+    │                               fence: its sender no longer leads (refused, not sent)
     └── CapacityError               a limit refuses a new session
         ├── MaxConcurrentSessionsExceeded
         ├── MaxSessionsPerCallExceeded
@@ -50,6 +52,7 @@ __all__ = [
     "CallboardError",
     "CapacityError",
     "ConfigurationError",
+    "DeposedLeaderError",
     "InvalidIdError",
     "InvalidValueError",
     "MalformedRecordError",
@@ -147,3 +150,18 @@ class StartRequestGoneError(CallboardError):
     def __init__(self, message: str, *, state: str = "withdrawn") -> None:
         super().__init__(message)
         self.state = state
+
+
+class DeposedLeaderError(CallboardError):
+    """A request's fencing token is below the registry's fence: a newer leader took over.
+
+    Raised by :meth:`SessionRegistry.request_close` (the close is neither written nor
+    pushed) and when a leader publishes a fence lower than the registry's. The sender must
+    stop acting: only the current leader may start or close sessions (G8). ``token`` is the
+    sender's, ``fence`` the registry's.
+    """
+
+    def __init__(self, message: str, *, token: int, fence: int) -> None:
+        super().__init__(message)
+        self.token = token
+        self.fence = fence

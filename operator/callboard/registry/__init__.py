@@ -6,7 +6,8 @@ Layout (each file's name says what changes there):
   ``StartRejection``); ``admission.py`` the admission check; ``ids.py`` id rules;
 - ``registry.py`` :class:`SessionRegistry`, assembled from ``records.py`` (records and
   heartbeat), ``push.py`` (close requests, push streams), ``start_requests.py`` and
-  ``foreign.py`` (the foreign scan), over the shared state in ``_core.py``;
+  ``fencing.py`` (the operator leader's fence) and ``foreign.py`` (the foreign scan),
+  over the shared state in ``_core.py``;
 - ``store.py`` the store interface; ``index.py`` the multi-key operations; ``backends/``
   the stores (``memory.py``, ``redis.py``, ``redis_index.py`` + ``lua/``); ``factory.py``
   the URL factory; ``_keys.py`` the private key layout.

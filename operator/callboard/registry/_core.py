@@ -1,7 +1,7 @@
 """The state every part of :class:`~callboard.registry.SessionRegistry` shares.
 
 The registry is one class assembled from one module per protocol (records and heartbeat,
-push streams, start requests, foreign scan); each protocol is a mixin over this core, which
+push streams, start requests, fencing, foreign scan); each protocol is a mixin over this core, which
 holds the store, the node's identity and record, the local sessions and the stream sets.
 """
 

@@ -23,6 +23,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/callboard_only``               | "1": the last scan found no foreign session | 2 scan intervals |
 | ``leases/foreign_scan``                | node id of the one scanner | 2 scan intervals |
 | ``drain_marks/{node_id}``              | JSON: who marked it, when | the operator's drain-mark TTL |
+| ``operator/fence``                     | the leader's fencing token (an integer), only ever raised | none |
 
 Store keys are given *without* the store's ``key_prefix`` (``vision_agents:`` by default);
 the store adds it. Channel names for push notices are built here too.
@@ -37,6 +38,7 @@ __all__ = [
     "DRAIN_MARKS_PREFIX",
     "ENDED_PREFIX",
     "ENDED_TTL",
+    "FENCE_KEY",
     "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
     "NODE_DIGEST_PREFIX",
@@ -87,6 +89,13 @@ DRAIN_MARKS_PREFIX = "drain_marks/"
 NO_FOREIGN_MARKER = "index/callboard_only"
 #: The lease of the one node that runs the foreign scan for the whole cluster.
 FOREIGN_SCAN_LEASE = "leases/foreign_scan"
+
+#: The fencing token of the operator's current leadership term (its Lease's
+#: ``leaseTransitions``). The leader raises it before it sends anything (and again every
+#: few seconds, so it comes back after a loss of data); a script only ever raises it.
+#: Start and close requests carrying a lower token come from a deposed leader: nodes
+#: refuse them (G8). No TTL: it must outlive any term.
+FENCE_KEY = "operator/fence"
 
 #: How long a tombstone of an ended session stays, in seconds: long enough for the operator
 #: (which syncs every few seconds, or after a restart) to tell "ended" from "lost".

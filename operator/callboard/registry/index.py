@@ -20,7 +20,12 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from callboard.errors import MaxSessionsPerCallExceeded, NodeDrainingError, SessionConflictError
+from callboard.errors import (
+    DeposedLeaderError,
+    MaxSessionsPerCallExceeded,
+    NodeDrainingError,
+    SessionConflictError,
+)
 from callboard.registry import _keys as k
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim, decode_or_none
 from callboard.registry.store import PubSubSupport, SessionKVStore
@@ -29,9 +34,13 @@ __all__ = [
     "KVSessionIndex",
     "MembershipDigest",
     "SessionIndex",
+    "close_flag",
     "close_notice",
     "conflict_error",
+    "deposed_error",
     "drain_marked_error",
+    "flag_token",
+    "is_fenced",
     "member_hash",
     "parse_close_notice",
 ]
@@ -100,6 +109,52 @@ def parse_close_notice(message: bytes) -> tuple[str, str] | None:
     return (call_id, session_id) if sep and call_id and session_id else None
 
 
+#: How long the fence lives on a store without scripts (whose ``set`` needs a TTL), seconds.
+#: A year: far beyond any term; the leader rewrites it every few seconds anyway.
+FENCE_KV_TTL = 365 * 86400.0
+
+
+def close_flag(token: int | None) -> bytes:
+    """The value of a close flag: the requester's fencing token, or empty (documented layout).
+
+    Vision Agents nodes only test that the flag exists, so any value closes the session there.
+    """
+    return b"" if token is None else str(token).encode()
+
+
+def flag_token(value: bytes | None) -> int | None:
+    """The fencing token a close flag (or the fence key) holds; None when it holds none.
+
+    Anything that is not a plain integer (the documented empty flag, a foreign writer's
+    value) carries no token: such a flag is never fenced, as before fencing existed.
+    """
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def is_fenced(token: int | None, fence: int | None) -> bool:
+    """Whether a request with ``token`` comes from a deposed leader, given the ``fence``.
+
+    A request without a token (Vision Agents tools, the CLI, older operators) never is, nor
+    is any request while no fence is published.
+    """
+    return token is not None and fence is not None and token < fence
+
+
+def deposed_error(what: str, token: int, fence: int) -> DeposedLeaderError:
+    """The error for a request of ``what`` whose ``token`` is below the registry's ``fence``."""
+    return DeposedLeaderError(
+        f"{what} refused: its fencing token {token} is below the registry's fence {fence} "
+        "(a newer operator leader took over; this one was deposed)",
+        token=token,
+        fence=fence,
+    )
+
+
 class SessionIndex(ABC):
     """The registry's multi-key operations; each is O(1) round trips in a good backend."""
 
@@ -158,8 +213,18 @@ class SessionIndex(ABC):
         """Raw records of the sessions of one node."""
 
     @abstractmethod
-    async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
-        """Write the close flag and notify the owner; return the owner's node id if known."""
+    async def request_close(
+        self, call_id: str, session_id: str, ttl: float, *, token: int | None = None
+    ) -> str | None:
+        """Write the close flag and notify the owner; return the owner's node id if known.
+
+        With a fencing ``token`` below the fence (``_keys.FENCE_KEY``) nothing is written
+        or pushed: :class:`~callboard.errors.DeposedLeaderError`. The flag holds the token.
+        """
+
+    @abstractmethod
+    async def raise_fence(self, token: int) -> int:
+        """Raise the fence to ``token`` unless it is higher already; return the fence after."""
 
     async def index_foreign(self, keep: float = 120.0) -> int:
         """Index sessions written by nodes that keep no indexes; return how many are foreign.
@@ -169,12 +234,20 @@ class SessionIndex(ABC):
         return 0
 
     @abstractmethod
-    async def claim_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
-        """Claim a live start request for ``claimant``: CLAIMED for the first claimant only."""
+    async def claim_start(
+        self, request_key: str, claim_key: str, claimant: str, ttl: float, *, token: int | None = None
+    ) -> StartClaim:
+        """Claim a live start request for ``claimant``: CLAIMED for the first claimant only.
+
+        FENCED (and the request dead) when its fencing ``token`` is below the fence.
+        """
 
     @abstractmethod
-    async def commit_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
-        """Turn ``claimant``'s claim (or no claim) into STARTED, unless withdrawn, taken or expired."""
+    async def commit_start(
+        self, request_key: str, claim_key: str, claimant: str, ttl: float, *, token: int | None = None
+    ) -> StartClaim:
+        """Turn ``claimant``'s claim (or no claim) into STARTED, unless withdrawn, taken,
+        expired or fenced (``token`` below the fence, checked again: it may have risen)."""
 
     @abstractmethod
     async def withdraw_start(self, request_key: str, claim_key: str, ttl: float) -> StartClaim:
@@ -258,19 +331,29 @@ class KVSessionIndex(SessionIndex):
     # Start claims: the same state machine as the Redis scripts (lua/start_*.lua), read then
     # written; see the module docstring for what that guarantees.
 
-    async def claim_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+    async def claim_start(
+        self, request_key: str, claim_key: str, claimant: str, ttl: float, *, token: int | None = None
+    ) -> StartClaim:
         state = await self.store.get(claim_key)
-        if state is not None:
+        if state is not None and state != f"claimed:{claimant}".encode():
             return _claim_state(state, claimant, claimed=StartClaim.CLAIMED)
+        if await self._fence_out(request_key, claim_key, ttl, token):
+            return StartClaim.FENCED
+        if state is not None:
+            return StartClaim.CLAIMED
         if await self.store.get(request_key) is None:
             return StartClaim.EXPIRED
         await self.store.set(claim_key, f"claimed:{claimant}".encode(), ttl)
         return StartClaim.CLAIMED
 
-    async def commit_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+    async def commit_start(
+        self, request_key: str, claim_key: str, claimant: str, ttl: float, *, token: int | None = None
+    ) -> StartClaim:
         state = await self.store.get(claim_key)
         if state is not None and state != f"claimed:{claimant}".encode():
             return _claim_state(state, claimant, claimed=StartClaim.TAKEN)
+        if await self._fence_out(request_key, claim_key, ttl, token):
+            return StartClaim.FENCED
         if await self.store.get(request_key) is None:
             return StartClaim.EXPIRED
         await self.store.set(claim_key, f"started:{claimant}".encode(), ttl)
@@ -285,8 +368,31 @@ class KVSessionIndex(SessionIndex):
         await self.store.set(claim_key, b"withdrawn", ttl)
         return StartClaim.WITHDRAWN
 
-    async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
-        await self.store.set(k.close_key(call_id, session_id), b"", ttl)
+    async def _fence_out(self, request_key: str, claim_key: str, ttl: float, token: int | None) -> bool:
+        """Mark a start request from a deposed leader fenced (dead); True when it is one."""
+        if token is None:
+            return False
+        if not is_fenced(token, flag_token(await self.store.get(k.FENCE_KEY))):
+            return False
+        await self.store.set(claim_key, b"fenced", ttl)
+        await self.store.delete([request_key])
+        return True
+
+    async def raise_fence(self, token: int) -> int:
+        current = flag_token(await self.store.get(k.FENCE_KEY))
+        if current is not None and current >= token:
+            return current
+        await self.store.set(k.FENCE_KEY, str(token).encode(), FENCE_KV_TTL)
+        return token
+
+    async def request_close(
+        self, call_id: str, session_id: str, ttl: float, *, token: int | None = None
+    ) -> str | None:
+        if token is not None:
+            fence = flag_token(await self.store.get(k.FENCE_KEY))
+            if fence is not None and is_fenced(token, fence):
+                raise deposed_error(f"close request for {call_id}/{session_id}", token, fence)
+        await self.store.set(k.close_key(call_id, session_id), close_flag(token), ttl)
         if not isinstance(self.store, PubSubSupport):
             return None
         info = decode_or_none(SessionInfo.from_json, await self.store.get(k.session_key(call_id, session_id)))
@@ -301,6 +407,8 @@ def _claim_state(state: bytes, claimant: str, *, claimed: StartClaim) -> StartCl
     """What an existing claim value means to ``claimant`` (``claimed``: its own claim)."""
     if state == b"withdrawn":
         return StartClaim.WITHDRAWN
+    if state == b"fenced":
+        return StartClaim.FENCED
     if state == f"started:{claimant}".encode():
         return StartClaim.STARTED
     if state == f"claimed:{claimant}".encode():

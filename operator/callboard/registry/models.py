@@ -210,8 +210,11 @@ class StartRequest:
     store's key expiry enforces it; this copy tells an app how long it has. None on
     requests from older requesters (they live one registry TTL)."""
     fencing_token: int | None = None
-    """Reserved for the requester's fencing token (the leader's lease transitions), so a
-    node can refuse a deposed leader's request. Not sent or checked yet."""
+    """The requester's fencing token: the operator's leadership term (its Lease's
+    ``leaseTransitions``). A node's claim and commit refuse the request
+    (:attr:`StartClaim.FENCED`) once the registry's fence is higher, i.e. a newer leader
+    took over: a deposed leader starts nothing. None (requests of Vision Agents tools, the
+    CLI, older requesters): never fenced, accepted as before."""
 
     def to_json(self) -> bytes:
         return _encode(self)
@@ -261,6 +264,9 @@ class StartClaim(StrEnum):
     """The requester cancelled it: nobody may start it."""
     EXPIRED = "expired"
     """It passed its expiry (or was answered and removed): nobody may start it."""
+    FENCED = "fenced"
+    """A deposed leader sent it (its fencing token is below the registry's fence): nobody
+    may start it. The registry answers it for the node (:attr:`StartRejection.FENCED`)."""
 
 
 class SessionStatus(StrEnum):
@@ -349,3 +355,6 @@ class StartRejection(StrEnum):
     """The request cannot be served as given (a bad id); followed by ``": detail"``."""
     FAILED = "start_failed"
     """The agent failed to start; followed by ``": detail"``."""
+    FENCED = "fenced"
+    """A deposed operator leader sent the request (its fencing token is below the
+    registry's fence); followed by ``": detail"``. The current leader places on its own."""

@@ -18,7 +18,7 @@ from callboard.errors import StoreError
 from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
 from callboard.registry.ids import validate_id
-from callboard.registry.index import parse_close_notice
+from callboard.registry.index import flag_token, is_fenced, parse_close_notice
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = ["RESUBSCRIBE_BASE", "RESUBSCRIBE_CAP", "CloseRequest", "EventStream", "PushStreams"]
@@ -92,26 +92,36 @@ class PushStreams(RegistryCore):
         self._close_streams: set[EventStream[CloseRequest]] = set()
         self._resyncs: set[asyncio.Task[None]] = set()
 
-    async def request_close(self, call_id: str, session_id: str) -> None:
-        """Ask the session's owner to close it; a session of this node is signalled locally."""
+    async def request_close(self, call_id: str, session_id: str, *, fencing_token: int | None = None) -> None:
+        """Ask the session's owner to close it; a session of this node is signalled locally.
+
+        ``fencing_token`` is the operator leader's term (see :mod:`callboard.registry.fencing`):
+        below the registry's fence the close is neither written nor pushed and
+        :class:`~callboard.errors.DeposedLeaderError` says so. None: never refused for that.
+        """
         validate_id(call_id, "call_id")
         validate_id(session_id, "session_id")
         if (call_id, session_id) in self._local:
             self._local_close.add((call_id, session_id))
             self._dispatch(CloseRequest(call_id, session_id))
             return
-        await self._index.request_close(call_id, session_id, self._ttl)
+        await self._index.request_close(call_id, session_id, self._ttl, token=fencing_token)
 
     async def get_close_requests(self, sessions: Mapping[str, str]) -> list[str]:
-        """Of ``{session_id: call_id}``, the session ids with a pending close request."""
+        """Of ``{session_id: call_id}``, the session ids with a pending close request.
+
+        A flag whose fencing token is below the fence (written by a leader deposed since)
+        does not count: the current leader asks again for what it still wants closed.
+        """
         items = list(sessions.items())
         if not items:
             return []
-        flags = await self._store.mget([k.close_key(c, s) for s, c in items])
+        *flags, raw_fence = await self._store.mget([*(k.close_key(c, s) for s, c in items), k.FENCE_KEY])
+        fence = flag_token(raw_fence)
         return [
             s
             for (s, c), flag in zip(items, flags, strict=True)
-            if flag is not None or (c, s) in self._local_close
+            if (flag is not None and not is_fenced(flag_token(flag), fence)) or (c, s) in self._local_close
         ]
 
     def close_requests(self) -> EventStream[CloseRequest]:

@@ -8,6 +8,7 @@ protocol, so a change to one protocol is made in one file:
 - :mod:`~callboard.registry.records`: session and node records, heartbeat, reads;
 - :mod:`~callboard.registry.push`: close requests and the push streams;
 - :mod:`~callboard.registry.start_requests`: start requests and their answers;
+- :mod:`~callboard.registry.fencing`: the operator leader's fence (G8);
 - :mod:`~callboard.registry.foreign`: the scan that indexes Vision Agents nodes' sessions;
 - :mod:`~callboard.registry.drain_marks`: the operator's marks on nodes it is about to remove.
 
@@ -26,6 +27,7 @@ from callboard.errors import ConfigurationError, StoreError
 from callboard.registry import _keys as k
 from callboard.registry._core import generate_node_id
 from callboard.registry.drain_marks import DrainMarks
+from callboard.registry.fencing import Fencing
 from callboard.registry.foreign import ForeignScan
 from callboard.registry.index import KVSessionIndex
 from callboard.registry.models import FleetMode
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT = 2.0
 
 
-class SessionRegistry(SessionRecords, PushStreams, StartRequests, ForeignScan, DrainMarks):
+class SessionRegistry(SessionRecords, PushStreams, StartRequests, Fencing, ForeignScan, DrainMarks):
     """Registration, heartbeat, cross-node close and expiry of agent sessions.
 
     ``store`` defaults to a fresh :class:`InMemorySessionKVStore` (one process);

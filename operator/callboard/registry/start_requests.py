@@ -15,6 +15,10 @@ The protocol, in the store (Redis runs each step as one script; see ``backends/l
    (:meth:`StartRequests.withdraw_start`); the answer says whether a node committed
    first (then the session starts and the requester follows it) or nobody ever will.
 
+A request carrying a fencing token below the registry's fence (a deposed operator leader
+sent it, see :mod:`callboard.registry.fencing`) is refused by the claim and by the commit:
+FENCED, and the registry answers it for the node (:attr:`StartRejection.FENCED`).
+
 The requester follows the session by the id it chose. Over a store without server-side
 scripts the claim is read then written (see :mod:`callboard.registry.index`).
 """
@@ -33,7 +37,14 @@ from callboard.registry import _keys as k
 from callboard.registry._core import RegistryCore
 from callboard.registry.bounds import MAX_PARAMS_BYTES, check_json_object
 from callboard.registry.ids import validate_id
-from callboard.registry.models import SessionInfo, StartClaim, StartRequest, StartResult, decode_or_none
+from callboard.registry.models import (
+    SessionInfo,
+    StartClaim,
+    StartRejection,
+    StartRequest,
+    StartResult,
+    decode_or_none,
+)
 from callboard.registry.push import EventStream
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
@@ -126,6 +137,7 @@ class StartRequests(RegistryCore):
         params: Mapping[str, Any] | None = None,
         expires_in: float | None = None,
         request_id: str | None = None,
+        fencing_token: int | None = None,
     ) -> StartRequest:
         """Ask ``node_id`` to start a session for ``call_id``; follow it by its session id.
 
@@ -134,7 +146,9 @@ class StartRequests(RegistryCore):
         is pushed at once when the store supports it. ``request_id`` lets a requester record
         the id before sending (so a restarted requester can still withdraw it). ``params``
         out of bounds (non-JSON, NaN/inf, over 64 KiB) raise
-        :class:`~callboard.errors.InvalidValueError`.
+        :class:`~callboard.errors.InvalidValueError`. ``fencing_token`` is the operator
+        leader's term (see :mod:`callboard.registry.fencing`): nodes refuse the request
+        once a newer term raised the fence; None: never refused for that.
         """
         expiry = self._ttl if expires_in is None else expires_in
         if expiry <= 0:
@@ -149,6 +163,7 @@ class StartRequests(RegistryCore):
             params=check_json_object(params or {}, "params", MAX_PARAMS_BYTES),
             requested_at=now,
             expires_at=now + expiry,
+            fencing_token=fencing_token,
         )
         payload = request.to_json()
         await self._store.set(k.start_request_key(node_id, request.request_id), payload, expiry)
@@ -168,27 +183,53 @@ class StartRequests(RegistryCore):
     async def claim_start(self, request: StartRequest) -> StartClaim:
         """Claim ``request`` for this process: :attr:`StartClaim.CLAIMED` to one claimant only.
 
-        Anything else (taken, withdrawn, expired) means: drop it, do not answer it.
+        Anything else (taken, withdrawn, expired, fenced) means: drop it, do not answer it
+        (a fenced request, from a deposed leader, is answered here).
         """
-        return await self._index.claim_start(
+        claim = await self._index.claim_start(
             k.start_request_key(request.node_id, request.request_id),
             k.start_claim_key(request.request_id),
             self._claimant,
             k.ENDED_TTL,
+            token=request.fencing_token,
         )
+        return await self._answer_fenced(request, claim)
 
     async def commit_start(self, request: StartRequest) -> StartClaim:
         """Commit ``request`` right before registering its session; start only on STARTED.
 
         After STARTED a withdrawal no longer stops the start (the requester follows the
-        session); any other answer means the requester gave up or another node has it.
+        session); any other answer means the requester gave up, another node has it, or a
+        newer operator leader raised the fence (FENCED, answered here).
         """
-        return await self._index.commit_start(
+        claim = await self._index.commit_start(
             k.start_request_key(request.node_id, request.request_id),
             k.start_claim_key(request.request_id),
             self._claimant,
             k.ENDED_TTL,
+            token=request.fencing_token,
         )
+        return await self._answer_fenced(request, claim)
+
+    async def _answer_fenced(self, request: StartRequest, claim: StartClaim) -> StartClaim:
+        """Answer a request the claim script fenced, for both node runtimes (one place)."""
+        if claim is StartClaim.FENCED:
+            logger.warning(
+                "start request %s refused: sent by a deposed operator leader (fencing token %s)",
+                request.request_id,
+                request.fencing_token,
+                extra={
+                    "node_id": self._node_id,
+                    "call_id": request.call_id,
+                    "session_id": request.session_id,
+                },
+            )
+            reason = (
+                f"{StartRejection.FENCED}: sent by a deposed leader (fencing token "
+                f"{request.fencing_token} is below the registry's fence)"
+            )
+            await self.answer_start(request, accepted=False, reason=reason)
+        return claim
 
     async def withdraw_start(self, request: StartRequest) -> StartClaim:
         """Withdraw ``request`` (the requester stops waiting for it).

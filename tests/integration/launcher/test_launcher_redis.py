@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from callboard import MaxSessionsPerCallExceeded, NodeDrainingError, StoreUnavailableError
+from callboard import (
+    DeposedLeaderError,
+    MaxSessionsPerCallExceeded,
+    NodeDrainingError,
+    StoreUnavailableError,
+)
 from callboard.launcher import AgentLauncher, CloseReason
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from callboard.registry import _keys as k
@@ -220,3 +225,36 @@ async def test_g9_a_start_request_to_a_marked_launcher_is_answered_draining(
         assert launcher.stats.rejected["draining"] == 1
     finally:
         await operator.stop()
+
+
+async def test_g8_a_launcher_refuses_a_deposed_leaders_start_and_close(
+    make_node: MakeNode, redis_url: str
+) -> None:
+    a = await make_node("node-a")
+    old = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator-old", ttl=30)
+    new = SessionRegistry(RedisSessionKVStore(url=redis_url), node_id="operator-new", ttl=30)
+    await old.start()
+    await new.start()
+    try:
+        await old.raise_fence(3)
+        running = await old.request_start("node-a", "call-1", session_id="s-1", fencing_token=3)
+        accepted = await wait_until(lambda: old.get_start_result(running.request_id), what="the answer")
+        assert accepted.accepted
+        await new.raise_fence(4)  # a new leader took over; the old one does not know yet
+        late = await old.request_start("node-a", "call-2", session_id="s-2", fencing_token=3)
+        refused = await wait_until(lambda: old.get_start_result(late.request_id), what="the refusal")
+        assert not refused.accepted and refused.reason is not None
+        assert refused.reason.startswith("fenced: ")
+        await wait_until(lambda: a.stats.start_requests["fenced"] == 1, what="the launcher's count")
+        assert a.get_session("s-2") is None
+        with pytest.raises(DeposedLeaderError):
+            await old.request_close("call-1", "s-1", fencing_token=3)
+        await a.maintenance_cycle()  # nothing to poll either
+        session = a.get_session("s-1")
+        assert session is not None and session.close_reason is None
+        await new.request_close("call-1", "s-1", fencing_token=4)
+        await asyncio.wait_for(session.wait(), 5)
+        assert session.close_reason is CloseReason.CLOSE_REQUESTED
+    finally:
+        await old.stop()
+        await new.stop()

@@ -151,3 +151,21 @@ async def _consumers(sidecar: SidecarProcess) -> bool:
 
 async def _pending_starts(sidecar: SidecarProcess) -> bool:
     return bool(await sidecar.get("/v1/start-requests"))
+
+
+async def test_g8_a_deposed_leaders_start_request_never_reaches_the_app(
+    sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
+) -> None:
+    sidecar = await sidecar_factory()
+    app = await app_factory(python_app(sidecar, "--on-start", "accept", log_dir=tmp_path))
+    await wait_until(lambda: _consumers(sidecar), what="the app's event stream")
+    await peer.raise_fence(4)  # the current leader's term; the request below is of term 3
+    deposed = await peer.request_start("node-a", "call-5", session_id="s-5", fencing_token=3)
+    refused = await wait_until(lambda: peer.get_start_result(deposed.request_id), what="the refusal")
+    assert not refused.accepted and refused.reason is not None and refused.reason.startswith("fenced: ")
+    current = await peer.request_start("node-a", "call-6", session_id="s-6", fencing_token=4)
+    first = await app.expect("event", type="start_requested")
+    assert first["data"]["request_id"] == current.request_id  # the fenced one was never offered
+    await app.expect("accepted", request_id=current.request_id)
+    assert await sidecar.session_ids() == ["s-6"]
+    assert await peer.get("call-5", "s-5") is None

@@ -34,6 +34,7 @@ def test_start_rejection_wire_values() -> None:
         "DRAINING": "draining",
         "INVALID": "invalid",
         "FAILED": "start_failed",
+        "FENCED": "fenced",
     }
 
 

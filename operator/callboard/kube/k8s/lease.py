@@ -31,7 +31,14 @@ import time
 import uuid
 from typing import Any
 
-from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, lease_path
+from callboard.kube.k8s.client import (
+    ConflictError,
+    KubeApi,
+    KubeApiError,
+    NotFoundError,
+    NotLeaderError,
+    lease_path,
+)
 from callboard.kube.settings import LeaderSettings
 
 __all__ = ["LeaderLease", "default_identity"]
@@ -127,6 +134,23 @@ class LeaderLease:
             break
         self.held = False
         self.lost.set()
+
+    async def advance(self, at_least: int) -> int:
+        """Move this term's token (``spec.leaseTransitions``) up to ``at_least``; return it.
+
+        For a Lease that was deleted and recreated (its count started again at 0) while the
+        registry's fence remembers older terms: without this every request of the new
+        term would be fenced. The write carries the Lease's ``resourceVersion``, so only
+        the holder can make it (:class:`~callboard.kube.k8s.client.ConflictError` else).
+        """
+        if self.transitions >= at_least:
+            return self.transitions
+        if not self.valid() or self._lease is None:
+            raise NotLeaderError(0, "advancing the lease term: refused, this replica no longer leads")
+        spec = {**self._spec(acquire=False), "leaseTransitions": at_least}
+        self._lease = await self._api.replace(self._path, {**self._lease, "spec": spec})
+        logger.warning("moved the leader lease's term to %d (past the registry's fence)", self.transitions)
+        return self.transitions
 
     async def release(self) -> None:
         """Hand the lease over at once (shielded, bounded): the next replica need not wait."""

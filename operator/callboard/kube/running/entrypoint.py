@@ -155,6 +155,8 @@ async def _lead(
         metrics=metrics,
         instance=identity,
         guard=None if lease is None else lease.valid,
+        fencing_token=None if lease is None else lease.transitions,
+        advance_term=None if lease is None else lease.advance,
     )
     await runtime.start()
     stop = asyncio.Event()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from callboard._aio import Pulse, guarded_task, stop_tasks
-from callboard.errors import StoreError
+from callboard.errors import DeposedLeaderError, StoreError
 from callboard.kube.deleting import finalizer as deletion
 from callboard.kube.k8s.client import KubeApi, KubeApiError, NotLeaderError, agentsession_path
 from callboard.kube.k8s.event_poster import EventPoster
@@ -38,30 +38,79 @@ OPERATOR_NODE_ID = "callboard-operator"
 #: Seconds between the first attempts to reach the registry at start, doubling up to the max.
 CONNECT_RETRY_MIN = 0.5
 CONNECT_RETRY_MAX = 10.0
+#: Fraction of the registry TTL between two publications of the fence: like a node's
+#: heartbeat, so a fence the store lost (flush, failover) is back within one heartbeat.
+FENCE_REFRESH_FRACTION = 1 / 3
 
 
 class LeaderRegistry(SessionRegistry):
     """The operator's registry handle: start and close requests only while it leads.
 
-    The operator writes nothing to the registry but requests and drain marks; ``guard`` (the leader
-    lease's ``valid``) is checked before each, so a deposed leader whose loops have not
-    stopped yet starts and closes nothing (:class:`NotLeaderError`, retried by the loops
-    like any API error until they stop).
+    The operator writes nothing to the registry but requests, drain marks and its fence;
+    ``guard`` (the leader lease's ``valid``) is checked before each, so a deposed leader whose loops have
+    not stopped yet starts and closes nothing (:class:`NotLeaderError`, retried by the
+    loops like any API error until they stop). A request that passed the guard and was
+    delayed (a paused process, a slow network) is stopped by the nodes instead: with a
+    ``fencing_token`` (the Lease's ``leaseTransitions``) every request carries it, none
+    goes out before :meth:`publish_fence` raised the registry's fence to it (the first
+    request publishes it if the runtime has not yet), and nodes refuse requests below the
+    fence (:mod:`callboard.registry.fencing`).
     """
 
     guard: Callable[[], bool] | None = None
+    fencing_token: int | None = None
+    """This term's fencing token; None without a Lease (one replica): nothing is fenced."""
+    fence_published = False
+    """Whether the registry's fence was raised to :attr:`fencing_token` in this term."""
+    deposed = False
+    """A newer term raised the fence above ours: refuse every request from now on."""
 
     def _check(self, what: str) -> None:
         if self.guard is not None and not self.guard():
             raise NotLeaderError(0, f"{what}: refused, this replica no longer leads")
+        if self.deposed:
+            raise NotLeaderError(0, f"{what}: refused, a newer leader raised the registry's fence")
+
+    async def _ensure_fence(self, what: str) -> None:
+        """Publish this term's fence now if it is not yet: no request may precede it."""
+        if self.fencing_token is None or self.fence_published:
+            return
+        try:
+            await self.publish_fence()
+        except DeposedLeaderError as exc:
+            raise NotLeaderError(0, f"{what}: {exc}") from exc
+
+    async def publish_fence(self) -> None:
+        """Raise the registry's fence to this term's token (at the start and periodically).
+
+        :class:`~callboard.errors.DeposedLeaderError` when the fence is above it already.
+        """
+        if self.fencing_token is None:
+            return
+        if self.guard is not None and not self.guard():
+            raise NotLeaderError(0, "fence: refused, this replica no longer leads")
+        try:
+            await self.raise_fence(self.fencing_token)
+        except DeposedLeaderError:
+            self.deposed = True
+            raise
+        self.fence_published = True
 
     async def request_start(self, *args: Any, **kwargs: Any) -> StartRequest:
         self._check("start request")
+        await self._ensure_fence("start request")
+        kwargs["fencing_token"] = self.fencing_token
         return await super().request_start(*args, **kwargs)
 
     async def request_close(self, *args: Any, **kwargs: Any) -> None:
         self._check("close request")
-        await super().request_close(*args, **kwargs)
+        await self._ensure_fence("close request")
+        kwargs["fencing_token"] = self.fencing_token
+        try:
+            await super().request_close(*args, **kwargs)
+        except DeposedLeaderError as exc:
+            self.deposed = True
+            raise NotLeaderError(0, str(exc)) from exc
 
     async def mark_draining(self, *args: Any, **kwargs: Any) -> None:
         self._check("drain mark")
@@ -83,7 +132,14 @@ class Runtime:
         metrics: OperatorMetrics | None = None,
         instance: str = "callboard-operator",
         guard: Callable[[], bool] | None = None,
+        fencing_token: int | None = None,
+        advance_term: Callable[[int], Awaitable[int]] | None = None,
     ) -> None:
+        """``guard`` says whether this replica still leads; ``fencing_token`` is its term's
+        token (both None without a Lease). ``advance_term(at_least)`` raises the Lease's
+        term to at least ``at_least`` and returns it: used when the registry's fence is
+        above this term's token while the Lease is still ours (the Lease was deleted and
+        recreated, which restarts ``leaseTransitions`` at 0)."""
         self.settings = settings
         self.api = api
         self.store = store
@@ -93,6 +149,8 @@ class Runtime:
             store, node_id=OPERATOR_NODE_ID, ttl=settings.registry.ttl, foreign_scan_interval=None
         )
         self.registry.guard = guard
+        self.registry.fencing_token = fencing_token
+        self._advance_term = advance_term
         self.cache = ObjectCache()
         self.changed = Pulse()
         self.events = EventPoster(api, instance=instance)
@@ -208,18 +266,55 @@ class Runtime:
         }
 
     async def _connect(self) -> None:
-        """``store.start()`` until it works, backing off to :data:`CONNECT_RETRY_MAX` seconds."""
+        """``store.start()`` and the first fence until both work (backing off to
+        :data:`CONNECT_RETRY_MAX` seconds), then publish the fence every third of the TTL."""
         delay = CONNECT_RETRY_MIN
+        started = False
         while True:
             try:
-                await self.store.start()
-            except StoreError as exc:
-                logger.warning("cannot reach the registry yet (retrying in %.1fs): %s", delay, exc)
+                if not started:
+                    await self.store.start()
+                    started = True
+                await self._publish_fence()
+            except (StoreError, KubeApiError, DeposedLeaderError) as exc:
+                what = "publish the fence" if started else "reach the registry"
+                logger.warning("cannot %s yet (retrying in %.1fs): %s", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, CONNECT_RETRY_MAX)
                 continue
             self.connected.set()
+            break
+        if self.registry.fencing_token is None:
             return
+        while True:
+            await asyncio.sleep(self.settings.registry.ttl * FENCE_REFRESH_FRACTION)
+            try:
+                await self._publish_fence()
+            except (StoreError, KubeApiError, DeposedLeaderError) as exc:
+                logger.warning("cannot publish the fence (will retry): %s", exc)
+
+    async def _publish_fence(self) -> None:
+        """Raise the registry's fence to this term's token, before any request goes out.
+
+        A fence above our token while the Lease is still ours means the Lease was recreated
+        (its ``leaseTransitions`` started again at 0): the term is moved past the fence on
+        the Lease itself (an optimistic write only the holder can make), then published.
+        Otherwise a newer leader acts: every request stays refused until this one stops.
+        """
+        registry = self.registry
+        was_deposed = registry.deposed
+        try:
+            await registry.publish_fence()
+            return
+        except DeposedLeaderError as exc:
+            if self._advance_term is None or (registry.guard is not None and not registry.guard()):
+                if not was_deposed:
+                    logger.error("%s: refusing every start and close request", exc)
+                return
+            logger.warning("%s while this replica holds the Lease: moving the term past it", exc)
+            registry.fencing_token = await self._advance_term(exc.fence + 1)
+        registry.deposed = False
+        await registry.publish_fence()
 
     async def _prime(self) -> None:
         """List the watched objects once; the cache is primed when the watch showed them all."""

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 from callboard.errors import MaxSessionsPerCallExceeded
 from callboard.registry import _keys as k
 from callboard.registry.backends.redis import SCAN_COUNT, _lua, _ms, translate_errors
-from callboard.registry.index import SessionIndex, close_notice, conflict_error, drain_marked_error
+from callboard.registry.index import (
+    SessionIndex,
+    close_flag,
+    close_notice,
+    conflict_error,
+    deposed_error,
+    drain_marked_error,
+)
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim
 
 if TYPE_CHECKING:
@@ -64,6 +71,7 @@ class RedisSessionIndex(SessionIndex):
         self._start_commit = client.register_script(_lua("start_commit"))
         self._start_withdraw = client.register_script(_lua("start_withdraw"))
         self._lease = client.register_script(_lua("lease"))
+        self._fence_raise = client.register_script(_lua("fence_raise"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -256,23 +264,44 @@ class RedisSessionIndex(SessionIndex):
         result = await self._members_of(k.node_index_key(node_id), k.SESSIONS_PREFIX, "", [])
         return result[1:]
 
-    async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
-        owner: bytes | None = await self._run(
+    async def request_close(
+        self, call_id: str, session_id: str, ttl: float, *, token: int | None = None
+    ) -> str | None:
+        status, value = await self._run(
             self._request_close,
             "request close",
-            [self._k(k.close_key(call_id, session_id)), self._k(k.session_key(call_id, session_id))],
-            [_ms(ttl), self._k(k.CLOSE_CHANNEL_PREFIX), close_notice(call_id, session_id)],
+            [
+                self._k(k.close_key(call_id, session_id)),
+                self._k(k.session_key(call_id, session_id)),
+                self._k(k.FENCE_KEY),
+            ],
+            [_ms(ttl), self._k(k.CLOSE_CHANNEL_PREFIX), close_notice(call_id, session_id), close_flag(token)],
         )
-        return owner.decode() if owner else None
+        if status == b"fenced":
+            assert token is not None
+            raise deposed_error(f"close request for {call_id}/{session_id}", token, int(value))
+        return value.decode() if value else None
 
-    async def claim_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+    async def raise_fence(self, token: int) -> int:
+        fence: int = await self._run(self._fence_raise, "raise fence", [self._k(k.FENCE_KEY)], [token])
+        return fence
+
+    async def claim_start(
+        self, request_key: str, claim_key: str, claimant: str, ttl: float, *, token: int | None = None
+    ) -> StartClaim:
         return await self._claim_script(
-            self._start_claim, "claim start", request_key, claim_key, [claimant, _ms(ttl)]
+            self._start_claim, "claim start", request_key, claim_key, [claimant, _ms(ttl), _token_arg(token)]
         )
 
-    async def commit_start(self, request_key: str, claim_key: str, claimant: str, ttl: float) -> StartClaim:
+    async def commit_start(
+        self, request_key: str, claim_key: str, claimant: str, ttl: float, *, token: int | None = None
+    ) -> StartClaim:
         return await self._claim_script(
-            self._start_commit, "commit start", request_key, claim_key, [claimant, _ms(ttl)]
+            self._start_commit,
+            "commit start",
+            request_key,
+            claim_key,
+            [claimant, _ms(ttl), _token_arg(token)],
         )
 
     async def withdraw_start(self, request_key: str, claim_key: str, ttl: float) -> StartClaim:
@@ -283,7 +312,8 @@ class RedisSessionIndex(SessionIndex):
     async def _claim_script(
         self, script: Any, action: str, request_key: str, claim_key: str, args: list[Any]
     ) -> StartClaim:
-        answer: bytes = await self._run(script, action, [self._k(request_key), self._k(claim_key)], args)
+        keys = [self._k(request_key), self._k(claim_key), self._k(k.FENCE_KEY)]
+        answer: bytes = await self._run(script, action, keys, args)
         return StartClaim(answer.decode())
 
     async def hold_lease(self, name: str, holder: str, ttl: float) -> bool:
@@ -321,3 +351,8 @@ class RedisSessionIndex(SessionIndex):
             else:
                 await client.set(self._k(k.NO_FOREIGN_MARKER), b"1", px=_ms(keep))
         return foreign
+
+
+def _token_arg(token: int | None) -> str:
+    """A fencing token as a script argument: ``''`` for none (never fenced)."""
+    return "" if token is None else str(token)

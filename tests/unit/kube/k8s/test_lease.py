@@ -148,3 +148,18 @@ async def test_g8_each_leadership_term_has_a_greater_fencing_token() -> None:
     await a.release()
     await b.acquire()
     assert b.transitions > first
+
+
+async def test_g8_a_recreated_lease_moves_its_term_past_the_fence_and_only_its_holder_can() -> None:
+    kube = FakeKube()
+    a, b = LeaderLease(kube, FAST, identity="a"), LeaderLease(kube, FAST, identity="b")
+    await a.acquire()
+    assert a.transitions == 0  # a new Lease: the count starts again, below an old fence
+    assert await a.advance(7) == 7
+    assert a.transitions == 7
+    assert await a.advance(5) == 7  # never lowered
+    await a.release()
+    await b.acquire()
+    assert b.transitions == 8  # the next term is still above
+    with pytest.raises(NotLeaderError):
+        await a.advance(20)  # the deposed holder cannot move the term
