@@ -7,6 +7,7 @@ Layout (each file's name says what changes there):
 - ``registry.py`` :class:`SessionRegistry`, assembled from ``records.py`` (records and
   heartbeat), ``push.py`` (close requests, push streams), ``start_requests.py`` and
   ``foreign.py`` (the foreign scan), over the shared state in ``_core.py``;
+  ``paging.py`` the paged listing's order, cursor and semantics;
 - ``store.py`` the store interface; ``index.py`` the multi-key operations; ``backends/``
   the stores (``memory.py``, ``redis.py``, ``redis_index.py`` + ``lua/``); ``factory.py``
   the URL factory; ``_keys.py`` the private key layout.
@@ -30,6 +31,7 @@ from callboard.registry.models import (
     StartRequest,
     StartResult,
 )
+from callboard.registry.paging import SessionPage
 from callboard.registry.registry import (
     CloseRequest,
     EventStream,
@@ -62,6 +64,7 @@ __all__ = [
     "SessionIndexSupport",
     "SessionInfo",
     "SessionKVStore",
+    "SessionPage",
     "SessionRegistry",
     "SessionStatus",
     "StartClaim",

@@ -27,6 +27,7 @@ from callboard.registry import _keys as k
 from callboard.registry.backends.redis import SCAN_COUNT, _lua, _ms, translate_errors
 from callboard.registry.index import SessionIndex, close_notice, conflict_error
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim
+from callboard.registry.paging import PagePosition
 
 if TYPE_CHECKING:
     from callboard.registry.backends.redis import RedisSessionKVStore
@@ -64,6 +65,8 @@ class RedisSessionIndex(SessionIndex):
         self._start_commit = client.register_script(_lua("start_commit"))
         self._start_withdraw = client.register_script(_lua("start_withdraw"))
         self._lease = client.register_script(_lua("lease"))
+        self._sessions_page = client.register_script(_lua("sessions_page"))
+        self._foreign_page = client.register_script(_lua("foreign_page"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -170,6 +173,7 @@ class RedisSessionIndex(SessionIndex):
                     self._k(k.SESSIONS_PREFIX),
                     self._k(k.CALL_INDEX_PREFIX),
                     _ms(ttl * CALL_INDEX_TTL_FACTOR),
+                    node.node_id,
                 ],
             )
             if missing is not None:
@@ -187,6 +191,7 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.node_key(node_id)),
             self._k(k.node_index_key(node_id)),
             self._k(k.node_digest_key(node_id)),
+            self._k(k.NODE_DIRECTORY),
         ]
 
     async def _full_heartbeat(
@@ -205,6 +210,7 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.CALL_INDEX_PREFIX),
             self._k(k.ENDED_PREFIX),
             _ms(ttl * CALL_INDEX_TTL_FACTOR),
+            node.node_id,
         ]
         args += [f"{s.call_id}/{s.session_id}" for s in sessions]
         positions: list[int] = await self._run(self._heartbeat_full, "full heartbeat", keys, args)
@@ -250,6 +256,54 @@ class RedisSessionIndex(SessionIndex):
     async def sessions_for_node(self, node_id: str) -> list[bytes]:
         result = await self._members_of(k.node_index_key(node_id), k.SESSIONS_PREFIX, "", [])
         return result[1:]
+
+    async def sessions_page(
+        self, after: PagePosition | None, limit: int, *, node_id: str | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        """One script (``sessions_page.lua``): the node directory, then each node's index."""
+        start = after or PagePosition()
+        if node_id is not None and start.node != node_id:
+            start = PagePosition(node_id)  # a cursor of another listing: this node from its start
+        result: list[Any] = await self._run(
+            self._sessions_page,
+            "page of sessions",
+            [self._k(k.NODE_DIRECTORY)],
+            [
+                self._k(k.NODE_INDEX_PREFIX),
+                self._k(k.SESSIONS_PREFIX),
+                self._k(k.NODES_PREFIX),
+                limit,
+                start.node,
+                start.member,
+                "1" if node_id is not None else "0",
+            ],
+        )
+        node, place = (v.decode() if isinstance(v, bytes) else str(v) for v in result[:2])
+        return result[2:], (PagePosition(node, place) if node else None)
+
+    async def foreign_page(
+        self, scan: int, limit: int, *, exact: bool | None = None
+    ) -> tuple[list[bytes], int | None]:
+        """One SCAN step over ``sessions/*`` (COUNT ``limit``) and one script that keeps the
+        records no node index knows; none at all while the fleet is known callboard-only."""
+        if exact is False:
+            return [], None
+        client = self.store.client
+        with translate_errors("page of unindexed sessions"):
+            if exact is None and await client.exists(self._k(k.NO_FOREIGN_MARKER)):
+                return [], None
+            following, keys = await client.scan(
+                cursor=scan, match=self._k(k.SESSIONS_PREFIX) + "*", count=limit
+            )
+            records: list[bytes] = (
+                await self._foreign_page(
+                    keys=[],
+                    args=[self._k(k.SESSIONS_PREFIX), self._k(k.NODE_INDEX_PREFIX), *keys],
+                )
+                if keys
+                else []
+            )
+        return records, (int(following) or None)
 
     async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
         owner: bytes | None = await self._run(
