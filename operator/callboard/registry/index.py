@@ -159,12 +159,12 @@ class SessionIndex(ABC):
         """
 
     async def foreign_page(
-        self, scan: int, limit: int, *, exact: bool | None = None
-    ) -> tuple[list[bytes], int | None]:
-        """The last phase of a paged listing: records no node index knows, one step of a scan
-        from ``scan``, and the scan's next step (None: done). ``exact`` as in
-        :meth:`sessions_for_call`. A store without indexes found every record in
-        :meth:`sessions_page` already: none here.
+        self, at: PagePosition, limit: int, *, exact: bool | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        """The last phase of a paged listing: up to ``limit`` records no node index knows,
+        from one step of a scan at ``at`` (``at.scan``, after ``at.member``), and where to go
+        on (None: done). ``exact`` as in :meth:`sessions_for_call`. A store without indexes
+        found every record in :meth:`sessions_page` already: none here.
         """
         return [], None
 

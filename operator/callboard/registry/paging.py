@@ -61,7 +61,7 @@ class PagePosition:
     """Resume after ``member`` of ``node``; ``member`` "" means after all of ``node``.
 
     ``scan`` is not None in the last phase (sessions no index knows): the Redis SCAN
-    cursor to go on with.
+    cursor to go on with, ``member`` then the last place that step returned ("" none).
     """
 
     node: str = ""
@@ -97,7 +97,7 @@ def decode_cursor(cursor: str) -> PagePosition:
             validate_id(session_id, "session_id")
         if scan is not None and (type(scan) is not int or not 0 <= scan < 2**64):
             raise ValueError(scan)
-        if not isinstance(node, str) or not isinstance(place, str) or (place and not node):
+        if not isinstance(node, str) or not isinstance(place, str) or (place and not node and scan is None):
             raise ValueError(cursor)
     except (ValueError, TypeError, binascii.Error) as exc:
         raise bad from exc

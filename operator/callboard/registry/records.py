@@ -291,9 +291,8 @@ class SessionRecords(RegistryCore):
             after, room = paging.PagePosition(scan=0), limit - len(sessions)
         else:
             sessions, room = [], limit
-        raws, following = await self._index.foreign_page(after.scan or 0, room, exact=self._exact)
+        raws, position = await self._index.foreign_page(after, room, exact=self._exact)
         sessions += self._decode_sessions(raws)
-        position = paging.PagePosition(scan=following) if following is not None else None
         return SessionPage(sessions, paging.encode_cursor(position) if position else None)
 
     @staticmethod

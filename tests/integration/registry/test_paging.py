@@ -186,6 +186,14 @@ async def test_sessions_no_index_knows_are_listed_last_unless_the_fleet_is_callb
         assert sorted(_ids(mixed)) == ["ours", "theirs"]
         assert _ids(mixed)[-1] == "theirs"  # the last phase
         assert _ids([s async for page in _page_through(only, 1) for s in page]) == ["ours"]
+        # More unindexed sessions than a page holds: a SCAN step that finds more than the
+        # page's room ends the page inside the step (_page_through checks every page's size).
+        with redis.Redis.from_url(redis_url) as va:
+            for i in range(40):
+                other = SessionInfo(session_id=f"va-{i}", call_id="call-2", node_id="va-node", started_at=1.0)
+                va.set(f"vision_agents:sessions/call-2/va-{i}", other.to_json(), px=30_000)
+        many = _ids([s async for page in _page_through(node, 3) for s in page])
+        assert set(many) == {"ours", "theirs", *(f"va-{i}" for i in range(40))}
     finally:
         for registry in (node, only):
             await registry.stop()

@@ -282,28 +282,36 @@ class RedisSessionIndex(SessionIndex):
         return result[2:], (PagePosition(node, place) if node else None)
 
     async def foreign_page(
-        self, scan: int, limit: int, *, exact: bool | None = None
-    ) -> tuple[list[bytes], int | None]:
+        self, at: PagePosition, limit: int, *, exact: bool | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
         """One SCAN step over ``sessions/*`` (COUNT ``limit``) and one script that keeps the
-        records no node index knows; none at all while the fleet is known callboard-only."""
+        records no node index knows; none at all while the fleet is known callboard-only.
+
+        A step may find more than ``limit``: the page then ends inside it, and the next one
+        runs the same step again, keeping the keys after the last one returned.
+        """
         if exact is False:
             return [], None
         client = self.store.client
+        prefix = self._k(k.SESSIONS_PREFIX)
         with translate_errors("page of unindexed sessions"):
             if exact is None and await client.exists(self._k(k.NO_FOREIGN_MARKER)):
                 return [], None
-            following, keys = await client.scan(
-                cursor=scan, match=self._k(k.SESSIONS_PREFIX) + "*", count=limit
-            )
-            records: list[bytes] = (
+            following, found = await client.scan(cursor=at.scan or 0, match=prefix + "*", count=limit)
+            keys = [key.decode() if isinstance(key, bytes) else str(key) for key in found]
+            places = sorted(key[len(prefix) :] for key in keys)
+            places = [place for place in places if place > at.member]
+            pairs: list[bytes] = (
                 await self._foreign_page(
-                    keys=[],
-                    args=[self._k(k.SESSIONS_PREFIX), self._k(k.NODE_INDEX_PREFIX), *keys],
+                    keys=[], args=[prefix, self._k(k.NODE_INDEX_PREFIX), *(prefix + p for p in places)]
                 )
-                if keys
+                if places
                 else []
             )
-        return records, (int(following) or None)
+        records = pairs[1::2][:limit]
+        if len(pairs) // 2 > limit:
+            return records, PagePosition(scan=at.scan or 0, member=pairs[2 * limit - 2].decode())
+        return records, (PagePosition(scan=int(following)) if int(following) else None)
 
     async def request_close(self, call_id: str, session_id: str, ttl: float) -> str | None:
         owner: bytes | None = await self._run(

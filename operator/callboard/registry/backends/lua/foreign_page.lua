@@ -3,8 +3,9 @@
 -- phase of a paged listing (see callboard/registry/paging.py); indexed sessions were listed
 -- in the node phase already.
 -- ARGV[1] = prefixed "sessions/", ARGV[2] = prefixed "index/nodes/", ARGV[3..] = full keys.
--- Returns the records of the keys whose member is not in its node's index set (a record
--- that is not JSON with a string node_id counts as not indexed: the reader skips it).
+-- Returns {place, record, ...} ("call_id/session_id" and record) for the keys whose place
+-- is not in its node's index set, in the order given (a record that is not JSON with a
+-- string node_id counts as not indexed: the reader skips it).
 local records = {}
 local cut = #ARGV[1] + 1
 for i = 3, #ARGV do
@@ -12,7 +13,9 @@ for i = 3, #ARGV do
   if value then
     local ok, decoded = pcall(cjson.decode, value)
     local node = ok and type(decoded) == 'table' and decoded['node_id']
-    if type(node) ~= 'string' or redis.call('SISMEMBER', ARGV[2] .. node, string.sub(ARGV[i], cut)) == 0 then
+    local place = string.sub(ARGV[i], cut)
+    if type(node) ~= 'string' or redis.call('SISMEMBER', ARGV[2] .. node, place) == 0 then
+      records[#records + 1] = place
       records[#records + 1] = value
     end
   end
