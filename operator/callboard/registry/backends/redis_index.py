@@ -1,9 +1,10 @@
 """Registry operations as Lua scripts run inside Redis: one round trip each.
 
 The heartbeat sends nothing per session in the steady state: the node's index set names
-the sessions to renew. Besides the documented keys, it keeps two sets (see
+the sessions to renew. Besides the documented keys, it keeps two kinds of set (see
 :mod:`callboard.registry._keys`):
-``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session").
+``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session"),
+and the node directory ``index/node_ids`` that a paged listing walks (``sessions_page.lua``).
 Members whose record expired (a node died) are pruned when read; members lost by the
 store (eviction, a manual cleanup) are put back by the next heartbeat of their node (G3).
 
