@@ -28,7 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 from fastapi.responses import JSONResponse
 
 from callboard import __version__
-from callboard.errors import SessionNotFoundError, StoreError
+from callboard.errors import InvalidValueError, SessionNotFoundError, StoreError
 from callboard.launcher import AgentLauncher
 from callboard.registry import MAX_ID_LENGTH, SessionInfo
 from callboard.registry.paging import MAX_CURSOR_LENGTH
@@ -240,7 +240,11 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
         description="Filter by call and/or node. Ordered by node id, then call and session id; "
         "paged by cursor (`next`), each page reads O(limit) registry entries, never the whole "
         "cluster. Paging to the end yields every session that lived throughout exactly once.",
-        responses={**_REGISTRY_DOWN, **_FORBIDDEN},
+        responses={
+            **_REGISTRY_DOWN,
+            **_FORBIDDEN,
+            404: {"model": ErrorResponse, "description": "The cursor is not one this API gave out"},
+        },
         dependencies=[Depends(hooks.can_view_listing)],
     )
     async def list_sessions(
@@ -249,9 +253,12 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
         limit: Limit = settings.default_page_size,
         cursor: Cursor = None,
     ) -> SessionPageResponse:
-        page = await launcher.registry.list_sessions_page(
-            limit=limit, cursor=cursor, node_id=node_id, call_id=call_id
-        )
+        try:
+            page = await launcher.registry.list_sessions_page(
+                limit=limit, cursor=cursor, node_id=node_id, call_id=call_id
+            )
+        except InvalidValueError as exc:  # an opaque token naming no page: no such page
+            raise HTTPException(404, str(exc)) from exc
         return SessionPageResponse(
             items=[SessionResponse.of(s, this_node=launcher.node_id) for s in page.sessions],
             limit=limit,

@@ -83,12 +83,13 @@ async def test_invalid_ids_and_bodies_are_422(make_node: MakeNode) -> None:
         ("GET", "/sessions?limit=0", None),
         ("GET", "/sessions?limit=1001", None),
         ("GET", "/sessions?call_id=a[b]", None),
-        ("GET", "/sessions?cursor=not-one-we-gave", None),
         ("GET", "/sessions?cursor=a%2Fb", None),
     ]:
         response = await a.client.request(method, path, json=body)
         assert response.status_code == 422, (method, path, body, response.text)
     assert a.factory.created == []
+    unknown = await a.client.get("/sessions?cursor=not-one-we-gave")  # well formed, names no page
+    assert unknown.status_code == 404 and "cursor" in unknown.json()["detail"]
 
 
 async def test_limits_are_429(make_node: MakeNode) -> None:
