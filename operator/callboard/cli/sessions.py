@@ -33,6 +33,8 @@ from callboard.server.models import NodeResponse, SessionResponse
 __all__ = ["Source", "command", "nodes_table", "open_source", "run", "sessions_table", "source_options"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: Sessions per registry read when the CLI lists straight from Redis (the API's largest page).
+LIST_PAGE_SIZE = 1000
 _T = TypeVar("_T")
 
 
@@ -72,7 +74,16 @@ class _RegistrySource:
         return SessionResponse.of(info, this_node="").model_dump(mode="json")
 
     async def list_sessions(self, *, call_id: str | None, node_id: str | None) -> list[dict[str, Any]]:
-        sessions = await self.registry.list_sessions(call_id=call_id, node_id=node_id)
+        # Page by page, as GET /sessions does: each read is bounded, never the whole cluster.
+        sessions: list[Any] = []
+        cursor: str | None = None
+        while True:
+            page = await self.registry.list_sessions_page(
+                limit=LIST_PAGE_SIZE, cursor=cursor, call_id=call_id, node_id=node_id
+            )
+            sessions += page.sessions
+            if (cursor := page.next_cursor) is None:
+                break
         ordered = sorted(sessions, key=lambda s: (s.started_at, s.call_id, s.session_id))
         return [self._session(s) for s in ordered]
 

@@ -7,7 +7,8 @@ Layout (each file's name says what changes there):
 - ``registry.py`` :class:`SessionRegistry`, assembled from ``records.py`` (records and
   heartbeat), ``push.py`` (close requests, push streams), ``start_requests.py`` and
   ``fencing.py`` (the operator leader's fence) and ``foreign.py`` (the foreign scan),
-  over the shared state in ``_core.py``;
+  over the shared state in ``_core.py``; ``paging.py`` the paged listing's order, cursor and
+  semantics;
 - ``store.py`` the store interface; ``index.py`` the multi-key operations; ``backends/``
   the stores (``memory.py``, ``redis.py``, ``redis_index.py`` + ``lua/``); ``factory.py``
   the URL factory; ``_keys.py`` the private key layout.
@@ -31,6 +32,7 @@ from callboard.registry.models import (
     StartRequest,
     StartResult,
 )
+from callboard.registry.paging import SessionPage
 from callboard.registry.registry import (
     CloseRequest,
     EventStream,
@@ -63,6 +65,7 @@ __all__ = [
     "SessionIndexSupport",
     "SessionInfo",
     "SessionKVStore",
+    "SessionPage",
     "SessionRegistry",
     "SessionStatus",
     "StartClaim",

@@ -17,6 +17,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
 | ``index/digests/{node_id}``            | digest of that set's members (Redis) | ttl, renewed |
+| ``index/node_ids``                     | sorted set of node ids (Redis) | none; pruned when read |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | its expiry   |
 | ``start_claims/{request_id}``          | claimed/started + claimant, or withdrawn | ENDED_TTL |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
@@ -42,6 +43,7 @@ __all__ = [
     "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
     "NODE_DIGEST_PREFIX",
+    "NODE_DIRECTORY",
     "NODE_INDEX_PREFIX",
     "NO_FOREIGN_MARKER",
     "SESSIONS_PREFIX",
@@ -81,6 +83,11 @@ START_CLAIMS_PREFIX = "start_claims/"
 #: node takes no new session (:mod:`callboard.registry.drain_marks`). Its TTL bounds how
 #: long a dead operator can keep a node out of service.
 DRAIN_MARKS_PREFIX = "drain_marks/"
+
+#: Every node id that heartbeats (a Redis sorted set, score 0: ordered by id), so a paged
+#: listing walks the nodes without a SCAN. The heartbeats add their node at every beat; a
+#: paged read prunes an entry whose node has neither a record nor an index set.
+NODE_DIRECTORY = "index/node_ids"
 
 #: Set by the foreign scan when a whole scan found no session of a documented-layout
 #: (Vision Agents) node, for two scan intervals. While it lives, per-call reads and limits

@@ -28,6 +28,7 @@ from callboard.errors import (
 )
 from callboard.registry import _keys as k
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim, decode_or_none
+from callboard.registry.paging import PagePosition
 from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = [
@@ -213,6 +214,27 @@ class SessionIndex(ABC):
         """Raw records of the sessions of one node."""
 
     @abstractmethod
+    async def sessions_page(
+        self, after: PagePosition | None, limit: int, *, node_id: str | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        """Raw records of up to ``limit`` sessions after ``after`` in node, then member order
+        (see :mod:`~callboard.registry.paging`), and where to resume (None: no node is left).
+
+        ``node_id``: that node's sessions only. The work is bounded by ``limit`` (and by the
+        sessions of the nodes the page touches), never by the size of the cluster.
+        """
+
+    async def foreign_page(
+        self, at: PagePosition, limit: int, *, exact: bool | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        """The last phase of a paged listing: up to ``limit`` records no node index knows,
+        from one step of a scan at ``at`` (``at.scan``, after ``at.member``), and where to go
+        on (None: done). ``exact`` as in :meth:`sessions_for_call`. A store without indexes
+        found every record in :meth:`sessions_page` already: none here.
+        """
+        return [], None
+
+    @abstractmethod
     async def request_close(
         self, call_id: str, session_id: str, ttl: float, *, token: int | None = None
     ) -> str | None:
@@ -327,6 +349,26 @@ class KVSessionIndex(SessionIndex):
     async def sessions_for_node(self, node_id: str) -> list[bytes]:
         # No per-node index here: the caller filters the records by node_id.
         return await self._records(await self.store.keys(k.SESSIONS_PREFIX))
+
+    async def sessions_page(
+        self, after: PagePosition | None, limit: int, *, node_id: str | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        # No indexes here: every page reads every record (the in-process store holds one
+        # process's sessions) and cuts the same order as the Redis script.
+        # A member "" means after the whole node: past every member ("\U0010ffff" sorts last).
+        start = (after.node, after.member or "\U0010ffff") if after is not None else ("", "")
+        found: list[tuple[tuple[str, str], bytes]] = []
+        for raw in await self._records(await self.store.keys(k.SESSIONS_PREFIX)):
+            info = decode_or_none(SessionInfo.from_json, raw)
+            if info is None or (node_id is not None and info.node_id != node_id):
+                continue
+            place = (info.node_id, f"{info.call_id}/{info.session_id}")
+            if after is None or place > start:
+                found.append((place, raw))
+        found.sort(key=lambda item: item[0])
+        page = found[:limit]
+        resume = PagePosition(*page[-1][0]) if len(found) > limit else None
+        return [raw for _, raw in page], resume
 
     # Start claims: the same state machine as the Redis scripts (lua/start_*.lua), read then
     # written; see the module docstring for what that guarantees.

@@ -17,10 +17,12 @@ from typing import Any, Final
 
 from callboard.errors import ConfigurationError, NodeIdInUseError
 from callboard.registry import _keys as k
+from callboard.registry import paging
 from callboard.registry._core import RegistryCore
 from callboard.registry.bounds import MAX_METRICS_BYTES, check_json_object, check_timestamp
 from callboard.registry.ids import validate_id
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, SessionStatus, decode_or_none
+from callboard.registry.paging import MAX_PAGE_SIZE, SessionPage
 from callboard.registry.store import PubSubSupport
 
 __all__ = ["UNSET", "SessionRecords"]
@@ -257,6 +259,59 @@ class SessionRecords(RegistryCore):
         if node_id is not None:
             sessions = [s for s in sessions if s.node_id == node_id]
         return sessions
+
+    async def list_sessions_page(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        node_id: str | None = None,
+        call_id: str | None = None,
+    ) -> SessionPage:
+        """One page of :meth:`list_sessions`, at a cost bounded by ``limit``, not the cluster.
+
+        Start without ``cursor``; pass each page's ``next_cursor`` until it is None. The
+        order (node id, then call and session id), what paging through yields while sessions
+        come and go, and the cursor's format are in :mod:`~callboard.registry.paging`. With
+        ``call_id`` a page reads that call's sessions (one call has few); a cursor that is
+        not one of these pages' raises :class:`~callboard.errors.InvalidValueError`.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ConfigurationError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        after = paging.decode_cursor(cursor) if cursor is not None else None
+        if node_id is not None:
+            validate_id(node_id, "node_id")
+        if call_id is not None:
+            return self._call_page(await self.get_for_call(call_id), after, limit, node_id)
+        if after is None or after.scan is None:
+            raws, resume = await self._index.sessions_page(after, limit, node_id=node_id)
+            sessions = self._decode_sessions(raws)
+            if resume is not None:
+                return SessionPage(sessions, paging.encode_cursor(resume))
+            if node_id is not None:
+                return SessionPage(sessions, None)
+            if len(sessions) >= limit:  # the unindexed phase starts on the next page
+                return SessionPage(sessions, paging.encode_cursor(paging.PagePosition(scan=0)))
+            after, room = paging.PagePosition(scan=0), limit - len(sessions)
+        else:
+            sessions, room = [], limit
+        raws, position = await self._index.foreign_page(after, room, exact=self._exact)
+        sessions += self._decode_sessions(raws)
+        return SessionPage(sessions, paging.encode_cursor(position) if position else None)
+
+    @staticmethod
+    def _call_page(
+        sessions: list[SessionInfo], after: paging.PagePosition | None, limit: int, node_id: str | None
+    ) -> SessionPage:
+        places = sorted(
+            ((s.node_id, paging.member(s)), s) for s in sessions if node_id is None or s.node_id == node_id
+        )
+        if after is not None:
+            start = (after.node, after.member or "\U0010ffff")
+            places = [(place, s) for place, s in places if place > start]
+        page = places[:limit]
+        resume = paging.PagePosition(*page[-1][0]) if len(places) > limit else None
+        return SessionPage([s for _, s in page], paging.encode_cursor(resume) if resume else None)
 
     async def list_nodes(self) -> list[NodeInfo]:
         """Every node with a live record (heartbeat within the TTL)."""

@@ -121,19 +121,54 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, Fencing, Forei
             )
 
     async def stop(self) -> None:
-        """Stop background work, remove this node's record (bounded wait), close the store."""
+        """Stop background work, remove this node's record (bounded wait), close the store.
+
+        Nothing of this registry touches the store once it is closed: a final delete still
+        running at its bound (a primary that pauses writes in a failover, READONLY retries)
+        is cancelled and awaited first. Left running, it reconnected to a closed pool and
+        left its socket to the garbage collector. A cancelled ``stop`` still finishes the
+        bounded delete and closes the store before the cancellation goes on.
+        """
         if not self._running:
             return
         self._running = False
-        await stop_tasks([*self._tasks, *self._resyncs], timeout=STOP_TIMEOUT, logger=logger)
-        self._tasks.clear()
         try:
-            await asyncio.wait_for(
-                asyncio.shield(self._store.delete([k.node_key(self._node_id)])), STOP_TIMEOUT
+            await stop_tasks([*self._tasks, *self._resyncs], timeout=STOP_TIMEOUT, logger=logger)
+            self._tasks.clear()
+            await self._deregister()
+        finally:
+            await self._store.close()
+
+    async def _deregister(self) -> None:
+        """Delete this node's record within STOP_TIMEOUT; the delete never outlives the call.
+
+        Shielded: a cancellation of ``stop`` waits for the delete (within the same bound)
+        and is raised after it.
+        """
+        loop = asyncio.get_running_loop()
+        delete = loop.create_task(self._store.delete([k.node_key(self._node_id)]), name="deregister")
+        deadline = loop.time() + STOP_TIMEOUT
+        cancelled = False
+        try:
+            while not delete.done() and (left := deadline - loop.time()) > 0:
+                try:
+                    await asyncio.wait([delete], timeout=left)
+                except asyncio.CancelledError:
+                    cancelled = True
+        finally:
+            if not delete.done():
+                delete.cancel()
+                await asyncio.wait([delete])
+        if delete.cancelled():
+            logger.warning(
+                "could not remove node record of %s at stop within %.1fs", self._node_id, STOP_TIMEOUT
             )
-        except (TimeoutError, StoreError) as exc:
+        elif isinstance(exc := delete.exception(), StoreError):
             logger.warning("could not remove node record of %s at stop: %s", self._node_id, exc)
-        await self._store.close()
+        elif exc is not None:
+            raise exc
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -102,19 +102,19 @@ class NodeClient:
     async def list_sessions(
         self, *, call_id: str | None = None, node_id: str | None = None, page_size: int = 1000
     ) -> list[dict[str, Any]]:
-        """Every matching session of the cluster (all pages)."""
+        """Every matching session of the cluster: follows the pages' ``next`` cursors."""
         params: dict[str, Any] = {"limit": page_size}
         if call_id is not None:
             params["call_id"] = call_id
         if node_id is not None:
             params["node_id"] = node_id
         items: list[dict[str, Any]] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = await self._call("GET", "/sessions", params={**params, "offset": offset})
+        while True:
+            page = await self._call("GET", "/sessions", params=params)
             items.extend(page["items"])
-            offset = page["next_offset"]
-        return items
+            if page["next"] is None:
+                return items
+            params = {**params, "cursor": page["next"]}
 
     async def list_nodes(self) -> list[dict[str, Any]]:
         page = await self._call("GET", "/nodes")

@@ -93,6 +93,17 @@ class SessionList(BaseModel):
     next_offset: int | None = Field(description="Offset of the next page; null on the last one")
 
 
+class SessionPageResponse(BaseModel):
+    """A page of ``GET /sessions``: bounded in cost, walked with ``next`` (see the README)."""
+
+    items: list[SessionResponse]
+    limit: int
+    next: str | None = Field(
+        description="Cursor of the next page (pass it as `cursor`); null on the last page. "
+        "A page may hold fewer than `limit` sessions and still have a next one."
+    )
+
+
 class SessionMetricsResponse(BaseModel):
     """Documented Vision Agents metrics shape, plus ``node_id``."""
 

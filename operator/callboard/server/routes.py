@@ -10,7 +10,7 @@ Documented Vision Agents routes, same paths and statuses, plus cluster-wide list
 | DELETE | ``/calls/{call_id}/sessions/{session_id}`` | 202: closed here at once, or its node is told |
 | POST | ``/calls/{call_id}/sessions/{session_id}/close`` | 202: same, for ``sendBeacon`` |
 | GET | ``/calls/{call_id}/sessions/{session_id}/metrics`` | the agent's metrics |
-| GET | ``/sessions`` | every session (filter by call or node; paginated) |
+| GET | ``/sessions`` | every session (filter by call or node; pages by cursor) |
 | GET | ``/nodes`` | every live node |
 | GET | ``/health``, ``/ready`` | liveness; readiness (503 draining / registry down) |
 | GET | ``/metrics`` | Prometheus |
@@ -28,9 +28,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, st
 from fastapi.responses import JSONResponse
 
 from callboard import __version__
-from callboard.errors import SessionNotFoundError, StoreError
+from callboard.errors import InvalidValueError, SessionNotFoundError, StoreError
 from callboard.launcher import AgentLauncher
 from callboard.registry import MAX_ID_LENGTH, SessionInfo
+from callboard.registry.paging import MAX_CURSOR_LENGTH
 from callboard.server import hooks
 from callboard.server.metrics import CONTENT_TYPE_LATEST, NodeMetrics
 from callboard.server.models import (
@@ -43,6 +44,7 @@ from callboard.server.models import (
     ReadyResponse,
     SessionList,
     SessionMetricsResponse,
+    SessionPageResponse,
     SessionResponse,
     StartSessionRequest,
     StartSessionResponse,
@@ -67,6 +69,15 @@ NodeFilter = Annotated[
     Query(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description="Only this node"),
 ]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Sessions to skip")]
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="Where the page starts: the last page's `next` (omit for the first page)",
+    ),
+]
 
 _REGISTRY_DOWN: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Registry unreachable"}
@@ -226,18 +237,33 @@ def api_routes(launcher: AgentLauncher[Any], settings: ServerSettings, metrics: 
     @router.get(
         "/sessions",
         summary="Every session of the cluster",
-        description="Filter by call and/or node; ordered by start time; paginated by offset.",
-        responses={**_REGISTRY_DOWN, **_FORBIDDEN},
+        description="Filter by call and/or node. Ordered by node id, then call and session id; "
+        "paged by cursor (`next`), each page reads O(limit) registry entries, never the whole "
+        "cluster. Paging to the end yields every session that lived throughout exactly once.",
+        responses={
+            **_REGISTRY_DOWN,
+            **_FORBIDDEN,
+            404: {"model": ErrorResponse, "description": "The cursor is not one this API gave out"},
+        },
         dependencies=[Depends(hooks.can_view_listing)],
     )
     async def list_sessions(
         call_id: CallFilter = None,
         node_id: NodeFilter = None,
         limit: Limit = settings.default_page_size,
-        offset: Offset = 0,
-    ) -> SessionList:
-        sessions = await launcher.registry.list_sessions(node_id=node_id, call_id=call_id)
-        return _page(sessions, this_node=launcher.node_id, limit=limit, offset=offset)
+        cursor: Cursor = None,
+    ) -> SessionPageResponse:
+        try:
+            page = await launcher.registry.list_sessions_page(
+                limit=limit, cursor=cursor, node_id=node_id, call_id=call_id
+            )
+        except InvalidValueError as exc:  # an opaque token naming no page: no such page
+            raise HTTPException(404, str(exc)) from exc
+        return SessionPageResponse(
+            items=[SessionResponse.of(s, this_node=launcher.node_id) for s in page.sessions],
+            limit=limit,
+            next=page.next_cursor,
+        )
 
     @router.get("/nodes", summary="Every live node of the cluster", responses=_REGISTRY_DOWN)
     async def list_nodes() -> NodeList:

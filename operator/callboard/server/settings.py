@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from callboard._http import DEFAULT_MAX_BODY_BYTES
 from callboard.config import read_token, setting
 from callboard.errors import ConfigurationError
+from callboard.registry.paging import MAX_PAGE_SIZE
 
 __all__ = ["ServerSettings"]
 
@@ -98,6 +99,8 @@ class ServerSettings:
         self.bearer_token  # noqa: B018 - reads the file now, so a missing one is a start-up error
         if not 1 <= self.default_page_size <= self.max_page_size:
             raise ConfigurationError("default_page_size must be between 1 and max_page_size")
+        if self.max_page_size > MAX_PAGE_SIZE:
+            raise ConfigurationError(f"max_page_size must be at most {MAX_PAGE_SIZE}")
         if self.ready_timeout <= 0:
             raise ConfigurationError("ready_timeout must be > 0")
         for origin in self.cors_origins:

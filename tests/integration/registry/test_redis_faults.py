@@ -225,3 +225,41 @@ async def test_readonly_is_translated_to_store_unavailable(redis_server: RedisSe
         await admin.aclose()
         await store.close()
         other.stop()
+
+
+async def test_g10_a_disconnect_racing_a_reconnect_of_the_same_connection_keeps_the_new_socket(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The socket left to the garbage collector after failovers (a ResourceWarning for an
+    unclosed StreamWriter): a Sentinel pool disconnects its idle connections when the master
+    changes, and redis-py's disconnect cleared the connection's streams only after awaiting
+    the old stream's close. A command that had reconnected that connection meanwhile lost
+    its new stream, open. The old stream's close is held here until the reconnect is done,
+    which forces that interleaving every time."""
+    store = RedisSessionKVStore(url=redis_url)
+    await store.start()
+    pool = store.client.connection_pool
+    connection = await pool.get_connection()
+    closing = asyncio.Event()
+    wait_closed = asyncio.StreamWriter.wait_closed
+
+    async def held_wait_closed(writer: asyncio.StreamWriter) -> None:
+        await closing.wait()
+        await wait_closed(writer)
+
+    monkeypatch.setattr(asyncio.StreamWriter, "wait_closed", held_wait_closed)
+    try:
+        idle_disconnect = asyncio.create_task(connection.disconnect())
+        await asyncio.sleep(0)  # it closed the old stream and waits for the close
+        await connection.disconnect(nowait=True)  # a command's read failed: dropped at once
+        await connection.connect()  # and connected again
+        new_writer = connection._writer
+        closing.set()
+        await idle_disconnect
+        assert new_writer is not None and connection._writer is new_writer
+        assert not new_writer.is_closing()
+        assert connection.is_connected
+    finally:
+        closing.set()
+        await pool.release(connection)
+        await store.close()

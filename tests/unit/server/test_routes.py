@@ -83,11 +83,13 @@ async def test_invalid_ids_and_bodies_are_422(make_node: MakeNode) -> None:
         ("GET", "/sessions?limit=0", None),
         ("GET", "/sessions?limit=1001", None),
         ("GET", "/sessions?call_id=a[b]", None),
-        ("GET", "/sessions?offset=-1", None),
+        ("GET", "/sessions?cursor=a%2Fb", None),
     ]:
         response = await a.client.request(method, path, json=body)
         assert response.status_code == 422, (method, path, body, response.text)
     assert a.factory.created == []
+    unknown = await a.client.get("/sessions?cursor=not-one-we-gave")  # well formed, names no page
+    assert unknown.status_code == 404 and "cursor" in unknown.json()["detail"]
 
 
 async def test_limits_are_429(make_node: MakeNode) -> None:
@@ -121,16 +123,19 @@ async def test_listings_filter_and_paginate(make_node: MakeNode) -> None:
     for i in range(5):
         await (a if i % 2 else b).client.post(f"/calls/call-{i % 2}/sessions")
     everything = (await a.client.get("/sessions")).json()
-    assert everything["total"] == 5 and len(everything["items"]) == 5 and everything["next_offset"] is None
-    page = (await a.client.get("/sessions?limit=2&offset=2")).json()
-    assert [s["session_id"] for s in page["items"]] == [s["session_id"] for s in everything["items"][2:4]]
-    assert page["next_offset"] == 4
+    assert len(everything["items"]) == 5 and everything["limit"] == 100 and everything["next"] is None
+    first = (await a.client.get("/sessions?limit=2")).json()
+    second = (await a.client.get("/sessions", params={"limit": 2, "cursor": first["next"]})).json()
+    assert [s["session_id"] for s in first["items"] + second["items"]] == [
+        s["session_id"] for s in everything["items"][:4]
+    ]
+    assert second["next"] is not None and second["next"] != first["next"]
     on_b = (await a.client.get("/sessions?node_id=node-b")).json()
-    assert on_b["total"] == 3 and {s["node_id"] for s in on_b["items"]} == {"node-b"}
+    assert len(on_b["items"]) == 3 and {s["node_id"] for s in on_b["items"]} == {"node-b"}
     call_1 = (await b.client.get("/calls/call-1/sessions")).json()
     assert call_1["total"] == 2 and {s["call_id"] for s in call_1["items"]} == {"call-1"}
     both = (await b.client.get("/sessions?call_id=call-0&node_id=node-b")).json()
-    assert both["total"] == 3
+    assert len(both["items"]) == 3
     nodes = (await b.client.get("/nodes")).json()
     assert [n["node_id"] for n in nodes["items"]] == ["node-a", "node-b"] and nodes["total"] == 2
 

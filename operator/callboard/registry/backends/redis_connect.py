@@ -22,6 +22,7 @@ a Sentinel failover.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ def build_client(endpoint: RedisEndpoint | SentinelEndpoint, **options: Any) -> 
 
     if isinstance(endpoint, RedisEndpoint):
         pool = aioredis.BlockingConnectionPool.from_url(endpoint.url, **options)
+        pool.connection_class = keeping_new_streams(pool.connection_class)
         return aioredis.Redis.from_pool(pool)
     from redis.asyncio.sentinel import Sentinel
 
@@ -194,7 +196,52 @@ def build_client(endpoint: RedisEndpoint | SentinelEndpoint, **options: Any) -> 
         **tls,
         **options,
     )
+    client.connection_pool.connection_class = keeping_new_streams(client.connection_pool.connection_class)
     return client
+
+
+_KEEPING: dict[type[Any], type[Any]] = {}
+
+
+def keeping_new_streams(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` whose ``disconnect`` never drops a stream it did not close.
+
+    redis-py's ``disconnect`` closes the stream, awaits the close and only then, in a
+    ``finally``, clears the connection's reader and writer. When another task reconnects
+    the same connection meanwhile (its read failed: it drops the stream at once, without
+    waiting, and connects again), that ``finally`` clears the *new* stream, whose socket is
+    then left to the garbage collector: the ResourceWarning seen after failovers, where a
+    Sentinel pool disconnects its idle connections when the master changes while commands
+    reconnect them. Here the old stream is cleared at once and its close awaited after.
+    """
+    if connection_class in _KEEPING.values():
+        return connection_class
+    if connection_class in _KEEPING:
+        return _KEEPING[connection_class]
+    import redis.exceptions as rexc
+
+    class KeepingNewStreams(connection_class):  # type: ignore[misc]
+        async def disconnect(self, nowait: bool = False, **kwargs: Any) -> None:
+            writer = self._writer
+            if nowait or writer is None or asyncio.current_task() is None:
+                await super().disconnect(nowait=nowait, **kwargs)
+                return
+            await super().disconnect(nowait=True, **kwargs)  # closes and clears, no await between
+            try:
+                async with asyncio.timeout(self.socket_connect_timeout):
+                    await writer.wait_closed()
+            except OSError:
+                pass
+            except TimeoutError:
+                raise rexc.TimeoutError(
+                    f"Timed out closing connection after {self.socket_connect_timeout}"
+                ) from None
+
+    KeepingNewStreams.__name__ = KeepingNewStreams.__qualname__ = (
+        f"KeepingNewStreams{connection_class.__name__}"
+    )
+    _KEEPING[connection_class] = KeepingNewStreams
+    return KeepingNewStreams
 
 
 def _blocking_sentinel_pool() -> type[Any]:

@@ -1,9 +1,10 @@
 """Registry operations as Lua scripts run inside Redis: one round trip each.
 
 The heartbeat sends nothing per session in the steady state: the node's index set names
-the sessions to renew. Besides the documented keys, it keeps two sets (see
+the sessions to renew. Besides the documented keys, it keeps two kinds of set (see
 :mod:`callboard.registry._keys`):
-``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session").
+``index/calls/{call_id}`` (session ids) and ``index/nodes/{node_id}`` ("call/session"),
+and the node directory ``index/node_ids`` that a paged listing walks (``sessions_page.lua``).
 Members whose record expired (a node died) are pruned when read; members lost by the
 store (eviction, a manual cleanup) are put back by the next heartbeat of their node (G3).
 
@@ -34,6 +35,7 @@ from callboard.registry.index import (
     drain_marked_error,
 )
 from callboard.registry.models import EndedInfo, NodeInfo, SessionInfo, StartClaim
+from callboard.registry.paging import PagePosition
 
 if TYPE_CHECKING:
     from callboard.registry.backends.redis import RedisSessionKVStore
@@ -72,6 +74,8 @@ class RedisSessionIndex(SessionIndex):
         self._start_withdraw = client.register_script(_lua("start_withdraw"))
         self._lease = client.register_script(_lua("lease"))
         self._fence_raise = client.register_script(_lua("fence_raise"))
+        self._sessions_page = client.register_script(_lua("sessions_page"))
+        self._foreign_page = client.register_script(_lua("foreign_page"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -183,6 +187,7 @@ class RedisSessionIndex(SessionIndex):
                     self._k(k.SESSIONS_PREFIX),
                     self._k(k.CALL_INDEX_PREFIX),
                     _ms(ttl * CALL_INDEX_TTL_FACTOR),
+                    node.node_id,
                 ],
             )
             if missing is not None:
@@ -200,6 +205,7 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.node_key(node_id)),
             self._k(k.node_index_key(node_id)),
             self._k(k.node_digest_key(node_id)),
+            self._k(k.NODE_DIRECTORY),
         ]
 
     async def _full_heartbeat(
@@ -218,6 +224,7 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.CALL_INDEX_PREFIX),
             self._k(k.ENDED_PREFIX),
             _ms(ttl * CALL_INDEX_TTL_FACTOR),
+            node.node_id,
         ]
         args += [f"{s.call_id}/{s.session_id}" for s in sessions]
         positions: list[int] = await self._run(self._heartbeat_full, "full heartbeat", keys, args)
@@ -263,6 +270,62 @@ class RedisSessionIndex(SessionIndex):
     async def sessions_for_node(self, node_id: str) -> list[bytes]:
         result = await self._members_of(k.node_index_key(node_id), k.SESSIONS_PREFIX, "", [])
         return result[1:]
+
+    async def sessions_page(
+        self, after: PagePosition | None, limit: int, *, node_id: str | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        """One script (``sessions_page.lua``): the node directory, then each node's index."""
+        start = after or PagePosition()
+        if node_id is not None and start.node != node_id:
+            start = PagePosition(node_id)  # a cursor of another listing: this node from its start
+        result: list[Any] = await self._run(
+            self._sessions_page,
+            "page of sessions",
+            [self._k(k.NODE_DIRECTORY)],
+            [
+                self._k(k.NODE_INDEX_PREFIX),
+                self._k(k.SESSIONS_PREFIX),
+                self._k(k.NODES_PREFIX),
+                limit,
+                start.node,
+                start.member,
+                "1" if node_id is not None else "0",
+            ],
+        )
+        node, place = (v.decode() if isinstance(v, bytes) else str(v) for v in result[:2])
+        return result[2:], (PagePosition(node, place) if node else None)
+
+    async def foreign_page(
+        self, at: PagePosition, limit: int, *, exact: bool | None = None
+    ) -> tuple[list[bytes], PagePosition | None]:
+        """One SCAN step over ``sessions/*`` (COUNT ``limit``) and one script that keeps the
+        records no node index knows; none at all while the fleet is known callboard-only.
+
+        A step may find more than ``limit``: the page then ends inside it, and the next one
+        runs the same step again, keeping the keys after the last one returned.
+        """
+        if exact is False:
+            return [], None
+        client = self.store.client
+        prefix = self._k(k.SESSIONS_PREFIX)
+        with translate_errors("page of unindexed sessions"):
+            if exact is None and await client.exists(self._k(k.NO_FOREIGN_MARKER)):
+                return [], None
+            following, found = await client.scan(cursor=at.scan or 0, match=prefix + "*", count=limit)
+            keys = [key.decode() if isinstance(key, bytes) else str(key) for key in found]
+            places = sorted(key[len(prefix) :] for key in keys)
+            places = [place for place in places if place > at.member]
+            pairs: list[bytes] = (
+                await self._foreign_page(
+                    keys=[], args=[prefix, self._k(k.NODE_INDEX_PREFIX), *(prefix + p for p in places)]
+                )
+                if places
+                else []
+            )
+        records = pairs[1::2][:limit]
+        if len(pairs) // 2 > limit:
+            return records, PagePosition(scan=at.scan or 0, member=pairs[2 * limit - 2].decode())
+        return records, (PagePosition(scan=int(following)) if int(following) else None)
 
     async def request_close(
         self, call_id: str, session_id: str, ttl: float, *, token: int | None = None

@@ -1,10 +1,12 @@
 -- Full heartbeat of one node: write its record, renew every session it names, and rebuild
 -- its index set (and the set's digest) from that list. Used when the cheap heartbeat
 -- (heartbeat.lua) finds the index out of step with the node's own list, and periodically.
--- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
+-- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest,
+-- KEYS[4] = the node directory (see heartbeat.lua).
 -- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = prefixed "sessions/",
 -- ARGV[4] = prefixed "index/calls/", ARGV[5] = prefixed "ended/", ARGV[6] = the TTL in ms
--- of a call index (see heartbeat.lua); ARGV[7..] = the node's members "call_id/session_id".
+-- of a call index (see heartbeat.lua), ARGV[7] = the node's id; ARGV[8..] = the node's
+-- members "call_id/session_id".
 -- A member with a tombstone ended while the list was on its way: it is neither renewed nor
 -- indexed (G2). Each call's index gets the node's live members back (one SADD per call) and
 -- is only ever lengthened. Returns the positions (1-based) of members whose record was
@@ -20,13 +22,14 @@ end
 
 local ttl = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+redis.call('ZADD', KEYS[4], 0, ARGV[7])
 redis.call('DEL', KEYS[2])
 local missing = {}
 local kept = {}
 local by_call = {}
 local calls = {}
 local s1, s2 = 0, 0
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local member = ARGV[i]
   if redis.call('EXISTS', ARGV[5] .. member) == 0 then
     if redis.call('PEXPIRE', ARGV[3] .. member, ttl) == 1 then
@@ -43,7 +46,7 @@ for i = 7, #ARGV do
       s1 = s1 + tonumber(string.sub(h, 1, 8), 16)
       s2 = s2 + tonumber(string.sub(h, 9, 16), 16)
     else
-      missing[#missing + 1] = i - 6
+      missing[#missing + 1] = i - 7
     end
   end
 end
