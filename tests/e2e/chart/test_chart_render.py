@@ -188,6 +188,30 @@ def test_agent_pool(render: Render) -> None:
     assert fixed["spec"]["template"]["spec"]["serviceAccountName"] == "default"
 
 
+def test_agent_grace_period_fits_the_cluster_autoscaler(render: Render) -> None:
+    """By default the agent pods' grace period, with the whole drain inside it, is at most 600 s:
+    the Cluster Autoscaler's default ``--max-graceful-termination-sec``, after which it kills a
+    pod of a node it drains (a longer drain would be cut off before the sidecar ends its sessions).
+    """
+    image = ["--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=a"]
+    pod = find(render(*image), "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"]
+    sidecar = pod["containers"][1]
+    assert pod["terminationGracePeriodSeconds"] == 600
+    assert env_of(sidecar)["CALLBOARD_DRAIN_TIMEOUT"] == "580"
+    assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] + 580 + 15 == 600
+    # A given grace period of 600 is accepted; more only when explicitly allowed.
+    given = render(*image, "--set", "agentPool.terminationGracePeriodSeconds=600")
+    assert find(given, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ] == 600
+    allowed = render(
+        *image, "--set", "agentPool.allowLongTerminationGracePeriod=true",
+        "--set", "agentPool.drain.timeoutSeconds=3600",
+    )  # fmt: skip
+    long_pod = find(allowed, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"]
+    assert long_pod["terminationGracePeriodSeconds"] == 5 + 3600 + 15
+
+
 def test_operator(render: Render) -> None:
     docs = render()
     deployment = find(docs, "Deployment", "cb-callboard-operator")
@@ -448,6 +472,24 @@ def test_rbac_least_privilege(render: Render) -> None:
             "needs the operator (operator.enabled)",
         ),
         (["--set", "operator.watchNamespaces={a,b}"], "operator.adoption.namespace \"ns\" must be one of"),
+        (
+            [
+                "--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=a",
+                "--set", "agentPool.terminationGracePeriodSeconds=900",
+            ],
+            "at '/agentPool/terminationGracePeriodSeconds': maximum: got 900, want 600",
+        ),
+        (
+            ["--set", "agentPool.drain.timeoutSeconds=600"],
+            "at '/agentPool/drain/timeoutSeconds': maximum: got 600, want 585",
+        ),
+        (
+            [
+                "--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=a",
+                "--set", "agentPool.drain.preStopSleepSeconds=30",
+            ],
+            "terminationGracePeriodSeconds would be 625 (preStopSleepSeconds + drain.timeoutSeconds + 15",
+        ),
         (
             ["--set", "operator.startTimeoutSeconds=45", "--set", "agentPool.sidecar.ttlSeconds=30"],
             "operator.startTimeoutSeconds (45) must not exceed agentPool.sidecar.ttlSeconds (30)",
