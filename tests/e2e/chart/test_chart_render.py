@@ -33,30 +33,36 @@ from .k8s_schemas import ManifestValidator
 #: Kinds each values set renders (the defaults: operator + bundled Redis).
 EXPECTED_KINDS = {
     "default": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "NetworkPolicy": 2, "Role": 1,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "NetworkPolicy": 2,
+        "Role": 1,
         "RoleBinding": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1,
     },
     "full": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "NetworkPolicy": 2,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "FlowSchema": 2,
+        "NetworkPolicy": 2,
         "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
         "ServiceMonitor": 2,
     },
     "hpa": {
-        "Deployment": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 2, "PodDisruptionBudget": 2,
+        "Deployment": 2, "FlowSchema": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 2,
+        "PodDisruptionBudget": 3,
         "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
     },
     "keda": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "NetworkPolicy": 3,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "FlowSchema": 2, "NetworkPolicy": 3,
         "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "ScaledObject": 1, "Service": 3,
         "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
     "sentinel": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "NetworkPolicy": 2,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "NetworkPolicy": 2,
         "PodDisruptionBudget": 2, "Role": 1,
         "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
     },
 }  # fmt: skip
+
+#: Kinds without a namespace.
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FlowSchema")
 
 #: Volume types Pod Security "restricted" allows.
 RESTRICTED_VOLUMES = {
@@ -88,7 +94,7 @@ def test_render_is_valid_kubernetes(render: Render, validator: ManifestValidator
     assert errors == []
     # Namespaced objects land in the release namespace (the dashboard may go elsewhere).
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+        if d["kind"] not in CLUSTER_SCOPED:
             assert d["metadata"].get("namespace") in ("ns", "monitoring", "agents", "tenants"), d["metadata"]
 
 
@@ -188,6 +194,72 @@ def test_agent_pool(render: Render) -> None:
     assert fixed["spec"]["template"]["spec"]["serviceAccountName"] == "default"
 
 
+def test_operator_with_a_standby_is_spread_and_budgeted(render: Render) -> None:
+    """Two replicas: a PodDisruptionBudget (a drain evicts one at a time) and anti-affinity
+    (one node going down does not take the leader and the standby); one replica: neither."""
+    single = render()
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+    assert "affinity" not in find(single, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]
+    docs = render("--set", "operator.replicas=2")
+    deployment = find(docs, "Deployment", "cb-callboard-operator")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pdb = find(docs, "PodDisruptionBudget", "cb-callboard-operator")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti == {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": selector},
+                },
+            }
+        ]
+    }
+    hard = find(
+        render("--set", "operator.replicas=2", "--set", "operator.podAntiAffinity=hard"),
+        "Deployment",
+        "cb-callboard-operator",
+    )
+    required = hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert list(required) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+    own = render("--set", "operator.replicas=2", "--set", "operator.affinity.nodeAffinity.x=1")
+    assert find(own, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {"x": 1}
+    }
+    off = render("--set", "operator.replicas=2", "--set", "operator.podDisruptionBudget.enabled=false")
+    assert not [d for d in off if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_g8_operator_requests_have_their_own_api_priority(render: Render) -> None:
+    """The operator's ServiceAccount is matched before the built-in ``service-accounts``
+    FlowSchema (workload-low, shared with every workload): its Lease at ``leader-election``,
+    the rest at ``workload-high``; cluster-scoped names carry the namespace."""
+    docs = render()
+    flows = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "FlowSchema"}
+    assert set(flows) == {"ns-cb-callboard-operator-lease", "ns-cb-callboard-operator"}
+    lease, rest = flows["ns-cb-callboard-operator-lease"], flows["ns-cb-callboard-operator"]
+    subject = {"kind": "ServiceAccount", "serviceAccount": {"name": "cb-callboard", "namespace": "ns"}}
+    for flow in (lease, rest):
+        assert flow["rules"][0]["subjects"] == [subject]
+        assert flow["matchingPrecedence"] < 9000  # the built-in service-accounts FlowSchema
+    assert lease["priorityLevelConfiguration"] == {"name": "leader-election"}
+    assert lease["matchingPrecedence"] < rest["matchingPrecedence"]
+    assert lease["rules"][0]["resourceRules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+            "namespaces": ["ns"],
+        }
+    ]
+    assert rest["priorityLevelConfiguration"] == {"name": "workload-high"}
+    other_ns = {d["metadata"]["name"] for d in render(namespace="other") if d["kind"] == "FlowSchema"}
+    assert not other_ns & set(flows)
+    assert not [d for d in render("--set", "operator.apiPriority.enabled=false") if d["kind"] == "FlowSchema"]
+
+
 def test_agent_grace_period_fits_the_cluster_autoscaler(render: Render) -> None:
     """By default the agent pods' grace period, with the whole drain inside it, is at most 600 s:
     the Cluster Autoscaler's default ``--max-graceful-termination-sec``, after which it kills a
@@ -201,9 +273,12 @@ def test_agent_grace_period_fits_the_cluster_autoscaler(render: Render) -> None:
     assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] + 580 + 15 == 600
     # A given grace period of 600 is accepted; more only when explicitly allowed.
     given = render(*image, "--set", "agentPool.terminationGracePeriodSeconds=600")
-    assert find(given, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"][
-        "terminationGracePeriodSeconds"
-    ] == 600
+    assert (
+        find(given, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+        == 600
+    )
     allowed = render(
         *image, "--set", "agentPool.allowLongTerminationGracePeriod=true",
         "--set", "agentPool.drain.timeoutSeconds=3600",

@@ -44,7 +44,8 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     namespace = docs[0]["metadata"]["name"]
     kinds = sorted(d["kind"] for d in docs[1:])
     assert kinds == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "NetworkPolicy", "NetworkPolicy",
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "FlowSchema", "FlowSchema",
+        "NetworkPolicy", "NetworkPolicy",
         "Role", "RoleBinding", "Service", "Service", "ServiceAccount",
     ]  # fmt: skip
     # The Redis password: from the Secret the header says to create, required by the server.
@@ -54,7 +55,7 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "callboard-redis-auth"
     for d in docs:
         assert validator.errors(d) == []
-        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "FlowSchema"):
             assert d["metadata"]["namespace"] == namespace
     pool = [
         d for d in yaml.safe_load_all((kh.REPO_ROOT / "manifests/examples/agent-pool.yaml").read_text()) if d
