@@ -96,6 +96,19 @@ def test_schema_violation_rejected(kube_env: KubeEnv, agentsession_crd: str, kub
     )  # fmt: skip
     assert proc.returncode != 0
     assert 'status.phase: Unsupported value: "Bogus"' in proc.stderr
+    # Size limits: at most 64 metrics (as many params, see tests/e2e/operator/test_schema_pods).
+    metrics = {f"m{i}": i for i in range(65)}
+    proc = kube_env.kubectl(
+        "patch", "ags", "good", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"metrics": metrics}}), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "status.metrics: Too many: 65: must have at most 64 items" in proc.stderr
+    metrics.pop("m64")
+    kube_env.kubectl(
+        "patch", "ags", "good", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"metrics": metrics}}),
+    )  # fmt: skip
 
 
 def test_finalizer_holds_deleted_object(

@@ -38,6 +38,10 @@ def manifest(name: str, **spec: Any) -> str:
         ({"callId": "x" * 129}, "spec.callId: Invalid value"),
         ({"callId": "ok", "callType": "bad/type"}, "spec.callType: Invalid value"),
         ({"callId": "ok", "params": "not-an-object"}, "spec.params: Invalid value"),
+        (
+            {"callId": "ok", "params": {f"k{i}": i for i in range(65)}},
+            "spec.params: Too many: 65: must have at most 64 items",
+        ),
         ({"callId": "ok", "maxDurationSeconds": 0}, "spec.maxDurationSeconds: Invalid value"),
         ({"callId": "ok", "idleTimeoutSeconds": -5}, "spec.idleTimeoutSeconds: Invalid value"),
         ({"callId": "ok", "ttlSecondsAfterFinished": -1}, "spec.ttlSecondsAfterFinished: Invalid value"),
