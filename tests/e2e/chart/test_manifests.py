@@ -36,7 +36,7 @@ def test_checked_in_manifests_equal_a_fresh_render(helm_bin: str, tmp_path: Path
 
 def test_manifests_are_the_default_install(validator: ManifestValidator) -> None:
     crd = yaml.safe_load((kh.REPO_ROOT / "manifests/agentsession-crd.yaml").read_text())
-    assert crd == yaml.safe_load((CHART / "crds/agentsession-crd.yaml").read_text())
+    assert crd == yaml.safe_load((CHART / "files/agentsession-crd.yaml").read_text())
     docs = [d for d in yaml.safe_load_all((kh.REPO_ROOT / "manifests/callboard.yaml").read_text()) if d]
     # The namespace first (kubectl applies in order), enforcing Pod Security "restricted".
     assert docs[0]["kind"] == "Namespace"
