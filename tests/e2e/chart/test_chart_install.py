@@ -97,6 +97,7 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
             ("delete", "agentsessions.callboard.dev", "-n", ns),
             ("patch", "agentsessions.callboard.dev", "--subresource=status", "-n", ns),
             ("patch", "pods", "-n", ns),
+            ("get", "pods", "-n", ns),  # the pool-label check (G11)
             ("list", "pods", "-n", ns),
             ("create", "events", "-n", ns),
             ("get", f"leases.coordination.k8s.io/{release}-callboard-operator", "-n", ns),
@@ -109,8 +110,8 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
             ("get", "secrets", "-n", ns),
             ("delete", "pods", "-n", ns),
             ("create", "pods", "-n", ns),
-            ("get", "pods", "-n", ns),
             ("list", "pods", "-n", "default"),
+            ("watch", "pods", "-n", ns),
             ("patch", f"deployments.apps/{agents}", "-n", ns),
             ("patch", f"deployments.apps/{release}-callboard-operator", "--subresource=scale", "-n", ns),
             ("update", "agentsessions.callboard.dev", "-n", ns),

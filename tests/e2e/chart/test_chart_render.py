@@ -491,6 +491,15 @@ def test_rbac_least_privilege(render: Render) -> None:
     own = find(hpa, "Role", "cb-callboard-operator")
     assert ("apps", "deployments/scale", "patch") not in _rules(own)
     assert ("", "pods", "patch") in _rules(own)  # the agent pods live in the release namespace
+    # G11: pods are read one by one (the pool-label check) and listed only in the release namespace.
+    assert ("", "pods", "get") in _rules(own)
+    assert ("", "pods", "get") in _rules(cluster_role)
+    assert ("", "pods", "list") not in _rules(cluster_role) and ("", "pods", "watch") not in _rules(
+        cluster_role
+    )
+    for d in hpa:
+        if d["kind"] == "Role" and d["metadata"]["name"] == "cb-callboard":
+            assert {v for g, r, v in _rules(d) if r == "pods"} == {"get", "patch"}
 
 
 @pytest.mark.parametrize(
