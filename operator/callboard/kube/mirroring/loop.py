@@ -302,6 +302,7 @@ class Syncer:
             snap.nodes.get(session.node_id),
             namespace=namespace,
             ttl_seconds_after_finished=self._settings.adoption.ttl_seconds_after_finished,
+            operator_class=self._settings.operator_class,
         )
         self._recent[ref] = self._clock()
         try:

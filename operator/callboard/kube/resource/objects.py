@@ -11,7 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from callboard.kube.resource.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
+from callboard.kube.resource.constants import (
+    ADOPTED_LABEL,
+    API_VERSION,
+    DEFAULT_OPERATOR_CLASS,
+    FINALIZER,
+    KIND,
+    SESSION_ANNOTATION,
+)
 from callboard.kube.resource.fields import int_or_none, parse_time, str_or_none
 from callboard.kube.resource.phases import Status
 
@@ -19,6 +26,8 @@ __all__ = [
     "AgentSessionObject",
     "Key",
     "Spec",
+    "operator_class_of",
+    "owned_by",
     "resource_version_newer",
 ]
 
@@ -42,6 +51,23 @@ def resource_version_newer(candidate: str | None, current: str | None) -> bool:
         return True
 
 
+def operator_class_of(spec: Mapping[str, Any]) -> str:
+    """The operator class a spec names (``spec.operatorClass``; the default one when absent)."""
+    return str_or_none(spec.get("operatorClass")) or DEFAULT_OPERATOR_CLASS
+
+
+def owned_by(body: Mapping[str, Any], operator_class: str) -> bool:
+    """Whether an operator of ``operator_class`` reconciles this AgentSession body.
+
+    Two operators in one cluster (two releases, each with its own agent pools and registry)
+    both watch every AgentSession; each acts only on the objects of its class, so an object
+    gets one finalizer, one placement and one status writer. An object without the field
+    belongs to the default class (``DEFAULT_OPERATOR_CLASS``).
+    """
+    spec = body.get("spec")
+    return operator_class_of(spec if isinstance(spec, Mapping) else {}) == operator_class
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     call_id: str
@@ -51,6 +77,7 @@ class Spec:
     max_duration_seconds: int | None = None
     idle_timeout_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
+    operator_class: str = DEFAULT_OPERATOR_CLASS
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Spec:
@@ -63,6 +90,7 @@ class Spec:
             max_duration_seconds=int_or_none(data.get("maxDurationSeconds")),
             idle_timeout_seconds=int_or_none(data.get("idleTimeoutSeconds")),
             ttl_seconds_after_finished=int_or_none(data.get("ttlSecondsAfterFinished")),
+            operator_class=operator_class_of(data),
         )
 
 

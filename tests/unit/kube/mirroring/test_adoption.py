@@ -36,3 +36,13 @@ def test_adopted_manifest() -> None:
     assert m["metadata"]["annotations"][SESSION_ANNOTATION] == "Call:1/s1"
     assert m["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "pool": "gpu"}
     assert AgentSessionObject.from_body(m).adopted_session == ("Call:1", "s1")
+    # Adopted by the operator of another class: the object names it, so that operator owns it.
+    other = adopted_manifest(
+        session("s1", "Call:1"),
+        None,
+        namespace="adopted",
+        ttl_seconds_after_finished=60,
+        operator_class="tenant-b",
+    )
+    assert other["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "operatorClass": "tenant-b"}
+    assert AgentSessionObject.from_body(other).spec.operator_class == "tenant-b"
