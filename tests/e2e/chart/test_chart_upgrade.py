@@ -1,4 +1,4 @@
-"""``helm upgrade`` brings CRD changes, and ``helm uninstall`` keeps the CRD.
+"""``helm upgrade`` brings CRD changes; ``helm uninstall`` keeps the CRD and does not hang.
 
 Helm installs a chart's ``crds/`` once and never upgrades them: a chart version that adds an
 AgentSession field would leave the old schema in place, and the API server would prune the
@@ -102,3 +102,42 @@ def test_helm_upgrade_brings_a_new_crd_field(kube_env: KubeEnv, kube_namespace: 
     # helm uninstall keeps the CRD (deleting it would delete every AgentSession in the cluster).
     assert kube_env.kubectl_json("get", "crd", CRD)["metadata"]["name"] == CRD
     assert kube_env.kubectl_json("get", "ags", "before", "-n", ns)["spec"]["callId"] == "before"
+
+
+def test_helm_uninstall_with_live_objects_does_not_hang(kube_env: KubeEnv, kube_namespace: str) -> None:
+    """``helm uninstall`` with AgentSessions that still carry the operator's finalizer returns
+    (the kept CRD keeps them; nothing waits on the gone operator). Deleting their namespace
+    then waits on the finalizer, as the README says, and its documented command ends that."""
+    ns = kube_namespace
+    release = "cb-" + ns.rsplit("-", 1)[-1]
+    kube_env.helm("install", release, str(CHART), "-n", ns, *LIGHT, "--take-ownership")
+    for name in ("live-0", "live-1"):
+        body = json.loads(_session(name))
+        del body["spec"]["priorityHint"]
+        body["metadata"]["finalizers"] = ["callboard.dev/close-session"]  # as the operator adds it
+        kube_env.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(body))
+    uninstalled = kube_env.helm("uninstall", release, "-n", ns, "--wait", "--timeout", "120s", timeout=150)
+    assert f'release "{release}" uninstalled' in uninstalled.stdout
+    assert kube_env.kubectl("get", "deployments", "-n", ns, "-o", "name").stdout.strip() == ""
+    left = kube_env.kubectl_json("get", "ags", "-n", ns)["items"]
+    assert sorted(o["metadata"]["name"] for o in left) == ["live-0", "live-1"]
+
+    # No operator releases the finalizer any more: the namespace stays Terminating on it.
+    kube_env.kubectl("delete", "namespace", ns, "--wait=false")
+
+    def stuck_on_finalizers() -> bool:
+        status = kube_env.kubectl_json("get", "namespace", ns)["status"]
+        return any(
+            c["type"] == "NamespaceFinalizersRemaining" and c["status"] == "True"
+            and "callboard.dev/close-session" in c.get("message", "")
+            for c in status.get("conditions", [])
+        )  # fmt: skip
+
+    wait_for(stuck_on_finalizers, timeout=60, interval=1.0, what="the namespace waiting on the finalizer")
+    # The README's way out (their sessions, if any, run on until the call ends).
+    for name in ("live-0", "live-1"):
+        kube_env.kubectl(
+            "patch", "agentsession", name, "-n", ns, "--type", "merge",
+            "-p", '{"metadata":{"finalizers":null}}',
+        )  # fmt: skip
+    kube_env.kubectl("wait", "--for=delete", f"namespace/{ns}", "--timeout=120s", timeout=150)
