@@ -483,6 +483,12 @@ def test_rbac_least_privilege(render: Render) -> None:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     binding = find(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cb-callboard", "namespace": "ns"}]
+    # Cluster-scoped names carry the namespace: release "cb" in two namespaces does not collide.
+    assert cluster_role["metadata"]["name"] == binding["metadata"]["name"] == "ns-cb-callboard"
+    assert binding["roleRef"]["name"] == "ns-cb-callboard"
+    elsewhere = render("-f", "tests/e2e/chart/values/full.yaml", namespace="other")
+    cluster_names = {d["metadata"]["name"] for d in elsewhere if d["kind"].startswith("Cluster")}
+    assert cluster_names == {"other-cb-callboard"}
 
     # Watching some namespaces: Roles there instead of a ClusterRole; metrics mode reads the scale only.
     hpa = render("-f", "tests/e2e/chart/values/hpa.yaml")
