@@ -26,6 +26,7 @@ __all__ = [
     "AgentSessionObject",
     "Key",
     "Spec",
+    "finalizer_for",
     "operator_class_of",
     "owned_by",
     "resource_version_newer",
@@ -54,6 +55,19 @@ def resource_version_newer(candidate: str | None, current: str | None) -> bool:
 def operator_class_of(spec: Mapping[str, Any]) -> str:
     """The operator class a spec names (``spec.operatorClass``; the default one when absent)."""
     return str_or_none(spec.get("operatorClass")) or DEFAULT_OPERATOR_CLASS
+
+
+def finalizer_for(operator_class: str) -> str:
+    """The finalizer an operator of ``operator_class`` puts on its objects.
+
+    One per class: kopf removes its finalizer from an object no handler of its accepts, so
+    with a shared name each operator would strip the other's. The default class keeps the
+    plain name (objects of a single release keep theirs across an upgrade); another class
+    ``tenant-b`` (a DNS label) gets ``tenant-b.callboard.dev/close-session``.
+    """
+    if operator_class == DEFAULT_OPERATOR_CLASS:
+        return FINALIZER
+    return f"{operator_class}.{FINALIZER}"
 
 
 def owned_by(body: Mapping[str, Any], operator_class: str) -> bool:
@@ -126,7 +140,7 @@ class AgentSessionObject:
 
     @property
     def has_finalizer(self) -> bool:
-        return FINALIZER in self.finalizers
+        return finalizer_for(self.spec.operator_class) in self.finalizers
 
     @property
     def session(self) -> tuple[str, str] | None:

@@ -22,8 +22,8 @@ from typing import Any
 
 import kopf
 
-from callboard.kube.resource.constants import FINALIZER, GROUP, PLURAL, VERSION
-from callboard.kube.resource.objects import owned_by
+from callboard.kube.resource.constants import DEFAULT_OPERATOR_CLASS, GROUP, PLURAL, VERSION
+from callboard.kube.resource.objects import finalizer_for, owned_by
 from callboard.kube.running.wiring import Runtime
 
 __all__ = ["build_kopf_registry", "build_kopf_settings"]
@@ -47,10 +47,10 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def build_kopf_settings(*, clusterwide: bool) -> Any:
-    """kopf settings: our finalizer, no spec copies in annotations, no CRD/namespace scanning."""
+def build_kopf_settings(*, clusterwide: bool, operator_class: str = DEFAULT_OPERATOR_CLASS) -> Any:
+    """kopf settings: our class's finalizer, no spec copies in annotations, no CRD/namespace scanning."""
     settings = kopf.OperatorSettings()
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = finalizer_for(operator_class)
     # kopf's own prefix: with any other, kopf also writes a "<prefix>/kopf-managed" marker
     # annotation on every object (one more PATCH per new object). Progress is written only
     # while a delete handler retries, which is rare.

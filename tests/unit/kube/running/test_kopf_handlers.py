@@ -5,7 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, cast
 
-from callboard.kube.running.kopf_handlers import build_kopf_registry
+from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.running.kopf_handlers import build_kopf_registry, build_kopf_settings
 from callboard.kube.running.wiring import Runtime
 
 
@@ -37,3 +38,16 @@ def test_g8_each_operator_handles_only_the_objects_of_its_class() -> None:
         assert when is not None
         assert when(body=_body(None)) is False
         assert when(body=_body("tenant-b")) is True
+
+
+def test_g8_each_class_has_its_own_finalizer() -> None:
+    """kopf strips its finalizer from objects its filters refuse: with one shared name, each
+    operator would remove the other's (seen with two operators in kwok)."""
+    assert build_kopf_settings(clusterwide=True).persistence.finalizer == "callboard.dev/close-session"
+    other = build_kopf_settings(clusterwide=True, operator_class="tenant-b").persistence.finalizer
+    assert other == "tenant-b.callboard.dev/close-session"
+    body = _body("tenant-b")
+    body["metadata"]["finalizers"] = ["callboard.dev/close-session"]
+    assert not AgentSessionObject.from_body(body).has_finalizer  # the default class's, not its own
+    body["metadata"]["finalizers"] = [other]
+    assert AgentSessionObject.from_body(body).has_finalizer
