@@ -273,8 +273,9 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
     ).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     kinds = sorted(d["kind"] for d in docs)
-    # The default install: the operator, a bundled Redis with its generated password, and the
-    # NetworkPolicies that are on by default (tests/e2e/chart covers the rest).
+    # The default install: the operator and its leader Lease, a bundled Redis with its
+    # generated password, and the NetworkPolicies that are on by default (tests/e2e/chart
+    # covers the rest).
     assert kinds == [
         "ClusterRole",
         "ClusterRoleBinding",
@@ -283,6 +284,7 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
         "Deployment",
         "FlowSchema",
         "FlowSchema",
+        "Lease",
         "NetworkPolicy",
         "NetworkPolicy",
         "Role",

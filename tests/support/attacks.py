@@ -7,6 +7,12 @@ file also runs on its own, as the e2e "second pod attacks" test does in an attac
     python attacks.py --pod-ip 10.1.2.3 --session-port 8555 --probe-port 8556 \
         --redis-url redis://cb-callboard-redis.ns.svc:6379/0 --victim CALL_ID/SESSION_ID
 
+Two more attacks with their own options: ``--operator-ip`` tries the session routes of an
+HTTP API on the operator pod's ports (liveness 8080, metrics 9090; the chart runs no
+``callboard serve``); ``--registry-url`` is the registry *with* its password (a compromised
+node's view), used to take over the victim's session as another node, which the registry's
+ownership check must refuse (this one imports callboard, which the callboard image has).
+
 It prints one JSON object per attempt and exits 0 only when every attack was refused.
 Attacks that need the agent's cooperation to be noticed (an app that keeps working) are the
 caller's to check: run the app's own traffic before and after.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 
@@ -84,6 +91,48 @@ async def _redis(url: str, victim: tuple[str, str] | None, key_prefix: str) -> l
     return attempts
 
 
+async def _operator(client: httpx.AsyncClient, operator_ip: str, ports: tuple[int, ...]) -> list[Attempt]:
+    host = f"[{operator_ip}]" if ":" in operator_ip else operator_ip
+    attempts = []
+    for port in ports:
+        base = f"http://{host}:{port}"
+        attempts += [
+            await _http(client, f"list sessions on the operator's :{port}", "GET", f"{base}/sessions"),
+            await _http(
+                client,
+                f"start a session on the operator's :{port}",
+                "POST",
+                f"{base}/sessions",
+                json={"call_id": "attacker-call", "call_type": "default"},
+            ),
+            await _http(
+                client, f"close a call on the operator's :{port}", "DELETE", f"{base}/calls/any/sessions/any"
+            ),
+        ]
+    return attempts
+
+
+async def _take_over(registry_url: str, victim: tuple[str, str], key_prefix: str) -> Attempt:
+    """Register the victim's session as another node, with the registry's password."""
+    from callboard.errors import CallboardError, SessionConflictError
+    from callboard.registry import RedisSessionKVStore, SessionRegistry
+
+    name = "take over the victim's session through the registry as another node"
+    registry = SessionRegistry(
+        RedisSessionKVStore(url=registry_url, key_prefix=key_prefix), node_id="attacker", ttl=30
+    )
+    try:
+        await registry.start()
+        await registry.register(*victim)
+    except SessionConflictError as exc:
+        return Attempt(name, True, f"refused: {exc}")
+    except CallboardError as exc:
+        return Attempt(name, True, f"refused: {type(exc).__name__}: {exc}")
+    finally:
+        await registry.stop()
+    return Attempt(name, False, "registered the victim's session as node attacker")
+
+
 async def attack_agent_pod(
     *,
     pod_ip: str,
@@ -92,12 +141,16 @@ async def attack_agent_pod(
     redis_url: str | None = None,
     victim: tuple[str, str] | None = None,
     key_prefix: str = "vision_agents:",
+    operator_ip: str | None = None,
+    operator_ports: tuple[int, ...] = (8080, 9090),
+    registry_url: str | None = None,
 ) -> list[Attempt]:
     """Try, from outside the pod, everything issue 14 found open; one :class:`Attempt` each.
 
     ``pod_ip`` is the agent pod's address as other pods see it; ``victim`` a live session of
     that pod (its ids must not leak, it must not end); ``redis_url`` the registry's address
-    *without* credentials (what an attacker knows), or None to skip the Redis attacks.
+    *without* credentials (what an attacker knows), or None to skip the Redis attacks;
+    ``operator_ip``/``registry_url``: see the module docstring (None skips them).
     """
     host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
     session_api = f"http://{host}:{session_port}"
@@ -134,8 +187,12 @@ async def attack_agent_pod(
         secrets = [call_id, session_id] if victim else []
         for path in ("/healthz", "/readyz", "/metrics"):
             attempts.append(await _leaks(client, f"{probes}{path}", secrets))
+        if operator_ip is not None:
+            attempts += await _operator(client, operator_ip, operator_ports)
     if redis_url is not None:
         attempts += await _redis(redis_url, victim, key_prefix)
+    if registry_url is not None and victim is not None:
+        attempts.append(await _take_over(registry_url, victim, key_prefix))
     return attempts
 
 
@@ -147,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url")
     parser.add_argument("--victim", help="CALL_ID/SESSION_ID of a live session of the pod")
     parser.add_argument("--key-prefix", default="vision_agents:")
+    parser.add_argument("--operator-ip", help="the operator pod's address (its ports 8080 and 9090)")
+    parser.add_argument(
+        "--registry-url",
+        default=os.environ.get("CALLBOARD_ATTACK_REGISTRY_URL"),
+        help="the registry with its password (default $CALLBOARD_ATTACK_REGISTRY_URL)",
+    )
     args = parser.parse_args(argv)
     victim = tuple(args.victim.split("/", 1)) if args.victim else None
     attempts = asyncio.run(
@@ -157,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             redis_url=args.redis_url,
             victim=victim,  # type: ignore[arg-type]
             key_prefix=args.key_prefix,
+            operator_ip=args.operator_ip,
+            registry_url=args.registry_url,
         )
     )
     for attempt in attempts:

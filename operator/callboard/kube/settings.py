@@ -104,13 +104,6 @@ class SyncSettings:
     )
     """Seconds between two reads of the whole registry (one SCAN+MGET of sessions and nodes)
     mirrored into the objects' status. Changes are patched only when they matter."""
-    heartbeat_refresh: float = setting(
-        60.0,
-        env="CALLBOARD_HEARTBEAT_REFRESH",
-        help="Seconds between lastHeartbeatAt/metrics updates of a Running object.",
-    )
-    """Seconds between updates of ``status.lastHeartbeatAt``/``metrics`` of a Running object
-    (jittered by up to 25%): 1,000 sessions cost ~17 status patches a second at 60."""
     lost_grace: float = setting(
         10.0,
         env="CALLBOARD_LOST_GRACE",

@@ -325,6 +325,9 @@ class EndReason(StrEnum):
     """Someone cancelled the session's task directly."""
     APP_UNHEALTHY = "app_unhealthy"
     """The sidecar found its app dead (health probes, or no stream consumer) and removed it."""
+    APP_RESTARTED = "app_restarted"
+    """The sidecar saw a new instance of its app (``Callboard-App-Instance``): the sessions of
+    the previous instance died with it and were removed."""
 
 
 class StartRejection(StrEnum):

@@ -6,8 +6,15 @@ drains on SIGTERM, as a game server talks to the Agones SDK server. Python apps 
 :class:`SidecarClient`.
 """
 
-from callboard.sidecar.client import DEFAULT_URL, LiveSession, SidecarClient, SidecarEvent
+from callboard.sidecar.client import (
+    DEFAULT_URL,
+    PROCESS_INSTANCE_ID,
+    LiveSession,
+    SidecarClient,
+    SidecarEvent,
+)
 from callboard.sidecar.errors import (
+    AppInstanceReplacedError,
     SidecarRequestError,
     SidecarUnavailableError,
     StartRequestMismatchError,
@@ -18,6 +25,8 @@ from callboard.sidecar.settings import SidecarSettings
 
 __all__ = [
     "DEFAULT_URL",
+    "PROCESS_INSTANCE_ID",
+    "AppInstanceReplacedError",
     "Event",
     "EventLog",
     "EventType",

@@ -11,7 +11,11 @@ Two apps, on two listeners (G11):
   read-only, with no session data beyond counts, on a port that is safe to expose to the
   kubelet and Prometheus. The session API answers the same three paths for local use.
 
-Errors are JSON ``{"error", "detail"}`` with: 409 capacity or a session another node owns,
+Every session route reads the ``Callboard-App-Instance`` header (one id per app process): a new
+instance replaces the previous one, whose sessions are removed first (the app restarted).
+
+Errors are JSON ``{"error", "detail"}`` with: 409 capacity, a session another node owns or a
+replaced app instance,
 410 a start request withdrawn, expired or taken, 503 draining or store unreachable, 422 bad
 input (ids, values out of the registry's bounds, oversized bodies, non-finite numbers), 404
 unknown session, 401 a missing or wrong token.
@@ -46,9 +50,15 @@ from callboard.errors import (
     StoreError,
 )
 from callboard.registry import EndReason
-from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
+from callboard.sidecar.errors import (
+    AppInstanceReplacedError,
+    StartRequestMismatchError,
+    UnknownStartRequestError,
+)
 from callboard.sidecar.metrics import metrics_registry
 from callboard.sidecar.schemas import (
+    APP_INSTANCE_HEADER,
+    AppInstance,
     CallId,
     Error,
     MetricsBody,
@@ -76,7 +86,7 @@ RETRY_MS = 500
 #: (status code, error classes) from the most specific; the first match wins.
 _STATUS_OF: list[tuple[int, tuple[type[Exception], ...]]] = [
     (status.HTTP_503_SERVICE_UNAVAILABLE, (NodeDrainingError, StoreError)),
-    (status.HTTP_409_CONFLICT, (CapacityError, SessionConflictError)),
+    (status.HTTP_409_CONFLICT, (CapacityError, SessionConflictError, AppInstanceReplacedError)),
     (status.HTTP_404_NOT_FOUND, (SessionNotFoundError, UnknownStartRequestError)),
     (status.HTTP_410_GONE, (StartRequestGoneError,)),
     (status.HTTP_422_UNPROCESSABLE_CONTENT, (InvalidIdError, InvalidValueError, StartRequestMismatchError)),
@@ -186,8 +196,35 @@ def create_probe_app(service: SidecarService) -> FastAPI:
     return app
 
 
+async def _instance_header(
+    instance: Annotated[
+        AppInstance | None,
+        Header(
+            alias=APP_INSTANCE_HEADER,
+            description="The app process calling (one id per process): a new one means the "
+            "app restarted, and the previous instance's sessions are removed first.",
+        ),
+    ] = None,
+) -> str | None:
+    """The ``Callboard-App-Instance`` header of a request (validated like an id)."""
+    return instance
+
+
 def _session_routes(service: SidecarService) -> APIRouter:
-    router = APIRouter()
+    async def app_instance(instance: Annotated[str | None, Depends(_instance_header)]) -> None:
+        if instance is not None:
+            await service.app_instance(instance)
+
+    router = APIRouter(
+        dependencies=[Depends(app_instance)],
+        responses={
+            409: {
+                "model": Error,
+                "description": "Capacity, another node's session, or a replaced app instance",
+            },
+            422: {"model": Error, "description": "Bad input (here at least: the app instance header)"},
+        },
+    )
 
     @router.post(
         "/v1/sessions",
@@ -205,7 +242,9 @@ def _session_routes(service: SidecarService) -> APIRouter:
         tags=["sessions"],
         operation_id="register_session",
     )
-    async def register_session(body: RegisterBody, response: Response) -> SessionOut:
+    async def register_session(
+        body: RegisterBody, response: Response, instance: Annotated[str | None, Depends(_instance_header)]
+    ) -> SessionOut:
         """Register a session: 201 when new, 200 when this node already has it (idempotent).
 
         409 at capacity, 503 while draining, 422 for a bad id. With ``start_request_id`` the
@@ -220,6 +259,7 @@ def _session_routes(service: SidecarService) -> APIRouter:
             started_at=body.started_at,
             start_request_id=body.start_request_id,
             max_sessions_per_call=body.max_sessions_per_call,
+            instance=instance,
         )
         if not created:
             response.status_code = status.HTTP_200_OK
@@ -308,12 +348,14 @@ def _session_routes(service: SidecarService) -> APIRouter:
             str | None, Query(alias="last_event_id", description="Same as the Last-Event-ID header.")
         ] = None,
     ) -> EventSourceResponse:
-        """The app's event stream (Server-Sent Events): close_requested, start_requested, drain.
+        """The app's event stream (Server-Sent Events): close_requested, start_requested, drain,
+        registry_lost.
 
         Each event has ``event:`` (its type), ``id:`` and ``data:`` (a JSON object that repeats
         the type). Reconnect with ``Last-Event-ID`` to get what was missed; when that is no
         longer possible (or on a first connection) the stream starts with the events that
-        restate the current state (pending close and start requests, drain), without ids.
+        restate the current state (pending close and start requests, drain, a registry
+        outage longer than the TTL), without ids.
         """
 
         async def stream() -> AsyncIterator[ServerSentEvent]:

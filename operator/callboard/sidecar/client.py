@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -28,14 +29,19 @@ import httpx
 from callboard import errors as cb_errors
 from callboard.registry import EndReason, validate_id
 from callboard.sidecar import errors as sc_errors
+from callboard.sidecar.schemas import APP_INSTANCE_HEADER
 from callboard.sidecar.settings import DEFAULT_PORT
 from callboard.sidecar.sse import SSEDecoder
 
-__all__ = ["DEFAULT_URL", "LiveSession", "SidecarClient", "SidecarEvent"]
+__all__ = ["DEFAULT_URL", "PROCESS_INSTANCE_ID", "LiveSession", "SidecarClient", "SidecarEvent"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+#: This process's app instance id, sent with every request (``Callboard-App-Instance``): a
+#: restarted app is a new process, so the sidecar knows the sessions of the old one died.
+#: One per process (not per client), so several clients of one app are one instance.
+PROCESS_INSTANCE_ID = uuid.uuid4().hex
 #: Seconds without a byte on the event stream before it counts as dead: three keep-alive
 #: pings (every 15 s) missed, so a half-open connection is noticed within a minute.
 STREAM_READ_TIMEOUT = 45.0
@@ -55,6 +61,7 @@ _ERROR_CLASSES: dict[str, type[cb_errors.CallboardError]] = {
         cb_errors.StartRequestGoneError,
         cb_errors.InvalidValueError,
         cb_errors.SessionConflictError,
+        sc_errors.AppInstanceReplacedError,
         sc_errors.UnknownStartRequestError,
         sc_errors.StartRequestMismatchError,
     )
@@ -63,7 +70,7 @@ _ERROR_CLASSES: dict[str, type[cb_errors.CallboardError]] = {
 
 @dataclass(frozen=True, slots=True)
 class SidecarEvent:
-    """One event of the stream: ``type`` is ``close_requested``, ``start_requested`` or ``drain``.
+    """One event of the stream: ``close_requested``, ``start_requested``, ``drain`` or ``registry_lost``.
 
     ``id`` is None for events that restate the current state (first connection, or a gap
     the sidecar could not replay). Unknown types are passed on, for forward compatibility.
@@ -103,7 +110,9 @@ class SidecarClient:
     its store is) before raising :class:`~callboard.sidecar.errors.SidecarUnavailableError`;
     ``reconnect_base``/``reconnect_cap``: backoff between attempts, seconds; ``token``: the
     sidecar's bearer token when it requires one (the chart hands it to the agent container
-    in its environment, see the README).
+    in its environment, see the README); ``instance_id``: the app instance this client
+    speaks for (default: one id per process, :data:`PROCESS_INSTANCE_ID`; None sends none,
+    and the sidecar then cannot tell a restart of this app).
     """
 
     def __init__(
@@ -116,15 +125,20 @@ class SidecarClient:
         reconnect_cap: float = 2.0,
         transport: httpx.AsyncBaseTransport | None = None,
         token: str | None = None,
+        instance_id: str | None = PROCESS_INSTANCE_ID,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry_timeout = retry_timeout
         self.reconnect_base = reconnect_base
         self.reconnect_cap = reconnect_cap
         # The sidecar's bearer token (its CALLBOARD_API_TOKEN), when it requires one.
-        auth = {"Authorization": f"Bearer {token}"} if token else None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if instance_id is not None:
+            validate_id(instance_id, "instance_id")
+            headers[APP_INSTANCE_HEADER] = instance_id
+        self.instance_id = instance_id
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=request_timeout, transport=transport, headers=auth
+            base_url=self.base_url, timeout=request_timeout, transport=transport, headers=headers
         )
         self._live: dict[tuple[str, str], LiveSession] = {}
         self._last_event_id: str | None = None

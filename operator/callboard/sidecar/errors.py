@@ -4,6 +4,7 @@
     ├── UnknownStartRequestError    no pending start request has this id (also LookupError)
     ├── StartRequestMismatchError   a registration names a start request for another
     │                               call or session (also ValueError)
+    ├── AppInstanceReplacedError    a request from an app instance a newer one replaced
     ├── SidecarUnavailableError     the client could not reach the sidecar in time
     └── SidecarRequestError         the sidecar refused a request and no class above fits
                                     (e.g. a body that is not valid); has ``status_code``
@@ -17,6 +18,7 @@ from __future__ import annotations
 from callboard.errors import CallboardError
 
 __all__ = [
+    "AppInstanceReplacedError",
     "SidecarRequestError",
     "SidecarUnavailableError",
     "StartRequestMismatchError",
@@ -30,6 +32,15 @@ class UnknownStartRequestError(CallboardError, LookupError):
 
 class StartRequestMismatchError(CallboardError, ValueError):
     """A registration answers a start request that names another call or session."""
+
+
+class AppInstanceReplacedError(CallboardError):
+    """A request names an app instance that a newer one replaced (409).
+
+    One app instance per sidecar: the first request of a new instance removes the sessions
+    of the one before (reason ``app_restarted``), so a request still arriving from that one
+    (a process that lingers) is refused rather than allowed to remove the new one's.
+    """
 
 
 class SidecarUnavailableError(CallboardError):

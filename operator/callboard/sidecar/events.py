@@ -1,6 +1,7 @@
 """The app's event stream: a bounded, replayable log of events with increasing ids.
 
-Events (``close_requested``, ``start_requested``, ``drain``) go to every connected consumer.
+Events (``close_requested``, ``start_requested``, ``drain``, ``registry_lost``) go to every
+connected consumer.
 A consumer that reconnects with ``Last-Event-ID`` gets what it missed from a bounded replay
 buffer, so nothing is lost while the app reconnects. When the buffer cannot cover the gap
 (the id is older than the buffer, or comes from a previous sidecar process), the consumer is
@@ -35,6 +36,11 @@ class EventType(StrEnum):
     """Start a session: accept by registering it with ``start_request_id``, or reject it."""
     DRAIN = "drain"
     """The pod is going away: take no new sessions, finish the live ones before the deadline."""
+    REGISTRY_LOST = "registry_lost"
+    """No heartbeat reached the registry for longer than its TTL: the node's sessions expired
+    there, the operator marked their objects Lost and may have started replacements. Unless
+    the app knows better, it ends these calls (a session that comes back is closed under the
+    default ``lostPolicy: Close``)."""
 
 
 @dataclass(frozen=True, slots=True)

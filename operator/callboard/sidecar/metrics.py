@@ -85,6 +85,10 @@ class SidecarCollector(Collector):
             "app_unhealthy_cleanups", "Times the sessions of an app that looked dead were removed.",
             stats.app_unhealthy_cleanups,
         )  # fmt: skip
+        yield counter(
+            "app_restarts", "Times a new app instance replaced the previous one (its sessions removed).",
+            stats.app_restarts,
+        )  # fmt: skip
 
 
 def metrics_registry(service: SidecarService) -> CollectorRegistry:

@@ -15,6 +15,8 @@ from callboard.registry import MAX_ID_LENGTH, validate_id
 from callboard.sidecar.status import NodeStatus, SessionView
 
 __all__ = [
+    "APP_INSTANCE_HEADER",
+    "AppInstance",
     "CallId",
     "Error",
     "MetricsBody",
@@ -46,6 +48,14 @@ SessionId = Annotated[
 RequestId = Annotated[
     str,
     AfterValidator(partial(validate_id, kind="request_id")),
+    WithJsonSchema({"type": "string", **_ID_SCHEMA}),
+]
+#: The request header that names the app instance (one id per app process): a new one tells
+#: the sidecar that its app restarted (:meth:`~callboard.sidecar.service.SidecarService.app_instance`).
+APP_INSTANCE_HEADER = "Callboard-App-Instance"
+AppInstance = Annotated[
+    str,
+    AfterValidator(partial(validate_id, kind="app instance")),
     WithJsonSchema({"type": "string", **_ID_SCHEMA}),
 ]
 #: Why a session ended or a start was rejected; kept short, it is stored in a tombstone.

@@ -3,7 +3,9 @@
 The app (any language) registers and ends its sessions here; the service owns the node
 record and heartbeats the node with all its sessions in one round trip, turns close and start
 requests addressed to this node into events on the app's stream, removes the sessions of an
-app that died (:mod:`callboard.sidecar.watchdog`), and drains on SIGTERM.
+app that died (:mod:`callboard.sidecar.watchdog`) or restarted (:meth:`SidecarService.app_instance`),
+and drains on SIGTERM. When no heartbeat reached the registry for longer than its TTL it tells
+the app (``registry_lost``): the sessions expired there, and the operator may have replaced them.
 
 It knows nothing of HTTP: :mod:`callboard.sidecar.api` maps it to routes and status codes.
 """
@@ -38,7 +40,11 @@ from callboard.registry import (
     check_admission,
     rejection_for,
 )
-from callboard.sidecar.errors import StartRequestMismatchError, UnknownStartRequestError
+from callboard.sidecar.errors import (
+    AppInstanceReplacedError,
+    StartRequestMismatchError,
+    UnknownStartRequestError,
+)
 from callboard.sidecar.events import Event, EventLog, EventType
 from callboard.sidecar.settings import SidecarSettings
 from callboard.sidecar.starts import StartDesk, start_data
@@ -63,6 +69,10 @@ UNWIND_TIMEOUT = 0.5
 #: Reasons written in the tombstones of sessions the sidecar removes by itself.
 REASON_APP_UNHEALTHY = EndReason.APP_UNHEALTHY
 REASON_DRAIN_TIMEOUT = EndReason.DRAIN_TIMEOUT
+REASON_APP_RESTARTED = EndReason.APP_RESTARTED
+#: App instances remembered as replaced (their requests are refused): a handful of restarts,
+#: bounded so a misbehaving app cannot grow the sidecar's memory.
+REPLACED_INSTANCES = 16
 
 
 class SidecarService:
@@ -89,6 +99,14 @@ class SidecarService:
         self._orphans: dict[tuple[str, str], float] = {}
         """Sessions a previous process of this node left in the store, not re-asserted yet
         (by the monotonic time they were found): removed if the app turns out dead."""
+        self._app: str | None = None
+        """The current app instance (``Callboard-App-Instance``), once one has called."""
+        self._replaced: dict[str, None] = {}
+        """Instances a newer one replaced, oldest first (at most REPLACED_INSTANCES)."""
+        self._owners: dict[tuple[str, str], str] = {}
+        """The app instance that registered each session (sessions registered without one
+        belong to no instance and are never removed for a restart)."""
+        self._instance_lock = asyncio.Lock()
         self._in_flight = 0
         self._draining = False
         self._drain_deadline: float | None = None
@@ -99,6 +117,8 @@ class SidecarService:
         """Monotonic time of the last successful heartbeat (readiness)."""
         self._last_heartbeat_wall: float | None = None
         """Unix time of the same (status)."""
+        self._registry_lost: dict[str, Any] | None = None
+        """The ``registry_lost`` event's data while the outage it reported lasts."""
         self._throttle = LogThrottle()
         self._tasks: list[asyncio.Task[None]] = []
         registry.set_node_info(
@@ -176,6 +196,53 @@ class SidecarService:
 
     # -- the app's calls ------------------------------------------------------------------
 
+    async def app_instance(self, instance: str) -> None:
+        """Note the app instance a request comes from; a new one replaces the previous one.
+
+        Why: the kubelet restarts a killed app container within a second, before the
+        watchdog's probes or the event stream's grace could notice, and the sidecar (alive)
+        would heartbeat the dead process's sessions forever. An app instance (the Python
+        client sends one id per process) says who is calling: the first request of a new
+        instance removes the sessions the previous one registered (reason
+        ``app_restarted``, no ``close_requested`` event: the new app never ran them) before
+        it is answered, and requests of a replaced instance are refused
+        (:class:`AppInstanceReplacedError`). One app per sidecar; a sidecar restart (it
+        forgets the instance) is not an app restart, and sessions registered without an
+        instance are never removed this way.
+        """
+        if instance == self._app:
+            return
+        async with self._instance_lock:
+            if instance == self._app:
+                return
+            if instance in self._replaced:
+                raise AppInstanceReplacedError(
+                    f"app instance {instance!r} was replaced by {self._app!r}: its sessions are gone"
+                )
+            previous, self._app = self._app, instance
+            if previous is None:
+                return
+            self._replaced[previous] = None
+            while len(self._replaced) > REPLACED_INSTANCES:
+                del self._replaced[next(iter(self._replaced))]
+            live = {(s.call_id, s.session_id) for s in self.registry.local_sessions}
+            self._owners = {key: owner for key, owner in self._owners.items() if key in live}
+            stale = sorted(key for key, owner in self._owners.items() if owner != instance)
+            self.stats.app_restarts += 1
+            if not stale:
+                logger.info("the app restarted (instance %s)", instance, extra=self._log_extra)
+                return
+            await self._remove_within(stale, REASON_APP_RESTARTED, self.settings.drain.shutdown.close)
+            for key in stale:
+                self._owners.pop(key, None)
+                self._close_pending.pop(key, None)
+            SidecarStats.bump(self.stats.ended, REASON_APP_RESTARTED, len(stale))
+            self._sessions_changed()
+            logger.warning(
+                "the app restarted (instance %s): removed the %d sessions of its previous run",
+                instance, len(stale), extra=self._log_extra,
+            )  # fmt: skip
+
     async def register(
         self,
         call_id: str,
@@ -186,6 +253,7 @@ class SidecarService:
         started_at: float | None = None,
         start_request_id: str | None = None,
         max_sessions_per_call: int | None = None,
+        instance: str | None = None,
     ) -> tuple[SessionInfo, bool]:
         """Register a session of this node; return it and whether it was new here.
 
@@ -195,7 +263,8 @@ class SidecarService:
         returns it unchanged. ``start_request_id`` accepts that start request; a refusal
         (capacity, draining) answers it as rejected. A start request that was withdrawn,
         expired or claimed by another process raises ``StartRequestGoneError`` and
-        registers nothing: the app must not run that session.
+        registers nothing: the app must not run that session. ``instance`` is the app
+        instance that runs it (see :meth:`app_instance`).
         """
         request = None
         if start_request_id is not None:
@@ -217,6 +286,8 @@ class SidecarService:
         self._require_connected()
         existing = self._local(call_id, session_id)
         if existing is not None:
+            if instance is not None:
+                self._owners.setdefault((call_id, session_id), instance)
             if request is not None:
                 await self._starts.answer(request, accepted=True)
             return existing, False
@@ -253,6 +324,8 @@ class SidecarService:
         finally:
             self._in_flight -= 1
         self._orphans.pop((call_id, session_id), None)
+        if instance is not None:
+            self._owners[(call_id, session_id)] = instance
         self._sessions_changed()
         if restore:
             await self._restore(info)
@@ -275,6 +348,7 @@ class SidecarService:
         await self.registry.remove(call_id, session_id, reason=reason)
         self._close_pending.pop((call_id, session_id), None)
         self._orphans.pop((call_id, session_id), None)
+        self._owners.pop((call_id, session_id), None)
         self._sessions_changed()
         SidecarStats.bump(self.stats.ended, "app")
         logger.info(
@@ -439,6 +513,8 @@ class SidecarService:
         snapshot += [Event(EventType.START_REQUESTED, start_data(r)) for r in self._starts.pending()]
         if self._draining:
             snapshot.append(Event(EventType.DRAIN, self._drain_data()))
+        if self._registry_lost is not None:
+            snapshot.append(Event(EventType.REGISTRY_LOST, self._registry_lost))
         return snapshot
 
     def _drain_data(self) -> dict[str, Any]:
@@ -546,6 +622,7 @@ class SidecarService:
         except (StoreError, TimeoutError) as exc:
             self.stats.heartbeat_failures += 1
             self._log_failure("heartbeat", exc)
+            self._check_registry_lost()
             return
         self._beat_ok()
         self._throttle.reset("heartbeat")
@@ -584,6 +661,33 @@ class SidecarService:
         self.stats.heartbeats += 1
         self._last_heartbeat_at = self._clock()
         self._last_heartbeat_wall = time.time()
+        if self._registry_lost is not None:
+            self._registry_lost = None
+            logger.info("the registry is reachable again", extra=self._log_extra)
+
+    def _check_registry_lost(self) -> None:
+        """Tell the app once per outage when the last good heartbeat is older than the TTL.
+
+        From then on the registry holds none of this node's sessions: the operator calls their
+        objects Lost and may start replacements, so the app should end these calls itself.
+        """
+        if self._registry_lost is not None or self._last_heartbeat_at is None:
+            return
+        if self._clock() - self._last_heartbeat_at <= self.registry.ttl:
+            return
+        sessions = [{"call_id": s.call_id, "session_id": s.session_id} for s in self.registry.local_sessions]
+        self._registry_lost = {
+            "since": self._last_heartbeat_wall,
+            "ttl": self.registry.ttl,
+            "sessions": sessions,
+        }
+        logger.warning(
+            "no heartbeat reached the registry for more than its TTL (%.0fs): %d sessions expired there",
+            self.registry.ttl,
+            len(sessions),
+            extra=self._log_extra,
+        )
+        self._emit(EventType.REGISTRY_LOST, self._registry_lost)
 
     async def _pump_closes(self) -> None:
         async with self.registry.close_requests() as stream:

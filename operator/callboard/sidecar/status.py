@@ -26,6 +26,8 @@ class SidecarStats:
     app_probe_failures: int = 0
     app_unhealthy_cleanups: int = 0
     """Times the sessions of an app that looked dead were removed (probe or empty stream)."""
+    app_restarts: int = 0
+    """Times a new app instance replaced the previous one (``Callboard-App-Instance``)."""
 
     @staticmethod
     def bump(counter: dict[str, int], key: str, n: int = 1) -> None:

@@ -35,6 +35,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("v1", "Service"): "api/v1",
     ("v1", "ServiceAccount"): "api/v1",
     ("apps/v1", "Deployment"): "apis/apps/v1",
+    ("coordination.k8s.io/v1", "Lease"): "apis/coordination.k8s.io/v1",
     ("policy/v1", "PodDisruptionBudget"): "apis/policy/v1",
     ("rbac.authorization.k8s.io/v1", "ClusterRole"): "apis/rbac.authorization.k8s.io/v1",
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): "apis/rbac.authorization.k8s.io/v1",

@@ -102,7 +102,6 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
             ("create", "events", "-n", ns),
             ("get", f"leases.coordination.k8s.io/{release}-callboard-operator", "-n", ns),
             ("update", f"leases.coordination.k8s.io/{release}-callboard-operator", "-n", ns),
-            ("create", "leases.coordination.k8s.io", "-n", ns),
             ("get", f"deployments.apps/{agents}", "--subresource=scale", "-n", ns),
             ("patch", f"deployments.apps/{agents}", "--subresource=scale", "-n", ns),
         ]
@@ -120,6 +119,7 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
             ("update", "leases.coordination.k8s.io", "-n", "default"),
             ("update", "leases.coordination.k8s.io/someone-elses", "-n", ns),
             ("get", "leases.coordination.k8s.io", "-n", ns),
+            ("create", "leases.coordination.k8s.io", "-n", ns),
         ]
         assert [a for a in allowed if not _can(kube_env, sa, *a)] == []
         assert [d for d in denied if _can(kube_env, sa, *d)] == []

@@ -33,29 +33,31 @@ from .k8s_schemas import ManifestValidator
 #: Kinds each values set renders (the defaults: operator + bundled Redis).
 EXPECTED_KINDS = {
     "default": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "NetworkPolicy": 2,
-        "Role": 1,
-        "RoleBinding": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 2,
+        "Role": 1, "RoleBinding": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1,
     },
     "full": {
         "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "FlowSchema": 2,
-        "NetworkPolicy": 2,
-        "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
-        "ServiceMonitor": 2,
+        "Lease": 1,
+        "NetworkPolicy": 2, "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2,
+        "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "hpa": {
-        "Deployment": 2, "FlowSchema": 2, "HorizontalPodAutoscaler": 1, "NetworkPolicy": 2,
-        "PodDisruptionBudget": 3,
-        "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
+        "Deployment": 2, "HorizontalPodAutoscaler": 1, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 2,
+        "PodDisruptionBudget": 3, "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
     },
     "keda": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "FlowSchema": 2, "NetworkPolicy": 3,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 3,
         "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "ScaledObject": 1, "Service": 3,
         "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
     "sentinel": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "NetworkPolicy": 2,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 2,
         "PodDisruptionBudget": 2, "Role": 1,
         "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
     },
@@ -464,18 +466,19 @@ def test_rbac_least_privilege(render: Render) -> None:
     role = find(docs, "Role", "cb-callboard-operator")
     assert _rules(role) == {
         ("coordination.k8s.io", "leases", "get"),
-        ("coordination.k8s.io", "leases", "create"),
         ("coordination.k8s.io", "leases", "update"),
         ("apps", "deployments/scale", "get"),
         ("apps", "deployments/scale", "patch"),
         ("", "pods", "list"),
     }
-    # G8: only its own Lease can be read or renewed (create cannot be limited by name).
+    # G8: only its own Lease can be read or renewed; the chart renders it, so no create
+    # (which cannot be limited by name) and nothing brings it back after an uninstall.
     lease_rules = [r for r in role["rules"] if r["resources"] == ["leases"]]
     assert {tuple(r["verbs"]): r.get("resourceNames") for r in lease_rules} == {
         ("get", "update"): ["cb-callboard-operator"],
-        ("create",): None,
     }
+    (lease,) = [d for d in docs if d["kind"] == "Lease"]
+    assert lease["metadata"]["name"] == "cb-callboard-operator" and lease["spec"] == {}
     scale_rule = next(r for r in role["rules"] if r["resources"] == ["deployments/scale"])
     assert scale_rule["resourceNames"] == ["cb-callboard-agents-voice"]
     for d in docs:

@@ -45,8 +45,8 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     kinds = sorted(d["kind"] for d in docs[1:])
     assert kinds == [
         "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "FlowSchema", "FlowSchema",
-        "NetworkPolicy", "NetworkPolicy",
-        "Role", "RoleBinding", "Service", "Service", "ServiceAccount",
+        "Lease", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "Service", "Service",
+        "ServiceAccount",
     ]  # fmt: skip
     # The Redis password: from the Secret the header says to create, required by the server.
     redis = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-redis"))
@@ -93,3 +93,8 @@ def test_dockerfile_fits_the_chart() -> None:
     final_stage = dockerfile.rsplit("\nFROM ", 1)[1]
     assert "--mount=type=secret,id=ca" in dockerfile
     assert "secret" not in final_stage and "pip" not in final_stage, final_stage
+    # One layer without package manager or compiler (tests/e2e_real/test_image.py checks the
+    # built image), exposing the ports that are safe to expose: never the session API's.
+    assert final_stage.startswith("scratch\nCOPY --from=runtime / /\n"), final_stage
+    (expose,) = re.findall(r"^EXPOSE (.*)$", final_stage, flags=re.MULTILINE)
+    assert sorted(int(port) for port in expose.split()) == [8080, 8556, 9090]

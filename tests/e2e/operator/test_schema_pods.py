@@ -46,6 +46,9 @@ def manifest(name: str, **spec: Any) -> str:
         ),
         ({"callId": "ok", "maxDurationSeconds": 0}, "spec.maxDurationSeconds: Invalid value"),
         ({"callId": "ok", "idleTimeoutSeconds": -5}, "spec.idleTimeoutSeconds: Invalid value"),
+        # Not enforced anywhere, so refused with a message instead of silently accepted.
+        ({"callId": "ok", "idleTimeoutSeconds": 300}, "idleTimeoutSeconds is not supported"),
+        ({"callId": "ok", "lostPolicy": "Maybe"}, "spec.lostPolicy: Unsupported value"),
         ({"callId": "ok", "ttlSecondsAfterFinished": -1}, "spec.ttlSecondsAfterFinished: Invalid value"),
         ({"callId": "ok", "maxDurationSeconds": "soon"}, "spec.maxDurationSeconds: Invalid value"),
     ],

@@ -9,11 +9,9 @@ the chart), as a user's agent server would:
 - ``close_requested`` → stop that agent and end its session (reason ``closed``);
 - ``drain`` → nothing by default: calls finish where they are (``DEMO_END_ON_DRAIN=1`` ends
   them at once);
-- at start → end every session the sidecar still lists (reason ``app-restarted``): they
-  belonged to a previous run of this container, whose calls died with it. The sidecar
-  cannot tell a restarted app from a reconnecting one (the kubelet restarts a killed
-  container within a second, before its watchdog's probes or event-stream grace notice),
-  so the app, which knows it just started, says so;
+- a restart needs nothing of it: :class:`SidecarClient` sends this process's instance id
+  (``Callboard-App-Instance``), so the sidecar removes the sessions of the previous run
+  (reason ``app_restarted``) at the restarted container's first call;
 - SIGTERM → end every live session through the sidecar (reason ``shutdown``), then exit 0:
   the last ``DELETE`` must reach a live sidecar, which is what the pod's container order
   is for.
@@ -99,11 +97,6 @@ class DemoAgentApp:
             await self.end(call_id, session_id, "shutdown")
         say("exiting")
 
-    async def end_leftovers(self) -> None:
-        for session in await self.client.sessions():
-            say("leftover", call_id=session["call_id"], session_id=session["session_id"])
-            await self._end_session(session["call_id"], session["session_id"], "app-restarted")
-
     async def follow(self) -> None:
         async for event in self.client.events():
             await self.on_event(event)
@@ -132,8 +125,7 @@ async def main() -> int:
     health = await serve_health(health_port) if health_port else None
     async with SidecarClient(url, retry_timeout=60, reconnect_base=0.1, reconnect_cap=1.0) as client:
         app = DemoAgentApp(client)
-        say("started", sidecar=url, pod=os.environ.get("HOSTNAME", ""))
-        await app.end_leftovers()
+        say("started", sidecar=url, pod=os.environ.get("HOSTNAME", ""), instance=client.instance_id)
         follower = asyncio.create_task(app.follow(), name="follow")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({follower, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -80,3 +80,34 @@ async def test_failing_health_url_removes_the_sessions(
 
 async def _at_least(sidecar: SidecarProcess, name: str, value: float) -> bool:
     return await metric(sidecar, name) >= value
+
+
+async def test_restarted_app_has_the_sessions_of_its_previous_run_removed_at_its_first_call(
+    sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
+) -> None:
+    """A container restart is quicker than both watchdogs (the kubelet restarts a killed app
+    within a second): the new process's instance id is what tells the sidecar."""
+    # Watchdogs that cannot fire during the test: only the instance id may notice.
+    sidecar = await sidecar_factory(env={"CALLBOARD_EVENT_GRACE": "600"})
+    app = await app_factory(python_app(sidecar, log_dir=tmp_path))
+    for session_id in ("s-1", "s-2"):
+        await app.send(op="register", call_id="call-1", session_id=session_id)
+        await app.expect("registered", session_id=session_id)
+    # A session the app did not register (no instance: curl, another language) is not its own.
+    assert (await sidecar.http.post("/v1/sessions", json={"call_id": "call-2", "session_id": "x"})).is_success
+
+    await app.kill()
+    assert await sidecar.session_ids() == ["s-1", "s-2", "x"]  # nothing noticed the death
+    restarted = await app_factory(python_app(sidecar, log_dir=tmp_path, name="py-2"))
+    await wait_until(lambda: gone(peer, "call-1", "s-1"), timeout=10, what="the dead run's sessions removed")
+    for session_id in ("s-1", "s-2"):
+        ended = await peer.get_ended("call-1", session_id)
+        assert ended is not None and (ended.reason, ended.node_id) == (EndReason.APP_RESTARTED, "node-a")
+    assert await sidecar.session_ids() == ["x"]
+    assert await metric(sidecar, "app_restarts_total") == 1
+    assert await metric(sidecar, "app_unhealthy_cleanups_total") == 0
+    assert (await sidecar.http.get("/readyz")).status_code == 200
+    # The new run takes work as usual.
+    await restarted.send(op="register", call_id="call-3", session_id="s-3")
+    await restarted.expect("registered", session_id="s-3")
+    assert await sidecar.session_ids() == ["s-3", "x"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from callboard.registry import EndReason, SessionRegistry, SessionStatus
+from callboard.registry import EndReason, RedisSessionKVStore, SessionRegistry, SessionStatus
 from tests.integration.sidecar.conftest import AppFactory, SidecarFactory
+from tests.support.redis_server import RedisServer
 from tests.support.sidecar import SidecarProcess, node_app, python_app
 from tests.support.waiting import wait_until
 
@@ -104,6 +105,44 @@ async def test_start_request_sent_before_the_app_connects_is_in_its_first_events
     await app.expect("accepted", request_id=request.request_id)
     result = await wait_until(lambda: peer.get_start_result(request.request_id), what="the answer")
     assert result.accepted
+
+
+async def test_the_app_is_told_when_its_node_lost_the_registry_for_longer_than_the_ttl(
+    sidecar_factory: SidecarFactory, app_factory: AppFactory, tmp_path: Path
+) -> None:
+    with RedisServer() as server:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        sidecar = await sidecar_factory(env={"CALLBOARD_REDIS_URL": url})  # TTL 2 s, beats 0.3 s
+        app = await app_factory(python_app(sidecar, log_dir=tmp_path))
+        await app.send(op="register", call_id="call-1", session_id="s-1")
+        await app.expect("registered", session_id="s-1")
+        await wait_until(lambda: _consumers(sidecar), what="the app's event stream")
+        assert app.find("event", type="registry_lost") is None
+
+        server.stop()  # the registry is gone: heartbeats fail, the records expire after the TTL
+        event = await app.expect("event", type="registry_lost", timeout=15)
+        data = event["data"]
+        assert data["ttl"] == 2 and data["sessions"] == [{"call_id": "call-1", "session_id": "s-1"}]
+        # since: the last heartbeat that reached the registry (one may land while it stops).
+        assert isinstance(data["since"], float) and data["since"] <= time.time()
+        assert event["id"] is not None
+        # Told while it lasts: a reader that connects now gets it in the state it is shown first.
+        late = await app_factory(python_app(sidecar, log_dir=tmp_path, name="late"))
+        restated = await late.expect("event", type="registry_lost", timeout=10)
+        assert restated["id"] is None and restated["data"] == data
+
+        server.start()  # back, empty: the heartbeat writes the session back
+        registry = SessionRegistry(RedisSessionKVStore(url=url), node_id="peer", ttl=10)
+        await registry.start()
+        try:
+            await wait_until(
+                lambda: registry.get("call-1", "s-1"), what="the session written back", timeout=15
+            )
+        finally:
+            await registry.stop()
+        assert [
+            e["data"] for e in app.messages if e.get("kind") == "event" and e["type"] == "registry_lost"
+        ] == [data], "told once per outage"
 
 
 async def _consumers(sidecar: SidecarProcess) -> bool:

@@ -64,10 +64,13 @@ fi
 BUILDAH=(buildah --storage-driver overlay)
 BUD=("${BUILDAH[@]}" bud --isolation chroot --network host --layers)
 
-# archive <ref> <name>: write the image as an OCI archive, atomically.
+# archive <ref> <name> [started]: write the image as an OCI archive, atomically. With
+# `started` (a `date +%s` taken before the build read its sources), the archive gets that
+# time, so a source edited while the build ran is newer than the archive and rebuilt next time.
 archive() {
   rm -f "$OUT/$2.tar.tmp"
   "${BUILDAH[@]}" push -q "$1" "oci-archive:$OUT/$2.tar.tmp:$1" >/dev/null
+  [[ -z "${3:-}" ]] || touch -d "@$3" "$OUT/$2.tar.tmp"
   mv -f "$OUT/$2.tar.tmp" "$OUT/$2.tar"
 }
 
@@ -157,13 +160,14 @@ build_callboard() {
     log "callboard $CALLBOARD_REF: up to date"
     return 0
   fi
-  local t=$SECONDS
+  local t=$SECONDS started
+  started="$(date +%s)"
   IMAGE="$CALLBOARD_REF" BASE="$BASE_REF" ENGINE=buildah "$REPO/operator/build-image.sh" >"$CACHE/callboard-build.log" 2>&1 ||
     {
       tail -30 "$CACHE/callboard-build.log" >&2
       exit 1
     }
-  archive "$CALLBOARD_REF" callboard
+  archive "$CALLBOARD_REF" callboard "$started"
   log "callboard $CALLBOARD_REF built in $(elapsed $t)"
 }
 
@@ -172,10 +176,11 @@ build_demo-agent() {
     log "demo-agent $DEMO_REF: up to date"
     return 0
   fi
-  local t=$SECONDS
+  local t=$SECONDS started
+  started="$(date +%s)"
   "${BUD[@]}" -q --build-arg "BASE=$CALLBOARD_REF" -f "$REPO/tests/e2e_real/images/demo-agent.Containerfile" \
     -t "$DEMO_REF" "$REPO/tests/e2e_real" >/dev/null
-  archive "$DEMO_REF" demo-agent
+  archive "$DEMO_REF" demo-agent "$started"
   log "demo-agent $DEMO_REF built in $(elapsed $t)"
 }
 

@@ -30,7 +30,7 @@ def fast_settings(**overrides: Any) -> Settings:
         namespaces=("ns", "adopted"),
         registry=RegistrySettings(url="memory://", ttl=5.0),
         placement=PlacementSettings(start_timeout=0.5, max_attempts=3, poll_interval=0.02, workers=4),
-        sync=SyncSettings(interval=0.05, heartbeat_refresh=60.0, lost_grace=0.2),
+        sync=SyncSettings(interval=0.05, lost_grace=0.2),
         deletion=DeletionSettings(timeout=1.0),
         adoption=AdoptionSettings(namespace=None, grace=0.1, prime_timeout=1.0),
         pods=PodSettings(min_interval=0.0),

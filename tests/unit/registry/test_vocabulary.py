@@ -23,6 +23,7 @@ def test_end_reason_wire_values() -> None:
         "STOPPED": "stopped",
         "CANCELLED": "cancelled",
         "APP_UNHEALTHY": "app_unhealthy",
+        "APP_RESTARTED": "app_restarted",
     }
 
 

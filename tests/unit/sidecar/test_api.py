@@ -368,3 +368,40 @@ async def test_g11_with_a_token_the_session_api_needs_it(local: Local) -> None:
         assert ok.status_code == 201
         for path in ("/healthz", "/readyz", "/metrics"):  # the kubelet carries no token
             assert (await http.get(path)).status_code == 200, path
+
+
+def _as(instance: str) -> dict[str, str]:
+    return {"Callboard-App-Instance": instance}
+
+
+async def test_a_new_app_instance_removes_the_sessions_of_the_previous_one_before_it_is_answered(
+    local: Local,
+) -> None:
+    http = local.http
+    first = await http.post(
+        "/v1/sessions", json={"call_id": "call-1", "session_id": "s-1"}, headers=_as("run-1")
+    )
+    assert first.status_code == 201, first.text
+    assert (await register(http, "call-2", "x")).status_code == 201  # no instance: nobody's
+    # The same instance again changes nothing.
+    listed = await http.get("/v1/sessions", headers=_as("run-1"))
+    assert sorted(s["session_id"] for s in listed.json()) == ["s-1", "x"]
+    # A new instance: its very first answer no longer lists the previous run's session.
+    listed = await http.get("/v1/sessions", headers=_as("run-2"))
+    assert [s["session_id"] for s in listed.json()] == ["x"]
+    ended = await local.other.get_ended("call-1", "s-1")
+    assert ended is not None and ended.reason == "app_restarted"
+    assert local.service.stats.app_restarts == 1
+    # The replaced instance is refused: it cannot end what the new one registers.
+    mine = await http.post(
+        "/v1/sessions", json={"call_id": "call-3", "session_id": "s-3"}, headers=_as("run-2")
+    )
+    assert mine.status_code == 201
+    stale = await http.delete("/v1/calls/call-3/sessions/s-3", headers=_as("run-1"))
+    assert stale.status_code == 409 and stale.json()["error"] == "AppInstanceReplacedError", stale.text
+    assert sorted(s["session_id"] for s in (await http.get("/v1/sessions")).json()) == ["s-3", "x"]
+
+
+async def test_a_bad_app_instance_header_is_a_422(local: Local) -> None:
+    response = await local.http.get("/v1/sessions", headers=_as("bad instance/id"))
+    assert response.status_code == 422 and "Callboard-App-Instance" in response.text, response.text

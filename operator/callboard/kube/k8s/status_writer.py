@@ -2,7 +2,9 @@
 
 Every status write of the operator goes through :class:`StatusWriter`, which skips writes
 that would change nothing, keeps the cache up to date with the API server's answer and
-posts the Event of a phase change.
+posts the Event of a phase change. Each write is counted by reason (``on_write``, the
+``callboard_operator_status_writes_total`` metric): status writes are etcd revisions and
+watch events for every watcher, so their rate is what the operator costs the API server.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ class StatusWriter:
         cache: ObjectCache,
         events: EventPoster,
         clock: Callable[[], float] = time.time,
+        on_write: Callable[[str], None] | None = None,
     ) -> None:
         self._api = api
         self._cache = cache
         self._events = events
         self._clock = clock
+        self._on_write = on_write
         self.patches = 0
 
     async def transition(
@@ -51,7 +55,7 @@ class StatusWriter:
         patch, event = apply_transition(
             obj.status, transition, now=format_time(self._clock()), generation=obj.generation
         )
-        updated = await self.patch(obj, patch, precondition=precondition)
+        updated = await self.patch(obj, patch, precondition=precondition, reason=transition.reason)
         if updated is not None and event is not None:
             self.event(obj, type=event.type, reason=event.reason, message=event.message)
             logger.info(
@@ -65,9 +69,17 @@ class StatusWriter:
         return updated
 
     async def patch(
-        self, obj: AgentSessionObject, fields: Mapping[str, Any], *, precondition: bool = False
+        self,
+        obj: AgentSessionObject,
+        fields: Mapping[str, Any],
+        *,
+        precondition: bool = False,
+        reason: str = "Mirror",
     ) -> AgentSessionObject | None:
         """Merge ``fields`` into the status (skipped when nothing changes).
+
+        ``reason`` labels the write in the metric: a transition's reason, else what the
+        caller mirrors (``Mirror``: where the session runs; ``ObservedGeneration``).
 
         Every write was decided on ``obj``'s spec, so it also records ``observedGeneration``:
         Argo CD, Flux and kstatus call an object whose status lags its generation progressing.
@@ -84,6 +96,8 @@ class StatusWriter:
         except NotFoundError:
             return None
         self.patches += 1
+        if self._on_write is not None:
+            self._on_write(reason)
         return self._cache.put_body(body)
 
     def event(self, obj: AgentSessionObject, *, type: str, reason: str, message: str) -> None:

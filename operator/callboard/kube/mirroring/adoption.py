@@ -28,6 +28,7 @@ from callboard.kube.resource.constants import (
     SESSION_ANNOTATION,
 )
 from callboard.kube.resource.naming import adopted_name, parse_session_id
+from callboard.kube.resource.objects import LostPolicy
 from callboard.registry import NodeInfo, SessionInfo
 
 __all__ = ["Unclaimed", "adopted_manifest", "classify"]
@@ -67,9 +68,18 @@ def adopted_manifest(
     ttl_seconds_after_finished: int,
     operator_class: str = DEFAULT_OPERATOR_CLASS,
 ) -> dict[str, Any]:
-    """The AgentSession that mirrors a session started outside Kubernetes (of the adopting
-    operator's class, so that operator, and no other, reconciles it)."""
-    spec: dict[str, Any] = {"callId": session.call_id, "ttlSecondsAfterFinished": ttl_seconds_after_finished}
+    """The AgentSession that mirrors a session started outside Kubernetes, of the adopting
+    operator's class (so that operator, and no other, reconciles it).
+
+    ``lostPolicy: Recover``: the operator did not start the session, so it does not hang it up
+    for having been cut off; only a session of the call started after the loss (a
+    replacement) gets the stale copy closed.
+    """
+    spec: dict[str, Any] = {
+        "callId": session.call_id,
+        "ttlSecondsAfterFinished": ttl_seconds_after_finished,
+        "lostPolicy": LostPolicy.RECOVER.value,
+    }
     if operator_class != DEFAULT_OPERATOR_CLASS:
         spec["operatorClass"] = operator_class
     if node is not None and node.pool:

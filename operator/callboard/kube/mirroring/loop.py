@@ -3,7 +3,9 @@
 Each cycle reads every node and session once (two scans, whatever the number of objects),
 then, for the objects the placer does not own and that are not being deleted:
 
-- patches the status where the registry says something new (:mod:`callboard.kube.mirroring.policy`);
+- patches the status where the registry says something new (:mod:`callboard.kube.mirroring.policy`),
+  never for liveness alone (heartbeats and metrics stay in the registry and Prometheus);
+- closes a session that comes back for a Lost object (``spec.lostPolicy``);
 - asks the registry about sessions that vanished (ended: Succeeded; node gone: Lost);
 - deletes finished objects past ``ttlSecondsAfterFinished``;
 - adopts sessions started outside Kubernetes and closes leftovers (:mod:`callboard.kube.mirroring.adoption`);
@@ -30,7 +32,7 @@ from callboard.kube.mirroring.policy import MirrorDecision, decide_mirror, gone_
 from callboard.kube.placing.loop import Placer
 from callboard.kube.resource.naming import parse_session_id
 from callboard.kube.resource.objects import AgentSessionObject
-from callboard.kube.resource.phases import TERMINAL, Reason
+from callboard.kube.resource.phases import TERMINAL, Phase, Reason
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
@@ -129,7 +131,7 @@ class Syncer:
         for obj in self._cache:
             if obj.deleting or self._placer.owns(obj):
                 continue
-            decision = decide_mirror(obj, snap, now=now, refresh=self._settings.sync.heartbeat_refresh)
+            decision = decide_mirror(obj, snap, now=now)
             if decision.check_gone:
                 seen.add(obj.uid)
             if not decision.empty:
@@ -179,10 +181,19 @@ class Syncer:
                 message = f"session {obj.session[1]} runs although the object is {obj.status.phase.value}"
                 logger.warning("%s: %s: close requested", name, message)
                 self._writer.event(obj, type="Warning", reason=Reason.ORPHAN_CLOSED, message=message)
+            elif obj.status.phase is Phase.LOST and decision.transition is not None:
+                logger.warning("%s: %s", name, decision.transition.message)
+                self._writer.event(
+                    obj,
+                    type="Warning",
+                    reason=decision.transition.reason,
+                    message=decision.transition.message,
+                )
         if decision.transition is not None:
             await self._writer.transition(obj, decision.transition)
         elif decision.fields:
-            await self._writer.patch(obj, decision.fields)
+            reason = "ObservedGeneration" if set(decision.fields) == {"observedGeneration"} else "Mirror"
+            await self._writer.patch(obj, decision.fields, reason=reason)
 
     async def _check_gone(self, obj: AgentSessionObject, now: float) -> None:
         assert obj.session is not None

@@ -2,28 +2,33 @@
 
 The placer owns objects until they run; from then on :func:`decide_mirror` compares each object
 with the registry and returns a :class:`MirrorDecision`: a phase change, a status refresh, a
-close request (``maxDurationSeconds``, or a session that runs although its object is
-Succeeded or Failed), a delete (``ttlSecondsAfterFinished``), or a question the snapshot
-cannot answer (the session vanished: ended or lost?).
+close request (``maxDurationSeconds``, a session that runs although its object is Succeeded
+or Failed, or one that came back after its object went Lost, see ``spec.lostPolicy``), a
+delete (``ttlSecondsAfterFinished``), or a question the snapshot cannot answer (the session
+vanished: ended or lost?).
+
+Liveness stays out of the status: heartbeat times and metrics change every few seconds and
+live in the registry and in Prometheus. Writing them into every object would cost one etcd
+revision and one watch event per object and refresh (~150 writes/s at 10,000 objects), so
+the status changes only when something a reader acts on changes (phase, node, pod).
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 from callboard.kube.resource.fields import format_time
-from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.resource.objects import AgentSessionObject, LostPolicy
 from callboard.kube.resource.phases import FINISHED, TERMINAL, Phase, Reason, Transition
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
 
 __all__ = ["MirrorDecision", "decide_mirror", "gone_transition", "refresh_fields"]
 
-#: Largest extra share of ``heartbeat_refresh`` an object waits, so 1,000 objects that
-#: started together do not refresh in the same second.
-REFRESH_JITTER = 0.25
+#: Status fields older operators refreshed with every heartbeat: removed once (a stale beat
+#: in the status would look like liveness), never written again.
+LEGACY_LIVENESS_FIELDS = ("lastHeartbeatAt", "metrics", "metricsUpdatedAt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,19 +48,8 @@ class MirrorDecision:
         )
 
 
-def _jitter(uid: str) -> float:
-    return 1.0 + REFRESH_JITTER * (int(hashlib.sha256(uid.encode()).hexdigest()[:4], 16) / 0xFFFF)
-
-
-def refresh_fields(
-    obj: AgentSessionObject,
-    session: SessionInfo,
-    node: NodeInfo | None,
-    *,
-    refresh: float,
-    force: bool = False,
-) -> dict[str, Any]:
-    """Status fields that mirror the registry, when they changed enough to be written."""
+def refresh_fields(obj: AgentSessionObject, session: SessionInfo, node: NodeInfo | None) -> dict[str, Any]:
+    """Status fields that mirror where the session runs, when they changed (no liveness)."""
     fields: dict[str, Any] = {}
     if obj.status.node_id != session.node_id:
         fields["nodeId"] = session.node_id
@@ -66,29 +60,24 @@ def refresh_fields(
         fields["sessionId"] = session.session_id
     if obj.status.started_at is None:
         fields["startedAt"] = format_time(session.started_at)
-    if node is not None:
-        last = obj.status.last_heartbeat_at
-        if force or fields or last is None or node.heartbeat_at - last >= refresh * _jitter(obj.uid):
-            fields["lastHeartbeatAt"] = format_time(node.heartbeat_at)
-            if session.metrics or obj.status.raw.get("metrics"):
-                fields["metrics"] = dict(session.metrics)
-            if session.metrics_updated_at is not None:
-                fields["metricsUpdatedAt"] = format_time(session.metrics_updated_at)
+    for name in LEGACY_LIVENESS_FIELDS:
+        if name in obj.status.raw:
+            fields[name] = None
     return fields
 
 
-def decide_mirror(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: float) -> MirrorDecision:
+def decide_mirror(obj: AgentSessionObject, snap: Snapshot, *, now: float) -> MirrorDecision:
     """The sync loop's decision for an object the placer does not own and nobody deletes.
 
     A spec edit that changes nothing else still gets its ``observedGeneration`` written.
     """
-    decision = _decide(obj, snap, now=now, refresh=refresh)
+    decision = _decide(obj, snap, now=now)
     if decision.empty and obj.status.phase is not None and obj.status.observed_generation != obj.generation:
         return MirrorDecision(fields={"observedGeneration": obj.generation})
     return decision
 
 
-def _decide(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: float) -> MirrorDecision:
+def _decide(obj: AgentSessionObject, snap: Snapshot, *, now: float) -> MirrorDecision:
     phase = obj.status.phase
     ref = obj.session
     session = snap.sessions.get(ref) if ref is not None else None
@@ -115,18 +104,11 @@ def _decide(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: flo
                 Phase.RUNNING,
                 Reason.ADOPTED,
                 f"session started outside Kubernetes, runs on node {session.node_id}",
-                fields=refresh_fields(obj, session, node, refresh=refresh, force=True) | {"endedAt": None},
+                fields=refresh_fields(obj, session, node) | {"endedAt": None},
             )
         )
     if phase is Phase.LOST:
-        return MirrorDecision(
-            transition=Transition(
-                Phase.RUNNING,
-                Reason.RECOVERED,
-                f"session is back on node {session.node_id}",
-                fields=refresh_fields(obj, session, node, refresh=refresh, force=True) | {"endedAt": None},
-            )
-        )
+        return _back_from_lost(obj, session, node, snap)
     if phase in (Phase.RUNNING, Phase.CLOSING):
         limit = obj.spec.max_duration_seconds
         if phase is Phase.RUNNING and limit is not None and now - session.started_at >= limit:
@@ -139,14 +121,59 @@ def _decide(obj: AgentSessionObject, snap: Snapshot, *, now: float, refresh: flo
                 close=True,
             )
         # Closing and still live: ask again (the sync loop paces repeats, see ``Syncer``).
-        return MirrorDecision(
-            fields=refresh_fields(obj, session, node, refresh=refresh), close=phase is Phase.CLOSING
-        )
+        return MirrorDecision(fields=refresh_fields(obj, session, node), close=phase is Phase.CLOSING)
     if phase in TERMINAL:
         # A Succeeded or Failed object has no live session (G1): one that shows up (a node
         # that committed the start as the last attempt timed out) is closed.
         return MirrorDecision(close=True)
     return MirrorDecision()
+
+
+def _back_from_lost(
+    obj: AgentSessionObject, session: SessionInfo, node: NodeInfo | None, snap: Snapshot
+) -> MirrorDecision:
+    """The session of a Lost object is live again (its node reconnected after the TTL).
+
+    The phase never moves backwards unless ``spec.lostPolicy`` is ``Recover``; a session of
+    the same call that started after the loss is a replacement, and then the stale copy is
+    closed whatever the policy (two agents would talk over each other). The conditions say
+    which happened.
+    """
+    replacement = _replacement(obj, session, snap)
+    if obj.spec.lost_policy is LostPolicy.RECOVER and replacement is None:
+        return MirrorDecision(
+            transition=Transition(
+                Phase.RUNNING,
+                Reason.RECOVERED,
+                f"session is back on node {session.node_id}",
+                fields=refresh_fields(obj, session, node) | {"endedAt": None},
+            )
+        )
+    if replacement is not None:
+        why = f"session {replacement.session_id} of the call started after the loss"
+    else:
+        why = f"lostPolicy {obj.spec.lost_policy.value}"
+    return MirrorDecision(
+        transition=Transition(
+            Phase.LOST,
+            Reason.STALE_SESSION_CLOSED,
+            f"session came back on node {session.node_id} after it was lost: close requested ({why})",
+        ),
+        close=True,
+    )
+
+
+def _replacement(obj: AgentSessionObject, session: SessionInfo, snap: Snapshot) -> SessionInfo | None:
+    """Another live session of the same call that started after ``obj`` went Lost, if any."""
+    lost_at = obj.status.ended_at
+    if lost_at is None:
+        return None
+    later = [
+        s
+        for s in snap.of_call(session.call_id)
+        if s.session_id != session.session_id and s.started_at > lost_at
+    ]
+    return min(later, key=lambda s: (s.started_at, s.session_id)) if later else None
 
 
 def gone_transition(

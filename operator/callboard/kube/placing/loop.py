@@ -17,7 +17,9 @@ process) go through a work queue served by a pool of workers. One attempt:
 
 No node with room: the object stays Pending with a ``Placed=False`` condition saying why,
 and is queued again as soon as a sync cycle sees the capacity change; untried nodes go
-first then, and when none is left a node that refused before is asked again.
+first then, and when none is left a node that refused before is asked again. Only as many
+waiting objects (oldest first) are queued again as there are free slots for them; when one
+of them does not take its slot (refused again), the next waiting object gets it.
 Placement starts only once the object holds the operator's finalizer, so every placed
 session is closed when its object is deleted. A restarted operator resumes an attempt
 with what is left of its own timeout (``status.attemptStartedAt``), and withdraws it
@@ -89,6 +91,10 @@ class Placer:
         self._tried: defaultdict[str, set[str]] = defaultdict(set)
         self._retry_tried: set[str] = set()
         """Objects re-queued by a capacity change: they may go to a node that refused before."""
+        self._requeued: dict[str, str | None] = {}
+        """Objects re-queued for a free slot whose placement has not finished (uid: pool)."""
+        self._round: set[str] = set()
+        """Objects re-queued since the last capacity change: not again until the next one."""
         self._failures: defaultdict[str, list[str]] = defaultdict(list)
         self._reserved: dict[str, int] = {}
         self._confirmed: dict[tuple[str, str], tuple[str, float]] = {}
@@ -132,21 +138,58 @@ class Placer:
         signature = snap.capacity_signature(freshness=self._settings.node_freshness)
         if signature != self._signature:
             self._signature = signature
+            self._round.clear()
             if any(has_room for _, _, has_room in signature):
                 self._requeue_waiting()
 
     def _requeue_waiting(self) -> None:
-        waiting = [self._cache.get(key) for key in self._waiting]
-        self._waiting.clear()
-        for obj in sorted((o for o in waiting if o is not None), key=lambda o: o.created_at or 0.0):
+        """Queue the oldest waiting objects again, as many as the free slots can take."""
+        snap = self._snapshot
+        if snap is None:
+            return
+        current = {key: self._cache.get(key) for key in self._waiting}
+        for key, found_obj in current.items():
+            if found_obj is None or not needs_placement(found_obj):
+                del self._waiting[key]  # gone, or placed since by another event
+        waiting = sorted(
+            (
+                o
+                for o in current.values()
+                if o is not None and o.key in self._waiting and o.uid not in self._round
+            ),
+            key=lambda o: o.created_at or 0.0,
+        )
+        found, _ = placement.candidates(
+            snap.nodes.values(),
+            load=self._load(snap),
+            pool=None,
+            now=self._clock(),
+            freshness=self._settings.node_freshness,
+        )
+        free = [(snap.nodes[c.node_id].pool, c.free) for c in found]
+        # Slots that objects queued again earlier are about to take are not free.
+        in_flight = list(self._requeued.values())
+        fits = placement.share_free_slots(free, [*in_flight, *(o.spec.pool for o in waiting)])
+        for obj, fit in zip(waiting, fits[len(in_flight) :], strict=True):
+            if not fit:
+                continue
             # Capacity changed: untried nodes first, else those that refused may be asked again.
+            del self._waiting[obj.key]
+            self._round.add(obj.uid)
             self._retry_tried.add(obj.uid)
+            self._requeued[obj.uid] = obj.spec.pool
             self.offer(obj)
+
+    def _load(self, snap: Snapshot) -> dict[str, int]:
+        """Sessions per node: listed by the read, plus starts in flight and confirmed since."""
+        return {n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n] for n in snap.nodes}
 
     def forget(self, uid: str) -> None:
         """The object is gone: drop what the placer remembers of it."""
         self._tried.pop(uid, None)
         self._retry_tried.discard(uid)
+        self._requeued.pop(uid, None)
+        self._round.discard(uid)
         self._failures.pop(uid, None)
         self._locks.pop(uid, None)
         self._cancelled.discard(uid)
@@ -194,6 +237,17 @@ class Placer:
                 self._queue.add_later(key, RETRY_DELAY)
             finally:
                 self._queue.done(key)
+                self._slot_settled(key)
+
+    def _slot_settled(self, key: Key) -> None:
+        """An object queued again for a free slot is done: if it left the slot free (refused
+        again), the next waiting object gets it."""
+        obj = self._cache.get(key)
+        if obj is None or obj.uid not in self._requeued:
+            return
+        del self._requeued[obj.uid]
+        if self._waiting:
+            self._requeue_waiting()
 
     async def place(self, key: Key) -> None:
         """Place one object: run attempts until Running, Pending (no room) or Failed."""
@@ -270,9 +324,7 @@ class Placer:
                 return
             snap = self._snapshot
             assert snap is not None
-            load = {
-                n: snap.per_node[n] + self._reserved.get(n, 0) + self._confirmed_load[n] for n in snap.nodes
-            }
+            load = self._load(snap)
             found, tally = placement.candidates(
                 snap.nodes.values(),
                 load=load,
@@ -390,7 +442,6 @@ class Placer:
                     f"session runs on node {node_id}",
                     fields={
                         "startedAt": format_time(started),
-                        "lastHeartbeatAt": format_time(node.heartbeat_at if node is not None else now),
                         "podName": node.pod_name if node is not None else latest.status.pod_name,
                     },
                 ),

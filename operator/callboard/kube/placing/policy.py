@@ -13,13 +13,17 @@ to it (a node's record lags behind its sessions by up to one heartbeat).
   idle and can be scaled down; nodes without a capacity limit come last.
 - ``spread`` takes the emptiest node (unlimited ones first), for isolation.
 
-When nothing fits, :func:`explain` tells why in one line for the ``Placed`` condition.
+When nothing fits, :func:`explain` tells why in one line for the ``Placed`` condition. The
+line names the kinds of refusal, never a count: a count changes with every session that
+starts or ends somewhere, and each change would rewrite every Pending object's status.
+When capacity changes, :func:`share_free_slots` picks the waiting objects that fit in the
+free slots, so only those are placed again (and written), not every Pending object.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -36,6 +40,7 @@ __all__ = [
     "choose",
     "explain",
     "needs_placement",
+    "share_free_slots",
     "spec_problem",
 ]
 
@@ -131,18 +136,47 @@ def choose(found: Iterable[Candidate], strategy: Strategy) -> Candidate | None:
 
 
 def explain(tally: Counter[Verdict], *, pool: str | None) -> str:
-    """One line for the ``Placed`` condition: why no node could take the session."""
+    """One line for the ``Placed`` condition: why no node could take the session.
+
+    Stable while the kinds of refusal stay the same (no counts, see the module docstring).
+    """
     where = f"pool {pool!r}" if pool else "any pool"
     total = sum(tally.values())
     if total == 0:
         return f"no agent node is registered ({where})"
-    in_pool = total - tally[Verdict.OTHER_POOL]
-    if in_pool == 0:
-        return f"none of {total} agent nodes is in {where}"
-    parts = [
-        f"{tally[v]} {v.value}" for v in Verdict if v not in (Verdict.OK, Verdict.OTHER_POOL) and tally[v]
-    ]
-    return f"0 of {in_pool} agent nodes in {where} can take a session: {', '.join(parts)}"
+    if total == tally[Verdict.OTHER_POOL]:
+        return f"no agent node is in {where}"
+    kinds = [v.value for v in Verdict if v not in (Verdict.OK, Verdict.OTHER_POOL) and tally[v]]
+    return f"no agent node in {where} can take a session: {', '.join(kinds)}"
+
+
+def share_free_slots(
+    free: Iterable[tuple[str | None, int | None]],
+    wanted: Sequence[str | None],
+) -> list[bool]:
+    """Which of the ``wanted`` placements (their ``spec.pool``, in order) fit in ``free``.
+
+    ``free`` has one ``(pool, free slots)`` entry per node that can take sessions (None
+    slots: no limit). Each placement that fits takes one slot of a node of its pool (no pool:
+    of any node), so as many waiting objects are placed again as there is room for.
+    """
+    nodes = list(free)
+    left: list[int | None] = [n for _, n in nodes]
+    fits: list[bool] = []
+    for pool in wanted:
+        slot = next(
+            (
+                i
+                for i, (node_pool, _) in enumerate(nodes)
+                if (not pool or node_pool == pool) and (left[i] is None or (left[i] or 0) > 0)
+            ),
+            None,
+        )
+        if slot is not None:
+            n = left[slot]
+            left[slot] = None if n is None else n - 1
+        fits.append(slot is not None)
+    return fits
 
 
 def needs_placement(obj: AgentSessionObject) -> bool:

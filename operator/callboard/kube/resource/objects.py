@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from callboard.kube.resource.constants import (
@@ -25,6 +26,7 @@ from callboard.kube.resource.phases import Status
 __all__ = [
     "AgentSessionObject",
     "Key",
+    "LostPolicy",
     "Spec",
     "finalizer_for",
     "operator_class_of",
@@ -50,6 +52,29 @@ def resource_version_newer(candidate: str | None, current: str | None) -> bool:
         return int(candidate) >= int(current)
     except ValueError:
         return True
+
+
+class LostPolicy(StrEnum):
+    """``spec.lostPolicy``: what happens when the session of a Lost object shows up again.
+
+    A node cut off from the registry for longer than the TTL is declared gone, and whoever
+    watches the object may have started a replacement meanwhile. ``Close`` (the default)
+    closes the session that comes back and leaves the object Lost: an agent that rejoins a
+    call after the TTL must not talk over a replacement. ``Recover`` takes the object back
+    to Running, unless another session of the call started after the loss (then the stale
+    copy is closed all the same).
+    """
+
+    CLOSE = "Close"
+    RECOVER = "Recover"
+
+    @classmethod
+    def parse(cls, value: object) -> LostPolicy:
+        """The policy ``value`` names; anything else (the schema refuses it) is the default."""
+        for policy in cls:
+            if value == policy.value:
+                return policy
+        return cls.CLOSE
 
 
 def operator_class_of(spec: Mapping[str, Any]) -> str:
@@ -89,9 +114,9 @@ class Spec:
     pool: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     max_duration_seconds: int | None = None
-    idle_timeout_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
     operator_class: str = DEFAULT_OPERATOR_CLASS
+    lost_policy: LostPolicy = LostPolicy.CLOSE
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Spec:
@@ -102,9 +127,9 @@ class Spec:
             pool=str_or_none(data.get("pool")),
             params=dict(params) if isinstance(params, Mapping) else {},
             max_duration_seconds=int_or_none(data.get("maxDurationSeconds")),
-            idle_timeout_seconds=int_or_none(data.get("idleTimeoutSeconds")),
             ttl_seconds_after_finished=int_or_none(data.get("ttlSecondsAfterFinished")),
             operator_class=operator_class_of(data),
+            lost_policy=LostPolicy.parse(data.get("lostPolicy")),
         )
 
 

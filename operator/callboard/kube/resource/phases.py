@@ -4,10 +4,13 @@ Phases (``status.phase``)::
 
     Pending ──► Scheduled ──► Running ──► Closing ──► Succeeded
        ▲            │            │  ▲                     ▲
-       └────────────┘            ▼  │ (node back)         │ (ended by itself)
-     (rejected/timeout,        Lost ┘                     │
+       └────────────┘            ▼  │ (node back, only    │ (ended by itself)
+     (rejected/timeout,        Lost ┘  lostPolicy Recover)│
       no capacity left)        Running ───────────────────┘
     Scheduled ──► Failed (every attempt rejected or unconfirmed, or an invalid spec)
+
+With the default ``lostPolicy: Close`` a Lost object stays Lost: a session that comes back
+is closed, and the ``Ready`` condition records it (``StaleSessionClosed``).
 
 Two conditions follow the phase: ``Placed`` (a node took, or was asked to take, the
 session) and ``Ready`` (the session runs). A condition's ``lastTransitionTime`` moves only
@@ -90,7 +93,7 @@ PLACING = frozenset({Phase.PENDING, Phase.SCHEDULED})
 #: Phases after which the session never runs again: the object is kept for reading only.
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 #: Phases ``ttlSecondsAfterFinished`` counts from (a Lost session may still come back
-#: until the object is deleted).
+#: until the object is deleted: closed, or Running again with ``lostPolicy: Recover``).
 FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.LOST})
 
 
@@ -113,6 +116,7 @@ class Reason(StrEnum):
     SESSION_ENDED = "SessionEnded"
     NODE_LOST = "NodeLost"
     RECOVERED = "Recovered"
+    STALE_SESSION_CLOSED = "StaleSessionClosed"
     CLOSE_REQUESTED = "CloseRequested"
     MAX_DURATION_EXCEEDED = "MaxDurationExceeded"
     CLOSED = "Closed"

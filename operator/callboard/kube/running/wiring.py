@@ -87,7 +87,13 @@ class Runtime:
         self.cache = ObjectCache()
         self.changed = Pulse()
         self.events = EventPoster(api, instance=instance)
-        self.writer = StatusWriter(api=api, cache=self.cache, events=self.events)
+        writes = self.metrics.status_writes
+        self.writer = StatusWriter(
+            api=api,
+            cache=self.cache,
+            events=self.events,
+            on_write=lambda reason: writes.labels(reason=reason).inc(),
+        )
         self.tracker = StartTracker(self.registry, poll_interval=settings.placement.poll_interval)
         self.placer = Placer(
             cache=self.cache,

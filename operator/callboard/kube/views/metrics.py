@@ -88,6 +88,13 @@ class OperatorMetrics:
             "Sessions closed because the object they were placed for is gone or moved on.",
             registry=r,
         )
+        self.status_writes = PromCounter(
+            "callboard_operator_status_writes",
+            "AgentSession status writes sent to the API server, by reason (a phase change's "
+            "reason, Mirror for node/pod moves, ObservedGeneration for a spec edit alone).",
+            ["reason"],
+            registry=r,
+        )
         self.leader = Gauge(
             "callboard_operator_leader", "1 while this replica holds the leader lease.", registry=r
         )

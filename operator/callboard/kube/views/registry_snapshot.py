@@ -19,6 +19,8 @@ class Snapshot:
     sessions: dict[tuple[str, str], SessionInfo] = field(default_factory=dict)
     per_node: Counter[str] = field(default_factory=Counter)
     """Sessions listed per node id. The placer adds the sessions it saw start since the read."""
+    per_call: dict[str, list[SessionInfo]] = field(default_factory=dict)
+    """Sessions listed per call id (a Lost object looks here for a replacement)."""
 
     @classmethod
     def build(cls, nodes: Iterable[NodeInfo], sessions: Iterable[SessionInfo], *, now: float) -> Snapshot:
@@ -27,7 +29,12 @@ class Snapshot:
         for s in sessions:
             snap.sessions[(s.call_id, s.session_id)] = s
             snap.per_node[s.node_id] += 1
+            snap.per_call.setdefault(s.call_id, []).append(s)
         return snap
+
+    def of_call(self, call_id: str) -> list[SessionInfo]:
+        """The live sessions of ``call_id`` in this read."""
+        return self.per_call.get(call_id, [])
 
     def pod_counts(self) -> dict[tuple[str, str], int]:
         """Live sessions per agent pod ``(namespace, pod)``, for nodes that name their pod."""

@@ -34,7 +34,12 @@ def test_adopted_manifest() -> None:
     assert m["metadata"]["namespace"] == "adopted"
     assert m["metadata"]["labels"][ADOPTED_LABEL] == "true"
     assert m["metadata"]["annotations"][SESSION_ANNOTATION] == "Call:1/s1"
-    assert m["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "pool": "gpu"}
+    assert m["spec"] == {
+        "callId": "Call:1",
+        "ttlSecondsAfterFinished": 60,
+        "pool": "gpu",
+        "lostPolicy": "Recover",
+    }
     assert AgentSessionObject.from_body(m).adopted_session == ("Call:1", "s1")
     # Adopted by the operator of another class: the object names it, so that operator owns it.
     other = adopted_manifest(
@@ -44,5 +49,10 @@ def test_adopted_manifest() -> None:
         ttl_seconds_after_finished=60,
         operator_class="tenant-b",
     )
-    assert other["spec"] == {"callId": "Call:1", "ttlSecondsAfterFinished": 60, "operatorClass": "tenant-b"}
+    assert other["spec"] == {
+        "callId": "Call:1",
+        "ttlSecondsAfterFinished": 60,
+        "lostPolicy": "Recover",
+        "operatorClass": "tenant-b",
+    }
     assert AgentSessionObject.from_body(other).spec.operator_class == "tenant-b"

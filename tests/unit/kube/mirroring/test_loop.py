@@ -93,9 +93,9 @@ async def test_ended_session_succeeds_then_ttl_deletes(harness: Harness) -> None
     assert "call_ended" in ended["message"]
 
 
-async def test_node_lost_then_back(harness: Harness) -> None:
+async def test_node_lost_then_back_recovers_with_the_recover_policy(harness: Harness) -> None:
     node = await harness.node("n1", ttl=0.3)
-    harness.kube.apply("a1", "call-1")
+    harness.kube.apply("a1", "call-1", lostPolicy="Recover")
     await harness.phase("a1", "Running")
     await node.kill()
     status = await harness.phase("a1", "Lost", timeout=3.0)
@@ -107,6 +107,30 @@ async def test_node_lost_then_back(harness: Harness) -> None:
         "Warning",
         "Normal",
     ]
+
+
+async def test_a_lost_session_that_comes_back_is_closed_and_its_object_stays_lost(harness: Harness) -> None:
+    node = await harness.node("n1", ttl=0.3)
+    harness.kube.apply("a1", "call-1")  # lostPolicy defaults to Close
+    sid = (await harness.phase("a1", "Running"))["sessionId"]
+    await node.kill()
+    await harness.phase("a1", "Lost", timeout=3.0)
+    await node.registry.heartbeat()  # back after the TTL, still running the session
+    await harness.until(lambda: harness.status("a1").get("reason") == "StaleSessionClosed", timeout=3.0)
+    flagged = await node.registry.get_close_requests({sid: "call-1"})
+    assert flagged == [sid]
+    status = harness.status("a1")
+    assert status["phase"] == "Lost" and status["endedAt"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "StaleSessionClosed"
+    reasons = await harness.reasons("a1")
+    assert "StaleSessionClosed" in reasons and "Recovered" not in reasons
+    # Its node ends the session as asked: the object still never moves back.
+    await node.end(sid, reason="close_requested")
+    await harness.until(lambda: harness.runtime.syncer.snapshot is not None and not any(
+        s.session_id == sid for s in harness.runtime.syncer.snapshot.sessions.values()
+    ))  # fmt: skip
+    assert harness.status("a1")["phase"] == "Lost"
 
 
 async def test_max_duration_closes_and_succeeds(harness: Harness) -> None:

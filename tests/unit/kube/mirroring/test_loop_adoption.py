@@ -26,6 +26,7 @@ async def test_adoption_and_delete_closes_the_adopted_session(harness: Harness) 
         "ttlSecondsAfterFinished": 0,
         "pool": "blue",
         "callType": "default",
+        "lostPolicy": "Recover",
     }
     status = await harness.phase(name, "Running", namespace=ns)
     assert status["sessionId"] == "http-session-1" and status["reason"] == "Adopted"

@@ -7,7 +7,7 @@ from typing import Any
 from callboard.kube.mirroring.policy import decide_mirror, gone_transition, refresh_fields
 from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
 from callboard.kube.resource.fields import format_time
-from callboard.kube.resource.objects import AgentSessionObject
+from callboard.kube.resource.objects import AgentSessionObject, LostPolicy
 from callboard.kube.resource.phases import Phase, Reason
 from callboard.kube.views.registry_snapshot import Snapshot
 from callboard.registry import EndedInfo, NodeInfo, SessionInfo, SessionStatus
@@ -47,15 +47,24 @@ def snap(*, live: bool = True, started: float = NOW - 10, heartbeat: float = NOW
     return Snapshot.build(nodes, sessions, now=NOW)
 
 
-def test_running_and_live_refreshes_only_when_the_heartbeat_is_old() -> None:
-    fresh = obj(lastHeartbeatAt=format_time(NOW - 5), startedAt=format_time(NOW - 10))
-    assert decide_mirror(fresh, snap(), now=NOW, refresh=60).empty
-    stale = obj(lastHeartbeatAt=format_time(NOW - 200), startedAt=format_time(NOW - 10))
-    d = decide_mirror(stale, snap(), now=NOW, refresh=60)
-    assert d.transition is None and d.fields == {"lastHeartbeatAt": format_time(NOW - 1)}
+def test_running_and_live_writes_no_liveness_into_the_status() -> None:
+    # Heartbeats and metrics stay in the registry and Prometheus: no status write per beat.
+    running = obj(startedAt=format_time(NOW - 10))
+    assert decide_mirror(running, snap(heartbeat=NOW - 1), now=NOW).empty
+    assert decide_mirror(running, snap(heartbeat=NOW + 500), now=NOW + 500).empty
+    # What an older operator wrote is dropped once, so the status does not show a stale beat.
+    legacy = obj(
+        startedAt=format_time(NOW - 10),
+        lastHeartbeatAt=format_time(NOW - 200),
+        metrics={"tokens": 1},
+        metricsUpdatedAt=format_time(NOW - 200),
+    )
+    d = decide_mirror(legacy, snap(), now=NOW)
+    assert d.transition is None
+    assert d.fields == {"lastHeartbeatAt": None, "metrics": None, "metricsUpdatedAt": None}
 
 
-def test_refresh_carries_metrics_and_moves_node_fields() -> None:
+def test_refresh_moves_node_fields_but_carries_no_metrics() -> None:
     session = SessionInfo(
         session_id=SID,
         call_id="c1",
@@ -65,41 +74,69 @@ def test_refresh_carries_metrics_and_moves_node_fields() -> None:
         metrics_updated_at=NOW,
     )
     node = NodeInfo(node_id="n2", pod_name="pod-2", heartbeat_at=NOW)
-    fields = refresh_fields(obj(startedAt=format_time(NOW)), session, node, refresh=60)
+    fields = refresh_fields(obj(startedAt=format_time(NOW)), session, node)
     assert fields["nodeId"] == "n2" and fields["podName"] == "pod-2"
-    assert fields["metrics"] == {"tokens": 3} and fields["metricsUpdatedAt"] == format_time(NOW)
+    assert "metrics" not in fields and "metricsUpdatedAt" not in fields and "lastHeartbeatAt" not in fields
 
 
 def test_missing_session_is_a_question_for_the_registry() -> None:
-    assert decide_mirror(obj(), snap(live=False), now=NOW, refresh=60).check_gone
-    assert decide_mirror(obj("Closing"), snap(live=False), now=NOW, refresh=60).check_gone
-    assert decide_mirror(obj("Succeeded"), snap(live=False), now=NOW, refresh=60).empty
+    assert decide_mirror(obj(), snap(live=False), now=NOW).check_gone
+    assert decide_mirror(obj("Closing"), snap(live=False), now=NOW).check_gone
+    assert decide_mirror(obj("Succeeded"), snap(live=False), now=NOW).empty
 
 
-def test_lost_comes_back() -> None:
-    d = decide_mirror(obj("Lost", endedAt=format_time(NOW - 5)), snap(), now=NOW, refresh=60)
+def test_lost_comes_back_with_the_recover_policy() -> None:
+    lost = obj("Lost", spec={"lostPolicy": "Recover"}, endedAt=format_time(NOW - 5))
+    d = decide_mirror(lost, snap(), now=NOW)
     assert d.transition is not None and d.transition.phase is Phase.RUNNING
     assert d.transition.reason == Reason.RECOVERED and d.transition.fields["endedAt"] is None
+    assert not d.close
+
+
+def test_a_lost_session_that_comes_back_is_closed_and_the_object_stays_lost() -> None:
+    # Default policy Close: an agent back after the TTL may double-talk with a replacement.
+    lost = obj("Lost", endedAt=format_time(NOW - 5))
+    assert lost.spec.lost_policy is LostPolicy.CLOSE
+    d = decide_mirror(lost, snap(), now=NOW)
+    assert d.close and not d.delete
+    assert d.transition is not None and d.transition.phase is Phase.LOST
+    assert d.transition.reason == Reason.STALE_SESSION_CLOSED and "n1" in d.transition.message
+    explicit = obj("Lost", spec={"lostPolicy": "Close"}, endedAt=format_time(NOW - 5))
+    assert decide_mirror(explicit, snap(), now=NOW) == d
+
+
+def test_a_lost_session_is_closed_even_with_recover_when_a_replacement_runs() -> None:
+    lost = obj("Lost", spec={"lostPolicy": "Recover"}, endedAt=format_time(NOW - 5))
+    old = SessionInfo(session_id=SID, call_id="c1", node_id="n1", started_at=NOW - 100)
+    replacement = SessionInfo(session_id="other", call_id="c1", node_id="n2", started_at=NOW - 3)
+    nodes = [NodeInfo(node_id="n1", heartbeat_at=NOW - 1), NodeInfo(node_id="n2", heartbeat_at=NOW - 1)]
+    d = decide_mirror(lost, Snapshot.build(nodes, [old, replacement], now=NOW), now=NOW)
+    assert d.close and d.transition is not None and d.transition.phase is Phase.LOST
+    assert d.transition.reason == Reason.STALE_SESSION_CLOSED and "other" in d.transition.message
+    # A session of the same call that ran before the object went Lost is no replacement.
+    earlier = SessionInfo(session_id="other", call_id="c1", node_id="n2", started_at=NOW - 50)
+    back = decide_mirror(lost, Snapshot.build(nodes, [old, earlier], now=NOW), now=NOW)
+    assert back.transition is not None and back.transition.phase is Phase.RUNNING and not back.close
 
 
 def test_max_duration_closes() -> None:
-    o = obj(spec={"maxDurationSeconds": 5}, lastHeartbeatAt=format_time(NOW))
-    d = decide_mirror(o, snap(started=NOW - 6), now=NOW, refresh=60)
+    o = obj(spec={"maxDurationSeconds": 5})
+    d = decide_mirror(o, snap(started=NOW - 6), now=NOW)
     assert d.close and d.transition is not None and d.transition.phase is Phase.CLOSING
-    assert not decide_mirror(o, snap(started=NOW - 4), now=NOW, refresh=60).close
+    assert not decide_mirror(o, snap(started=NOW - 4), now=NOW).close
 
 
 def test_ttl_after_finished_deletes() -> None:
     done = obj("Succeeded", spec={"ttlSecondsAfterFinished": 10}, endedAt=format_time(NOW - 11))
-    assert decide_mirror(done, snap(live=False), now=NOW, refresh=60).delete
+    assert decide_mirror(done, snap(live=False), now=NOW).delete
     young = obj("Succeeded", spec={"ttlSecondsAfterFinished": 10}, endedAt=format_time(NOW - 9))
-    assert not decide_mirror(young, snap(live=False), now=NOW, refresh=60).delete
+    assert not decide_mirror(young, snap(live=False), now=NOW).delete
     no_ttl = obj("Failed", endedAt=format_time(NOW - 1000))
-    assert not decide_mirror(no_ttl, snap(live=False), now=NOW, refresh=60).delete
-    # A Lost object whose session came back is not deleted, it recovers.
+    assert not decide_mirror(no_ttl, snap(live=False), now=NOW).delete
+    # A Lost object whose session came back is not deleted: the session is closed first.
     lost = obj("Lost", spec={"ttlSecondsAfterFinished": 1}, endedAt=format_time(NOW - 11))
-    assert not decide_mirror(lost, snap(), now=NOW, refresh=60).delete
-    assert decide_mirror(lost, snap(live=False), now=NOW, refresh=60).delete
+    assert not decide_mirror(lost, snap(), now=NOW).delete
+    assert decide_mirror(lost, snap(live=False), now=NOW).delete
 
 
 def test_adopted_object_enters_running() -> None:
@@ -115,14 +152,14 @@ def test_adopted_object_enters_running() -> None:
             "spec": {"callId": "c1"},
         }
     )
-    d = decide_mirror(adopted, snap(), now=NOW, refresh=60)
+    d = decide_mirror(adopted, snap(), now=NOW)
     assert (
         d.transition is not None
         and d.transition.phase is Phase.RUNNING
         and d.transition.reason == Reason.ADOPTED
     )
     assert d.transition.fields["sessionId"] == SID and d.transition.fields["podName"] == "pod-1"
-    assert decide_mirror(adopted, snap(live=False), now=NOW, refresh=60).check_gone
+    assert decide_mirror(adopted, snap(live=False), now=NOW).check_gone
 
 
 def test_gone_transitions() -> None:
@@ -141,9 +178,9 @@ def test_gone_transitions() -> None:
 
 def test_g1_a_session_of_a_failed_or_succeeded_object_is_closed() -> None:
     for phase in ("Failed", "Succeeded"):
-        decision = decide_mirror(obj(phase, endedAt=format_time(NOW - 5)), snap(), now=NOW, refresh=60)
+        decision = decide_mirror(obj(phase, endedAt=format_time(NOW - 5)), snap(), now=NOW)
         assert decision.close and decision.transition is None and not decision.delete
-        assert decide_mirror(obj(phase), snap(live=False), now=NOW, refresh=60).empty
+        assert decide_mirror(obj(phase), snap(live=False), now=NOW).empty
 
 
 def test_g4_a_spec_edit_alone_writes_observed_generation() -> None:
@@ -157,9 +194,8 @@ def test_g4_a_spec_edit_alone_writes_observed_generation() -> None:
                 "nodeId": "n1",
                 "podName": "pod-1",
                 "observedGeneration": 1,
-                "lastHeartbeatAt": format_time(NOW - 5),
                 "startedAt": format_time(NOW - 10),
             },
         }
     )
-    assert decide_mirror(edited, snap(), now=NOW, refresh=60).fields == {"observedGeneration": 2}
+    assert decide_mirror(edited, snap(), now=NOW).fields == {"observedGeneration": 2}

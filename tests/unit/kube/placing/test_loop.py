@@ -7,6 +7,7 @@ and reach corners that are slow to provoke there (rejections, timeouts, an outag
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from callboard.kube.resource.naming import parse_session_id
 from callboard.kube.settings import Settings
@@ -36,7 +37,7 @@ async def test_no_capacity_waits_pending_then_runs_when_a_node_appears(harness: 
     assert placed["status"] == "False" and placed["reason"] == "NoCapacity"
     assert "no agent node is registered" in placed["message"]
     await harness.node("cpu-node", pool="cpu")
-    await harness.until(lambda: "none of 1 agent nodes is in pool 'gpu'" in harness.status("a1")["message"])
+    await harness.until(lambda: "no agent node is in pool 'gpu'" in harness.status("a1")["message"])
     await harness.node("gpu-node", pool="gpu")
     status = await harness.phase("a1", "Running")
     assert status["nodeId"] == "gpu-node"
@@ -242,3 +243,52 @@ async def test_pending_objects_are_counted_per_pool_for_the_autoscaler(harness: 
         return metrics.get_sample_value("callboard_operator_pending_sessions", {"pool": pool})
 
     await harness.until(lambda: gauge("default") == 3 and gauge("gpu") == 1 and gauge("") == 1)
+
+
+def _changed(old: object, read: Callable[[], object]) -> Callable[[], bool]:
+    return lambda: read() != old
+
+
+async def test_a_capacity_change_places_again_only_as_many_waiting_objects_as_fit(harness: Harness) -> None:
+    names = [f"w{i}" for i in range(5)]
+    for i, name in enumerate(names):
+        harness.kube.apply(name, f"call-{i}")
+    for name in names:
+        await harness.phase(name, "Pending")
+
+    def version(name: str) -> str:
+        obj = harness.kube.get_object(name, "ns")
+        assert obj is not None
+        return str(obj["metadata"]["resourceVersion"])
+
+    def phases() -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for name in names:
+            found.setdefault(harness.status(name).get("phase", ""), []).append(name)
+        return found
+
+    async def cycles(n: int) -> None:
+        syncer = harness.runtime.syncer
+        for _ in range(n):
+            await harness.until(_changed(syncer.last_cycle, lambda: syncer.last_cycle))
+
+    await cycles(3)
+    before = {name: version(name) for name in names}
+    node = await harness.node("n1", capacity=2)
+    await harness.until(lambda: len(phases().get("Running", [])) == 2)
+    await cycles(3)
+    waiting = phases()["Pending"]
+    assert len(waiting) == 3 and len(node.requests) == 2
+    # The three that did not fit were not placed again: not one status write each.
+    assert [version(name) for name in waiting] == [before[name] for name in waiting], [
+        harness.status(name)["message"] for name in waiting
+    ]
+
+    await node.end(harness.status(phases()["Running"][0])["sessionId"])  # one slot frees
+    await harness.until(lambda: len(phases().get("Running", [])) == 2 and len(node.requests) == 3)
+    await cycles(3)
+    assert len(phases()["Pending"]) == 2 and len(node.requests) == 3
+    assert all(version(name) == before[name] for name in phases()["Pending"])
+    writes = harness.runtime.metrics.registry.get_sample_value
+    assert writes("callboard_operator_status_writes_total", {"reason": "Started"}) == 3
+    assert writes("callboard_operator_status_writes_total", {"reason": "NoCapacity"}) == 5

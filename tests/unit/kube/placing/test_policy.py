@@ -14,6 +14,7 @@ from callboard.kube.placing.policy import (
     choose,
     explain,
     needs_placement,
+    share_free_slots,
     spec_problem,
 )
 from callboard.kube.resource.constants import FINALIZER
@@ -110,9 +111,24 @@ def test_choose_nothing() -> None:
 
 def test_explain() -> None:
     assert explain(Counter(), pool=None) == "no agent node is registered (any pool)"
-    assert explain(Counter({Verdict.OTHER_POOL: 2}), pool="gpu") == "none of 2 agent nodes is in pool 'gpu'"
+    assert explain(Counter({Verdict.OTHER_POOL: 2}), pool="gpu") == "no agent node is in pool 'gpu'"
     text = explain(Counter({Verdict.FULL: 2, Verdict.DRAINING: 1, Verdict.OTHER_POOL: 3}), pool="gpu")
-    assert text == "0 of 3 agent nodes in pool 'gpu' can take a session: 1 draining, 2 full"
+    assert text == "no agent node in pool 'gpu' can take a session: draining, full"
+
+
+def test_explain_is_stable_while_only_the_counts_change() -> None:
+    # Each change of the line rewrites every Pending object: sessions that start or end on
+    # full nodes must not change it.
+    before = explain(Counter({Verdict.FULL: 2, Verdict.STALE: 1}), pool=None)
+    after = explain(Counter({Verdict.FULL: 7, Verdict.STALE: 3, Verdict.OTHER_POOL: 4}), pool=None)
+    assert before == after
+
+
+def test_share_free_slots_places_only_what_fits() -> None:
+    free = [("gpu", 1), ("cpu", 2), ("cpu", 0)]
+    assert share_free_slots(free, ["gpu", "gpu", "cpu", None, "cpu"]) == [True, False, True, True, False]
+    assert share_free_slots([("cpu", None)], ["cpu"] * 5) == [True] * 5  # no limit
+    assert share_free_slots([], [None]) == [False]
 
 
 def agent_session(*, phase: str | None = None, finalizer: bool = True, **meta: object) -> AgentSessionObject:
