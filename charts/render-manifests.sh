@@ -5,7 +5,7 @@
 #
 # Writes, from charts/callboard with its default values (release "callboard" in namespace
 # "callboard-system"):
-#   agentsession-crd.yaml       the CRD (a copy of charts/callboard/crds/agentsession-crd.yaml)
+#   agentsession-crd.yaml       the CRD (a copy of charts/callboard/files/agentsession-crd.yaml)
 #   callboard.yaml              the callboard-system Namespace (Pod Security "restricted"),
 #                               then every object of the chart's default install, except that
 #                               the Redis password comes from a Secret you create (the chart
@@ -41,7 +41,7 @@ mkdir -p "$OUT/examples"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-cp "$CHART/crds/agentsession-crd.yaml" "$tmp/agentsession-crd.yaml"
+cp "$CHART/files/agentsession-crd.yaml" "$tmp/agentsession-crd.yaml"
 
 {
   echo "# callboard: the operator and a single-instance Redis in namespace $NAMESPACE."
@@ -59,7 +59,8 @@ cp "$CHART/crds/agentsession-crd.yaml" "$tmp/agentsession-crd.yaml"
   echo "    app.kubernetes.io/name: callboard"
   echo "    pod-security.kubernetes.io/enforce: restricted"
   echo "    pod-security.kubernetes.io/warn: restricted"
-  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set redis.auth.existingSecret="$REDIS_SECRET"
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" --set redis.auth.existingSecret="$REDIS_SECRET" \
+    --set crd.install=false
 } >"$tmp/callboard.yaml"
 
 {

@@ -96,6 +96,19 @@ def test_schema_violation_rejected(kube_env: KubeEnv, agentsession_crd: str, kub
     )  # fmt: skip
     assert proc.returncode != 0
     assert 'status.phase: Unsupported value: "Bogus"' in proc.stderr
+    # Size limits: at most 64 metrics (as many params, see tests/e2e/operator/test_schema_pods).
+    metrics = {f"m{i}": i for i in range(65)}
+    proc = kube_env.kubectl(
+        "patch", "ags", "good", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"metrics": metrics}}), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "status.metrics: Too many: 65: must have at most 64 items" in proc.stderr
+    metrics.pop("m64")
+    kube_env.kubectl(
+        "patch", "ags", "good", "-n", ns, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"metrics": metrics}}),
+    )  # fmt: skip
 
 
 def test_finalizer_holds_deleted_object(
@@ -269,6 +282,8 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
         "CustomResourceDefinition",
         "Deployment",
         "Deployment",
+        "FlowSchema",
+        "FlowSchema",
         "Lease",
         "NetworkPolicy",
         "NetworkPolicy",
@@ -283,10 +298,13 @@ def test_helm_lint_and_template(kube_env: KubeEnv) -> None:
     assert deployment["metadata"]["namespace"] == "callboard-system"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "cb-callboard"
 
-    # The chart ships the same CRD as manifests/.
+    # The chart ships the same CRD as manifests/, with the release's labels and kept on uninstall.
     crd = next(d for d in docs if d["kind"] == "CustomResourceDefinition")
     manifest = yaml.safe_load((REPO_ROOT / "manifests/agentsession-crd.yaml").read_text())
-    assert crd == manifest
+    assert crd["spec"] == manifest["spec"]
+    assert crd["metadata"]["name"] == manifest["metadata"]["name"]
+    assert crd["metadata"]["labels"].items() >= manifest["metadata"]["labels"].items()
+    assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
 
 def test_helm_install(kube_env: KubeEnv, kube_namespace: str) -> None:
@@ -295,6 +313,7 @@ def test_helm_install(kube_env: KubeEnv, kube_namespace: str) -> None:
     try:
         kube_env.helm(
             "install", release, CHART, "--namespace", ns, "--wait", "--timeout", "120s",
+            "--take-ownership",
         )  # fmt: skip
         status = json.loads(kube_env.helm("status", release, "-n", ns, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed"

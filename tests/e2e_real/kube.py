@@ -50,7 +50,8 @@ class Release:
         started = time.monotonic()
         self.kube.helm(
             "install", self.name, CHART, "-n", self.namespace, "-f", str(self.values_file),
-            "--wait", "--timeout", "6m", *extra, timeout=420,
+            # The CRD is kept on uninstall: an earlier run's release (another namespace) owns it.
+            "--take-ownership", "--wait", "--timeout", "6m", *extra, timeout=420,
         )  # fmt: skip
         self.figures["helm install --wait"] = timed("helm install --wait", started)
 

@@ -181,6 +181,8 @@ class FakeKube(KubeApi):
             pod = self.pods.get((parts[3], parts[5]))
             if pod is None:
                 raise NotFoundError(404, "no pod")
+            if method == "GET":
+                return copy.deepcopy(pod)
             assert method == "PATCH" and body is not None
             self.pods[(parts[3], parts[5])] = merge_patch(pod, body)
             if self.on_pod_patch is not None:

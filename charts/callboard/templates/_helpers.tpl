@@ -195,6 +195,15 @@ mode) the one the chart generates (templates/secrets.yaml).
 {{- end }}
 {{- end }}
 
+{{/*
+The agent pods' terminationGracePeriodSeconds: the value given, else the preStop pause, the
+sidecar's drain and the 15 s its shutdown and exit need.
+*/}}
+{{- define "callboard.agentGracePeriod" -}}
+{{- $pool := .Values.agentPool }}
+{{- $pool.terminationGracePeriodSeconds | default (add $pool.drain.preStopSleepSeconds $pool.drain.timeoutSeconds 15) }}
+{{- end }}
+
 {{/* Checks across values that values.schema.json cannot express, with clear messages. */}}
 {{- define "callboard.validate" -}}
 {{- $r := .Values.redis }}
@@ -215,6 +224,11 @@ mode) the one the chart generates (templates/secrets.yaml).
 {{- end }}
 {{- if and .Values.operator.enabled (gt (float64 .Values.operator.startTimeoutSeconds) (float64 .Values.agentPool.sidecar.ttlSeconds)) }}
 {{- fail (printf "operator.startTimeoutSeconds (%v) must not exceed agentPool.sidecar.ttlSeconds (%v): a start request must outlive its wait (the operator refuses to start otherwise)" .Values.operator.startTimeoutSeconds .Values.agentPool.sidecar.ttlSeconds) }}
+{{- end }}
+{{- $pool := .Values.agentPool }}
+{{- $grace := include "callboard.agentGracePeriod" . | int }}
+{{- if and $pool.enabled (gt $grace 600) (not $pool.allowLongTerminationGracePeriod) }}
+{{- fail (printf "agentPool: the agent pods' terminationGracePeriodSeconds would be %d (preStopSleepSeconds + drain.timeoutSeconds + 15 when not given), above 600: the Cluster Autoscaler kills a pod it drains after --max-graceful-termination-sec (default 600), cutting the drain short. Lower drain.timeoutSeconds, or set agentPool.allowLongTerminationGracePeriod=true if your autoscaler allows more" $grace) }}
 {{- end }}
 {{- if and .Values.agentPool.enabled (not .Values.agentPool.agent.image.repository) }}
 {{- fail "agentPool.enabled: set agentPool.agent.image.repository to your agent server's image" }}

@@ -16,6 +16,7 @@ from callboard.config import build, parse_int, setting
 from callboard.errors import ConfigurationError
 from callboard.kube.autoscaling.policy import AutoscaleSettings
 from callboard.kube.placing.policy import Strategy
+from callboard.kube.resource.constants import DEFAULT_OPERATOR_CLASS
 from callboard.registry import DEFAULT_KEY_PREFIX
 
 __all__ = [
@@ -233,6 +234,14 @@ class Settings:
         default_text="the whole cluster",
     )
     """Namespaces to watch; empty means the whole cluster."""
+    operator_class: str = setting(
+        DEFAULT_OPERATOR_CLASS,
+        env="CALLBOARD_OPERATOR_CLASS",
+        help="Reconcile only AgentSessions whose spec.operatorClass is this (absent: default).",
+    )
+    """The objects this operator owns: those whose ``spec.operatorClass`` equals it (an object
+    without one is ``default``'s). Two operators in one cluster (two releases) take different
+    classes, so no object gets two finalizers, placements or status writers."""
     registry: RegistrySettings = field(default_factory=RegistrySettings)
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)

@@ -44,6 +44,7 @@ KINDS: dict[tuple[str, str], str] = {
     ("networking.k8s.io/v1", "NetworkPolicy"): "apis/networking.k8s.io/v1",
     ("autoscaling/v2", "HorizontalPodAutoscaler"): "apis/autoscaling/v2",
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): "apis/apiextensions.k8s.io/v1",
+    ("flowcontrol.apiserver.k8s.io/v1", "FlowSchema"): "apis/flowcontrol.apiserver.k8s.io/v1",
 }
 
 _REF_PREFIX = "#/components/schemas/"

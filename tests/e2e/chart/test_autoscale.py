@@ -144,7 +144,7 @@ async def installed(
     path.write_text(yaml.safe_dump(values))
     await asyncio.to_thread(
         kube_env.helm, "install", release, str(CHART), "-n", kube_namespace, "-f", str(path),
-        "--wait", "--timeout", "120s",
+        "--wait", "--timeout", "120s", "--take-ownership",
     )  # fmt: skip
     try:
         yield release

@@ -66,6 +66,7 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
     try:
         proc = kube_env.helm(
             "install", release, str(CHART), "-n", ns, "-f", values, "--wait", "--timeout", "120s",
+            "--take-ownership",
         )  # fmt: skip
         assert "PodSecurity" not in proc.stderr, proc.stderr
         notes = proc.stdout[proc.stdout.index("NOTES:") :]
@@ -96,6 +97,7 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
             ("delete", "agentsessions.callboard.dev", "-n", ns),
             ("patch", "agentsessions.callboard.dev", "--subresource=status", "-n", ns),
             ("patch", "pods", "-n", ns),
+            ("get", "pods", "-n", ns),  # the pool-label check (G11)
             ("list", "pods", "-n", ns),
             ("create", "events", "-n", ns),
             ("get", f"leases.coordination.k8s.io/{release}-callboard-operator", "-n", ns),
@@ -107,8 +109,8 @@ def test_install_agent_pool_restricted(kube_env: KubeEnv, kube_namespace: str, t
             ("get", "secrets", "-n", ns),
             ("delete", "pods", "-n", ns),
             ("create", "pods", "-n", ns),
-            ("get", "pods", "-n", ns),
             ("list", "pods", "-n", "default"),
+            ("watch", "pods", "-n", ns),
             ("patch", f"deployments.apps/{agents}", "-n", ns),
             ("patch", f"deployments.apps/{release}-callboard-operator", "--subresource=scale", "-n", ns),
             ("update", "agentsessions.callboard.dev", "-n", ns),
@@ -160,7 +162,10 @@ def test_install_third_party_kinds_and_hpa(kube_env: KubeEnv, kube_namespace: st
     }
     agents = f"{release}-callboard-agents-default"
     try:
-        kube_env.helm("install", release, str(CHART), "-n", ns, "-f", _values(tmp_path / "keda.yaml", base))
+        kube_env.helm(
+            "install", release, str(CHART), "-n", ns, "-f", _values(tmp_path / "keda.yaml", base),
+            "--take-ownership",
+        )  # fmt: skip
         scaled = kube_env.kubectl_json("get", "scaledobjects.keda.sh", agents, "-n", ns)
         assert scaled["spec"]["scaleTargetRef"]["name"] == agents
         trigger = scaled["spec"]["triggers"][0]
@@ -203,7 +208,7 @@ def test_g11_bundled_redis_password_is_generated_once_and_kept(
     release = _release(ns)
     secret = f"{release}-callboard-redis-auth"
     try:
-        kube_env.helm("install", release, str(CHART), "-n", ns)
+        kube_env.helm("install", release, str(CHART), "-n", ns, "--take-ownership")
         first = kube_env.kubectl_json("get", "secret", secret, "-n", ns)["data"]["password"]
         assert len(first) >= 32
         kube_env.helm("upgrade", release, str(CHART), "-n", ns, "--reuse-values", "--set", "logLevel=debug")

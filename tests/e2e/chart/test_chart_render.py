@@ -33,30 +33,38 @@ from .k8s_schemas import ManifestValidator
 #: Kinds each values set renders (the defaults: operator + bundled Redis).
 EXPECTED_KINDS = {
     "default": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "Lease": 1, "NetworkPolicy": 2,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 2,
         "Role": 1, "RoleBinding": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1,
     },
     "full": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "Lease": 1,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "ConfigMap": 1, "Deployment": 2, "FlowSchema": 2,
+        "Lease": 1,
         "NetworkPolicy": 2, "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "Service": 2,
         "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "hpa": {
-        "Deployment": 2, "HorizontalPodAutoscaler": 1, "Lease": 1, "NetworkPolicy": 2,
-        "PodDisruptionBudget": 2, "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
+        "Deployment": 2, "HorizontalPodAutoscaler": 1, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 2,
+        "PodDisruptionBudget": 3, "Role": 3, "RoleBinding": 3, "Service": 2, "ServiceAccount": 2,
     },
     "keda": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "Lease": 1, "NetworkPolicy": 3,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 3, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 3,
         "PodDisruptionBudget": 2, "Role": 1, "RoleBinding": 1, "ScaledObject": 1, "Service": 3,
         "ServiceAccount": 2, "ServiceMonitor": 2,
     },
     "fixed": {"Deployment": 1, "NetworkPolicy": 1, "Service": 1},
     "sentinel": {
-        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "Lease": 1, "NetworkPolicy": 2,
+        "ClusterRole": 1, "ClusterRoleBinding": 1, "Deployment": 2, "FlowSchema": 2, "Lease": 1,
+        "NetworkPolicy": 2,
         "PodDisruptionBudget": 2, "Role": 1,
         "RoleBinding": 1, "Service": 2, "ServiceAccount": 2,
     },
 }  # fmt: skip
+
+#: Kinds without a namespace.
+CLUSTER_SCOPED = ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "FlowSchema")
 
 #: Volume types Pod Security "restricted" allows.
 RESTRICTED_VOLUMES = {
@@ -88,7 +96,7 @@ def test_render_is_valid_kubernetes(render: Render, validator: ManifestValidator
     assert errors == []
     # Namespaced objects land in the release namespace (the dashboard may go elsewhere).
     for d in docs:
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
+        if d["kind"] not in CLUSTER_SCOPED:
             assert d["metadata"].get("namespace") in ("ns", "monitoring", "agents", "tenants"), d["metadata"]
 
 
@@ -186,6 +194,99 @@ def test_agent_pool(render: Render) -> None:
     fixed = find(render("-f", "tests/e2e/chart/values/fixed.yaml"), "Deployment")
     assert fixed["spec"]["replicas"] == 3
     assert fixed["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+
+def test_operator_with_a_standby_is_spread_and_budgeted(render: Render) -> None:
+    """Two replicas: a PodDisruptionBudget (a drain evicts one at a time) and anti-affinity
+    (one node going down does not take the leader and the standby); one replica: neither."""
+    single = render()
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+    assert "affinity" not in find(single, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]
+    docs = render("--set", "operator.replicas=2")
+    deployment = find(docs, "Deployment", "cb-callboard-operator")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pdb = find(docs, "PodDisruptionBudget", "cb-callboard-operator")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
+    anti = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti == {
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {
+                "weight": 100,
+                "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": selector},
+                },
+            }
+        ]
+    }
+    hard = find(
+        render("--set", "operator.replicas=2", "--set", "operator.podAntiAffinity=hard"),
+        "Deployment",
+        "cb-callboard-operator",
+    )
+    required = hard["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert list(required) == ["requiredDuringSchedulingIgnoredDuringExecution"]
+    own = render("--set", "operator.replicas=2", "--set", "operator.affinity.nodeAffinity.x=1")
+    assert find(own, "Deployment", "cb-callboard-operator")["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {"x": 1}
+    }
+    off = render("--set", "operator.replicas=2", "--set", "operator.podDisruptionBudget.enabled=false")
+    assert not [d for d in off if d["kind"] == "PodDisruptionBudget"]
+
+
+def test_g8_operator_requests_have_their_own_api_priority(render: Render) -> None:
+    """The operator's ServiceAccount is matched before the built-in ``service-accounts``
+    FlowSchema (workload-low, shared with every workload): its Lease at ``leader-election``,
+    the rest at ``workload-high``; cluster-scoped names carry the namespace."""
+    docs = render()
+    flows = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "FlowSchema"}
+    assert set(flows) == {"ns-cb-callboard-operator-lease", "ns-cb-callboard-operator"}
+    lease, rest = flows["ns-cb-callboard-operator-lease"], flows["ns-cb-callboard-operator"]
+    subject = {"kind": "ServiceAccount", "serviceAccount": {"name": "cb-callboard", "namespace": "ns"}}
+    for flow in (lease, rest):
+        assert flow["rules"][0]["subjects"] == [subject]
+        assert flow["matchingPrecedence"] < 9000  # the built-in service-accounts FlowSchema
+    assert lease["priorityLevelConfiguration"] == {"name": "leader-election"}
+    assert lease["matchingPrecedence"] < rest["matchingPrecedence"]
+    assert lease["rules"][0]["resourceRules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+            "namespaces": ["ns"],
+        }
+    ]
+    assert rest["priorityLevelConfiguration"] == {"name": "workload-high"}
+    other_ns = {d["metadata"]["name"] for d in render(namespace="other") if d["kind"] == "FlowSchema"}
+    assert not other_ns & set(flows)
+    assert not [d for d in render("--set", "operator.apiPriority.enabled=false") if d["kind"] == "FlowSchema"]
+
+
+def test_agent_grace_period_fits_the_cluster_autoscaler(render: Render) -> None:
+    """By default the agent pods' grace period, with the whole drain inside it, is at most 600 s:
+    the Cluster Autoscaler's default ``--max-graceful-termination-sec``, after which it kills a
+    pod of a node it drains (a longer drain would be cut off before the sidecar ends its sessions).
+    """
+    image = ["--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=a"]
+    pod = find(render(*image), "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"]
+    sidecar = pod["containers"][1]
+    assert pod["terminationGracePeriodSeconds"] == 600
+    assert env_of(sidecar)["CALLBOARD_DRAIN_TIMEOUT"] == "580"
+    assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] + 580 + 15 == 600
+    # A given grace period of 600 is accepted; more only when explicitly allowed.
+    given = render(*image, "--set", "agentPool.terminationGracePeriodSeconds=600")
+    assert (
+        find(given, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"][
+            "terminationGracePeriodSeconds"
+        ]
+        == 600
+    )
+    allowed = render(
+        *image, "--set", "agentPool.allowLongTerminationGracePeriod=true",
+        "--set", "agentPool.drain.timeoutSeconds=3600",
+    )  # fmt: skip
+    long_pod = find(allowed, "Deployment", "cb-callboard-agents-default")["spec"]["template"]["spec"]
+    assert long_pod["terminationGracePeriodSeconds"] == 5 + 3600 + 15
 
 
 def test_operator(render: Render) -> None:
@@ -385,6 +486,12 @@ def test_rbac_least_privilege(render: Render) -> None:
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
     binding = find(docs, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "cb-callboard", "namespace": "ns"}]
+    # Cluster-scoped names carry the namespace: release "cb" in two namespaces does not collide.
+    assert cluster_role["metadata"]["name"] == binding["metadata"]["name"] == "ns-cb-callboard"
+    assert binding["roleRef"]["name"] == "ns-cb-callboard"
+    elsewhere = render("-f", "tests/e2e/chart/values/full.yaml", namespace="other")
+    cluster_names = {d["metadata"]["name"] for d in elsewhere if d["kind"].startswith("Cluster")}
+    assert cluster_names == {"other-cb-callboard"}
 
     # Watching some namespaces: Roles there instead of a ClusterRole; metrics mode reads the scale only.
     hpa = render("-f", "tests/e2e/chart/values/hpa.yaml")
@@ -393,6 +500,15 @@ def test_rbac_least_privilege(render: Render) -> None:
     own = find(hpa, "Role", "cb-callboard-operator")
     assert ("apps", "deployments/scale", "patch") not in _rules(own)
     assert ("", "pods", "patch") in _rules(own)  # the agent pods live in the release namespace
+    # G11: pods are read one by one (the pool-label check) and listed only in the release namespace.
+    assert ("", "pods", "get") in _rules(own)
+    assert ("", "pods", "get") in _rules(cluster_role)
+    assert ("", "pods", "list") not in _rules(cluster_role) and ("", "pods", "watch") not in _rules(
+        cluster_role
+    )
+    for d in hpa:
+        if d["kind"] == "Role" and d["metadata"]["name"] == "cb-callboard":
+            assert {v for g, r, v in _rules(d) if r == "pods"} == {"get", "patch"}
 
 
 @pytest.mark.parametrize(
@@ -449,6 +565,24 @@ def test_rbac_least_privilege(render: Render) -> None:
             "needs the operator (operator.enabled)",
         ),
         (["--set", "operator.watchNamespaces={a,b}"], "operator.adoption.namespace \"ns\" must be one of"),
+        (
+            [
+                "--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=a",
+                "--set", "agentPool.terminationGracePeriodSeconds=900",
+            ],
+            "at '/agentPool/terminationGracePeriodSeconds': maximum: got 900, want 600",
+        ),
+        (
+            ["--set", "agentPool.drain.timeoutSeconds=600"],
+            "at '/agentPool/drain/timeoutSeconds': maximum: got 600, want 585",
+        ),
+        (
+            [
+                "--set", "agentPool.enabled=true", "--set", "agentPool.agent.image.repository=a",
+                "--set", "agentPool.drain.preStopSleepSeconds=30",
+            ],
+            "terminationGracePeriodSeconds would be 625 (preStopSleepSeconds + drain.timeoutSeconds + 15",
+        ),
         (
             ["--set", "operator.startTimeoutSeconds=45", "--set", "agentPool.sidecar.ttlSeconds=30"],
             "operator.startTimeoutSeconds (45) must not exceed agentPool.sidecar.ttlSeconds (30)",

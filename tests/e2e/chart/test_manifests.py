@@ -36,7 +36,7 @@ def test_checked_in_manifests_equal_a_fresh_render(helm_bin: str, tmp_path: Path
 
 def test_manifests_are_the_default_install(validator: ManifestValidator) -> None:
     crd = yaml.safe_load((kh.REPO_ROOT / "manifests/agentsession-crd.yaml").read_text())
-    assert crd == yaml.safe_load((CHART / "crds/agentsession-crd.yaml").read_text())
+    assert crd == yaml.safe_load((CHART / "files/agentsession-crd.yaml").read_text())
     docs = [d for d in yaml.safe_load_all((kh.REPO_ROOT / "manifests/callboard.yaml").read_text()) if d]
     # The namespace first (kubectl applies in order), enforcing Pod Security "restricted".
     assert docs[0]["kind"] == "Namespace"
@@ -44,8 +44,9 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     namespace = docs[0]["metadata"]["name"]
     kinds = sorted(d["kind"] for d in docs[1:])
     assert kinds == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "Lease", "NetworkPolicy",
-        "NetworkPolicy", "Role", "RoleBinding", "Service", "Service", "ServiceAccount",
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "Deployment", "FlowSchema", "FlowSchema",
+        "Lease", "NetworkPolicy", "NetworkPolicy", "Role", "RoleBinding", "Service", "Service",
+        "ServiceAccount",
     ]  # fmt: skip
     # The Redis password: from the Secret the header says to create, required by the server.
     redis = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-redis"))
@@ -54,7 +55,7 @@ def test_manifests_are_the_default_install(validator: ManifestValidator) -> None
     assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "callboard-redis-auth"
     for d in docs:
         assert validator.errors(d) == []
-        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "FlowSchema"):
             assert d["metadata"]["namespace"] == namespace
     pool = [
         d for d in yaml.safe_load_all((kh.REPO_ROOT / "manifests/examples/agent-pool.yaml").read_text()) if d

@@ -17,6 +17,8 @@ pytestmark = pytest.mark.e2e
 
 COST = "controller.kubernetes.io/pod-deletion-cost"
 EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+#: The label of agent pods (the chart's agent Deployment sets it): only such pods are annotated.
+POOL = "callboard.dev/pool"
 
 
 def manifest(name: str, **spec: Any) -> str:
@@ -39,6 +41,10 @@ def manifest(name: str, **spec: Any) -> str:
         ({"callId": "x" * 129}, "spec.callId: Invalid value"),
         ({"callId": "ok", "callType": "bad/type"}, "spec.callType: Invalid value"),
         ({"callId": "ok", "params": "not-an-object"}, "spec.params: Invalid value"),
+        (
+            {"callId": "ok", "params": {f"k{i}": i for i in range(65)}},
+            "spec.params: Too many: 65: must have at most 64 items",
+        ),
         ({"callId": "ok", "maxDurationSeconds": 0}, "spec.maxDurationSeconds: Invalid value"),
         ({"callId": "ok", "idleTimeoutSeconds": -5}, "spec.idleTimeoutSeconds: Invalid value"),
         # Not enforced anywhere, so refused with a message instead of silently accepted.
@@ -100,7 +106,7 @@ async def test_pod_annotations_follow_session_counts(
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "agent-0", "labels": {"app": "agent"}},
+        "metadata": {"name": "agent-0", "labels": {"app": "agent", POOL: "default"}},
         "spec": {"containers": [{"name": "agent", "image": "agent:fake"}]},
     }
     await kube.run("apply", "-n", kube.ns, "-f", "-", input=json.dumps(pod))
@@ -130,6 +136,39 @@ async def test_pod_annotations_follow_session_counts(
     assert await node.sessions() == []
 
 
+async def test_g11_a_node_record_naming_a_pod_outside_the_pool_leaves_it_alone(
+    kube: Kube, operator_factory: OperatorFactory, node_factory: NodeFactory
+) -> None:
+    """A node record (forgeable by anyone who can write the registry) names a pod that is not
+    an agent pod of its pool: the operator does not patch it, and patches the real agent pod."""
+
+    def pod(name: str, labels: dict[str, str]) -> str:
+        return json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "fake:1"}]},
+            }
+        )
+
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=pod("agent-0", {POOL: "voice"}))
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=pod("database-0", {"app": "postgres"}))
+    await kube.run("apply", "-n", kube.ns, "-f", "-", input=pod("gpu-0", {POOL: "gpu"}))
+    await node_factory("real-node", pod=(kube.ns, "agent-0"), pool="voice", capacity=4)
+    await node_factory("forged-db", pod=(kube.ns, "database-0"), pool="voice", capacity=4)
+    await node_factory("forged-gpu", pod=(kube.ns, "gpu-0"), pool="voice", capacity=4)
+    await operator_factory()
+    # One cycle patches every pod it accepts at once: the agent pod's annotation means the
+    # others were looked at and refused.
+    await wait_annotation(kube, "agent-0", COST, "0")
+    for name in ("database-0", "gpu-0"):
+        got = await annotations(kube, name)
+        assert COST not in got and EVICT not in got, (name, got)
+        obj = await kube.get(name, kind="pod")
+        assert obj is not None and "callboard.dev/busy" not in obj["metadata"].get("labels", {})
+
+
 @pytest.mark.timeout(180)
 async def test_scale_down_removes_the_idlest_pods(
     kube: Kube, operator_factory: OperatorFactory, node_factory: NodeFactory
@@ -143,7 +182,7 @@ async def test_scale_down_removes_the_idlest_pods(
             "replicas": 3,
             "selector": {"matchLabels": {"app": "agents"}},
             "template": {
-                "metadata": {"labels": {"app": "agents"}},
+                "metadata": {"labels": {"app": "agents", POOL: "default"}},
                 "spec": {
                     "containers": [{"name": "agent", "image": "agent:fake"}],
                     "tolerations": [{"operator": "Exists"}],

@@ -12,10 +12,11 @@ For each pod named by a node record (the sidecar publishes its pod name and name
   drain``, any autoscaler) removes a busy pod (as Agones protects allocated game servers).
 
 A node record is data anyone with write access to the registry could forge (G11), so a pod
-it names is patched only in a namespace the operator manages (``--namespace``; every one when
-it watches the whole cluster). Checking the pool label (``callboard.dev/pool``) too needs a
-read of the pod, which the chart's RBAC does not grant ("pods: patch, never read"); until it
-does, the bundled Redis's password is what keeps forged records out.
+it names is patched only when it is an agent pod of the pool the record names, whatever the
+record says: in a namespace the operator manages (``--namespace``; every one when it watches
+the whole cluster), and carrying the pool label (``callboard.dev/pool``, which the chart's agent
+Deployment sets) with the record's pool as its value (any value when the record names no
+pool). The pod is read once to check (RBAC: pods get), then remembered until it is gone.
 
 A pod is patched only when its count changed, and at most once per ``min_interval``
 seconds: the latest count is written when the interval has passed (the sync loop calls
@@ -39,7 +40,13 @@ from typing import Any
 
 from callboard._aio import LogThrottle
 from callboard.kube.k8s.client import KubeApi, KubeApiError, NotFoundError, pod_path
-from callboard.kube.resource.constants import BUSY_LABEL, DO_NOT_DISRUPT, POD_DELETION_COST, SAFE_TO_EVICT
+from callboard.kube.resource.constants import (
+    BUSY_LABEL,
+    DO_NOT_DISRUPT,
+    POD_DELETION_COST,
+    POOL_LABEL,
+    SAFE_TO_EVICT,
+)
 
 __all__ = ["PodAnnotator", "annotations_for", "labels_for"]
 
@@ -79,7 +86,7 @@ class PodAnnotator:
         """``namespaces``: the ones the operator manages (empty: every namespace)."""
         self._api = api
         self._namespaces = frozenset(namespaces)
-        self._verified: set[PodKey] = set()
+        self._verified: set[tuple[PodKey, str | None]] = set()
         self._min_interval = min_interval
         self._semaphore = asyncio.Semaphore(concurrency)
         self._clock = clock
@@ -107,23 +114,40 @@ class PodAnnotator:
             due[pod] = count
         return due
 
-    async def update(self, counts: Mapping[PodKey, int]) -> int:
-        """Patch the pods whose count changed (rate-limited); how many were patched."""
+    async def update(
+        self, counts: Mapping[PodKey, int], *, pools: Mapping[PodKey, str | None] | None = None
+    ) -> int:
+        """Patch the pods whose count changed (rate-limited); how many were patched.
+
+        ``pools``: the pool each pod's node record names; a pod is patched only when it
+        carries that pool's label (absent or ``None``: any pool label).
+        """
         for pod in set(self._written) - set(counts):  # no node names it any more
             self._written.pop(pod, None)
             self._written_at.pop(pod, None)
-        self._verified &= set(counts)
+        pools = pools or {}
+        self._verified = {
+            (pod, pool) for pod, pool in self._verified if pod in counts and pools.get(pod) == pool
+        }
         due = self.due(counts)
-        results = await asyncio.gather(*(self._patch(pod, count) for pod, count in due.items()))
+        results = await asyncio.gather(
+            *(self._patch(pod, count, pools.get(pod)) for pod, count in due.items())
+        )
         return sum(results)
 
-    async def _is_agent_pod(self, pod: PodKey) -> bool:
-        """In a namespace the operator manages (remembered once checked)."""
-        if pod in self._verified:
+    async def _is_agent_pod(self, pod: PodKey, pool: str | None) -> bool:
+        """In a namespace the operator manages and labelled with ``pool`` (remembered once checked)."""
+        if (pod, pool) in self._verified:
             return True
         reason = None
         if self._namespaces and pod[0] not in self._namespaces:
             reason = "outside the namespaces the operator manages"
+        else:
+            labels = (await self._api.get(pod_path(*pod))).get("metadata", {}).get("labels") or {}
+            if POOL_LABEL not in labels:
+                reason = f"without the {POOL_LABEL} label (not an agent pod)"
+            elif pool is not None and labels[POOL_LABEL] != pool:
+                reason = f"of pool {labels[POOL_LABEL]!r}, not the record's {pool!r}"
         if reason is not None:
             self._missing_until[pod] = self._clock() + NOT_FOUND_RETRY
             if (suppressed := self._throttle.allow("foreign")) is not None:
@@ -134,13 +158,13 @@ class PodAnnotator:
                     suppressed,
                 )
             return False
-        self._verified.add(pod)
+        self._verified.add((pod, pool))
         return True
 
-    async def _patch(self, pod: PodKey, count: int) -> bool:
+    async def _patch(self, pod: PodKey, count: int, pool: str | None) -> bool:
         async with self._semaphore:
             try:
-                if not await self._is_agent_pod(pod):
+                if not await self._is_agent_pod(pod, pool):
                     return False
                 await self._api.merge_patch(
                     pod_path(*pod),
@@ -148,7 +172,7 @@ class PodAnnotator:
                 )
             except NotFoundError:
                 self._missing_until[pod] = self._clock() + NOT_FOUND_RETRY
-                self._verified.discard(pod)  # a pod of that name later is checked again
+                self._verified = {v for v in self._verified if v[0] != pod}  # a new pod is checked again
                 return False
             except KubeApiError as exc:
                 if (suppressed := self._throttle.allow("patch")) is not None:

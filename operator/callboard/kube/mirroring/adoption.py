@@ -22,6 +22,7 @@ from typing import Any
 from callboard.kube.resource.constants import (
     ADOPTED_LABEL,
     API_VERSION,
+    DEFAULT_OPERATOR_CLASS,
     KIND,
     MANAGED_BY_LABEL,
     SESSION_ANNOTATION,
@@ -60,9 +61,15 @@ def classify(
 
 
 def adopted_manifest(
-    session: SessionInfo, node: NodeInfo | None, *, namespace: str, ttl_seconds_after_finished: int
+    session: SessionInfo,
+    node: NodeInfo | None,
+    *,
+    namespace: str,
+    ttl_seconds_after_finished: int,
+    operator_class: str = DEFAULT_OPERATOR_CLASS,
 ) -> dict[str, Any]:
-    """The AgentSession that mirrors a session started outside Kubernetes.
+    """The AgentSession that mirrors a session started outside Kubernetes, of the adopting
+    operator's class (so that operator, and no other, reconciles it).
 
     ``lostPolicy: Recover``: the operator did not start the session, so it does not hang it up
     for having been cut off; only a session of the call started after the loss (a
@@ -73,6 +80,8 @@ def adopted_manifest(
         "ttlSecondsAfterFinished": ttl_seconds_after_finished,
         "lostPolicy": LostPolicy.RECOVER.value,
     }
+    if operator_class != DEFAULT_OPERATOR_CLASS:
+        spec["operatorClass"] = operator_class
     if node is not None and node.pool:
         spec["pool"] = node.pool
     return {

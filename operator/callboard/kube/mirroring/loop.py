@@ -143,7 +143,7 @@ class Syncer:
         await self._bounded(jobs)
 
         if self._pods is not None:
-            patched = await self._pods.update(snap.pod_counts())
+            patched = await self._pods.update(snap.pod_counts(), pools=snap.pod_pools())
             self._metrics.pod_patches.inc(patched)
         self._metrics.observe_objects(self._cache)
         self._metrics.observe_snapshot(snap, freshness=self._settings.placement.node_freshness)
@@ -314,6 +314,7 @@ class Syncer:
             snap.nodes.get(session.node_id),
             namespace=namespace,
             ttl_seconds_after_finished=self._settings.adoption.ttl_seconds_after_finished,
+            operator_class=self._settings.operator_class,
         )
         self._recent[ref] = self._clock()
         try:

@@ -12,6 +12,7 @@ __all__ = [
     "ADOPTED_LABEL",
     "API_VERSION",
     "BUSY_LABEL",
+    "DEFAULT_OPERATOR_CLASS",
     "DO_NOT_DISRUPT",
     "FINALIZER",
     "GROUP",
@@ -34,6 +35,9 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 #: Held by every AgentSession the operator has seen: deletion becomes a close of the session.
 FINALIZER: Final = "callboard.dev/close-session"
+#: The operator class of an object without ``spec.operatorClass``, and the operator's default
+#: (``--operator-class``): one release needs no setting, a second one names its own class.
+DEFAULT_OPERATOR_CLASS: Final = "default"
 
 #: ``{call_id}/{session_id}`` of a session started outside Kubernetes that an object mirrors.
 #: Ids never contain ``/`` (see :func:`callboard.registry.validate_id`), so the value splits.

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from callboard.kube.resource.constants import ADOPTED_LABEL, API_VERSION, FINALIZER, KIND, SESSION_ANNOTATION
+from callboard.kube.resource.constants import (
+    ADOPTED_LABEL,
+    API_VERSION,
+    DEFAULT_OPERATOR_CLASS,
+    FINALIZER,
+    KIND,
+    SESSION_ANNOTATION,
+)
 from callboard.kube.resource.fields import int_or_none, parse_time, str_or_none
 from callboard.kube.resource.phases import Status
 
@@ -21,6 +28,9 @@ __all__ = [
     "Key",
     "LostPolicy",
     "Spec",
+    "finalizer_for",
+    "operator_class_of",
+    "owned_by",
     "resource_version_newer",
 ]
 
@@ -67,6 +77,36 @@ class LostPolicy(StrEnum):
         return cls.CLOSE
 
 
+def operator_class_of(spec: Mapping[str, Any]) -> str:
+    """The operator class a spec names (``spec.operatorClass``; the default one when absent)."""
+    return str_or_none(spec.get("operatorClass")) or DEFAULT_OPERATOR_CLASS
+
+
+def finalizer_for(operator_class: str) -> str:
+    """The finalizer an operator of ``operator_class`` puts on its objects.
+
+    One per class: kopf removes its finalizer from an object no handler of its accepts, so
+    with a shared name each operator would strip the other's. The default class keeps the
+    plain name (objects of a single release keep theirs across an upgrade); another class
+    ``tenant-b`` (a DNS label) gets ``tenant-b.callboard.dev/close-session``.
+    """
+    if operator_class == DEFAULT_OPERATOR_CLASS:
+        return FINALIZER
+    return f"{operator_class}.{FINALIZER}"
+
+
+def owned_by(body: Mapping[str, Any], operator_class: str) -> bool:
+    """Whether an operator of ``operator_class`` reconciles this AgentSession body.
+
+    Two operators in one cluster (two releases, each with its own agent pools and registry)
+    both watch every AgentSession; each acts only on the objects of its class, so an object
+    gets one finalizer, one placement and one status writer. An object without the field
+    belongs to the default class (``DEFAULT_OPERATOR_CLASS``).
+    """
+    spec = body.get("spec")
+    return operator_class_of(spec if isinstance(spec, Mapping) else {}) == operator_class
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     call_id: str
@@ -75,6 +115,7 @@ class Spec:
     params: Mapping[str, Any] = field(default_factory=dict)
     max_duration_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
+    operator_class: str = DEFAULT_OPERATOR_CLASS
     lost_policy: LostPolicy = LostPolicy.CLOSE
 
     @classmethod
@@ -87,6 +128,7 @@ class Spec:
             params=dict(params) if isinstance(params, Mapping) else {},
             max_duration_seconds=int_or_none(data.get("maxDurationSeconds")),
             ttl_seconds_after_finished=int_or_none(data.get("ttlSecondsAfterFinished")),
+            operator_class=operator_class_of(data),
             lost_policy=LostPolicy.parse(data.get("lostPolicy")),
         )
 
@@ -123,7 +165,7 @@ class AgentSessionObject:
 
     @property
     def has_finalizer(self) -> bool:
-        return FINALIZER in self.finalizers
+        return finalizer_for(self.spec.operator_class) in self.finalizers
 
     @property
     def session(self) -> tuple[str, str] | None:

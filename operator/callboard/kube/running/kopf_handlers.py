@@ -1,5 +1,8 @@
 """kopf's side: the handlers, registered on a fresh (non-global) kopf registry.
 
+Each AgentSession handler acts only on the objects of the operator's class
+(``spec.operatorClass``, ``--operator-class``), so two operators in one cluster never share one.
+
 - ``on.event``: every watch event of an AgentSession feeds the cache and the placer
   (cheap: no API call, no progress record; the work happens in the placer's workers and
   the sync loop, batched);
@@ -19,7 +22,8 @@ from typing import Any
 
 import kopf
 
-from callboard.kube.resource.constants import FINALIZER, GROUP, PLURAL, VERSION
+from callboard.kube.resource.constants import DEFAULT_OPERATOR_CLASS, GROUP, PLURAL, VERSION
+from callboard.kube.resource.objects import finalizer_for, owned_by
 from callboard.kube.running.wiring import Runtime
 
 __all__ = ["build_kopf_registry", "build_kopf_settings"]
@@ -43,10 +47,10 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
-def build_kopf_settings(*, clusterwide: bool) -> Any:
-    """kopf settings: our finalizer, no spec copies in annotations, no CRD/namespace scanning."""
+def build_kopf_settings(*, clusterwide: bool, operator_class: str = DEFAULT_OPERATOR_CLASS) -> Any:
+    """kopf settings: our class's finalizer, no spec copies in annotations, no CRD/namespace scanning."""
     settings = kopf.OperatorSettings()
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = finalizer_for(operator_class)
     # kopf's own prefix: with any other, kopf also writes a "<prefix>/kopf-managed" marker
     # annotation on every object (one more PATCH per new object). Progress is written only
     # while a delete handler retries, which is rare.
@@ -77,12 +81,19 @@ def build_kopf_registry(
     def credentials(**_: Any) -> Any:  # sync: kopf runs it in a thread (it reads files)
         return login()
 
-    @kopf.on.event(*resource, registry=registry)
+    operator_class = runtime.settings.operator_class
+
+    def ours(body: Any, **_: Any) -> bool:
+        # Another class's object is another operator's: not cached, not placed, no finalizer
+        # (kopf adds it only to objects a delete handler's filter accepts).
+        return owned_by(body, operator_class)
+
+    @kopf.on.event(*resource, registry=registry, when=ours)
     async def observe(**kwargs: Any) -> None:
         event = kwargs["event"]
         runtime.observe(event.get("type"), event["object"])
 
-    @kopf.on.delete(*resource, registry=registry, backoff=1.0)
+    @kopf.on.delete(*resource, registry=registry, backoff=1.0, when=ours)
     async def close_session(**kwargs: Any) -> None:
         body = kwargs["body"]
         outcome = await runtime.close_for_deletion(dict(body))

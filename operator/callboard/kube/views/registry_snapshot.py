@@ -60,6 +60,14 @@ class Snapshot:
                 counts[key] = counts.get(key, 0) + self.per_node[node.node_id]
         return counts
 
+    def pod_pools(self) -> dict[tuple[str, str], str | None]:
+        """The pool each agent pod's node record names (``None``: none), for the pool-label check."""
+        return {
+            (node.namespace, node.pod_name): node.pool
+            for node in self.nodes.values()
+            if node.pod_name and node.namespace
+        }
+
     def capacity_signature(self, *, freshness: float) -> frozenset[tuple[str, str | None, bool]]:
         """Which nodes could take a session now: changes when a waiting object may fit."""
         return frozenset(

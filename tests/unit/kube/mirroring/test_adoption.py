@@ -41,3 +41,18 @@ def test_adopted_manifest() -> None:
         "lostPolicy": "Recover",
     }
     assert AgentSessionObject.from_body(m).adopted_session == ("Call:1", "s1")
+    # Adopted by the operator of another class: the object names it, so that operator owns it.
+    other = adopted_manifest(
+        session("s1", "Call:1"),
+        None,
+        namespace="adopted",
+        ttl_seconds_after_finished=60,
+        operator_class="tenant-b",
+    )
+    assert other["spec"] == {
+        "callId": "Call:1",
+        "ttlSecondsAfterFinished": 60,
+        "lostPolicy": "Recover",
+        "operatorClass": "tenant-b",
+    }
+    assert AgentSessionObject.from_body(other).spec.operator_class == "tenant-b"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from callboard.kube.resource.constants import ADOPTED_LABEL, FINALIZER, SESSION_ANNOTATION
-from callboard.kube.resource.objects import AgentSessionObject, resource_version_newer
+from callboard.kube.resource.constants import (
+    ADOPTED_LABEL,
+    DEFAULT_OPERATOR_CLASS,
+    FINALIZER,
+    SESSION_ANNOTATION,
+)
+from callboard.kube.resource.objects import AgentSessionObject, Spec, owned_by, resource_version_newer
 from callboard.kube.resource.phases import Phase
 
 UID = "0b4f6c2e-5f7d-4c1e-9d0a-3f2b1a0c9e8d"
@@ -61,3 +66,14 @@ def test_adopted_marker_needs_label_and_annotation() -> None:
     obj = AgentSessionObject.from_body(raw)
     assert obj.adopted_session == ("call-9", "sess-9")
     assert obj.session == ("call-9", "sess-9")
+
+
+def test_an_object_without_an_operator_class_is_the_default_operators() -> None:
+    assert DEFAULT_OPERATOR_CLASS == "default"
+    assert Spec.from_dict({"callId": "c"}).operator_class == "default"
+    assert Spec.from_dict({"callId": "c", "operatorClass": "b"}).operator_class == "b"
+    assert owned_by({"spec": {"callId": "c"}}, "default")
+    assert not owned_by({"spec": {"callId": "c"}}, "b")
+    assert owned_by({"spec": {"callId": "c", "operatorClass": "b"}}, "b")
+    assert not owned_by({"spec": {"callId": "c", "operatorClass": "b"}}, "default")
+    assert not owned_by({}, "b") and owned_by({}, "default")
