@@ -1,18 +1,37 @@
-"""Operator speed against a real API server: apply → Running and delete → gone.
+"""Operator speed against a real API server: the API server's own floor, then the operator.
 
-A local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok: the
-e2e tier's), a real redis-server, four ``callboard serve`` nodes (300 sessions each, the
-built-in simulated agent) and ``callboard operator`` with its default settings, each a
-separate process. For each batch size the bench creates the AgentSessions at once
-(32 requests in flight), follows them with one watch, then deletes them all:
+A local control plane (etcd, kube-apiserver with its default API Priority and Fairness,
+controller-manager, scheduler, kwok: the e2e tier's), a real redis-server, four
+``callboard serve`` nodes (the built-in simulated agent) and ``callboard operator`` with its
+default settings, each a separate process. The operator runs as the chart's ServiceAccount
+with the chart's RBAC (``helm template``, watching one namespace), not as
+``system:masters``: APF exempts that group, and a real operator is not exempt.
 
-- apply → Running: from just before the object's POST to the watch event that shows
-  ``status.phase: Running`` (finalizer, placement, start request, node confirmation);
-- delete → gone: from just before the DELETE to the watch's DELETED event (close request,
-  the node closing the session, the next sync cycle seeing it gone, finalizer released).
+For each batch size N, one client creates N AgentSessions at once over 64 keep-alive
+connections (like one ``kubectl apply`` of a big file) and one watch follows them:
 
-``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes.
-Figures depend on the machine: read them next to its core count.
+1. **floor** (before the operator starts): burst start → the watch sees the object. This
+   is what the API server costs on this machine, with no operator at all;
+2. **operator**: the same burst, burst start → ``status.phase: Running`` (finalizer,
+   placement, start request, node confirmation, status writes), then delete → gone (from
+   the start of the delete burst). Counted from the burst start, not from each object's
+   own request: the queueing behind the burst is part of what the user waits for.
+
+The ratio is operator p99 / floor p99. Per burst the table also shows the 429s the API
+server answered in the meantime (APF rejections), and the CPU seconds the API server and
+the operator burned.
+
+Then a **steady state** of ``CALLBOARD_BENCH_OPERATOR_STEADY`` live objects (default
+10,000; 0 skips it): once all are Running and the operator has settled, for a window in
+which nothing changes: the operator's API writes per second (objects, status, Events,
+pods; the Lease's renewals are counted apart), its CPU (% of one core), its RSS, its
+event-loop lag, and the Redis commands it sends per sync cycle (``MONITOR``, attributed by
+the operator's own connections; commands run inside its Lua scripts counted apart).
+
+``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes;
+``CALLBOARD_BENCH_OPERATOR_PROFILE=<file>`` runs the operator under cProfile (the stats
+file is written when it exits). Figures depend on the machine: read them next to its
+core count and its load.
 """
 
 from __future__ import annotations
@@ -21,29 +40,48 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
-from callboard.kube.k8s.client import KubeApi, agentsession_path
+from callboard.kube.k8s.client import agentsession_path
 from callboard.kube.running.entrypoint import login
 from tests.support import kube as kh
 from tests.support.redis_server import RedisServer, free_port
 
 NAMESPACE = "bench"
+OPERATOR_NAMESPACE = "callboard-system"
+RELEASE = "bench"
+#: The chart's names for that release (``callboard.serviceAccountName``, ``callboard.operatorName``).
+SERVICE_ACCOUNT = f"{RELEASE}-callboard"
+LEASE_NAME = f"{RELEASE}-callboard-operator"
 NODES = 4
-NODE_CAPACITY = 300
-IN_FLIGHT = 32
+#: 4 x 2,600 slots: room for the steady-state row's 10,000 sessions.
+NODE_CAPACITY = 2600
+#: Keep-alive connections of the one client that issues a burst (kubectl-like, one big apply).
+CONNECTIONS = 64
 DEFAULT_SIZES = (1, 100, 1000)
+DEFAULT_STEADY = 10_000
 #: Seconds a batch may take before the bench reports what it got and moves on.
-BATCH_TIMEOUT = 600.0
+BATCH_TIMEOUT = 900.0
+#: Steady state: seconds to let the operator settle after the last object is Running, then
+#: the window that is measured, then the (shorter: MONITOR slows Redis down) Redis window.
+SETTLE = 20.0
+WINDOW = 30.0
+MONITOR_WINDOW = 10.0
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+_LABELS = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -51,10 +89,27 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _metrics(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one metric in Prometheus text: (labels, value)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            head, _, value = line.rpartition(" ")
+            labels = dict(_LABELS.findall(head[len(name) :]))
+            with contextlib.suppress(ValueError):
+                out.append((labels, float(value)))
+    return out
+
+
+def _sum(text: str, name: str, keep: Callable[[dict[str, str]], bool] = lambda _: True) -> float:
+    return sum(v for labels, v in _metrics(text, name) if keep(labels))
+
+
 class Watch:
-    """One watch on the bench namespace: when each object was first Running, and gone."""
+    """One watch on the bench namespace: when each object was first seen, Running, gone."""
 
     def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
         self.running: dict[str, float] = {}
         self.gone: dict[str, float] = {}
         self.changed = asyncio.Event()
@@ -85,16 +140,20 @@ class Watch:
         meta = obj.get("metadata") or {}
         name = meta.get("name")
         now = time.perf_counter()
-        if event["type"] == "DELETED":
+        if event["type"] == "BOOKMARK":
+            pass
+        elif event["type"] == "DELETED":
             self.gone.setdefault(name, now)
-        elif (obj.get("status") or {}).get("phase") == "Running":
-            self.running.setdefault(name, now)
+        else:
+            self.seen.setdefault(name, now)
+            if (obj.get("status") or {}).get("phase") == "Running":
+                self.running.setdefault(name, now)
         self.changed.set()
         version: str | None = meta.get("resourceVersion")
         return version
 
 
-async def _wait(watch: Watch, done: Any, deadline: float) -> bool:
+async def _wait(watch: Watch, done: Callable[[], bool], deadline: float) -> bool:
     while not done():
         if time.perf_counter() > deadline:
             return False
@@ -104,53 +163,300 @@ async def _wait(watch: Watch, done: Any, deadline: float) -> bool:
     return True
 
 
-async def _batch(api: KubeApi, watch: Watch, n: int, round_no: int) -> dict[str, Any]:
-    names = [f"r{round_no}-{i:04d}" for i in range(n)]
-    applied: dict[str, float] = {}
-    deleted: dict[str, float] = {}
-    gate = asyncio.Semaphore(IN_FLIGHT)
+def _cpu(proc: psutil.Process | None) -> float:
+    if proc is None:
+        return 0.0
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
-    async def create(name: str) -> None:
-        body = {
-            "apiVersion": "callboard.dev/v1alpha1",
-            "kind": "AgentSession",
-            "metadata": {"name": name},
-            "spec": {"callId": f"call-{name}"},
-        }
-        async with gate:
-            applied[name] = time.perf_counter()
-            await api.create(agentsession_path(NAMESPACE), body)
 
-    async def delete(name: str) -> None:
-        async with gate:
-            deleted[name] = time.perf_counter()
-            await api.delete(agentsession_path(NAMESPACE, name))
+@dataclass
+class Client:
+    """The bench's one admin client (system:masters, like a user's kubectl) and what it reads."""
 
+    session: aiohttp.ClientSession
+    server: str
+    watch: Watch
+    apiserver: psutil.Process | None
+    operator: psutil.Process | None = None
+    operator_metrics: str | None = None
+    client_429: int = 0
+
+    async def apiserver_metrics(self) -> str:
+        async with self.session.get(self.server + "/metrics") as response:
+            response.raise_for_status()
+            return await response.text()
+
+    async def operator_metrics_text(self) -> str:
+        if self.operator_metrics is None:
+            return ""
+        with contextlib.suppress(aiohttp.ClientError):
+            async with self.session.get(self.operator_metrics) as response:
+                return await response.text()
+        return ""
+
+    async def _send(self, method: str, path: str, body: Any = None) -> None:
+        for _ in range(20):
+            async with self.session.request(method, self.server + path, json=body) as response:
+                await response.read()
+                if response.status == 429:
+                    self.client_429 += 1
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                if response.status >= 400 and response.status != 404:
+                    raise RuntimeError(f"{method} {path}: {response.status}")
+                return
+        raise RuntimeError(f"{method} {path}: 429 twenty times")
+
+    async def create_all(self, names: list[str]) -> None:
+        def body(name: str) -> dict[str, Any]:
+            return {
+                "apiVersion": "callboard.dev/v1alpha1",
+                "kind": "AgentSession",
+                "metadata": {"name": name},
+                "spec": {"callId": f"call-{name}"},
+            }
+
+        await asyncio.gather(*(self._send("POST", agentsession_path(NAMESPACE), body(n)) for n in names))
+
+    async def delete_all(self, names: list[str]) -> None:
+        await asyncio.gather(*(self._send("DELETE", agentsession_path(NAMESPACE, n)) for n in names))
+
+
+@dataclass
+class Burst:
+    n: int
+    up: list[float] = field(default_factory=list)
+    down: list[float] = field(default_factory=list)
+    up_wall: float = 0.0
+    down_wall: float = 0.0
+    complete: bool = True
+    rejected: float = 0.0
+    """429s the API server answered during the burst (every client's)."""
+    apiserver_cpu: float = 0.0
+    operator_cpu: float = 0.0
+    lag_max: float | None = None
+
+
+async def _floor(client: Client, n: int, round_no: int) -> Burst:
+    """No operator: burst start → the watch sees each object; then delete them all."""
+    names = [f"f{round_no}-{i:05d}" for i in range(n)]
+    watch = client.watch
+    before = await client.apiserver_metrics()
+    cpu = _cpu(client.apiserver)
     started = time.perf_counter()
-    await asyncio.gather(*(create(name) for name in names))
-    all_running = await _wait(
-        watch, lambda: all(name in watch.running for name in names), started + BATCH_TIMEOUT
+    await client.create_all(names)
+    complete = await _wait(watch, lambda: all(x in watch.seen for x in names), started + BATCH_TIMEOUT)
+    result = Burst(n=n, complete=complete, up_wall=time.perf_counter() - started)
+    result.apiserver_cpu = _cpu(client.apiserver) - cpu
+    result.rejected = _sum(await client.apiserver_metrics(), "apiserver_request_total", _is_429) - _sum(
+        before, "apiserver_request_total", _is_429
     )
-    running_wall = time.perf_counter() - started
+    result.up = [watch.seen[x] - started for x in names if x in watch.seen]
+    await client.delete_all(names)
+    await _wait(watch, lambda: all(x in watch.gone for x in names), time.perf_counter() + BATCH_TIMEOUT)
+    return result
+
+
+def _is_429(labels: dict[str, str]) -> bool:
+    return labels.get("code") == "429"
+
+
+async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool = True) -> Burst:
+    """Burst start → Running for every object; then delete → gone from the delete burst's start."""
+    names = [f"r{round_no}-{i:05d}" for i in range(n)]
+    watch = client.watch
+    before = await client.apiserver_metrics()
+    cpu_api, cpu_op = _cpu(client.apiserver), _cpu(client.operator)
     started = time.perf_counter()
-    await asyncio.gather(*(delete(name) for name in names))
-    all_gone = await _wait(watch, lambda: all(name in watch.gone for name in names), started + BATCH_TIMEOUT)
-    gone_wall = time.perf_counter() - started
-    up = [watch.running[name] - applied[name] for name in names if name in watch.running]
-    down = [watch.gone[name] - deleted[name] for name in names if name in watch.gone]
-    return {
-        "n": n,
-        "up": up,
-        "down": down,
-        "up_wall": running_wall,
-        "down_wall": gone_wall,
-        "complete": all_running and all_gone,
+    await client.create_all(names)
+    complete = await _wait(watch, lambda: all(x in watch.running for x in names), started + BATCH_TIMEOUT)
+    result = Burst(n=n, complete=complete, up_wall=time.perf_counter() - started)
+    result.apiserver_cpu = _cpu(client.apiserver) - cpu_api
+    result.operator_cpu = _cpu(client.operator) - cpu_op
+    result.up = [watch.running[x] - started for x in names if x in watch.running]
+    if delete:
+        started = time.perf_counter()
+        await client.delete_all(names)
+        gone = await _wait(watch, lambda: all(x in watch.gone for x in names), started + BATCH_TIMEOUT)
+        result.complete = result.complete and gone
+        result.down_wall = time.perf_counter() - started
+        result.down = [watch.gone[x] - started for x in names if x in watch.gone]
+    after = await client.apiserver_metrics()
+    result.rejected = _sum(after, "apiserver_request_total", _is_429) - _sum(
+        before, "apiserver_request_total", _is_429
+    )
+    lag = _metrics(await client.operator_metrics_text(), "callboard_operator_event_loop_lag_max_seconds")
+    result.lag_max = lag[0][1] if lag else None
+    return result
+
+
+@dataclass
+class Steady:
+    n: int
+    running: int = 0
+    fill_wall: float = 0.0
+    writes_per_s: float = 0.0
+    writes_by: dict[str, float] = field(default_factory=dict)
+    lease_writes_per_s: float = 0.0
+    requests_per_s: float = 0.0
+    cpu_percent: float = 0.0
+    rss_mib: float = 0.0
+    cycles: float = 0.0
+    redis_per_cycle: float = 0.0
+    redis_script_per_cycle: float = 0.0
+    redis_by: dict[str, float] = field(default_factory=dict)
+    lag_mean: float | None = None
+    lag_max: float | None = None
+
+
+def _writes(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, value in _metrics(text, "apiserver_request_total"):
+        if labels.get("verb") in WRITE_VERBS:
+            key = labels.get("resource", "") + (
+                "/" + labels["subresource"] if labels.get("subresource") else ""
+            )
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _operator_requests(text: str) -> float:
+    """Requests APF dispatched for the ``service-accounts`` flow schema: the operator's alone
+    (controllers run as kube-system accounts, the bench as an exempt admin)."""
+    return _sum(
+        text,
+        "apiserver_flowcontrol_dispatched_requests_total",
+        lambda x: x.get("flow_schema") == "service-accounts",
+    )
+
+
+async def _monitor(
+    redis_port: int, operator: psutil.Process, seconds: float
+) -> tuple[int, int, dict[str, int]]:
+    """Redis commands sent by the operator's connections during ``seconds`` (MONITOR)."""
+    ports = {
+        c.laddr.port
+        for c in operator.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == redis_port and c.status == psutil.CONN_ESTABLISHED
     }
+    proc = await asyncio.create_subprocess_exec(
+        "redis-cli", "-p", str(redis_port), "monitor", stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    top = inner = 0
+    by: dict[str, int] = {}
+    mine = False
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), left)
+            except TimeoutError:
+                break
+            parts = line.decode(errors="replace").split(" ", 3)
+            if len(parts) < 4 or not parts[1].startswith("["):
+                continue
+            source, command = parts[2].rstrip("]"), parts[3].split(" ", 1)[0].strip('"').upper()
+            if source == "lua":
+                inner += mine
+                continue
+            mine = source.rpartition(":")[2].isdigit() and int(source.rpartition(":")[2]) in ports
+            if mine:
+                top += 1
+                by[command] = by.get(command, 0) + 1
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return top, inner, by
+
+
+async def _steady(client: Client, n: int, redis_port: int, sync_interval: float) -> Steady:
+    result = Steady(n=n)
+    print(f"  steady state: filling {n:,} objects...", flush=True)
+    burst = await _operator_burst(client, n, 99, delete=False)
+    result.running, result.fill_wall = len(burst.up), burst.up_wall
+    print(f"  {result.running:,} Running after {result.fill_wall:.0f} s; settling {SETTLE:.0f} s", flush=True)
+    await asyncio.sleep(SETTLE)
+    assert client.operator is not None
+    api0, op0 = await client.apiserver_metrics(), await client.operator_metrics_text()
+    cpu0, t0 = _cpu(client.operator), time.perf_counter()
+    await asyncio.sleep(WINDOW)
+    api1, op1 = await client.apiserver_metrics(), await client.operator_metrics_text()
+    cpu1, elapsed = _cpu(client.operator), time.perf_counter() - t0
+    w0, w1 = _writes(api0), _writes(api1)
+    delta = {k: (w1.get(k, 0.0) - w0.get(k, 0.0)) / elapsed for k in w1}
+    result.lease_writes_per_s = delta.pop("leases", 0.0)
+    result.writes_by = {k: v for k, v in delta.items() if v > 0}
+    result.writes_per_s = sum(
+        v for k, v in delta.items() if k.startswith(("agentsessions", "events", "pods"))
+    )
+    result.requests_per_s = (_operator_requests(api1) - _operator_requests(api0)) / elapsed
+    result.cpu_percent = 100 * (cpu1 - cpu0) / elapsed
+    result.rss_mib = client.operator.memory_info().rss / 2**20
+    lag_sum = _sum(op1, "callboard_operator_event_loop_lag_seconds_sum") - _sum(
+        op0, "callboard_operator_event_loop_lag_seconds_sum"
+    )
+    lag_count = _sum(op1, "callboard_operator_event_loop_lag_seconds_count") - _sum(
+        op0, "callboard_operator_event_loop_lag_seconds_count"
+    )
+    result.lag_mean = lag_sum / lag_count if lag_count else None
+    lag = _metrics(op1, "callboard_operator_event_loop_lag_max_seconds")
+    result.lag_max = lag[0][1] if lag else None
+    cycles0 = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count")
+    top, inner, by = await _monitor(redis_port, client.operator, MONITOR_WINDOW)
+    cycles = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count") - cycles0
+    result.cycles = cycles or MONITOR_WINDOW / sync_interval
+    result.redis_per_cycle = top / result.cycles
+    result.redis_script_per_cycle = inner / result.cycles
+    result.redis_by = {k: v / result.cycles for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
+    return result
+
+
+def _operator_kubeconfig(kube: kh.KubeEnv, path: Path) -> Path:
+    """The chart's ServiceAccount and RBAC (rendered by helm, watching NAMESPACE), and a
+    kubeconfig with a TokenRequest token of that account."""
+    rendered = kube.helm(
+        "template",
+        RELEASE,
+        "charts/callboard",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--set",
+        f"operator.watchNamespaces={{{NAMESPACE}}}",
+        "--set",
+        "operator.adoption.enabled=false",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
+    kube.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    kube.kubectl("apply", "-f", "-", input=rendered)
+    token = kube.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=12h"
+    ).stdout.strip()
+    admin = kube.kubectl_json("config", "view", "--raw", "--minify")
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "bench", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "bench", "user": SERVICE_ACCOUNT}}],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    return path
 
 
 @contextlib.contextmanager
-def _processes(kube: kh.KubeEnv, redis_url: str, log_dir: Path) -> Iterator[int]:
-    """Nodes and the operator as processes; yields the operator's liveness port."""
+def _processes(
+    kube: kh.KubeEnv, redis_url: str, log_dir: Path, kubeconfig: Path
+) -> Iterator[tuple[int, int, int]]:
+    """Nodes and the operator as processes; yields the operator's pid, liveness and metrics ports."""
     script = Path(sys.executable).parent / "callboard"
     base = {k: v for k, v in kube.env.items() if not k.startswith(("CALLBOARD_", "POD_"))}
     base |= {
@@ -171,32 +477,37 @@ def _processes(kube: kh.KubeEnv, redis_url: str, log_dir: Path) -> Iterator[int]
                 procs.append(
                     subprocess.Popen([str(script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
                 )
-        liveness = free_port()
+        liveness, metrics = free_port(), free_port()
+        while metrics == liveness:
+            metrics = free_port()
         env = base | {
+            "KUBECONFIG": str(kubeconfig),
             "CALLBOARD_NAMESPACES": NAMESPACE,
             "CALLBOARD_LIVENESS_PORT": str(liveness),
-            "CALLBOARD_METRICS_PORT": str(free_port()),
+            "CALLBOARD_METRICS_PORT": str(metrics),
             "CALLBOARD_LISTEN_HOST": "127.0.0.1",
-            "CALLBOARD_LEASE_NAMESPACE": NAMESPACE,
+            "CALLBOARD_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
+            "CALLBOARD_LEASE_NAME": LEASE_NAME,
             "POD_NAME": "bench-operator",
         }
+        argv = [str(script), "operator"]
+        if profile := os.environ.get("CALLBOARD_BENCH_OPERATOR_PROFILE"):
+            argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv]
         with (log_dir / "operator.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen([str(script), "operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
-        yield liveness
+            procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
+        yield procs[-1].pid, liveness, metrics
     finally:
         for proc in procs:
             proc.terminate()
         for proc in procs:
             try:
-                proc.wait(15)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
 
 async def _ready(liveness: int) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError):
@@ -204,62 +515,167 @@ async def _ready(liveness: int) -> None:
                     if response.status == 200 and "standby" not in await response.text():
                         return
             await asyncio.sleep(0.2)
-    raise RuntimeError("the operator did not become ready within 60 s")
+    raise RuntimeError("the operator did not become ready within 120 s")
 
 
-async def _run(liveness: int, sizes: list[int]) -> list[dict[str, Any]]:
-    await _ready(liveness)
+@dataclass
+class Results:
+    floor: list[Burst] = field(default_factory=list)
+    operator: list[Burst] = field(default_factory=list)
+    steady: Steady | None = None
+    client_429: int = 0
+
+
+def _apiserver_process() -> psutil.Process | None:
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "kube-apiserver":
+                return child
+    return None
+
+
+async def _run(
+    kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: Path, sizes: list[int], steady: int
+) -> Results:
     info = login()
-    results = []
-    async with KubeApi(login, timeout=60) as api:
-        listing = await api.get(agentsession_path(NAMESPACE))
-        watch = Watch()
-        async with aiohttp.ClientSession(
+    results = Results()
+    connector = aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector, headers=info.as_http_headers()) as session:
+        client = Client(session=session, server=info.server, watch=Watch(), apiserver=_apiserver_process())
+        async with session.get(info.server + agentsession_path(NAMESPACE)) as response:
+            version = (await response.json())["metadata"]["resourceVersion"]
+        # The watch has a connection of its own: the burst's 64 must not queue it.
+        watch_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()), headers=info.as_http_headers()
-        ) as session:
-            watcher = asyncio.create_task(
-                watch.run(session, info.server, listing["metadata"]["resourceVersion"])
-            )
-            await asyncio.sleep(0.5)  # nodes heartbeat within their first second
+        )
+        watcher = asyncio.create_task(client.watch.run(watch_session, info.server, version))
+        try:
+            await asyncio.sleep(0.5)
             for round_no, n in enumerate(sizes):
-                print(f"  batch of {n}...", flush=True)
-                results.append(await _batch(api, watch, n, round_no))
+                print(f"  floor: burst of {n} (no operator)...", flush=True)
+                results.floor.append(await _floor(client, n, round_no))
+            with _processes(kube, redis.url, log_dir, kubeconfig) as (pid, liveness, metrics_port):
+                await _ready(liveness)
+                client.operator = psutil.Process(pid)
+                client.operator_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+                await asyncio.sleep(1.0)  # nodes heartbeat within their first second
+                for round_no, n in enumerate(sizes):
+                    print(f"  operator: burst of {n}...", flush=True)
+                    results.operator.append(await _operator_burst(client, n, round_no))
+                if steady:
+                    results.steady = await _steady(client, steady, redis.port, sync_interval=1.0)
+        finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await watch_session.close()
+        results.client_429 = client.client_429
     return results
 
 
-def _table(results: list[dict[str, Any]]) -> None:
-    header = ["objects", "apply→Running p50", "p99", "all Running", "delete→gone p50", "p99", "all gone"]
-    rows = [header]
-    for r in results:
-        up, down = r["up"], r["down"]
-        rows.append(
-            [
-                f"{r['n']:,}" + ("" if r["complete"] else " (incomplete)"),
-                f"{statistics.median(up):.2f} s" if up else "-",
-                f"{_percentile(up, 0.99):.2f} s" if up else "-",
-                f"{r['up_wall']:.1f} s",
-                f"{statistics.median(down):.2f} s" if down else "-",
-                f"{_percentile(down, 0.99):.2f} s" if down else "-",
-                f"{r['down_wall']:.1f} s",
-            ]
-        )
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    rows = [header, *rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for i, row in enumerate(rows):
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         if i == 0:
             print("-+-".join("-" * w for w in widths))
+
+
+def _s(samples: list[float], q: float | None = None) -> str:
+    if not samples:
+        return "-"
+    return f"{statistics.median(samples) if q is None else _percentile(samples, q):.2f} s"
+
+
+def _table(results: Results) -> None:
+    header = [
+        "objects",
+        "floor p50",
+        "p99",
+        "operator apply→Running p50",
+        "p99",
+        "ratio p99",
+        "all Running",
+        "delete→gone p99",
+        "all gone",
+        "429s",
+        "apiserver CPU floor/op",
+        "operator CPU",
+        "loop lag max",
+    ]
+    rows = []
+    for floor, op in zip(results.floor, results.operator, strict=True):
+        ratio = _percentile(op.up, 0.99) / _percentile(floor.up, 0.99) if op.up and floor.up else None
+        rows.append(
+            [
+                f"{op.n:,}" + ("" if op.complete and floor.complete else " (incomplete)"),
+                _s(floor.up),
+                _s(floor.up, 0.99),
+                _s(op.up),
+                _s(op.up, 0.99),
+                "-" if ratio is None else f"{ratio:.1f}x",
+                f"{op.up_wall:.1f} s",
+                _s(op.down, 0.99),
+                f"{op.down_wall:.1f} s",
+                f"{floor.rejected:.0f}/{op.rejected:.0f}",
+                f"{floor.apiserver_cpu:.1f}/{op.apiserver_cpu:.1f} s",
+                f"{op.operator_cpu:.1f} s",
+                "-" if op.lag_max is None else f"{op.lag_max * 1000:.0f} ms",
+            ]
+        )
+    _print_table(header, rows)
     print(
-        f"{NODES} callboard serve nodes x {NODE_CAPACITY} slots, operator defaults (sync every 1 s), "
+        f"burst: one client, {CONNECTIONS} keep-alive connections, times from the burst's start; "
+        f"floor = the watch sees the object, no operator running. {NODES} callboard serve nodes x "
+        f"{NODE_CAPACITY} slots, operator defaults (sync every 1 s) as the chart's ServiceAccount "
+        f"(default APF); 429s floor/operator; the bench client itself got {results.client_429} 429s. "
         f"{os.cpu_count()} CPUs; local etcd + kube-apiserver + kwok on the same machine"
+    )
+    s = results.steady
+    if s is None:
+        return
+    print()
+    _print_table(
+        [
+            "steady objects",
+            "operator API writes/s",
+            "Lease writes/s (all)",
+            "operator requests/s",
+            "operator CPU",
+            "RSS",
+            "Redis cmds/sync cycle",
+            "+ in scripts",
+            "loop lag mean/max",
+        ],
+        [
+            [
+                f"{s.running:,}" + ("" if s.running == s.n else f" of {s.n:,}"),
+                f"{s.writes_per_s:.2f}",
+                f"{s.lease_writes_per_s:.2f}",
+                f"{s.requests_per_s:.2f}",
+                f"{s.cpu_percent:.1f} %",
+                f"{s.rss_mib:.0f} MiB",
+                f"{s.redis_per_cycle:.1f}",
+                f"{s.redis_script_per_cycle:.1f}",
+                "-" if s.lag_mean is None else f"{s.lag_mean * 1000:.1f}/{(s.lag_max or 0) * 1000:.0f} ms",
+            ]
+        ],
+    )
+    by = ", ".join(f"{k} {v:.1f}" for k, v in s.redis_by.items())
+    writes = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.writes_by.items())) or "none"
+    print(
+        f"steady: filled in {s.fill_wall:.0f} s, then {SETTLE:.0f} s to settle, {WINDOW:.0f} s measured "
+        f"(Redis: {MONITOR_WINDOW:.0f} s of MONITOR, {s.cycles:.0f} sync cycles). "
+        f"Redis per cycle: {by or 'none'}. "
+        f"API writes/s by resource (all clients, Lease renewals of every component included): {writes}"
     )
 
 
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("CALLBOARD_BENCH_OPERATOR_SIZES", "").split(",") if s.strip()]
     sizes = sizes or list(DEFAULT_SIZES)
+    steady = int(os.environ.get("CALLBOARD_BENCH_OPERATOR_STEADY", str(DEFAULT_STEADY)))
     kh.ensure_tools()
     redis = RedisServer()
     redis.start()
@@ -270,11 +686,11 @@ def main() -> None:
                 "wait", "--for=condition=Established", "crd/agentsessions.callboard.dev", "--timeout=60s"
             )
             kube.kubectl("create", "namespace", NAMESPACE)
-            os.environ["KUBECONFIG"] = str(kube.kubeconfig)
             log_dir = Path(tempfile.mkdtemp(prefix="callboard-bench-operator-"))
+            kubeconfig = _operator_kubeconfig(kube, log_dir / "operator-kubeconfig")
+            os.environ["KUBECONFIG"] = str(kube.kubeconfig)
             print(f"  process logs in {log_dir}", flush=True)
-            with _processes(kube, redis.url, log_dir) as liveness:
-                results = asyncio.run(_run(liveness, sizes))
+            results = asyncio.run(_run(kube, redis, log_dir, kubeconfig, sizes, steady))
             _table(results)
     finally:
         redis.stop()
