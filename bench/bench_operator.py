@@ -526,6 +526,21 @@ class Results:
     client_429: int = 0
 
 
+async def _list_version(session: aiohttp.ClientSession, server: str) -> str:
+    """The namespace's list version, once the API server serves the new CRD (it may answer
+    404 for a moment after the CRD is Established)."""
+    deadline = time.monotonic() + 60
+    while True:
+        async with session.get(server + agentsession_path(NAMESPACE)) as response:
+            body = await response.json()
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if response.status == 200 and version:
+            return str(version)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cannot list AgentSessions: {response.status} {body}")
+        await asyncio.sleep(0.5)
+
+
 def _apiserver_process() -> psutil.Process | None:
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
@@ -542,8 +557,7 @@ async def _run(
     connector = aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=CONNECTIONS)
     async with aiohttp.ClientSession(connector=connector, headers=info.as_http_headers()) as session:
         client = Client(session=session, server=info.server, watch=Watch(), apiserver=_apiserver_process())
-        async with session.get(info.server + agentsession_path(NAMESPACE)) as response:
-            version = (await response.json())["metadata"]["resourceVersion"]
+        version = await _list_version(session, info.server)
         # The watch has a connection of its own: the burst's 64 must not queue it.
         watch_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()), headers=info.as_http_headers()
