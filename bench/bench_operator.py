@@ -105,6 +105,23 @@ def _sum(text: str, name: str, keep: Callable[[dict[str, str]], bool] = lambda _
     return sum(v for labels, v in _metrics(text, name) if keep(labels))
 
 
+LAG = "callboard_operator_event_loop_lag_seconds"
+
+
+def _lag(before: str, after: str) -> tuple[float | None, float | None]:
+    """The operator's event-loop lag between two scrapes: mean, and the histogram bucket that
+    holds its 99th percentile (an upper bound); ``None`` when the operator has no such metric."""
+    count = _sum(after, LAG + "_count") - _sum(before, LAG + "_count")
+    if count <= 0:
+        return None, None
+    mean = (_sum(after, LAG + "_sum") - _sum(before, LAG + "_sum")) / count
+    old = {labels["le"]: v for labels, v in _metrics(before, LAG + "_bucket")}
+    for labels, v in _metrics(after, LAG + "_bucket"):
+        if v - old.get(labels["le"], 0.0) >= 0.99 * count:
+            return mean, float(labels["le"])
+    return mean, None
+
+
 class Watch:
     """One watch on the bench namespace: when each object was first seen, Running, gone."""
 
@@ -238,7 +255,8 @@ class Burst:
     """429s the API server answered during the burst (every client's)."""
     apiserver_cpu: float = 0.0
     operator_cpu: float = 0.0
-    lag_max: float | None = None
+    lag_mean: float | None = None
+    lag_p99: float | None = None
 
 
 async def _floor(client: Client, n: int, round_no: int) -> Burst:
@@ -270,6 +288,7 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     names = [f"r{round_no}-{i:05d}" for i in range(n)]
     watch = client.watch
     before = await client.apiserver_metrics()
+    op_before = await client.operator_metrics_text()
     cpu_api, cpu_op = _cpu(client.apiserver), _cpu(client.operator)
     started = time.perf_counter()
     await client.create_all(names)
@@ -289,8 +308,7 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     result.rejected = _sum(after, "apiserver_request_total", _is_429) - _sum(
         before, "apiserver_request_total", _is_429
     )
-    lag = _metrics(await client.operator_metrics_text(), "callboard_operator_event_loop_lag_max_seconds")
-    result.lag_max = lag[0][1] if lag else None
+    result.lag_mean, result.lag_p99 = _lag(op_before, await client.operator_metrics_text())
     return result
 
 
@@ -310,7 +328,7 @@ class Steady:
     redis_script_per_cycle: float = 0.0
     redis_by: dict[str, float] = field(default_factory=dict)
     lag_mean: float | None = None
-    lag_max: float | None = None
+    lag_p99: float | None = None
 
 
 def _writes(text: str) -> dict[str, float]:
@@ -396,16 +414,8 @@ async def _steady(client: Client, n: int, redis_port: int, sync_interval: float)
     )
     result.requests_per_s = (_operator_requests(api1) - _operator_requests(api0)) / elapsed
     result.cpu_percent = 100 * (cpu1 - cpu0) / elapsed
+    result.lag_mean, result.lag_p99 = _lag(op0, op1)
     result.rss_mib = client.operator.memory_info().rss / 2**20
-    lag_sum = _sum(op1, "callboard_operator_event_loop_lag_seconds_sum") - _sum(
-        op0, "callboard_operator_event_loop_lag_seconds_sum"
-    )
-    lag_count = _sum(op1, "callboard_operator_event_loop_lag_seconds_count") - _sum(
-        op0, "callboard_operator_event_loop_lag_seconds_count"
-    )
-    result.lag_mean = lag_sum / lag_count if lag_count else None
-    lag = _metrics(op1, "callboard_operator_event_loop_lag_max_seconds")
-    result.lag_max = lag[0][1] if lag else None
     cycles0 = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count")
     top, inner, by = await _monitor(redis_port, client.operator, MONITOR_WINDOW)
     cycles = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count") - cycles0
@@ -602,6 +612,13 @@ def _s(samples: list[float], q: float | None = None) -> str:
     return f"{statistics.median(samples) if q is None else _percentile(samples, q):.2f} s"
 
 
+def _lag_cell(mean: float | None, p99: float | None) -> str:
+    if mean is None:
+        return "-"
+    bound = "?" if p99 is None else f"{p99 * 1000:g}"
+    return f"{mean * 1000:.1f}/{bound} ms"
+
+
 def _table(results: Results) -> None:
     header = [
         "objects",
@@ -616,7 +633,7 @@ def _table(results: Results) -> None:
         "429s",
         "apiserver CPU floor/op",
         "operator CPU",
-        "loop lag max",
+        "loop lag mean/p99≤",
     ]
     rows = []
     for floor, op in zip(results.floor, results.operator, strict=True):
@@ -635,7 +652,7 @@ def _table(results: Results) -> None:
                 f"{floor.rejected:.0f}/{op.rejected:.0f}",
                 f"{floor.apiserver_cpu:.1f}/{op.apiserver_cpu:.1f} s",
                 f"{op.operator_cpu:.1f} s",
-                "-" if op.lag_max is None else f"{op.lag_max * 1000:.0f} ms",
+                _lag_cell(op.lag_mean, op.lag_p99),
             ]
         )
     _print_table(header, rows)
@@ -660,7 +677,7 @@ def _table(results: Results) -> None:
             "RSS",
             "Redis cmds/sync cycle",
             "+ in scripts",
-            "loop lag mean/max",
+            "loop lag mean/p99≤",
         ],
         [
             [
@@ -672,7 +689,7 @@ def _table(results: Results) -> None:
                 f"{s.rss_mib:.0f} MiB",
                 f"{s.redis_per_cycle:.1f}",
                 f"{s.redis_script_per_cycle:.1f}",
-                "-" if s.lag_mean is None else f"{s.lag_mean * 1000:.1f}/{(s.lag_max or 0) * 1000:.0f} ms",
+                _lag_cell(s.lag_mean, s.lag_p99),
             ]
         ],
     )

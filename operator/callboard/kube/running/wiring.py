@@ -23,6 +23,7 @@ from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.mirroring.loop import Syncer
 from callboard.kube.placing.loop import Placer
 from callboard.kube.placing.start_tracker import StartTracker
+from callboard.kube.running.loop_lag import watch_loop_lag
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
@@ -137,6 +138,11 @@ class Runtime:
             guarded_task(self.tracker.run(), name="start-tracker", logger=logger),
             guarded_task(self.syncer.run(), name="sync", logger=logger),
             guarded_task(self._prime(), name="prime-cache", logger=logger),
+            guarded_task(
+                watch_loop_lag(histogram=self.metrics.loop_lag, gauge=self.metrics.loop_lag_last),
+                name="loop-lag",
+                logger=logger,
+            ),
         ]
 
     async def stop(self) -> None:
