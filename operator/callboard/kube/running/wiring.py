@@ -75,6 +75,7 @@ class Runtime:
         metrics: OperatorMetrics | None = None,
         instance: str = "callboard-operator",
         guard: Callable[[], bool] | None = None,
+        events_api: KubeApi | None = None,
     ) -> None:
         self.settings = settings
         self.api = api
@@ -87,7 +88,9 @@ class Runtime:
         self.registry.guard = guard
         self.cache = ObjectCache()
         self.changed = Pulse()
-        self.events = EventPoster(api, instance=instance)
+        # Events through a pool of their own when given: a burst's two Events per object
+        # must not queue the status patches that move objects to Running.
+        self.events = EventPoster(events_api if events_api is not None else api, instance=instance)
         self.writer = StatusWriter(api=api, cache=self.cache, events=self.events)
         self.tracker = StartTracker(self.registry, poll_interval=settings.placement.poll_interval)
         self.placer = Placer(

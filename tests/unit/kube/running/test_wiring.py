@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from callboard.errors import StoreError
 from callboard.kube.k8s.client import NotLeaderError
+from callboard.kube.running.wiring import Runtime
 from callboard.registry import InMemorySessionKVStore
+from tests.support.fake_kube import FakeKube
 from tests.unit.kube.conftest import Harness, fast_settings
 
 
@@ -70,3 +74,19 @@ async def test_g8_a_deposed_runtime_sends_no_start_or_close_request(harness: Har
         await registry.request_close("call-1", "s1")
     assert await node.registry.pending_start_requests() == []
     assert node.closes == 0 and node.sessions == ["s1"]
+
+
+async def test_events_go_through_their_own_client_when_one_is_given() -> None:
+    """A burst's Events must not queue behind (or in front of) the status patches."""
+    main, events = FakeKube(), FakeKube()
+    runtime = Runtime(settings=fast_settings(), api=main, store=InMemorySessionKVStore(), events_api=events)
+    runtime.events.start()
+    try:
+        runtime.events.post(
+            {"namespace": "ns", "name": "a", "uid": "u1"}, type="Normal", reason="Seen", message="m"
+        )
+        await asyncio.wait_for(runtime.events.flushed(), 5.0)
+    finally:
+        await runtime.events.stop()
+    assert events.reasons("a") == ["Seen"]
+    assert main.events == []
