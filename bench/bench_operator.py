@@ -41,6 +41,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -170,9 +171,11 @@ class Watch:
         return version
 
 
-async def _wait(watch: Watch, done: Callable[[], bool], deadline: float) -> bool:
+async def _wait(
+    watch: Watch, done: Callable[[], bool], deadline: float, alive: Callable[[], bool] = lambda: True
+) -> bool:
     while not done():
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline or not alive():
             return False
         watch.changed.clear()
         with contextlib.suppress(TimeoutError):
@@ -201,6 +204,15 @@ class Client:
     operator: psutil.Process | None = None
     operator_metrics: str | None = None
     client_429: int = 0
+
+    def operator_alive(self) -> bool:
+        """False once the operator exited (e.g. it lost its Lease: nothing will get Running)."""
+        if self.operator is None:
+            return False
+        try:
+            return self.operator.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     async def apiserver_metrics(self) -> str:
         async with self.session.get(self.server + "/metrics") as response:
@@ -257,6 +269,8 @@ class Burst:
     operator_cpu: float = 0.0
     lag_mean: float | None = None
     lag_p99: float | None = None
+    operator_exited: bool = False
+    """The operator process ended during the burst (see its log: a lost Lease, say)."""
 
 
 async def _floor(client: Client, n: int, round_no: int) -> Burst:
@@ -292,15 +306,20 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     cpu_api, cpu_op = _cpu(client.apiserver), _cpu(client.operator)
     started = time.perf_counter()
     await client.create_all(names)
-    complete = await _wait(watch, lambda: all(x in watch.running for x in names), started + BATCH_TIMEOUT)
+    complete = await _wait(
+        watch, lambda: all(x in watch.running for x in names), started + BATCH_TIMEOUT, client.operator_alive
+    )
     result = Burst(n=n, complete=complete, up_wall=time.perf_counter() - started)
+    result.operator_exited = not client.operator_alive()
     result.apiserver_cpu = _cpu(client.apiserver) - cpu_api
     result.operator_cpu = _cpu(client.operator) - cpu_op
     result.up = [watch.running[x] - started for x in names if x in watch.running]
     if delete:
         started = time.perf_counter()
         await client.delete_all(names)
-        gone = await _wait(watch, lambda: all(x in watch.gone for x in names), started + BATCH_TIMEOUT)
+        gone = await _wait(
+            watch, lambda: all(x in watch.gone for x in names), started + BATCH_TIMEOUT, client.operator_alive
+        )
         result.complete = result.complete and gone
         result.down_wall = time.perf_counter() - started
         result.down = [watch.gone[x] - started for x in names if x in watch.gone]
@@ -308,7 +327,8 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     result.rejected = _sum(after, "apiserver_request_total", _is_429) - _sum(
         before, "apiserver_request_total", _is_429
     )
-    result.lag_mean, result.lag_p99 = _lag(op_before, await client.operator_metrics_text())
+    if not result.operator_exited:
+        result.lag_mean, result.lag_p99 = _lag(op_before, await client.operator_metrics_text())
     return result
 
 
@@ -585,8 +605,13 @@ async def _run(
                 await asyncio.sleep(1.0)  # nodes heartbeat within their first second
                 for round_no, n in enumerate(sizes):
                     print(f"  operator: burst of {n}...", flush=True)
-                    results.operator.append(await _operator_burst(client, n, round_no))
-                if steady:
+                    if client.operator_alive():
+                        results.operator.append(await _operator_burst(client, n, round_no))
+                    else:
+                        results.operator.append(Burst(n=n, complete=False, operator_exited=True))
+                if not client.operator_alive():
+                    print(f"  the operator exited: see {log_dir / 'operator.log'}", flush=True)
+                elif steady:
                     results.steady = await _steady(client, steady, redis.port, sync_interval=1.0)
         finally:
             watcher.cancel()
@@ -640,7 +665,9 @@ def _table(results: Results) -> None:
         ratio = _percentile(op.up, 0.99) / _percentile(floor.up, 0.99) if op.up and floor.up else None
         rows.append(
             [
-                f"{op.n:,}" + ("" if op.complete and floor.complete else " (incomplete)"),
+                f"{op.n:,}"
+                + (" (operator exited)" if op.operator_exited else "")
+                + ("" if op.complete and floor.complete else " (incomplete)"),
                 _s(floor.up),
                 _s(floor.up, 0.99),
                 _s(op.up),
@@ -707,6 +734,8 @@ def main() -> None:
     sizes = [int(s) for s in os.environ.get("CALLBOARD_BENCH_OPERATOR_SIZES", "").split(",") if s.strip()]
     sizes = sizes or list(DEFAULT_SIZES)
     steady = int(os.environ.get("CALLBOARD_BENCH_OPERATOR_STEADY", str(DEFAULT_STEADY)))
+    # A SIGTERM unwinds like Ctrl-C: the processes and the control plane are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kh.ensure_tools()
     redis = RedisServer()
     redis.start()
