@@ -17,6 +17,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
 | ``index/digests/{node_id}``            | digest of that set's members (Redis) | ttl, renewed |
+| ``index/node_ids``                     | zset: node id → record expiry, ms (Redis) | pruned by heartbeats |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | its expiry   |
 | ``start_claims/{request_id}``          | claimed/started + claimant, or withdrawn | ENDED_TTL |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
@@ -38,6 +39,7 @@ __all__ = [
     "FOREIGN_SCAN_LEASE",
     "NODES_PREFIX",
     "NODE_DIGEST_PREFIX",
+    "NODE_IDS_INDEX",
     "NODE_INDEX_PREFIX",
     "NO_FOREIGN_MARKER",
     "SESSIONS_PREFIX",
@@ -67,6 +69,10 @@ ENDED_PREFIX = "ended/"
 CALL_INDEX_PREFIX = "index/calls/"
 NODE_INDEX_PREFIX = "index/nodes/"
 NODE_DIGEST_PREFIX = "index/digests/"
+#: Every callboard node that heartbeats, scored by when its record expires (ms, Redis time):
+#: the operator's sync reads nodes and sessions through it and the node index sets instead
+#: of scanning the key space. Written by the heartbeat scripts; stale members pruned there.
+NODE_IDS_INDEX = "index/node_ids"
 CLOSE_CHANNEL_PREFIX = "channels/close/"
 START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"

@@ -64,6 +64,7 @@ class RedisSessionIndex(SessionIndex):
         self._start_commit = client.register_script(_lua("start_commit"))
         self._start_withdraw = client.register_script(_lua("start_withdraw"))
         self._lease = client.register_script(_lua("lease"))
+        self._live_indexed = client.register_script(_lua("live_indexed"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -187,7 +188,22 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.node_key(node_id)),
             self._k(k.node_index_key(node_id)),
             self._k(k.node_digest_key(node_id)),
+            self._k(k.NODE_IDS_INDEX),
         ]
+
+    async def live_indexed(self, *, exact: bool | None = None) -> tuple[list[bytes], list[bytes]] | None:
+        if exact:
+            return None
+        marker = self._k(k.NO_FOREIGN_MARKER) if exact is None else ""
+        result: list[list[bytes]] | None = await self._run(
+            self._live_indexed,
+            "read through the indexes",
+            [self._k(k.NODE_IDS_INDEX), marker],
+            [self._k(k.NODES_PREFIX), self._k(k.NODE_INDEX_PREFIX), self._k(k.SESSIONS_PREFIX)],
+        )
+        if not result:
+            return None
+        return list(result[0]), list(result[1])
 
     async def _full_heartbeat(
         self,

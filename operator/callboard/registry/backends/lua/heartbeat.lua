@@ -1,6 +1,7 @@
 -- Cheap heartbeat of one node, O(1) in payload: the node's index set says which sessions to
 -- renew, so nothing per session crosses the wire.
--- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
+-- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest,
+-- KEYS[4] = the sorted set of node ids by record expiry (ms), pruned of expired ones here.
 -- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = the digest of the members the
 -- node runs ("count:sum1:sum2": sums of the first two 32-bit words of SHA-1(member)),
 -- ARGV[4] = prefixed "sessions/", ARGV[5] = prefixed "index/calls/", ARGV[6] = the TTL in
@@ -25,6 +26,11 @@ end
 
 local ttl = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+-- The node id is the record key's last segment (ids have no '/').
+redis.call('ZADD', KEYS[4], now_ms + ttl, string.match(KEYS[1], '([^/]+)$'))
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
 local stored = redis.call('GET', KEYS[3])
 local count = tonumber(string.match(ARGV[3], '^(%d+):'))
 if stored ~= ARGV[3] or redis.call('SCARD', KEYS[2]) ~= count then

@@ -1,7 +1,8 @@
 -- Full heartbeat of one node: write its record, renew every session it names, and rebuild
 -- its index set (and the set's digest) from that list. Used when the cheap heartbeat
 -- (heartbeat.lua) finds the index out of step with the node's own list, and periodically.
--- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest.
+-- KEYS[1] = node record, KEYS[2] = node index set, KEYS[3] = the node index's digest,
+-- KEYS[4] = the sorted set of node ids by record expiry (ms), pruned of expired ones here.
 -- ARGV[1] = ttl in ms, ARGV[2] = node record JSON, ARGV[3] = prefixed "sessions/",
 -- ARGV[4] = prefixed "index/calls/", ARGV[5] = prefixed "ended/", ARGV[6] = the TTL in ms
 -- of a call index (see heartbeat.lua); ARGV[7..] = the node's members "call_id/session_id".
@@ -20,6 +21,11 @@ end
 
 local ttl = tonumber(ARGV[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+-- The node id is the record key's last segment (ids have no '/').
+redis.call('ZADD', KEYS[4], now_ms + ttl, string.match(KEYS[1], '([^/]+)$'))
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
 redis.call('DEL', KEYS[2])
 local missing = {}
 local kept = {}
