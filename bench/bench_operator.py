@@ -22,11 +22,14 @@ server answered in the meantime (APF rejections), and the CPU seconds the API se
 the operator burned.
 
 Then a **steady state** of ``CALLBOARD_BENCH_OPERATOR_STEADY`` live objects (default
-10,000; 0 skips it): once all are Running and the operator has settled, for a window in
-which nothing changes: the operator's API writes per second (objects, status, Events,
-pods; the Lease's renewals are counted apart), its CPU (% of one core), its RSS, its
-event-loop lag, and the Redis commands it sends per sync cycle (``MONITOR``, attributed by
-the operator's own connections; commands run inside its Lua scripts counted apart).
+10,000; 0 skips it): with the operator stopped, the bench writes that many Running objects
+(with the finalizer) and registers their sessions on registry nodes of its own that
+heartbeat them; then it starts the operator again, lets its first writes calm down, and
+measures a window in which nothing changes: the operator's API writes per second
+(objects, status, Events, pods; the Lease's renewals are counted apart), its CPU (% of one
+core), its RSS, its event-loop lag, and the Redis commands it sends per sync cycle
+(``MONITOR``, attributed by the operator's own connections; commands run inside its Lua
+scripts counted apart).
 
 ``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes;
 ``CALLBOARD_BENCH_OPERATOR_PROFILE=<file>`` runs the operator under cProfile (the stats
@@ -47,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,11 @@ import aiohttp
 import psutil
 
 from callboard.kube.k8s.client import agentsession_path
+from callboard.kube.resource.constants import FINALIZER
+from callboard.kube.resource.fields import format_time
+from callboard.kube.resource.naming import session_id_for
 from callboard.kube.running.entrypoint import login
+from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.support import kube as kh
 from tests.support.redis_server import RedisServer, free_port
 
@@ -74,13 +81,22 @@ CONNECTIONS = 64
 DEFAULT_SIZES = (1, 100, 1000)
 DEFAULT_STEADY = 10_000
 #: Seconds a batch may take before the bench reports what it got and moves on.
-BATCH_TIMEOUT = 900.0
-#: Steady state: seconds to let the operator settle after the last object is Running, then
-#: the window that is measured, then the (shorter: MONITOR slows Redis down) Redis window.
-SETTLE = 20.0
+BATCH_TIMEOUT = 600.0
+#: Steady state: the bench's own registry nodes that hold the sessions, and their TTL.
+FAKE_NODES = 4
+FAKE_TTL = 30.0
+#: Steady state: after the restart, the operator settles (its first sync writes what it
+#: finds stale) until its writes fall to SETTLED_WRITES/s over a SETTLE_STEP window, for
+#: at most SETTLE_MAX seconds; then the window that is measured, then the (shorter:
+#: MONITOR slows Redis down) Redis window.
+SETTLE_STEP = 5.0
+SETTLE_MAX = 240.0
+SETTLED_WRITES = 5.0
 WINDOW = 30.0
 MONITOR_WINDOW = 10.0
 WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Resources only the operator writes in the steady state (the Lease is counted apart).
+OPERATOR_WRITES = ("agentsessions", "events", "pods")
 
 _LABELS = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -204,6 +220,8 @@ class Client:
     operator: psutil.Process | None = None
     operator_metrics: str | None = None
     client_429: int = 0
+    redis_url: str = ""
+    liveness: int = 0
 
     def operator_alive(self) -> bool:
         """False once the operator exited (e.g. it lost its Lease: nothing will get Running)."""
@@ -337,6 +355,7 @@ class Steady:
     n: int
     running: int = 0
     fill_wall: float = 0.0
+    settle_wall: float = 0.0
     writes_per_s: float = 0.0
     writes_by: dict[str, float] = field(default_factory=dict)
     lease_writes_per_s: float = 0.0
@@ -412,13 +431,136 @@ async def _monitor(
     return top, inner, by
 
 
-async def _steady(client: Client, n: int, redis_port: int, sync_interval: float) -> Steady:
+class FakeNodes:
+    """The steady state's sessions: ``FAKE_NODES`` registry nodes in this process that hold
+    one session per object and heartbeat them (no agents, no start requests)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.nodes: list[SessionRegistry] = []
+        self._beat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for i in range(FAKE_NODES):
+            registry = SessionRegistry(
+                RedisSessionKVStore(url=self.redis_url),
+                node_id=f"bench-fake-{i}",
+                ttl=FAKE_TTL,
+                foreign_scan_interval=None,
+            )
+            await registry.start()
+            self.nodes.append(registry)
+        self._beat = asyncio.create_task(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(FAKE_TTL / 6)
+            await asyncio.gather(*(node.heartbeat() for node in self.nodes))
+
+    async def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        for node in self.nodes:
+            await node.stop()
+
+
+async def _fill(client: Client, fake: FakeNodes, n: int) -> int:
+    """``n`` objects that are Running on the fake nodes, written with the operator stopped:
+    created with the finalizer, their session registered, their status written."""
+    gate = asyncio.Semaphore(CONNECTIONS)
+    done = 0
+
+    async def one(i: int) -> None:
+        nonlocal done
+        name = f"s-{i:05d}"
+        node = fake.nodes[i % len(fake.nodes)]
+        body = {
+            "apiVersion": "callboard.dev/v1alpha1",
+            "kind": "AgentSession",
+            "metadata": {"name": name, "finalizers": [FINALIZER]},
+            "spec": {"callId": f"call-{name}"},
+        }
+        async with gate:
+            async with client.session.post(
+                client.server + agentsession_path(NAMESPACE), json=body
+            ) as response:
+                created = await response.json()
+                if response.status != 201:
+                    raise RuntimeError(f"create {name}: {response.status} {created}")
+            session_id = session_id_for(NAMESPACE, created["metadata"]["uid"], 1)
+            info = await node.register(f"call-{name}", session_id)
+            now = format_time(time.time())
+            status = {
+                "status": {
+                    "phase": "Running",
+                    "sessionId": session_id,
+                    "nodeId": node.node_id,
+                    "attempts": 1,
+                    "attemptStartedAt": now,
+                    "startedAt": format_time(info.started_at),
+                    "lastHeartbeatAt": now,
+                    "observedGeneration": created["metadata"].get("generation", 1),
+                }
+            }
+            async with client.session.patch(
+                client.server + agentsession_path(NAMESPACE, name) + "/status",
+                json=status,
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status of {name}: {response.status}")
+            done += 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return done
+
+
+async def _operator_writes(client: Client) -> dict[str, float]:
+    return _writes(await client.apiserver_metrics())
+
+
+async def _steady(
+    client: Client, n: int, redis_port: int, sync_interval: float, restart: Callable[[], int]
+) -> Steady:
+    """The operator stopped, ``n`` Running objects and their sessions written by the bench,
+    the operator started again; once its writes have calmed down, one quiet window."""
     result = Steady(n=n)
-    print(f"  steady state: filling {n:,} objects...", flush=True)
-    burst = await _operator_burst(client, n, 99, delete=False)
-    result.running, result.fill_wall = len(burst.up), burst.up_wall
-    print(f"  {result.running:,} Running after {result.fill_wall:.0f} s; settling {SETTLE:.0f} s", flush=True)
-    await asyncio.sleep(SETTLE)
+    fake = FakeNodes(client.redis_url)
+    await fake.start()
+    try:
+        print(
+            f"  steady state: writing {n:,} Running objects and their sessions (operator stopped)...",
+            flush=True,
+        )
+        started = time.perf_counter()
+        result.running = await _fill(client, fake, n)
+        result.fill_wall = time.perf_counter() - started
+        client.operator = psutil.Process(restart())
+        await _ready(client.liveness)
+        print(f"  written in {result.fill_wall:.0f} s; operator restarted, settling", flush=True)
+        deadline = time.perf_counter() + SETTLE_MAX
+        before = await _operator_writes(client)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(SETTLE_STEP)
+            after = await _operator_writes(client)
+            rate = (
+                sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith(OPERATOR_WRITES))
+                / SETTLE_STEP
+            )
+            before = after
+            if rate <= SETTLED_WRITES:
+                break
+        result.settle_wall = time.perf_counter() - started - result.fill_wall
+        await _measure(client, result, redis_port, sync_interval)
+    finally:
+        await fake.stop()
+    return result
+
+
+async def _measure(client: Client, result: Steady, redis_port: int, sync_interval: float) -> None:
     assert client.operator is not None
     api0, op0 = await client.apiserver_metrics(), await client.operator_metrics_text()
     cpu0, t0 = _cpu(client.operator), time.perf_counter()
@@ -429,13 +571,11 @@ async def _steady(client: Client, n: int, redis_port: int, sync_interval: float)
     delta = {k: (w1.get(k, 0.0) - w0.get(k, 0.0)) / elapsed for k in w1}
     result.lease_writes_per_s = delta.pop("leases", 0.0)
     result.writes_by = {k: v for k, v in delta.items() if v > 0}
-    result.writes_per_s = sum(
-        v for k, v in delta.items() if k.startswith(("agentsessions", "events", "pods"))
-    )
+    result.writes_per_s = sum(v for k, v in delta.items() if k.startswith(OPERATOR_WRITES))
     result.requests_per_s = (_operator_requests(api1) - _operator_requests(api0)) / elapsed
     result.cpu_percent = 100 * (cpu1 - cpu0) / elapsed
-    result.lag_mean, result.lag_p99 = _lag(op0, op1)
     result.rss_mib = client.operator.memory_info().rss / 2**20
+    result.lag_mean, result.lag_p99 = _lag(op0, op1)
     cycles0 = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count")
     top, inner, by = await _monitor(redis_port, client.operator, MONITOR_WINDOW)
     cycles = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count") - cycles0
@@ -443,7 +583,6 @@ async def _steady(client: Client, n: int, redis_port: int, sync_interval: float)
     result.redis_per_cycle = top / result.cycles
     result.redis_script_per_cycle = inner / result.cycles
     result.redis_by = {k: v / result.cycles for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
-    return result
 
 
 def _operator_kubeconfig(kube: kh.KubeEnv, path: Path) -> Path:
@@ -482,58 +621,83 @@ def _operator_kubeconfig(kube: kh.KubeEnv, path: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def _processes(
-    kube: kh.KubeEnv, redis_url: str, log_dir: Path, kubeconfig: Path
-) -> Iterator[tuple[int, int, int]]:
-    """Nodes and the operator as processes; yields the operator's pid, liveness and metrics ports."""
-    script = Path(sys.executable).parent / "callboard"
-    base = {k: v for k, v in kube.env.items() if not k.startswith(("CALLBOARD_", "POD_"))}
-    base |= {
-        "CALLBOARD_REDIS_URL": redis_url,
-        "CALLBOARD_LOG_LEVEL": os.environ.get("CALLBOARD_BENCH_LOG_LEVEL", "warning"),
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+class Processes:
+    """The nodes and the operator, each a process; the operator can be stopped and started."""
+
+    def __init__(self, kube: kh.KubeEnv, redis_url: str, log_dir: Path, kubeconfig: Path) -> None:
+        self.script = Path(sys.executable).parent / "callboard"
+        self.log_dir = log_dir
+        base = {k: v for k, v in kube.env.items() if not k.startswith(("CALLBOARD_", "POD_"))}
+        self.base = base | {
+            "CALLBOARD_REDIS_URL": redis_url,
+            "CALLBOARD_LOG_LEVEL": os.environ.get("CALLBOARD_BENCH_LOG_LEVEL", "warning"),
+        }
+        self.liveness, self.metrics = free_port(), free_port()
+        while self.metrics == self.liveness:
+            self.metrics = free_port()
+        self.kubeconfig = kubeconfig
+        self.nodes: list[subprocess.Popen[bytes]] = []
+        self.operator: subprocess.Popen[bytes] | None = None
+        self._runs = 0
+
+    def start_nodes(self) -> None:
         for i in range(NODES):
-            env = base | {
+            env = self.base | {
                 "CALLBOARD_NODE_ID": f"bench-node-{i}",
                 "CALLBOARD_PORT": str(free_port()),
                 "CALLBOARD_CAPACITY": str(NODE_CAPACITY),
                 "CALLBOARD_IDLE_TIMEOUT": "0",
                 "CALLBOARD_DRAIN_TIMEOUT": "1",
             }
-            with (log_dir / f"node-{i}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen([str(script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            with (self.log_dir / f"node-{i}.log").open("wb") as log:
+                self.nodes.append(
+                    subprocess.Popen(
+                        [str(self.script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+                    )
                 )
-        liveness, metrics = free_port(), free_port()
-        while metrics == liveness:
-            metrics = free_port()
-        env = base | {
-            "KUBECONFIG": str(kubeconfig),
+
+    def start_operator(self) -> int:
+        """Start ``callboard operator`` (under cProfile on the first run if asked); its pid."""
+        env = self.base | {
+            "KUBECONFIG": str(self.kubeconfig),
             "CALLBOARD_NAMESPACES": NAMESPACE,
-            "CALLBOARD_LIVENESS_PORT": str(liveness),
-            "CALLBOARD_METRICS_PORT": str(metrics),
+            "CALLBOARD_LIVENESS_PORT": str(self.liveness),
+            "CALLBOARD_METRICS_PORT": str(self.metrics),
             "CALLBOARD_LISTEN_HOST": "127.0.0.1",
             "CALLBOARD_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
             "CALLBOARD_LEASE_NAME": LEASE_NAME,
             "POD_NAME": "bench-operator",
         }
-        argv = [str(script), "operator"]
-        if profile := os.environ.get("CALLBOARD_BENCH_OPERATOR_PROFILE"):
+        argv = [str(self.script), "operator"]
+        if (profile := os.environ.get("CALLBOARD_BENCH_OPERATOR_PROFILE")) and not self._runs:
             argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv]
-        with (log_dir / "operator.log").open("wb") as log:
-            procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT))
-        yield procs[-1].pid, liveness, metrics
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self._runs += 1
+        with (self.log_dir / f"operator-{self._runs}.log").open("wb") as log:
+            self.operator = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self.operator.pid
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            _stop([self.operator], timeout=60)
+            self.operator = None
+
+    def restart_operator(self) -> int:
+        self.stop_operator()
+        return self.start_operator()
+
+    def stop(self) -> None:
+        _stop([p for p in [self.operator, *self.nodes] if p is not None], timeout=30)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], *, timeout: float) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def _ready(liveness: int) -> None:
@@ -598,10 +762,13 @@ async def _run(
             for round_no, n in enumerate(sizes):
                 print(f"  floor: burst of {n} (no operator)...", flush=True)
                 results.floor.append(await _floor(client, n, round_no))
-            with _processes(kube, redis.url, log_dir, kubeconfig) as (pid, liveness, metrics_port):
-                await _ready(liveness)
-                client.operator = psutil.Process(pid)
-                client.operator_metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+            procs = Processes(kube, redis.url, log_dir, kubeconfig)
+            try:
+                procs.start_nodes()
+                client.operator = psutil.Process(procs.start_operator())
+                client.operator_metrics = f"http://127.0.0.1:{procs.metrics}/metrics"
+                client.liveness, client.redis_url = procs.liveness, redis.url
+                await _ready(procs.liveness)
                 await asyncio.sleep(1.0)  # nodes heartbeat within their first second
                 for round_no, n in enumerate(sizes):
                     print(f"  operator: burst of {n}...", flush=True)
@@ -610,9 +777,14 @@ async def _run(
                     else:
                         results.operator.append(Burst(n=n, complete=False, operator_exited=True))
                 if not client.operator_alive():
-                    print(f"  the operator exited: see {log_dir / 'operator.log'}", flush=True)
-                elif steady:
-                    results.steady = await _steady(client, steady, redis.port, sync_interval=1.0)
+                    print(f"  the operator exited: see {log_dir}/operator-1.log", flush=True)
+                results.client_429 = client.client_429
+                _table(results)  # now: a failure of the steady state must not lose it
+                if steady:
+                    procs.stop_operator()
+                    results.steady = await _steady(client, steady, redis.port, 1.0, procs.start_operator)
+            finally:
+                procs.stop()
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -690,6 +862,9 @@ def _table(results: Results) -> None:
         f"(default APF); 429s floor/operator; the bench client itself got {results.client_429} 429s. "
         f"{os.cpu_count()} CPUs; local etcd + kube-apiserver + kwok on the same machine"
     )
+
+
+def _steady_table(results: Results) -> None:
     s = results.steady
     if s is None:
         return
@@ -723,7 +898,9 @@ def _table(results: Results) -> None:
     by = ", ".join(f"{k} {v:.1f}" for k, v in s.redis_by.items())
     writes = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.writes_by.items())) or "none"
     print(
-        f"steady: filled in {s.fill_wall:.0f} s, then {SETTLE:.0f} s to settle, {WINDOW:.0f} s measured "
+        f"steady: {s.running:,} Running objects and their sessions (on {FAKE_NODES} registry nodes of the "
+        f"bench) written in {s.fill_wall:.0f} s with the operator stopped; operator restarted, settled in "
+        f"{s.settle_wall:.0f} s (writes ≤ {SETTLED_WRITES:.0f}/s), {WINDOW:.0f} s measured "
         f"(Redis: {MONITOR_WINDOW:.0f} s of MONITOR, {s.cycles:.0f} sync cycles). "
         f"Redis per cycle: {by or 'none'}. "
         f"API writes/s by resource (all clients, Lease renewals of every component included): {writes}"
@@ -751,7 +928,7 @@ def main() -> None:
             os.environ["KUBECONFIG"] = str(kube.kubeconfig)
             print(f"  process logs in {log_dir}", flush=True)
             results = asyncio.run(_run(kube, redis, log_dir, kubeconfig, sizes, steady))
-            _table(results)
+            _steady_table(results)
     finally:
         redis.stop()
 
