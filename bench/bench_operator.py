@@ -401,7 +401,12 @@ async def _monitor(
         if c.raddr and c.raddr.port == redis_port and c.status == psutil.CONN_ESTABLISHED
     }
     proc = await asyncio.create_subprocess_exec(
-        "redis-cli", "-p", str(redis_port), "monitor", stdout=asyncio.subprocess.PIPE
+        "redis-cli",
+        "-p",
+        str(redis_port),
+        "monitor",
+        stdout=asyncio.subprocess.PIPE,
+        limit=2**26,  # a full heartbeat's EVALSHA names every session of its node
     )
     assert proc.stdout is not None
     top = inner = 0
