@@ -1,18 +1,40 @@
-"""Operator speed against a real API server: apply → Running and delete → gone.
+"""Operator speed against a real API server: the API server's own floor, then the operator.
 
-A local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok: the
-e2e tier's), a real redis-server, four ``callboard serve`` nodes (300 sessions each, the
-built-in simulated agent) and ``callboard operator`` with its default settings, each a
-separate process. For each batch size the bench creates the AgentSessions at once
-(32 requests in flight), follows them with one watch, then deletes them all:
+A local control plane (etcd, kube-apiserver with its default API Priority and Fairness,
+controller-manager, scheduler, kwok: the e2e tier's), a real redis-server, four
+``callboard serve`` nodes (the built-in simulated agent) and ``callboard operator`` with its
+default settings, each a separate process. The operator runs as the chart's ServiceAccount
+with the chart's RBAC (``helm template``, watching one namespace), not as
+``system:masters``: APF exempts that group, and a real operator is not exempt.
 
-- apply → Running: from just before the object's POST to the watch event that shows
-  ``status.phase: Running`` (finalizer, placement, start request, node confirmation);
-- delete → gone: from just before the DELETE to the watch's DELETED event (close request,
-  the node closing the session, the next sync cycle seeing it gone, finalizer released).
+For each batch size N, one client creates N AgentSessions at once over 64 keep-alive
+connections (like one ``kubectl apply`` of a big file) and one watch follows them:
 
-``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes.
-Figures depend on the machine: read them next to its core count.
+1. **floor** (before the operator starts): burst start → the watch sees the object. This
+   is what the API server costs on this machine, with no operator at all;
+2. **operator**: the same burst, burst start → ``status.phase: Running`` (finalizer,
+   placement, start request, node confirmation, status writes), then delete → gone (from
+   the start of the delete burst). Counted from the burst start, not from each object's
+   own request: the queueing behind the burst is part of what the user waits for.
+
+The ratio is operator p99 / floor p99. Per burst the table also shows the 429s the API
+server answered in the meantime (APF rejections), and the CPU seconds the API server and
+the operator burned.
+
+Then a **steady state** of ``CALLBOARD_BENCH_OPERATOR_STEADY`` live objects (default
+10,000; 0 skips it): with the operator stopped, the bench writes that many Running objects
+(with the finalizer) and registers their sessions on registry nodes of its own that
+heartbeat them; then it starts the operator again, lets its first writes calm down, and
+measures a window in which nothing changes: the operator's API writes per second
+(objects, status, Events, pods; the Lease's renewals are counted apart), its CPU (% of one
+core), its RSS, its event-loop lag, and the Redis commands it sends per sync cycle
+(``MONITOR``, attributed by the operator's own connections; commands run inside its Lua
+scripts counted apart).
+
+``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes;
+``CALLBOARD_BENCH_OPERATOR_PROFILE=<file>`` runs the operator under cProfile (the stats
+file is written when it exits). Figures depend on the machine: read them next to its
+core count and its load.
 """
 
 from __future__ import annotations
@@ -21,29 +43,62 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
-from callboard.kube.k8s.client import KubeApi, agentsession_path
+from callboard.kube.k8s.client import agentsession_path
+from callboard.kube.resource.constants import FINALIZER
+from callboard.kube.resource.fields import format_time
+from callboard.kube.resource.naming import session_id_for
 from callboard.kube.running.entrypoint import login
+from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.support import kube as kh
 from tests.support.redis_server import RedisServer, free_port
 
 NAMESPACE = "bench"
+OPERATOR_NAMESPACE = "callboard-system"
+RELEASE = "bench"
+#: The chart's names for that release (``callboard.serviceAccountName``, ``callboard.operatorName``).
+SERVICE_ACCOUNT = f"{RELEASE}-callboard"
+LEASE_NAME = f"{RELEASE}-callboard-operator"
 NODES = 4
-NODE_CAPACITY = 300
-IN_FLIGHT = 32
+#: 4 x 2,600 slots: room for the steady-state row's 10,000 sessions.
+NODE_CAPACITY = 2600
+#: Keep-alive connections of the one client that issues a burst (kubectl-like, one big apply).
+CONNECTIONS = 64
 DEFAULT_SIZES = (1, 100, 1000)
+DEFAULT_STEADY = 10_000
 #: Seconds a batch may take before the bench reports what it got and moves on.
 BATCH_TIMEOUT = 600.0
+#: Steady state: the bench's own registry nodes that hold the sessions, and their TTL.
+FAKE_NODES = 4
+FAKE_TTL = 30.0
+#: Steady state: after the restart, the operator settles (its first sync writes what it
+#: finds stale) until its writes fall to SETTLED_WRITES/s over a SETTLE_STEP window, for
+#: at most SETTLE_MAX seconds; then the window that is measured, then the (shorter:
+#: MONITOR slows Redis down) Redis window.
+SETTLE_STEP = 5.0
+SETTLE_MAX = 240.0
+SETTLED_WRITES = 5.0
+WINDOW = 30.0
+MONITOR_WINDOW = 10.0
+WRITE_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Resources only the operator writes in the steady state (the Lease is counted apart).
+OPERATOR_WRITES = ("agentsessions", "events", "pods")
+
+_LABELS = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def _percentile(samples: list[float], q: float) -> float:
@@ -51,10 +106,44 @@ def _percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _metrics(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one metric in Prometheus text: (labels, value)."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            head, _, value = line.rpartition(" ")
+            labels = dict(_LABELS.findall(head[len(name) :]))
+            with contextlib.suppress(ValueError):
+                out.append((labels, float(value)))
+    return out
+
+
+def _sum(text: str, name: str, keep: Callable[[dict[str, str]], bool] = lambda _: True) -> float:
+    return sum(v for labels, v in _metrics(text, name) if keep(labels))
+
+
+LAG = "callboard_operator_event_loop_lag_seconds"
+
+
+def _lag(before: str, after: str) -> tuple[float | None, float | None]:
+    """The operator's event-loop lag between two scrapes: mean, and the histogram bucket that
+    holds its 99th percentile (an upper bound); ``None`` when the operator has no such metric."""
+    count = _sum(after, LAG + "_count") - _sum(before, LAG + "_count")
+    if count <= 0:
+        return None, None
+    mean = (_sum(after, LAG + "_sum") - _sum(before, LAG + "_sum")) / count
+    old = {labels["le"]: v for labels, v in _metrics(before, LAG + "_bucket")}
+    for labels, v in _metrics(after, LAG + "_bucket"):
+        if v - old.get(labels["le"], 0.0) >= 0.99 * count:
+            return mean, float(labels["le"])
+    return mean, None
+
+
 class Watch:
-    """One watch on the bench namespace: when each object was first Running, and gone."""
+    """One watch on the bench namespace: when each object was first seen, Running, gone."""
 
     def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
         self.running: dict[str, float] = {}
         self.gone: dict[str, float] = {}
         self.changed = asyncio.Event()
@@ -85,18 +174,24 @@ class Watch:
         meta = obj.get("metadata") or {}
         name = meta.get("name")
         now = time.perf_counter()
-        if event["type"] == "DELETED":
+        if event["type"] == "BOOKMARK":
+            pass
+        elif event["type"] == "DELETED":
             self.gone.setdefault(name, now)
-        elif (obj.get("status") or {}).get("phase") == "Running":
-            self.running.setdefault(name, now)
+        else:
+            self.seen.setdefault(name, now)
+            if (obj.get("status") or {}).get("phase") == "Running":
+                self.running.setdefault(name, now)
         self.changed.set()
         version: str | None = meta.get("resourceVersion")
         return version
 
 
-async def _wait(watch: Watch, done: Any, deadline: float) -> bool:
+async def _wait(
+    watch: Watch, done: Callable[[], bool], deadline: float, alive: Callable[[], bool] = lambda: True
+) -> bool:
     while not done():
-        if time.perf_counter() > deadline:
+        if time.perf_counter() > deadline or not alive():
             return False
         watch.changed.clear()
         with contextlib.suppress(TimeoutError):
@@ -104,99 +199,514 @@ async def _wait(watch: Watch, done: Any, deadline: float) -> bool:
     return True
 
 
-async def _batch(api: KubeApi, watch: Watch, n: int, round_no: int) -> dict[str, Any]:
-    names = [f"r{round_no}-{i:04d}" for i in range(n)]
-    applied: dict[str, float] = {}
-    deleted: dict[str, float] = {}
-    gate = asyncio.Semaphore(IN_FLIGHT)
+def _cpu(proc: psutil.Process | None) -> float:
+    if proc is None:
+        return 0.0
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
 
-    async def create(name: str) -> None:
+
+@dataclass
+class Client:
+    """The bench's one admin client (system:masters, like a user's kubectl) and what it reads."""
+
+    session: aiohttp.ClientSession
+    server: str
+    watch: Watch
+    apiserver: psutil.Process | None
+    operator: psutil.Process | None = None
+    operator_metrics: str | None = None
+    client_429: int = 0
+    redis_url: str = ""
+    liveness: int = 0
+
+    def operator_alive(self) -> bool:
+        """False once the operator exited (e.g. it lost its Lease: nothing will get Running)."""
+        if self.operator is None:
+            return False
+        try:
+            return self.operator.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    async def apiserver_metrics(self) -> str:
+        async with self.session.get(self.server + "/metrics") as response:
+            response.raise_for_status()
+            return await response.text()
+
+    async def operator_metrics_text(self) -> str:
+        if self.operator_metrics is None:
+            return ""
+        with contextlib.suppress(aiohttp.ClientError):
+            async with self.session.get(self.operator_metrics) as response:
+                return await response.text()
+        return ""
+
+    async def _send(self, method: str, path: str, body: Any = None) -> None:
+        for _ in range(20):
+            async with self.session.request(method, self.server + path, json=body) as response:
+                await response.read()
+                if response.status == 429:
+                    self.client_429 += 1
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                if response.status >= 400 and response.status != 404:
+                    raise RuntimeError(f"{method} {path}: {response.status}")
+                return
+        raise RuntimeError(f"{method} {path}: 429 twenty times")
+
+    async def create_all(self, names: list[str]) -> None:
+        def body(name: str) -> dict[str, Any]:
+            return {
+                "apiVersion": "callboard.dev/v1alpha1",
+                "kind": "AgentSession",
+                "metadata": {"name": name},
+                "spec": {"callId": f"call-{name}"},
+            }
+
+        await asyncio.gather(*(self._send("POST", agentsession_path(NAMESPACE), body(n)) for n in names))
+
+    async def delete_all(self, names: list[str]) -> None:
+        await asyncio.gather(*(self._send("DELETE", agentsession_path(NAMESPACE, n)) for n in names))
+
+
+@dataclass
+class Burst:
+    n: int
+    up: list[float] = field(default_factory=list)
+    down: list[float] = field(default_factory=list)
+    up_wall: float = 0.0
+    down_wall: float = 0.0
+    complete: bool = True
+    rejected: float = 0.0
+    """429s the API server answered during the burst (every client's)."""
+    apiserver_cpu: float = 0.0
+    operator_cpu: float = 0.0
+    lag_mean: float | None = None
+    lag_p99: float | None = None
+    operator_exited: bool = False
+    """The operator process ended during the burst (see its log: a lost Lease, say)."""
+
+
+async def _floor(client: Client, n: int, round_no: int) -> Burst:
+    """No operator: burst start → the watch sees each object; then delete them all."""
+    names = [f"f{round_no}-{i:05d}" for i in range(n)]
+    watch = client.watch
+    before = await client.apiserver_metrics()
+    cpu = _cpu(client.apiserver)
+    started = time.perf_counter()
+    await client.create_all(names)
+    complete = await _wait(watch, lambda: all(x in watch.seen for x in names), started + BATCH_TIMEOUT)
+    result = Burst(n=n, complete=complete, up_wall=time.perf_counter() - started)
+    result.apiserver_cpu = _cpu(client.apiserver) - cpu
+    result.rejected = _sum(await client.apiserver_metrics(), "apiserver_request_total", _is_429) - _sum(
+        before, "apiserver_request_total", _is_429
+    )
+    result.up = [watch.seen[x] - started for x in names if x in watch.seen]
+    await client.delete_all(names)
+    await _wait(watch, lambda: all(x in watch.gone for x in names), time.perf_counter() + BATCH_TIMEOUT)
+    return result
+
+
+def _is_429(labels: dict[str, str]) -> bool:
+    return labels.get("code") == "429"
+
+
+async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool = True) -> Burst:
+    """Burst start → Running for every object; then delete → gone from the delete burst's start."""
+    names = [f"r{round_no}-{i:05d}" for i in range(n)]
+    watch = client.watch
+    before = await client.apiserver_metrics()
+    op_before = await client.operator_metrics_text()
+    cpu_api, cpu_op = _cpu(client.apiserver), _cpu(client.operator)
+    started = time.perf_counter()
+    await client.create_all(names)
+    complete = await _wait(
+        watch, lambda: all(x in watch.running for x in names), started + BATCH_TIMEOUT, client.operator_alive
+    )
+    result = Burst(n=n, complete=complete, up_wall=time.perf_counter() - started)
+    result.operator_exited = not client.operator_alive()
+    result.apiserver_cpu = _cpu(client.apiserver) - cpu_api
+    result.operator_cpu = _cpu(client.operator) - cpu_op
+    result.up = [watch.running[x] - started for x in names if x in watch.running]
+    if delete:
+        started = time.perf_counter()
+        await client.delete_all(names)
+        gone = await _wait(
+            watch, lambda: all(x in watch.gone for x in names), started + BATCH_TIMEOUT, client.operator_alive
+        )
+        result.complete = result.complete and gone
+        result.down_wall = time.perf_counter() - started
+        result.down = [watch.gone[x] - started for x in names if x in watch.gone]
+    after = await client.apiserver_metrics()
+    result.rejected = _sum(after, "apiserver_request_total", _is_429) - _sum(
+        before, "apiserver_request_total", _is_429
+    )
+    if not result.operator_exited:
+        result.lag_mean, result.lag_p99 = _lag(op_before, await client.operator_metrics_text())
+    return result
+
+
+@dataclass
+class Steady:
+    n: int
+    running: int = 0
+    fill_wall: float = 0.0
+    settle_wall: float = 0.0
+    writes_per_s: float = 0.0
+    writes_by: dict[str, float] = field(default_factory=dict)
+    lease_writes_per_s: float = 0.0
+    requests_per_s: float = 0.0
+    cpu_percent: float = 0.0
+    rss_mib: float = 0.0
+    cycles: float = 0.0
+    redis_per_cycle: float = 0.0
+    redis_script_per_cycle: float = 0.0
+    redis_by: dict[str, float] = field(default_factory=dict)
+    lag_mean: float | None = None
+    lag_p99: float | None = None
+
+
+def _writes(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for labels, value in _metrics(text, "apiserver_request_total"):
+        if labels.get("verb") in WRITE_VERBS:
+            key = labels.get("resource", "") + (
+                "/" + labels["subresource"] if labels.get("subresource") else ""
+            )
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def _operator_requests(text: str) -> float:
+    """Requests APF dispatched for the ``service-accounts`` flow schema: the operator's alone
+    (controllers run as kube-system accounts, the bench as an exempt admin)."""
+    return _sum(
+        text,
+        "apiserver_flowcontrol_dispatched_requests_total",
+        lambda x: x.get("flow_schema") == "service-accounts",
+    )
+
+
+async def _monitor(
+    redis_port: int, operator: psutil.Process, seconds: float
+) -> tuple[int, int, dict[str, int]]:
+    """Redis commands sent by the operator's connections during ``seconds`` (MONITOR)."""
+    ports = {
+        c.laddr.port
+        for c in operator.net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == redis_port and c.status == psutil.CONN_ESTABLISHED
+    }
+    proc = await asyncio.create_subprocess_exec(
+        "redis-cli",
+        "-p",
+        str(redis_port),
+        "monitor",
+        stdout=asyncio.subprocess.PIPE,
+        limit=2**26,  # a full heartbeat's EVALSHA names every session of its node
+    )
+    assert proc.stdout is not None
+    top = inner = 0
+    by: dict[str, int] = {}
+    mine = False
+    deadline = time.monotonic() + seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), left)
+            except TimeoutError:
+                break
+            parts = line.decode(errors="replace").split(" ", 3)
+            if len(parts) < 4 or not parts[1].startswith("["):
+                continue
+            source, command = parts[2].rstrip("]"), parts[3].split(" ", 1)[0].strip('"').upper()
+            if source == "lua":
+                inner += mine
+                continue
+            mine = source.rpartition(":")[2].isdigit() and int(source.rpartition(":")[2]) in ports
+            if mine:
+                top += 1
+                by[command] = by.get(command, 0) + 1
+    finally:
+        proc.terminate()
+        await proc.wait()
+    return top, inner, by
+
+
+class FakeNodes:
+    """The steady state's sessions: ``FAKE_NODES`` registry nodes in this process that hold
+    one session per object and heartbeat them (no agents, no start requests)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.nodes: list[SessionRegistry] = []
+        self._beat: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for i in range(FAKE_NODES):
+            registry = SessionRegistry(
+                RedisSessionKVStore(url=self.redis_url),
+                node_id=f"bench-fake-{i}",
+                ttl=FAKE_TTL,
+                foreign_scan_interval=None,
+            )
+            await registry.start()
+            self.nodes.append(registry)
+        self._beat = asyncio.create_task(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(FAKE_TTL / 6)
+            await asyncio.gather(*(node.heartbeat() for node in self.nodes))
+
+    async def stop(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        for node in self.nodes:
+            await node.stop()
+
+
+async def _fill(client: Client, fake: FakeNodes, n: int) -> int:
+    """``n`` objects that are Running on the fake nodes, written with the operator stopped:
+    created with the finalizer, their session registered, their status written."""
+    gate = asyncio.Semaphore(CONNECTIONS)
+    done = 0
+
+    async def one(i: int) -> None:
+        nonlocal done
+        name = f"s-{i:05d}"
+        node = fake.nodes[i % len(fake.nodes)]
         body = {
             "apiVersion": "callboard.dev/v1alpha1",
             "kind": "AgentSession",
-            "metadata": {"name": name},
+            "metadata": {"name": name, "finalizers": [FINALIZER]},
             "spec": {"callId": f"call-{name}"},
         }
         async with gate:
-            applied[name] = time.perf_counter()
-            await api.create(agentsession_path(NAMESPACE), body)
+            async with client.session.post(
+                client.server + agentsession_path(NAMESPACE), json=body
+            ) as response:
+                created = await response.json()
+                if response.status != 201:
+                    raise RuntimeError(f"create {name}: {response.status} {created}")
+            session_id = session_id_for(NAMESPACE, created["metadata"]["uid"], 1)
+            info = await node.register(f"call-{name}", session_id)
+            now = format_time(time.time())
+            status = {
+                "status": {
+                    "phase": "Running",
+                    "sessionId": session_id,
+                    "nodeId": node.node_id,
+                    "attempts": 1,
+                    "attemptStartedAt": now,
+                    "startedAt": format_time(info.started_at),
+                    "lastHeartbeatAt": now,
+                    "observedGeneration": created["metadata"].get("generation", 1),
+                }
+            }
+            async with client.session.patch(
+                client.server + agentsession_path(NAMESPACE, name) + "/status",
+                json=status,
+                headers={"Content-Type": "application/merge-patch+json"},
+            ) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"status of {name}: {response.status}")
+            done += 1
 
-    async def delete(name: str) -> None:
-        async with gate:
-            deleted[name] = time.perf_counter()
-            await api.delete(agentsession_path(NAMESPACE, name))
-
-    started = time.perf_counter()
-    await asyncio.gather(*(create(name) for name in names))
-    all_running = await _wait(
-        watch, lambda: all(name in watch.running for name in names), started + BATCH_TIMEOUT
-    )
-    running_wall = time.perf_counter() - started
-    started = time.perf_counter()
-    await asyncio.gather(*(delete(name) for name in names))
-    all_gone = await _wait(watch, lambda: all(name in watch.gone for name in names), started + BATCH_TIMEOUT)
-    gone_wall = time.perf_counter() - started
-    up = [watch.running[name] - applied[name] for name in names if name in watch.running]
-    down = [watch.gone[name] - deleted[name] for name in names if name in watch.gone]
-    return {
-        "n": n,
-        "up": up,
-        "down": down,
-        "up_wall": running_wall,
-        "down_wall": gone_wall,
-        "complete": all_running and all_gone,
-    }
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return done
 
 
-@contextlib.contextmanager
-def _processes(kube: kh.KubeEnv, redis_url: str, log_dir: Path) -> Iterator[int]:
-    """Nodes and the operator as processes; yields the operator's liveness port."""
-    script = Path(sys.executable).parent / "callboard"
-    base = {k: v for k, v in kube.env.items() if not k.startswith(("CALLBOARD_", "POD_"))}
-    base |= {
-        "CALLBOARD_REDIS_URL": redis_url,
-        "CALLBOARD_LOG_LEVEL": os.environ.get("CALLBOARD_BENCH_LOG_LEVEL", "warning"),
-    }
-    procs: list[subprocess.Popen[bytes]] = []
+async def _operator_writes(client: Client) -> dict[str, float]:
+    return _writes(await client.apiserver_metrics())
+
+
+async def _steady(
+    client: Client, n: int, redis_port: int, sync_interval: float, restart: Callable[[], int]
+) -> Steady:
+    """The operator stopped, ``n`` Running objects and their sessions written by the bench,
+    the operator started again; once its writes have calmed down, one quiet window."""
+    result = Steady(n=n)
+    fake = FakeNodes(client.redis_url)
+    await fake.start()
     try:
+        print(
+            f"  steady state: writing {n:,} Running objects and their sessions (operator stopped)...",
+            flush=True,
+        )
+        started = time.perf_counter()
+        result.running = await _fill(client, fake, n)
+        result.fill_wall = time.perf_counter() - started
+        client.operator = psutil.Process(restart())
+        await _ready(client.liveness)
+        print(f"  written in {result.fill_wall:.0f} s; operator restarted, settling", flush=True)
+        deadline = time.perf_counter() + SETTLE_MAX
+        before = await _operator_writes(client)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(SETTLE_STEP)
+            after = await _operator_writes(client)
+            rate = (
+                sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith(OPERATOR_WRITES))
+                / SETTLE_STEP
+            )
+            before = after
+            if rate <= SETTLED_WRITES:
+                break
+        result.settle_wall = time.perf_counter() - started - result.fill_wall
+        await _measure(client, result, redis_port, sync_interval)
+    finally:
+        await fake.stop()
+    return result
+
+
+async def _measure(client: Client, result: Steady, redis_port: int, sync_interval: float) -> None:
+    assert client.operator is not None
+    api0, op0 = await client.apiserver_metrics(), await client.operator_metrics_text()
+    cpu0, t0 = _cpu(client.operator), time.perf_counter()
+    await asyncio.sleep(WINDOW)
+    api1, op1 = await client.apiserver_metrics(), await client.operator_metrics_text()
+    cpu1, elapsed = _cpu(client.operator), time.perf_counter() - t0
+    w0, w1 = _writes(api0), _writes(api1)
+    delta = {k: (w1.get(k, 0.0) - w0.get(k, 0.0)) / elapsed for k in w1}
+    result.lease_writes_per_s = delta.pop("leases", 0.0)
+    result.writes_by = {k: v for k, v in delta.items() if v > 0}
+    result.writes_per_s = sum(v for k, v in delta.items() if k.startswith(OPERATOR_WRITES))
+    result.requests_per_s = (_operator_requests(api1) - _operator_requests(api0)) / elapsed
+    result.cpu_percent = 100 * (cpu1 - cpu0) / elapsed
+    result.rss_mib = client.operator.memory_info().rss / 2**20
+    result.lag_mean, result.lag_p99 = _lag(op0, op1)
+    cycles0 = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count")
+    top, inner, by = await _monitor(redis_port, client.operator, MONITOR_WINDOW)
+    cycles = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count") - cycles0
+    result.cycles = cycles or MONITOR_WINDOW / sync_interval
+    result.redis_per_cycle = top / result.cycles
+    result.redis_script_per_cycle = inner / result.cycles
+    result.redis_by = {k: v / result.cycles for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
+
+
+def _operator_kubeconfig(kube: kh.KubeEnv, path: Path) -> Path:
+    """The chart's ServiceAccount and RBAC (rendered by helm, watching NAMESPACE), and a
+    kubeconfig with a TokenRequest token of that account."""
+    rendered = kube.helm(
+        "template",
+        RELEASE,
+        "charts/callboard",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--set",
+        f"operator.watchNamespaces={{{NAMESPACE}}}",
+        "--set",
+        "operator.adoption.enabled=false",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+    ).stdout
+    kube.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+    kube.kubectl("apply", "-f", "-", input=rendered)
+    token = kube.kubectl(
+        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=12h"
+    ).stdout.strip()
+    admin = kube.kubectl_json("config", "view", "--raw", "--minify")
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "bench", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "bench", "user": SERVICE_ACCOUNT}}],
+        "current-context": "operator",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+class Processes:
+    """The nodes and the operator, each a process; the operator can be stopped and started."""
+
+    def __init__(self, kube: kh.KubeEnv, redis_url: str, log_dir: Path, kubeconfig: Path) -> None:
+        self.script = Path(sys.executable).parent / "callboard"
+        self.log_dir = log_dir
+        base = {k: v for k, v in kube.env.items() if not k.startswith(("CALLBOARD_", "POD_"))}
+        self.base = base | {
+            "CALLBOARD_REDIS_URL": redis_url,
+            "CALLBOARD_LOG_LEVEL": os.environ.get("CALLBOARD_BENCH_LOG_LEVEL", "warning"),
+        }
+        self.liveness, self.metrics = free_port(), free_port()
+        while self.metrics == self.liveness:
+            self.metrics = free_port()
+        self.kubeconfig = kubeconfig
+        self.nodes: list[subprocess.Popen[bytes]] = []
+        self.operator: subprocess.Popen[bytes] | None = None
+        self._runs = 0
+
+    def start_nodes(self) -> None:
         for i in range(NODES):
-            env = base | {
+            env = self.base | {
                 "CALLBOARD_NODE_ID": f"bench-node-{i}",
                 "CALLBOARD_PORT": str(free_port()),
                 "CALLBOARD_CAPACITY": str(NODE_CAPACITY),
                 "CALLBOARD_IDLE_TIMEOUT": "0",
                 "CALLBOARD_DRAIN_TIMEOUT": "1",
             }
-            with (log_dir / f"node-{i}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen([str(script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            with (self.log_dir / f"node-{i}.log").open("wb") as log:
+                self.nodes.append(
+                    subprocess.Popen(
+                        [str(self.script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+                    )
                 )
-        liveness = free_port()
-        env = base | {
+
+    def start_operator(self) -> int:
+        """Start ``callboard operator`` (under cProfile on the first run if asked); its pid."""
+        env = self.base | {
+            "KUBECONFIG": str(self.kubeconfig),
             "CALLBOARD_NAMESPACES": NAMESPACE,
-            "CALLBOARD_LIVENESS_PORT": str(liveness),
-            "CALLBOARD_METRICS_PORT": str(free_port()),
+            "CALLBOARD_LIVENESS_PORT": str(self.liveness),
+            "CALLBOARD_METRICS_PORT": str(self.metrics),
             "CALLBOARD_LISTEN_HOST": "127.0.0.1",
-            "CALLBOARD_LEASE_NAMESPACE": NAMESPACE,
+            "CALLBOARD_LEASE_NAMESPACE": OPERATOR_NAMESPACE,
+            "CALLBOARD_LEASE_NAME": LEASE_NAME,
             "POD_NAME": "bench-operator",
         }
-        with (log_dir / "operator.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen([str(script), "operator"], env=env, stdout=log, stderr=subprocess.STDOUT)
-            )
-        yield liveness
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        argv = [str(self.script), "operator"]
+        if (profile := os.environ.get("CALLBOARD_BENCH_OPERATOR_PROFILE")) and not self._runs:
+            argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv]
+        self._runs += 1
+        with (self.log_dir / f"operator-{self._runs}.log").open("wb") as log:
+            self.operator = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self.operator.pid
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            _stop([self.operator], timeout=60)
+            self.operator = None
+
+    def restart_operator(self) -> int:
+        self.stop_operator()
+        return self.start_operator()
+
+    def stop(self) -> None:
+        _stop([p for p in [self.operator, *self.nodes] if p is not None], timeout=30)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], *, timeout: float) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def _ready(liveness: int) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError):
@@ -204,62 +714,210 @@ async def _ready(liveness: int) -> None:
                     if response.status == 200 and "standby" not in await response.text():
                         return
             await asyncio.sleep(0.2)
-    raise RuntimeError("the operator did not become ready within 60 s")
+    raise RuntimeError("the operator did not become ready within 120 s")
 
 
-async def _run(liveness: int, sizes: list[int]) -> list[dict[str, Any]]:
-    await _ready(liveness)
+@dataclass
+class Results:
+    floor: list[Burst] = field(default_factory=list)
+    operator: list[Burst] = field(default_factory=list)
+    steady: Steady | None = None
+    client_429: int = 0
+
+
+async def _list_version(session: aiohttp.ClientSession, server: str) -> str:
+    """The namespace's list version, once the API server serves the new CRD (it may answer
+    404 for a moment after the CRD is Established)."""
+    deadline = time.monotonic() + 60
+    while True:
+        async with session.get(server + agentsession_path(NAMESPACE)) as response:
+            body = await response.json()
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if response.status == 200 and version:
+            return str(version)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cannot list AgentSessions: {response.status} {body}")
+        await asyncio.sleep(0.5)
+
+
+def _apiserver_process() -> psutil.Process | None:
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.name() == "kube-apiserver":
+                return child
+    return None
+
+
+async def _run(
+    kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: Path, sizes: list[int], steady: int
+) -> Results:
     info = login()
-    results = []
-    async with KubeApi(login, timeout=60) as api:
-        listing = await api.get(agentsession_path(NAMESPACE))
-        watch = Watch()
-        async with aiohttp.ClientSession(
+    results = Results()
+    connector = aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector, headers=info.as_http_headers()) as session:
+        client = Client(session=session, server=info.server, watch=Watch(), apiserver=_apiserver_process())
+        version = await _list_version(session, info.server)
+        # The watch has a connection of its own: the burst's 64 must not queue it.
+        watch_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()), headers=info.as_http_headers()
-        ) as session:
-            watcher = asyncio.create_task(
-                watch.run(session, info.server, listing["metadata"]["resourceVersion"])
-            )
-            await asyncio.sleep(0.5)  # nodes heartbeat within their first second
+        )
+        watcher = asyncio.create_task(client.watch.run(watch_session, info.server, version))
+        try:
+            await asyncio.sleep(0.5)
             for round_no, n in enumerate(sizes):
-                print(f"  batch of {n}...", flush=True)
-                results.append(await _batch(api, watch, n, round_no))
+                print(f"  floor: burst of {n} (no operator)...", flush=True)
+                results.floor.append(await _floor(client, n, round_no))
+            procs = Processes(kube, redis.url, log_dir, kubeconfig)
+            try:
+                procs.start_nodes()
+                client.operator = psutil.Process(procs.start_operator())
+                client.operator_metrics = f"http://127.0.0.1:{procs.metrics}/metrics"
+                client.liveness, client.redis_url = procs.liveness, redis.url
+                await _ready(procs.liveness)
+                await asyncio.sleep(1.0)  # nodes heartbeat within their first second
+                for round_no, n in enumerate(sizes):
+                    print(f"  operator: burst of {n}...", flush=True)
+                    if client.operator_alive():
+                        results.operator.append(await _operator_burst(client, n, round_no))
+                    else:
+                        results.operator.append(Burst(n=n, complete=False, operator_exited=True))
+                if not client.operator_alive():
+                    print(f"  the operator exited: see {log_dir}/operator-1.log", flush=True)
+                results.client_429 = client.client_429
+                _table(results)  # now: a failure of the steady state must not lose it
+                if steady:
+                    procs.stop_operator()
+                    results.steady = await _steady(client, steady, redis.port, 1.0, procs.start_operator)
+            finally:
+                procs.stop()
+        finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await watch_session.close()
+        results.client_429 = client.client_429
     return results
 
 
-def _table(results: list[dict[str, Any]]) -> None:
-    header = ["objects", "apply→Running p50", "p99", "all Running", "delete→gone p50", "p99", "all gone"]
-    rows = [header]
-    for r in results:
-        up, down = r["up"], r["down"]
-        rows.append(
-            [
-                f"{r['n']:,}" + ("" if r["complete"] else " (incomplete)"),
-                f"{statistics.median(up):.2f} s" if up else "-",
-                f"{_percentile(up, 0.99):.2f} s" if up else "-",
-                f"{r['up_wall']:.1f} s",
-                f"{statistics.median(down):.2f} s" if down else "-",
-                f"{_percentile(down, 0.99):.2f} s" if down else "-",
-                f"{r['down_wall']:.1f} s",
-            ]
-        )
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    rows = [header, *rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for i, row in enumerate(rows):
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
         if i == 0:
             print("-+-".join("-" * w for w in widths))
+
+
+def _s(samples: list[float], q: float | None = None) -> str:
+    if not samples:
+        return "-"
+    return f"{statistics.median(samples) if q is None else _percentile(samples, q):.2f} s"
+
+
+def _lag_cell(mean: float | None, p99: float | None) -> str:
+    if mean is None:
+        return "-"
+    bound = "?" if p99 is None else f"{p99 * 1000:g}"
+    return f"{mean * 1000:.1f}/{bound} ms"
+
+
+def _table(results: Results) -> None:
+    header = [
+        "objects",
+        "floor p50",
+        "p99",
+        "operator apply→Running p50",
+        "p99",
+        "ratio p99",
+        "all Running",
+        "delete→gone p99",
+        "all gone",
+        "429s",
+        "apiserver CPU floor/op",
+        "operator CPU",
+        "loop lag mean/p99≤",
+    ]
+    rows = []
+    for floor, op in zip(results.floor, results.operator, strict=True):
+        ratio = _percentile(op.up, 0.99) / _percentile(floor.up, 0.99) if op.up and floor.up else None
+        rows.append(
+            [
+                f"{op.n:,}"
+                + (" (operator exited)" if op.operator_exited else "")
+                + ("" if op.complete and floor.complete else " (incomplete)"),
+                _s(floor.up),
+                _s(floor.up, 0.99),
+                _s(op.up),
+                _s(op.up, 0.99),
+                "-" if ratio is None else f"{ratio:.1f}x",
+                f"{op.up_wall:.1f} s",
+                _s(op.down, 0.99),
+                f"{op.down_wall:.1f} s",
+                f"{floor.rejected:.0f}/{op.rejected:.0f}",
+                f"{floor.apiserver_cpu:.1f}/{op.apiserver_cpu:.1f} s",
+                f"{op.operator_cpu:.1f} s",
+                _lag_cell(op.lag_mean, op.lag_p99),
+            ]
+        )
+    _print_table(header, rows)
     print(
-        f"{NODES} callboard serve nodes x {NODE_CAPACITY} slots, operator defaults (sync every 1 s), "
+        f"burst: one client, {CONNECTIONS} keep-alive connections, times from the burst's start; "
+        f"floor = the watch sees the object, no operator running. {NODES} callboard serve nodes x "
+        f"{NODE_CAPACITY} slots, operator defaults (sync every 1 s) as the chart's ServiceAccount "
+        f"(default APF); 429s floor/operator; the bench client itself got {results.client_429} 429s. "
         f"{os.cpu_count()} CPUs; local etcd + kube-apiserver + kwok on the same machine"
+    )
+
+
+def _steady_table(results: Results) -> None:
+    s = results.steady
+    if s is None:
+        return
+    print()
+    _print_table(
+        [
+            "steady objects",
+            "operator API writes/s",
+            "Lease writes/s (all)",
+            "operator requests/s",
+            "operator CPU",
+            "RSS",
+            "Redis cmds/sync cycle",
+            "+ in scripts",
+            "loop lag mean/p99≤",
+        ],
+        [
+            [
+                f"{s.running:,}" + ("" if s.running == s.n else f" of {s.n:,}"),
+                f"{s.writes_per_s:.2f}",
+                f"{s.lease_writes_per_s:.2f}",
+                f"{s.requests_per_s:.2f}",
+                f"{s.cpu_percent:.1f} %",
+                f"{s.rss_mib:.0f} MiB",
+                f"{s.redis_per_cycle:.1f}",
+                f"{s.redis_script_per_cycle:.1f}",
+                _lag_cell(s.lag_mean, s.lag_p99),
+            ]
+        ],
+    )
+    by = ", ".join(f"{k} {v:.1f}" for k, v in s.redis_by.items())
+    writes = ", ".join(f"{k} {v:.2f}" for k, v in sorted(s.writes_by.items())) or "none"
+    print(
+        f"steady: {s.running:,} Running objects and their sessions (on {FAKE_NODES} registry nodes of the "
+        f"bench) written in {s.fill_wall:.0f} s with the operator stopped; operator restarted, settled in "
+        f"{s.settle_wall:.0f} s (writes ≤ {SETTLED_WRITES:.0f}/s), {WINDOW:.0f} s measured "
+        f"(Redis: {MONITOR_WINDOW:.0f} s of MONITOR, {s.cycles:.0f} sync cycles). "
+        f"Redis per cycle: {by or 'none'}. "
+        f"API writes/s by resource (all clients, Lease renewals of every component included): {writes}"
     )
 
 
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("CALLBOARD_BENCH_OPERATOR_SIZES", "").split(",") if s.strip()]
     sizes = sizes or list(DEFAULT_SIZES)
+    steady = int(os.environ.get("CALLBOARD_BENCH_OPERATOR_STEADY", str(DEFAULT_STEADY)))
+    # A SIGTERM unwinds like Ctrl-C: the processes and the control plane are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kh.ensure_tools()
     redis = RedisServer()
     redis.start()
@@ -270,12 +928,12 @@ def main() -> None:
                 "wait", "--for=condition=Established", "crd/agentsessions.callboard.dev", "--timeout=60s"
             )
             kube.kubectl("create", "namespace", NAMESPACE)
-            os.environ["KUBECONFIG"] = str(kube.kubeconfig)
             log_dir = Path(tempfile.mkdtemp(prefix="callboard-bench-operator-"))
+            kubeconfig = _operator_kubeconfig(kube, log_dir / "operator-kubeconfig")
+            os.environ["KUBECONFIG"] = str(kube.kubeconfig)
             print(f"  process logs in {log_dir}", flush=True)
-            with _processes(kube, redis.url, log_dir) as liveness:
-                results = asyncio.run(_run(liveness, sizes))
-            _table(results)
+            results = asyncio.run(_run(kube, redis, log_dir, kubeconfig, sizes, steady))
+            _steady_table(results)
     finally:
         redis.stop()
 

@@ -17,7 +17,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/calls/{call_id}``              | set of session ids (Redis)| ttl, renewed |
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
 | ``index/digests/{node_id}``            | digest of that set's members (Redis) | ttl, renewed |
-| ``index/node_ids``                     | sorted set of node ids (Redis) | none; pruned when read |
+| ``index/node_ids``                     | sorted set of node ids, score 0 (Redis) | none; pruned when read |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | its expiry   |
 | ``start_claims/{request_id}``          | claimed/started + claimant, or withdrawn | ENDED_TTL |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
@@ -85,8 +85,9 @@ START_CLAIMS_PREFIX = "start_claims/"
 DRAIN_MARKS_PREFIX = "drain_marks/"
 
 #: Every node id that heartbeats (a Redis sorted set, score 0: ordered by id), so a paged
-#: listing walks the nodes without a SCAN. The heartbeats add their node at every beat; a
-#: paged read prunes an entry whose node has neither a record nor an index set.
+#: listing and the operator's sync read walk the nodes without a SCAN. The heartbeats add
+#: their node at every beat; a paged or sync read prunes an entry whose node has neither a
+#: record nor an index set.
 NODE_DIRECTORY = "index/node_ids"
 
 #: Set by the foreign scan when a whole scan found no session of a documented-layout

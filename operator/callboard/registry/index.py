@@ -213,6 +213,13 @@ class SessionIndex(ABC):
     async def sessions_for_node(self, node_id: str) -> list[bytes]:
         """Raw records of the sessions of one node."""
 
+    async def live_indexed(self, *, exact: bool | None = None) -> tuple[list[bytes], list[bytes]] | None:
+        """Raw records of every live node and of those nodes' sessions, read through the
+        indexes (no scan of the key space), or None when the indexes cannot be trusted to
+        name them all (``exact`` as for :meth:`sessions_for_call`): the caller scans then.
+        A plain store keeps no node index."""
+        return None
+
     @abstractmethod
     async def sessions_page(
         self, after: PagePosition | None, limit: int, *, node_id: str | None = None

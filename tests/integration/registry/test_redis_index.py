@@ -6,6 +6,7 @@ client plays the eviction, the manual cleanup or the race the registry must surv
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from callboard import MaxSessionsPerCallExceeded, SessionStatus
-from callboard.registry import NodeInfo, RedisSessionKVStore, SessionInfo, SessionRegistry
+from callboard.registry import FleetMode, NodeInfo, RedisSessionKVStore, SessionInfo, SessionRegistry
 from callboard.registry.backends.redis_index import FULL_HEARTBEAT_EVERY
 from callboard.registry.index import MembershipDigest
 
@@ -166,3 +167,87 @@ async def test_g3_cheap_heartbeat_rebuilds_a_node_index_or_digest_the_store_lost
     assert await raw.pttl(f"{P}sessions/call-1/s-1") > 1000
     assert {m.decode() for m in await raw.smembers(f"{P}index/nodes/node-a")} == {"call-1/s-1", "call-2/s-2"}
     assert (await raw.get(f"{P}index/digests/node-a")) == a._local.digest.encode()
+
+
+# -- the operator's read through the indexes (list_live) -----------------------------------------
+
+
+async def test_list_live_reads_through_the_indexes_what_a_scan_finds(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    a, b = await nodes("node-a"), await nodes("node-b")
+    for registry in (a, b):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await a.register("call-2", "s-2")
+    await b.register("call-1", "s-3")
+    await a.heartbeat()
+    await b.heartbeat()
+    # Keys the scan walks through and the index read never touches.
+    await raw.set(P + "ended/call-9/s-old", b"{}")
+    await raw.set(P + "start_results/r-1", b"{}")
+
+    indexed = await a._index.live_indexed(exact=False)
+    assert indexed is not None  # no fallback: the indexes were read
+    nodes_live, sessions_live = await a.list_live()
+    nodes_scan, sessions_scan = await a.list_nodes(), await a.list_sessions()
+    assert (
+        sorted(n.node_id for n in nodes_live) == sorted(n.node_id for n in nodes_scan) == ["node-a", "node-b"]
+    )
+    assert sorted((s.call_id, s.session_id, s.node_id) for s in sessions_live) == sorted(
+        (s.call_id, s.session_id, s.node_id) for s in sessions_scan
+    )
+    assert len(sessions_live) == 3
+
+
+async def test_list_live_falls_back_to_a_scan_without_the_node_id_index(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """Nodes of a version that keeps no node-id index (or a flush before their next heartbeat)
+    must still be seen: a missing index means "scan", never "no nodes"."""
+    a = await nodes("node-a")
+    a.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await raw.delete(P + "index/node_ids")
+
+    assert await a._index.live_indexed(exact=False) is None
+    nodes_live, sessions_live = await a.list_live()
+    assert [n.node_id for n in nodes_live] == ["node-a"]
+    assert [s.session_id for s in sessions_live] == ["s-1"]
+    await a.heartbeat()  # the next heartbeat writes the index back
+    assert await a._index.live_indexed(exact=False) is not None
+
+
+async def test_list_live_scans_while_the_fleet_is_not_known_to_be_callboard_only(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """A documented-layout (Vision Agents) node writes sessions no index knows: in ``auto``
+    mode only the foreign scan's marker lets the index read stand for the whole fleet."""
+    a = await nodes("node-a")
+    await a.register("call-1", "s-1")
+    await raw.set(
+        P + "sessions/call-1/s-foreign", SessionInfo("s-foreign", "call-1", "va-node", time.time()).to_json()
+    )
+
+    assert await a._index.live_indexed(exact=None) is None  # no marker yet
+    _, sessions = await a.list_live()
+    assert sorted(s.session_id for s in sessions) == ["s-1", "s-foreign"]
+    await raw.set(P + "index/callboard_only", b"1")
+    assert await a._index.live_indexed(exact=None) is not None
+    assert await a._index.live_indexed(exact=True) is None  # mixed: always scan
+
+
+async def test_list_live_leaves_out_and_prunes_a_node_whose_record_and_index_expired(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    a = await nodes("node-a")
+    a.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    # node-c stopped heartbeating a while ago: its record and index set expired, its entry
+    # in the directory (which has no TTL) is still there.
+    await raw.zadd(P + "index/node_ids", {"node-c": 0})
+    live, sessions = await a.list_live()
+    assert [n.node_id for n in live] == ["node-a"]
+    assert [s.session_id for s in sessions] == ["s-1"]
+    assert await raw.zscore(P + "index/node_ids", "node-c") is None  # pruned by the read
+    assert await raw.zscore(P + "index/node_ids", "node-a") is not None

@@ -108,10 +108,13 @@ class KubeApi:
     """JSON calls to one API server with the credentials ``login()`` returns.
 
     ``login`` returns a :class:`kopf.ConnectionInfo` (e.g. :func:`kopf.login_with_kubeconfig`).
+    ``connections`` bounds the client's pool (keep-alive connections, and so requests in
+    flight): each job that must not queue behind another gets a client of its own.
     """
 
-    def __init__(self, login: Callable[[], Any], *, timeout: float = 30.0) -> None:
+    def __init__(self, login: Callable[[], Any], *, timeout: float = 30.0, connections: int = 64) -> None:
         self._login = login
+        self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
@@ -136,7 +139,7 @@ class KubeApi:
         old, self._session = (
             self._session,
             aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64, ssl=info.as_ssl_context()),
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=info.as_ssl_context()),
                 headers={**info.as_http_headers(), "User-Agent": "callboard-operator"},
                 timeout=self._timeout,
             ),

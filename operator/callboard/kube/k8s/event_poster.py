@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 QUEUE_SIZE = 2_000
 #: Posts in flight at once: Events come in bursts (1,000 objects applied together).
 WORKERS = 8
+#: Connections the operator's Events client keeps: one per worker (see the entrypoint).
+CONNECTIONS = WORKERS
 
 
 class EventPoster:

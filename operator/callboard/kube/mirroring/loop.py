@@ -1,7 +1,10 @@
 """The sync loop: one batched read of the registry per cycle, mirrored into every object.
 
-Each cycle reads every node and session once (two scans, whatever the number of objects),
-then, for the objects the placer does not own and that are not being deleted:
+Each cycle reads every node and session once, through the registry's node indexes (one
+script, O(nodes + sessions), no SCAN of the key space); every :data:`FULL_READ_INTERVAL`
+seconds, and whenever the indexes cannot be trusted, by scanning (O(key space), tombstones
+and start results included). Then, for the objects the placer does not own and that are
+not being deleted:
 
 - patches the status where the registry says something new (:mod:`callboard.kube.mirroring.policy`),
   never for liveness alone (heartbeats and metrics stay in the registry and Prometheus);
@@ -37,7 +40,7 @@ from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
 from callboard.kube.views.registry_snapshot import Snapshot
-from callboard.registry import SessionInfo, SessionRegistry, SessionStatus
+from callboard.registry import NodeInfo, SessionInfo, SessionRegistry, SessionStatus
 
 __all__ = ["Syncer"]
 
@@ -52,6 +55,10 @@ RECENT = 30.0
 #: Seconds before retrying to adopt a session the API server refused (e.g. a call id the
 #: CRD schema rejects): the refusal is logged once per period, not once per cycle.
 ADOPT_RETRY = 300.0
+#: Seconds between two reads of the registry by SCAN instead of through the indexes: a
+#: session an index lost is back in it with its node's next heartbeat anyway (G3), and a
+#: node of a version that keeps no node-id index is seen at least this often.
+FULL_READ_INTERVAL = 30.0
 
 
 class Syncer:
@@ -89,6 +96,7 @@ class Syncer:
         self.last_cycle: float | None = None
         """``time.monotonic()`` of the last finished cycle (read or not): the liveness probe."""
         self.last_error: str | None = None
+        self._last_full_read: float | None = None
 
     def note_closed(self, ref: SessionRef) -> None:
         """The operator asked ``ref`` to close: do not adopt it while it winds down."""
@@ -109,9 +117,7 @@ class Syncer:
 
     async def _cycle(self) -> None:
         try:
-            nodes, sessions = await asyncio.gather(
-                self._registry.list_nodes(), self._registry.list_sessions()
-            )
+            nodes, sessions = await self._read()
             marked = await self._registry.drain_marks([n.node_id for n in nodes])
         except StoreError as exc:
             self.last_error = str(exc)
@@ -147,6 +153,15 @@ class Syncer:
             self._metrics.pod_patches.inc(patched)
         self._metrics.observe_objects(self._cache)
         self._metrics.observe_snapshot(snap, freshness=self._settings.placement.node_freshness)
+
+    async def _read(self) -> tuple[list[NodeInfo], list[SessionInfo]]:
+        """Nodes and sessions: through the indexes, or by a scan when one is due."""
+        now = time.monotonic()
+        if self._last_full_read is not None and now - self._last_full_read < FULL_READ_INTERVAL:
+            return await self._registry.list_live()
+        nodes, sessions = await asyncio.gather(self._registry.list_nodes(), self._registry.list_sessions())
+        self._last_full_read = now
+        return nodes, sessions
 
     async def _bounded(self, jobs: Iterable[Awaitable[None]]) -> None:
         async def run(job: Awaitable[None]) -> None:

@@ -10,7 +10,8 @@
 4. stop kopf, the loops, and release the lease so a standby takes over at once.
 
 The Lease has a client (a connection pool) of its own, with calls bounded by the renew
-deadline: a pool saturated by placement or a slow list cannot delay a renewal. The main
+deadline: a pool saturated by placement or a slow list cannot delay a renewal. Events have
+one too (a few connections): a burst's Events cannot delay the status patches. The main
 client and the registry handle refuse writes as soon as the lease is no longer
 :meth:`~callboard.kube.k8s.lease.LeaderLease.valid`, before the loops have even stopped.
 
@@ -33,6 +34,7 @@ from callboard.errors import CallboardError
 from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
 from callboard.kube.autoscaling.policy import ScalingMode
 from callboard.kube.k8s.client import KubeApi
+from callboard.kube.k8s.event_poster import CONNECTIONS as EVENT_CONNECTIONS
 from callboard.kube.k8s.lease import LeaderLease, default_identity
 from callboard.kube.running.kopf_handlers import build_kopf_registry, build_kopf_settings
 from callboard.kube.running.wiring import Runtime
@@ -110,6 +112,7 @@ async def run(
     async with (
         KubeApi(login_fn) as api,
         KubeApi(login_fn, timeout=settings.leader.renew_deadline) as lease_api,
+        KubeApi(login_fn, connections=EVENT_CONNECTIONS) as events_api,
         _http(serving.host, serving.metrics_port, {"/metrics": render_metrics}),
     ):
         lease: LeaderLease | None = None
@@ -118,6 +121,7 @@ async def run(
             async with _http(serving.host, serving.liveness_port, {"/healthz": standby}):
                 await lease.acquire()
             api.guard = lease.valid
+            events_api.guard = lease.valid
             metrics.leader.set(1)
         try:
             await _lead(
@@ -129,6 +133,7 @@ async def run(
                 login_fn=login_fn,
                 lease=lease,
                 stop_flag=stop_flag,
+                events_api=events_api,
             )
         finally:
             metrics.leader.set(0)
@@ -146,6 +151,7 @@ async def _lead(
     login_fn: Callable[[], Any],
     lease: LeaderLease | None,
     stop_flag: asyncio.Event | None,
+    events_api: KubeApi | None = None,
 ) -> None:
     store = store_from_url(settings.registry.url, key_prefix=settings.registry.key_prefix)
     runtime = Runtime(
@@ -157,6 +163,7 @@ async def _lead(
         guard=None if lease is None else lease.valid,
         fencing_token=None if lease is None else lease.transitions,
         advance_term=None if lease is None else lease.advance,
+        events_api=events_api,
     )
     await runtime.start()
     stop = asyncio.Event()

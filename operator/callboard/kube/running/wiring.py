@@ -23,6 +23,7 @@ from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.mirroring.loop import Syncer
 from callboard.kube.placing.loop import Placer
 from callboard.kube.placing.start_tracker import StartTracker
+from callboard.kube.running.loop_lag import watch_loop_lag
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
 from callboard.kube.views.object_cache import ObjectCache
@@ -134,6 +135,7 @@ class Runtime:
         guard: Callable[[], bool] | None = None,
         fencing_token: int | None = None,
         advance_term: Callable[[int], Awaitable[int]] | None = None,
+        events_api: KubeApi | None = None,
     ) -> None:
         """``guard`` says whether this replica still leads; ``fencing_token`` is its term's
         token (both None without a Lease). ``advance_term(at_least)`` raises the Lease's
@@ -153,7 +155,9 @@ class Runtime:
         self._advance_term = advance_term
         self.cache = ObjectCache()
         self.changed = Pulse()
-        self.events = EventPoster(api, instance=instance)
+        # Events through a pool of their own when given: a burst's two Events per object
+        # must not queue the status patches that move objects to Running.
+        self.events = EventPoster(events_api if events_api is not None else api, instance=instance)
         writes = self.metrics.status_writes
         self.writer = StatusWriter(
             api=api,
@@ -210,6 +214,11 @@ class Runtime:
             guarded_task(self.tracker.run(), name="start-tracker", logger=logger),
             guarded_task(self.syncer.run(), name="sync", logger=logger),
             guarded_task(self._prime(), name="prime-cache", logger=logger),
+            guarded_task(
+                watch_loop_lag(histogram=self.metrics.loop_lag, gauge=self.metrics.loop_lag_last),
+                name="loop-lag",
+                logger=logger,
+            ),
         ]
 
     async def stop(self) -> None:

@@ -28,6 +28,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 #: Apply-to-Running takes ~0.1 s when a node is free and up to minutes without capacity.
 PLACEMENT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+#: An idle loop lags < 1 ms; a Lease renewal deadline is seconds away: the buckets span both.
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 class OperatorMetrics:
@@ -97,6 +99,18 @@ class OperatorMetrics:
         )
         self.leader = Gauge(
             "callboard_operator_leader", "1 while this replica holds the leader lease.", registry=r
+        )
+        self.loop_lag = Histogram(
+            "callboard_operator_event_loop_lag_seconds",
+            "How much later than asked the event loop woke a sleeper (all the operator's work "
+            "shares the loop: a busy loop delays the watch, placement and the Lease alike).",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_last = Gauge(
+            "callboard_operator_event_loop_lag_last_seconds",
+            "The event loop's lag at the last measurement.",
+            registry=r,
         )
         self._pending_pools: set[str] = set()
 

@@ -76,6 +76,7 @@ class RedisSessionIndex(SessionIndex):
         self._fence_raise = client.register_script(_lua("fence_raise"))
         self._sessions_page = client.register_script(_lua("sessions_page"))
         self._foreign_page = client.register_script(_lua("foreign_page"))
+        self._live_indexed = client.register_script(_lua("live_indexed"))
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -207,6 +208,20 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.node_digest_key(node_id)),
             self._k(k.NODE_DIRECTORY),
         ]
+
+    async def live_indexed(self, *, exact: bool | None = None) -> tuple[list[bytes], list[bytes]] | None:
+        if exact:
+            return None
+        marker = self._k(k.NO_FOREIGN_MARKER) if exact is None else ""
+        result: list[list[bytes]] | None = await self._run(
+            self._live_indexed,
+            "read through the indexes",
+            [self._k(k.NODE_DIRECTORY), marker],
+            [self._k(k.NODES_PREFIX), self._k(k.NODE_INDEX_PREFIX), self._k(k.SESSIONS_PREFIX)],
+        )
+        if not result:
+            return None
+        return list(result[0]), list(result[1])
 
     async def _full_heartbeat(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from callboard.errors import StoreError
@@ -199,3 +201,19 @@ async def test_g8_a_runtime_below_the_fence_without_its_lease_refuses_every_requ
         assert await runtime.registry.get_fence() == 9
     finally:
         await runtime.stop()
+
+
+async def test_events_go_through_their_own_client_when_one_is_given() -> None:
+    """A burst's Events must not queue behind (or in front of) the status patches."""
+    main, events = FakeKube(), FakeKube()
+    runtime = Runtime(settings=fast_settings(), api=main, store=InMemorySessionKVStore(), events_api=events)
+    runtime.events.start()
+    try:
+        runtime.events.post(
+            {"namespace": "ns", "name": "a", "uid": "u1"}, type="Normal", reason="Seen", message="m"
+        )
+        await asyncio.wait_for(runtime.events.flushed(), 5.0)
+    finally:
+        await runtime.events.stop()
+    assert events.reasons("a") == ["Seen"]
+    assert main.events == []
