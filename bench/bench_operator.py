@@ -591,7 +591,7 @@ async def _measure(client: Client, result: Steady, redis_port: int, sync_interva
 
 
 def _operator_kubeconfig(kube: kh.KubeEnv, path: Path) -> Path:
-    """The chart's ServiceAccount and RBAC (rendered by helm, watching NAMESPACE), and a
+    """The chart's ServiceAccount, RBAC, Lease and FlowSchemas (rendered by helm, watching NAMESPACE), and a
     kubeconfig with a TokenRequest token of that account."""
     rendered = kube.helm(
         "template",
@@ -607,6 +607,10 @@ def _operator_kubeconfig(kube: kh.KubeEnv, path: Path) -> Path:
         "templates/serviceaccount.yaml",
         "--show-only",
         "templates/rbac.yaml",
+        "--show-only",
+        "templates/operator-lease.yaml",  # helm owns the Lease; the operator may not create it
+        "--show-only",
+        "templates/operator-flowschema.yaml",  # the chart's APF: its Lease at leader-election
     ).stdout
     kube.kubectl("create", "namespace", OPERATOR_NAMESPACE)
     kube.kubectl("apply", "-f", "-", input=rendered)
