@@ -85,10 +85,26 @@ class LeaderLease:
     async def acquire(self) -> None:
         """Wait until this replica holds the lease."""
         logged = False
+        failure: str | None = None
         while True:
             started = time.monotonic()
-            if await self._try_acquire():
-                break
+            try:
+                if await self._try_acquire():
+                    break
+            except KubeApiError as exc:
+                # Not fatal: the chart owns the Lease (the operator may not create it), so a
+                # Lease deleted by hand comes back with `helm upgrade`; an API outage passes.
+                if str(exc) != failure:
+                    failure = str(exc)
+                    logger.error(
+                        "cannot take the leader lease %s/%s: %s (will retry; the chart creates "
+                        "the Lease: `helm upgrade` restores a deleted one)",
+                        self._settings.namespace,
+                        self._settings.name,
+                        exc,
+                    )
+                await asyncio.sleep(self._settings.renew_interval * random.uniform(0.8, 1.2))
+                continue
             if not logged:
                 holder = ((self._lease or {}).get("spec") or {}).get("holderIdentity")
                 logger.info("waiting for the leader lease %s (held by %s)", self._settings.name, holder)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from callboard.kube.k8s.client import KubeApi, NotLeaderError, agentsession_path
+from callboard.kube.k8s.client import KubeApi, KubeApiError, NotLeaderError, agentsession_path
 from callboard.kube.k8s.lease import LeaderLease
 from callboard.kube.settings import LeaderSettings
 from tests.support.fake_kube import FakeKube
@@ -163,3 +163,41 @@ async def test_g8_a_recreated_lease_moves_its_term_past_the_fence_and_only_its_h
     assert b.transitions == 8  # the next term is still above
     with pytest.raises(NotLeaderError):
         await a.advance(20)  # the deposed holder cannot move the term
+
+
+class NoLeaseCreate(BlackHoled):
+    """RBAC of the chart: the operator may get and update its Lease, never create it."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if method == "POST" and "/leases" in path:
+            raise KubeApiError(403, "leases is forbidden: cannot create", reason="Forbidden")
+        return await super().request(method, path, body=body, params=params, content_type=content_type)
+
+
+async def test_a_missing_lease_it_may_not_create_is_waited_for_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Lease deleted by hand (the chart owns it; `helm upgrade` puts it back): the operator
+    waits, says why, and leads once it exists again, instead of exiting into a crash loop."""
+    kube = FakeKube()
+    lease = LeaderLease(NoLeaseCreate(kube), FAST, identity="a")
+    acquiring = asyncio.create_task(lease.acquire())
+    await asyncio.sleep(0.3)
+    assert not acquiring.done()  # still trying, not raised
+    assert "cannot take the leader lease" in caplog.text and "helm upgrade" in caplog.text
+    kube.leases[("ops", "lead")] = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "lead", "namespace": "ops", "resourceVersion": "1"},
+        "spec": {},
+    }
+    await asyncio.wait_for(acquiring, 2.0)
+    assert lease.held and kube.leases[("ops", "lead")]["spec"]["holderIdentity"] == "a"
