@@ -107,3 +107,31 @@ async def test_registry_outage_loses_nothing_and_deletes_are_bounded(
     # Back: the node writes its sessions again; "keep" still runs, nothing else appears.
     await kube.wait_phase("keep", "Running")
     assert [o["metadata"]["name"] for o in await kube.list()] == ["keep"]
+
+
+async def test_g10_an_operator_started_while_redis_is_down_leads_bounds_deletes_and_places_once_it_is_back(
+    kube: Kube, operator_factory: OperatorFactory, node_factory: NodeFactory, redis_server: RedisServer
+) -> None:
+    """Defect 7 of #13: one failed ping at start used to end the term (a crash loop, kopf
+    never ran, finalizers hung). Now kopf runs, the registry connects in the background, a
+    delete's timeout counts from the delete, and placement starts once Redis answers."""
+    redis_server.stop()
+    try:
+        operator = await operator_factory(CALLBOARD_DELETE_TIMEOUT=4)
+
+        async def unreachable() -> bool:
+            health = await operator.health()
+            return health is not None and health["operator"]["registry"].startswith("unreachable")
+
+        await wait_until(unreachable, timeout=10, what="the probe to report the registry unreachable")
+        await kube.apply("early", "call-early")
+        await kube.apply("dropped", "call-dropped")
+        await kube.delete("dropped")
+        took = await kube.wait_gone("dropped", timeout=30)
+        assert took < 10, f"delete took {took:.1f}s with the registry down"
+        operator.check_alive()  # still running, not in a crash loop
+    finally:
+        redis_server.start()
+    await node_factory("n1")
+    await kube.wait_phase("early", "Running")
+    assert [o["metadata"]["name"] for o in await kube.list()] == ["early"]

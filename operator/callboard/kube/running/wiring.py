@@ -192,6 +192,8 @@ class Runtime:
         )
         self.started_at = time.time()
         self.connected = asyncio.Event()
+        self.connect_error: str | None = None
+        """Why the registry could not be reached yet (None once connected, or before a try)."""
         """Set once the registry answered the first time."""
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
@@ -270,9 +272,15 @@ class Runtime:
         return {
             "objects": len(self.cache),
             "sync_age_seconds": None if age is None else round(age, 3),
-            "registry": "ok" if self.syncer.last_error is None else f"unreachable: {self.syncer.last_error}",
+            "registry": self._registry_state(),
             "starts_in_flight": len(self.tracker),
         }
+
+    def _registry_state(self) -> str:
+        """``ok``, or why not: a probe must not say ok before the registry ever answered."""
+        if not self.connected.is_set():
+            return "connecting" if self.connect_error is None else f"unreachable: {self.connect_error}"
+        return "ok" if self.syncer.last_error is None else f"unreachable: {self.syncer.last_error}"
 
     async def _connect(self) -> None:
         """``store.start()`` and the first fence until both work (backing off to
@@ -287,10 +295,12 @@ class Runtime:
                 await self._publish_fence()
             except (StoreError, KubeApiError, DeposedLeaderError) as exc:
                 what = "publish the fence" if started else "reach the registry"
+                self.connect_error = str(exc)
                 logger.warning("cannot %s yet (retrying in %.1fs): %s", what, delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, CONNECT_RETRY_MAX)
                 continue
+            self.connect_error = None
             self.connected.set()
             break
         if self.registry.fencing_token is None:

@@ -48,6 +48,8 @@ async def test_g10_the_operator_runs_while_the_registry_is_down_at_start_and_con
     try:
         await harness.until(lambda: store.starts >= 2)  # retried in the background
         assert not harness.runtime.connected.is_set()
+        # The probe says so: never "ok" before the registry ever answered.
+        assert harness.runtime.liveness()["registry"] == "unreachable: connection refused"
         # Deletes go through meanwhile: an object without a session is released at once.
         harness.kube.apply("early", "call-0")
         await harness.until(lambda: "finalizers" in (harness.kube.get_object("early") or {})["metadata"])
@@ -55,6 +57,7 @@ async def test_g10_the_operator_runs_while_the_registry_is_down_at_start_and_con
         await harness.until(lambda: harness.kube.get_object("early") is None)
         store.down = False
         await harness.until(harness.runtime.connected.is_set)
+        assert harness.runtime.liveness()["registry"] == "ok"
         await harness.node("n1")
         harness.kube.apply("a1", "call-1")
         await harness.phase("a1", "Running")
