@@ -20,12 +20,14 @@ FAST = LeaderSettings(
 
 class BlackHoled(KubeApi):
     """One replica's view of a shared :class:`FakeKube`; ``cut`` makes its calls hang forever
-    (a network path to the API server that drops packets: no error, no answer)."""
+    (a network path to the API server that drops packets: no error, no answer);
+    ``no_lease_create`` is the chart's RBAC (get and update its Lease, never create it)."""
 
     def __init__(self, kube: FakeKube) -> None:
         super().__init__(lambda: None)
         self.kube = kube
         self.cut = False
+        self.no_lease_create = False
 
     async def request(
         self,
@@ -38,6 +40,8 @@ class BlackHoled(KubeApi):
     ) -> Any:
         if self.cut:
             await asyncio.Event().wait()
+        if self.no_lease_create and method == "POST" and "/leases" in path:
+            raise KubeApiError(403, "leases is forbidden: cannot create", reason="Forbidden")
         return await self.kube.request(method, path, body=body, params=params, content_type=content_type)
 
 
@@ -165,30 +169,15 @@ async def test_g8_a_recreated_lease_moves_its_term_past_the_fence_and_only_its_h
         await a.advance(20)  # the deposed holder cannot move the term
 
 
-class NoLeaseCreate(BlackHoled):
-    """RBAC of the chart: the operator may get and update its Lease, never create it."""
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        body: Mapping[str, Any] | None = None,
-        params: Mapping[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        if method == "POST" and "/leases" in path:
-            raise KubeApiError(403, "leases is forbidden: cannot create", reason="Forbidden")
-        return await super().request(method, path, body=body, params=params, content_type=content_type)
-
-
 async def test_a_missing_lease_it_may_not_create_is_waited_for_not_a_crash(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A Lease deleted by hand (the chart owns it; `helm upgrade` puts it back): the operator
     waits, says why, and leads once it exists again, instead of exiting into a crash loop."""
     kube = FakeKube()
-    lease = LeaderLease(NoLeaseCreate(kube), FAST, identity="a")
+    api = BlackHoled(kube)
+    api.no_lease_create = True
+    lease = LeaderLease(api, FAST, identity="a")
     acquiring = asyncio.create_task(lease.acquire())
     await asyncio.sleep(0.3)
     assert not acquiring.done()  # still trying, not raised
