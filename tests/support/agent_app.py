@@ -91,8 +91,9 @@ async def read_commands(client: SidecarClient) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     health = await serve_health(args.health_port) if args.health_port else None
+    instance = {} if args.instance_id == "process" else {"instance_id": None}
     async with SidecarClient(
-        args.sidecar, retry_timeout=30, reconnect_base=0.05, reconnect_cap=0.5
+        args.sidecar, retry_timeout=30, reconnect_base=0.05, reconnect_cap=0.5, **instance
     ) as client:
         out("started")
         try:
@@ -106,6 +107,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sidecar", required=True, help="the sidecar's base URL")
     parser.add_argument("--health-port", type=int, default=0, help="serve GET /health here")
+    parser.add_argument(
+        "--instance-id",
+        choices=["process", "none"],
+        default="process",
+        help="send this process's app instance id (a new process is a restarted app), or none "
+        "(a second reader of the same app, which must not count as a restart)",
+    )
     parser.add_argument("--on-start", choices=["accept", "reject"], default="accept")
     parser.add_argument("--reject-reason", default="not-today")
     parser.add_argument("--accept-delay", type=float, default=0.0, help="seconds before accepting a start")

@@ -127,7 +127,9 @@ async def test_the_app_is_told_when_its_node_lost_the_registry_for_longer_than_t
         assert isinstance(data["since"], float) and data["since"] <= time.time()
         assert event["id"] is not None
         # Told while it lasts: a reader that connects now gets it in the state it is shown first.
-        late = await app_factory(python_app(sidecar, log_dir=tmp_path, name="late"))
+        # (A second reader of the same app: with an instance id of its own it would be taken
+        # for a restarted app, whose first request removes the old instance's sessions.)
+        late = await app_factory(python_app(sidecar, "--instance-id", "none", log_dir=tmp_path, name="late"))
         restated = await late.expect("event", type="registry_lost", timeout=10)
         assert restated["id"] is None and restated["data"] == data
 
