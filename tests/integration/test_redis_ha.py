@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from callboard import ConfigurationError, MaxSessionsPerCallExceeded, StoreUnavailableError
 from callboard.cli import sessions
 from callboard.registry import CloseRequest, RedisSessionKVStore, SessionRegistry, store_from_url
+from callboard.registry.backends import redis_connect
 from tests.support.redis_server import RedisServer
 from tests.support.redis_topology import ClusterTopology, SentinelTopology, create_acl_user
 from tests.support.waiting import wait_until
@@ -34,7 +36,8 @@ TTL = 10.0
 #: The least-privilege user of the README's "Redis in production" section.
 LEAST_PRIVILEGE_COMMANDS = (
     "-@all +ping +info +get +set +mget +del +exists +pexpire +pttl +scan +sadd +srem +scard "
-    "+smembers +publish +subscribe +unsubscribe +evalsha +eval +script|load +select"
+    "+smembers +sismember +zadd +zrem +zrangebylex +publish +subscribe +unsubscribe +evalsha +eval "
+    "+script|load +select"
 )
 
 
@@ -396,3 +399,26 @@ async def test_g10_a_demoted_master_answering_readonly_means_reconnect_to_the_ne
         assert (
             admin.exists("vision_agents:sessions/call-1/after", "vision_agents:sessions/call-1/before") == 2
         )
+
+
+async def test_g10_concurrent_master_lookups_keep_every_sentinel(sentinel: SentinelTopology) -> None:
+    """The last socket of issue 11: redis-py's ``discover_master`` moves the sentinel that
+    answered to the front by a stale index when lookups overlap (every pooled connection
+    reconnects after a failover), so one sentinel client was listed twice and another fell
+    out of the list: never asked again, never closed, its connections left open. A refused
+    first address makes every lookup ask the second sentinel at once, each time."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = closed.getsockname()[1]
+    hosts = ",".join(f"127.0.0.1:{p}" for p in [refused, *sentinel.sentinel_ports])
+    store = store_from_url(f"redis+sentinel://{hosts}/callboard")
+    assert isinstance(store, RedisSessionKVStore)
+    manager = redis_connect.sentinel_of(store.client)
+    clients = list(manager.sentinels)
+    try:
+        for client in clients[1:]:  # connected already, so the lookups ask in step
+            await client.ping()
+        await asyncio.gather(*(manager.discover_master("callboard") for _ in range(16)))
+        assert sorted(map(id, manager.sentinels)) == sorted(map(id, clients))
+    finally:
+        await store.close()

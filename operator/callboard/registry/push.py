@@ -146,7 +146,15 @@ class PushStreams(RegistryCore):
                     self._dispatch(CloseRequest(call_id, sid))
 
     def _resync_soon(self, channel: str, resync: Callable[[], Awaitable[None]]) -> None:
-        """The store reconnected ``channel`` by itself: re-read what was missed, at once."""
+        """The store reconnected ``channel`` by itself: re-read what was missed, at once.
+
+        Not once ``stop`` has begun: a listener it cancels may reconnect on the way out
+        (redis-py calls this from its reconnect), after ``stop`` took its list of tasks. Such
+        a re-read ran beside the final delete and the store's close, reconnected the closed
+        pools and left their sockets to the garbage collector (issue 11).
+        """
+        if not self._running:
+            return
 
         async def run() -> None:
             try:

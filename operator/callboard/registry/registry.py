@@ -125,17 +125,24 @@ class SessionRegistry(SessionRecords, PushStreams, StartRequests, Fencing, Forei
 
         Nothing of this registry touches the store once it is closed: a final delete still
         running at its bound (a primary that pauses writes in a failover, READONLY retries)
-        is cancelled and awaited first. Left running, it reconnected to a closed pool and
-        left its socket to the garbage collector. A cancelled ``stop`` still finishes the
+        is cancelled and awaited first, and a background task that outlived its bound gets
+        one more bound before the close. Left running, either reconnected to a closed pool
+        and left its socket to the garbage collector. A cancelled ``stop`` still finishes the
         bounded delete and closes the store before the cancellation goes on.
         """
         if not self._running:
             return
         self._running = False
+        tasks = [*self._tasks, *self._resyncs]
         try:
-            await stop_tasks([*self._tasks, *self._resyncs], timeout=STOP_TIMEOUT, logger=logger)
+            await stop_tasks(tasks, timeout=STOP_TIMEOUT, logger=logger)
             self._tasks.clear()
             await self._deregister()
+            # A cancelled listener still closing its subscription (a reconnect on a loaded
+            # machine) holds pooled connections: closing the store under it let it reconnect
+            # them afterwards, open (issue 11). It gets one more bound, then the store closes.
+            if running := [t for t in tasks if not t.done()]:
+                await asyncio.wait(running, timeout=STOP_TIMEOUT)
         finally:
             await self._store.close()
 

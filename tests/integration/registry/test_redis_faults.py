@@ -263,3 +263,37 @@ async def test_g10_a_disconnect_racing_a_reconnect_of_the_same_connection_keeps_
         closing.set()
         await pool.release(connection)
         await store.close()
+
+
+async def test_g10_a_pubsub_reconnect_while_stopping_starts_no_reread_on_the_closed_store(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last socket of issue 11 (a bare ``socket.socket`` collected in a later test): a
+    listener cancelled by ``stop`` during a failover reconnected its pub/sub connection on
+    the way out, and redis-py's reconnect callback started a re-read task after ``stop`` had
+    taken its list of tasks. That re-read ran beside the final delete and the store's close,
+    reconnected the closed pools (through the sentinels too) and left those sockets open.
+    Here the reconnect callback fires as the subscription closes, every time."""
+    from callboard.registry.backends import redis as redis_backend
+
+    reread_while_stopping: list[bool] = []
+    poll_missed_closes = SessionRegistry._poll_missed_closes
+
+    async def recording_poll(self: SessionRegistry) -> None:
+        if not self.running:
+            reread_while_stopping.append(True)
+        await poll_missed_closes(self)
+
+    monkeypatch.setattr(SessionRegistry, "_poll_missed_closes", recording_poll)
+    subscription_aclose = redis_backend._RedisSubscription.aclose
+
+    async def reconnecting_aclose(self: redis_backend._RedisSubscription) -> None:
+        self._reconnected(self._pubsub.connection)  # what redis-py calls after a reconnect
+        await subscription_aclose(self)
+
+    monkeypatch.setattr(redis_backend._RedisSubscription, "aclose", reconnecting_aclose)
+    registry = await _registry(redis_url, "node-a")
+    await registry.stop()
+    await asyncio.sleep(0)  # a re-read started during stop would have taken its first step
+    assert reread_while_stopping == []
+    assert [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("resync:")] == []

@@ -175,8 +175,6 @@ def build_client(endpoint: RedisEndpoint | SentinelEndpoint, **options: Any) -> 
         pool = aioredis.BlockingConnectionPool.from_url(endpoint.url, **options)
         pool.connection_class = keeping_new_streams(pool.connection_class)
         return aioredis.Redis.from_pool(pool)
-    from redis.asyncio.sentinel import Sentinel
-
     auth = {"username": endpoint.username, "password": endpoint.password}
     tls: dict[str, Any] = {"ssl": True, **dict(endpoint.tls_options)} if endpoint.tls else {}
     sentinel_kwargs = {
@@ -186,7 +184,7 @@ def build_client(endpoint: RedisEndpoint | SentinelEndpoint, **options: Any) -> 
         "password": endpoint.sentinel_password,
         **tls,
     }
-    sentinel: Any = Sentinel(list(endpoint.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel: Any = _keeping_sentinel()(list(endpoint.sentinels), sentinel_kwargs=sentinel_kwargs)
     client: aioredis.Redis = sentinel.master_for(
         endpoint.master_name,
         redis_class=aioredis.Redis,
@@ -242,6 +240,38 @@ def keeping_new_streams(connection_class: type[Any]) -> type[Any]:
     )
     _KEEPING[connection_class] = KeepingNewStreams
     return KeepingNewStreams
+
+
+def _keeping_sentinel() -> type[Any]:
+    from redis.asyncio.sentinel import Sentinel
+
+    class KeepingSentinel(Sentinel):
+        """redis-py's ``Sentinel`` whose list of sentinel clients survives concurrent lookups.
+
+        ``discover_master`` moves the sentinel that answered to the front by the index it
+        had when asked. Two lookups in flight at once (every pooled connection reconnecting
+        after a failover) swap by stale indexes: one client ends up twice in the list and
+        another drops out. The dropped one is never asked again and never closed, so its
+        open connections were left to the garbage collector (issue 11). Here the list is
+        rebuilt from the clients made at start after each lookup, the answering one first.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+            self._clients = list(self.sentinels)
+
+        async def discover_master(self, service_name: str) -> Any:
+            try:
+                return await super().discover_master(service_name)
+            finally:
+                first = self.sentinels[0]
+                self.sentinels[:] = [first, *(c for c in self._clients if c is not first)]
+
+        async def aclose(self) -> None:
+            self.sentinels[:] = self._clients
+            await super().aclose()
+
+    return KeepingSentinel
 
 
 def _blocking_sentinel_pool() -> type[Any]:
