@@ -36,7 +36,7 @@ TTL = 10.0
 #: The least-privilege user of the README's "Redis in production" section.
 LEAST_PRIVILEGE_COMMANDS = (
     "-@all +ping +info +get +set +mget +del +exists +pexpire +pttl +scan +sadd +srem +scard "
-    "+smembers +sismember +zadd +zrem +zrangebylex +publish +subscribe +unsubscribe +evalsha +eval "
+    "+smembers +sismember +zadd +zrem +zrange +zrangebylex +publish +subscribe +unsubscribe +evalsha +eval "
     "+script|load +select"
 )
 
