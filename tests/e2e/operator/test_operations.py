@@ -27,8 +27,13 @@ async def test_metrics_and_liveness(
 ) -> None:
     await node_factory("m1", capacity=3, pool="blue")
     operator = await operator_factory()
-    health = await operator.wait_live()
-    assert health["operator"]["registry"] == "ok"
+    await operator.wait_live()
+
+    async def registry_ok() -> bool:  # "connecting" until the registry first answers
+        health = await operator.health()
+        return health is not None and health["operator"]["registry"] == "ok"
+
+    await wait_until(registry_ok, timeout=10, what="the probe to report the registry ok")
 
     await kube.apply("measured", "call-measured", pool="blue")
     await kube.wait_phase("measured", "Running")
