@@ -9,8 +9,10 @@
    until the lease is lost;
 4. stop kopf, the loops, and release the lease so a standby takes over at once.
 
-The Lease has a client (a connection pool) of its own, with calls bounded by the renew
-deadline: a pool saturated by placement or a slow list cannot delay a renewal. Events have
+The Lease is renewed from a thread with its own event loop and its own client (a connection
+pool), with calls bounded by the renew deadline (:mod:`callboard.kube.k8s.lease_thread`): neither
+kopf's start-up, a slow list, a burst that holds the main loop, nor a pool saturated by
+placement can delay a renewal. Renewals start the moment the lease is held. Events have
 one too (a few connections): a burst's Events cannot delay the status patches. The main
 client and the registry handle refuse writes as soon as the lease is no longer
 :meth:`~callboard.kube.k8s.lease.LeaderLease.valid`, before the loops have even stopped.
@@ -35,7 +37,8 @@ from callboard.kube.autoscaling.loop import AutoscalerMetrics, run_autoscaler
 from callboard.kube.autoscaling.policy import ScalingMode
 from callboard.kube.k8s.client import KubeApi
 from callboard.kube.k8s.event_poster import CONNECTIONS as EVENT_CONNECTIONS
-from callboard.kube.k8s.lease import LeaderLease, default_identity
+from callboard.kube.k8s.lease import default_identity
+from callboard.kube.k8s.lease_thread import ThreadedLease
 from callboard.kube.running.kopf_handlers import build_kopf_registry, build_kopf_settings
 from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import Settings
@@ -111,13 +114,19 @@ async def run(
     identity = settings.leader.identity or default_identity()
     async with (
         KubeApi(login_fn) as api,
-        KubeApi(login_fn, timeout=settings.leader.renew_deadline) as lease_api,
         KubeApi(login_fn, connections=EVENT_CONNECTIONS) as events_api,
         _http(serving.host, serving.metrics_port, {"/metrics": render_metrics}),
+        contextlib.AsyncExitStack() as stack,
     ):
-        lease: LeaderLease | None = None
+        lease: ThreadedLease | None = None
         if settings.leader.enabled:
-            lease = LeaderLease(lease_api, settings.leader, identity=identity)
+            lease = await stack.enter_async_context(
+                ThreadedLease(
+                    lambda: KubeApi(login_fn, timeout=settings.leader.renew_deadline),
+                    settings.leader,
+                    identity=identity,
+                )
+            )
             async with _http(serving.host, serving.liveness_port, {"/healthz": standby}):
                 await lease.acquire()
             api.guard = lease.valid
@@ -149,7 +158,7 @@ async def _lead(
     autoscaler_metrics: AutoscalerMetrics,
     identity: str,
     login_fn: Callable[[], Any],
-    lease: LeaderLease | None,
+    lease: ThreadedLease | None,
     stop_flag: asyncio.Event | None,
     events_api: KubeApi | None = None,
 ) -> None:
@@ -169,7 +178,7 @@ async def _lead(
     stop = asyncio.Event()
     watchers: list[asyncio.Task[None]] = []
     if lease is not None:
-        watchers.append(guarded_task(lease.keep(), name="lease-renewal", logger=logger))
+        # The renewals run on the lease's own thread since it was acquired; this only relays a loss.
         watchers.append(
             guarded_task(_step_down(lease.lost, stop, metrics), name="lease-watch", logger=logger)
         )
