@@ -6,6 +6,7 @@ test; ``kube`` is kubectl bound to the test's namespace.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,18 +15,31 @@ import pytest
 
 from tests.support.kube import KubeEnv
 
-from .harness import AgentNode, Kube, OperatorProcess, ServeNode, service_account_kubeconfig
+from .harness import (
+    AgentNode,
+    Kube,
+    OperatorIdentity,
+    OperatorProcess,
+    ServeNode,
+    install_operator_identity,
+)
 
 OperatorFactory = Callable[..., Awaitable[OperatorProcess]]
 NodeFactory = Callable[..., Awaitable[AgentNode]]
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(
+def operator_identity(
     kube_env: KubeEnv, agentsession_crd: str, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """Credentials of the operator's ServiceAccount, bound by manifests/operator/10-rbac.yaml."""
-    return service_account_kubeconfig(kube_env, tmp_path_factory.mktemp("operator") / "kubeconfig")
+) -> OperatorIdentity:
+    """The chart's operator ServiceAccount, RBAC and Lease (release ``callboard``)."""
+    return install_operator_identity(kube_env, tmp_path_factory.mktemp("operator") / "kubeconfig")
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(operator_identity: OperatorIdentity) -> Path:
+    """Credentials of the operator's ServiceAccount, bound by the chart's RBAC."""
+    return operator_identity.kubeconfig
 
 
 @pytest.fixture
@@ -35,21 +49,36 @@ def kube(kube_env: KubeEnv, kube_namespace: str, agentsession_crd: str) -> Kube:
 
 @pytest.fixture
 async def operator_factory(
-    operator_kubeconfig: Path, redis_url: str, kube_namespace: str, tmp_path: Path
+    operator_identity: OperatorIdentity,
+    kube_env: KubeEnv,
+    redis_url: str,
+    kube_namespace: str,
+    tmp_path: Path,
 ) -> AsyncIterator[OperatorFactory]:
+    """Start ``callboard operator`` processes (stopped after the test). ``identity`` is the
+    release it runs as (default: ``callboard``); the first operator of a release in a test
+    finds that release's Lease fresh, with no holder left over from an earlier test."""
     started: list[OperatorProcess] = []
+    fresh: set[str] = set()
 
     async def make(
-        *, name: str = "operator", namespaces: list[str] | None = None, leading: bool = True, **env: Any
+        *,
+        name: str = "operator",
+        namespaces: list[str] | None = None,
+        leading: bool = True,
+        identity: OperatorIdentity = operator_identity,
+        **env: Any,
     ) -> OperatorProcess:
+        if identity.lease_name not in fresh:
+            await asyncio.to_thread(identity.reset_lease, kube_env)
+            fresh.add(identity.lease_name)
         process = OperatorProcess(
-            kubeconfig=operator_kubeconfig,
+            kubeconfig=identity.kubeconfig,
             redis_url=redis_url,
             namespaces=namespaces or [kube_namespace],
             log_dir=tmp_path,
             name=name,
-            # One Lease per test: a test that kills its operator leaves the next one no wait.
-            env={"CALLBOARD_LEASE_NAME": f"lease-{kube_namespace}"[:63].rstrip("-")}
+            env={"CALLBOARD_LEASE_NAME": identity.lease_name}
             | {key: str(value) for key, value in env.items()},
         )
         started.append(process)

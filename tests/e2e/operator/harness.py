@@ -1,8 +1,9 @@
 """Real processes for the operator's e2e tests: ``callboard operator`` and agent nodes.
 
 - :class:`OperatorProcess` runs the real command against the test cluster, authenticated as
-  the ``callboard-operator`` ServiceAccount of ``manifests/operator/`` (so every test also
-  proves the RBAC there is enough), with short timings;
+  the ServiceAccount the chart installs, bound by the chart's RBAC and leading through the
+  Lease the chart renders (:func:`install_operator_identity`: so every test also proves the
+  chart's least privilege is enough, Lease without ``create`` included), with short timings;
 - :class:`AgentNode` is an agent pod's pair of processes: ``callboard sidecar`` and the
   Python agent app of the sidecar tier (accepts start requests, ends sessions on close);
 - :class:`Kube` wraps kubectl for async tests (each call runs in a thread, so the event loop
@@ -16,10 +17,12 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from tests.support.kube import KubeEnv
 from tests.support.processes import ChildProcess, free_port
@@ -46,14 +49,53 @@ NODE_TTL = 3.0
 FAST_NODE = {"CALLBOARD_TTL": str(NODE_TTL), "CALLBOARD_HEARTBEAT_INTERVAL": "0.5"}
 
 OPERATOR_NAMESPACE = "callboard-system"
-SERVICE_ACCOUNT = "callboard-operator"
+#: The release the operator's identity is rendered for (as `charts/render-manifests.sh` does).
+RELEASE = "callboard"
+#: What the chart installs for the operator to run as (default values otherwise).
+IDENTITY_TEMPLATES = ("serviceaccount.yaml", "rbac.yaml", "operator-lease.yaml")
 
 
-def service_account_kubeconfig(kube: KubeEnv, path: Path) -> Path:
-    """A kubeconfig that authenticates as the operator's ServiceAccount (a TokenRequest token)."""
-    kube.kubectl("apply", "-f", "manifests/operator/10-rbac.yaml")
+@dataclass(frozen=True)
+class OperatorIdentity:
+    """One release's operator identity in the test cluster, exactly as the chart installs it."""
+
+    kubeconfig: Path
+    """Authenticates as the release's ServiceAccount (a TokenRequest token)."""
+    lease: dict[str, Any]
+    """The chart's Lease (``spec: {}``): the only one the RBAC lets the operator touch."""
+
+    @property
+    def lease_name(self) -> str:
+        name: str = self.lease["metadata"]["name"]
+        return name
+
+    def reset_lease(self, kube: KubeEnv) -> None:
+        """The Lease as `helm install` leaves it (no holder): a test that killed its operator
+        leaves the next test's operator no term to wait out."""
+        kube.kubectl("delete", "lease", self.lease_name, "-n", OPERATOR_NAMESPACE, "--ignore-not-found")
+        kube.apply(self.lease)
+
+
+def chart_identity(kube: KubeEnv, release: str = RELEASE) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, RBAC and Lease of the operator for ``release`` in
+    :data:`OPERATOR_NAMESPACE`: the one source of the operator's permissions."""
+    shown = [arg for name in IDENTITY_TEMPLATES for arg in ("--show-only", f"templates/{name}")]
+    rendered = kube.helm(
+        "template", release, "charts/callboard", "--namespace", OPERATOR_NAMESPACE, *shown
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+def install_operator_identity(kube: KubeEnv, path: Path, release: str = RELEASE) -> OperatorIdentity:
+    """Apply :func:`chart_identity` and write a kubeconfig for its ServiceAccount to ``path``."""
+    docs = chart_identity(kube, release)
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
+    for doc in docs:
+        kube.apply(doc)
+    (account,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    (lease,) = [d for d in docs if d["kind"] == "Lease"]
     token = kube.kubectl(
-        "create", "token", SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE, "--duration=12h"
+        "create", "token", account, "-n", OPERATOR_NAMESPACE, "--duration=12h"
     ).stdout.strip()
     admin = kube.kubectl_json("config", "view", "--raw", "--minify")
     cluster = admin["clusters"][0]["cluster"]
@@ -61,12 +103,12 @@ def service_account_kubeconfig(kube: KubeEnv, path: Path) -> Path:
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "test", "cluster": cluster}],
-        "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": SERVICE_ACCOUNT}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": account}}],
         "current-context": "operator",
     }
     path.write_text(json.dumps(config))
-    return path
+    return OperatorIdentity(kubeconfig=path, lease=lease)
 
 
 class OperatorProcess:

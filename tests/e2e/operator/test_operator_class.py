@@ -7,14 +7,24 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.kube import KubeEnv
+
 from .conftest import NodeFactory, OperatorFactory
-from .harness import AgentNode, Kube
+from .harness import AgentNode, Kube, OperatorIdentity, install_operator_identity
 
 pytestmark = pytest.mark.e2e
 
 FINALIZER = "callboard.dev/close-session"
 #: Each class its own: kopf strips its finalizer from objects its filters refuse.
 FINALIZER_B = "tenant-b.callboard.dev/close-session"
+
+
+@pytest.fixture(scope="module")
+def tenant_b(
+    kube_env: KubeEnv, operator_identity: OperatorIdentity, tmp_path_factory: pytest.TempPathFactory
+) -> OperatorIdentity:
+    """Release B's own ServiceAccount, RBAC and Lease, as the chart installs a second release."""
+    return install_operator_identity(kube_env, tmp_path_factory.mktemp("tenant-b") / "kubeconfig", "tenant-b")
 
 
 def _other_db(redis_url: str) -> str:
@@ -31,6 +41,7 @@ async def test_g8_two_operators_each_reconcile_only_their_own_class(
     node_factory: NodeFactory,
     redis_url: str,
     tmp_path: Path,
+    tenant_b: OperatorIdentity,
 ) -> None:
     other_registry = _other_db(redis_url)
     await node_factory("node-a", capacity=4)
@@ -47,7 +58,7 @@ async def test_g8_two_operators_each_reconcile_only_their_own_class(
             CALLBOARD_LEASE_DURATION=15,
             CALLBOARD_OPERATOR_CLASS="tenant-b",
             CALLBOARD_REDIS_URL=other_registry,
-            CALLBOARD_LEASE_NAME=f"lease-b-{kube.ns}"[:63].rstrip("-"),
+            identity=tenant_b,
         )
         await kube.apply("plain", "call-a")
         await kube.apply("tenant", "call-b", operatorClass="tenant-b")
