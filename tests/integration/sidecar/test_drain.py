@@ -37,12 +37,14 @@ async def test_sigterm_without_sessions_exits_at_once(
 async def test_sigterm_waits_for_live_sessions_to_end(
     sidecar_factory: SidecarFactory, app_factory: AppFactory, peer: SessionRegistry, tmp_path: Path
 ) -> None:
-    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "30", "CALLBOARD_GRACE_PERIOD": "40"})
+    # A drain timeout no run of this test reaches, so an exit can only come from the last session
+    # ending; the sidecar's own log line says which it was. (A wall-clock bound, < 15 s since
+    # SIGTERM, stood for that and depended on how loaded the machine was.)
+    sidecar = await sidecar_factory(env={"CALLBOARD_DRAIN_TIMEOUT": "600", "CALLBOARD_GRACE_PERIOD": "610"})
     app = await app_factory(python_app(sidecar, "--on-drain", "ignore", log_dir=tmp_path))
     for session_id in ("s-1", "s-2"):
         await app.send(op="register", call_id="call-1", session_id=session_id)
         await app.expect("registered", session_id=session_id)
-    started = time.monotonic()
     sidecar.signal(signal.SIGTERM)
     drain = await app.expect("event", type="drain")
     assert drain["data"]["deadline"] > time.time() + 20
@@ -61,7 +63,7 @@ async def test_sigterm_waits_for_live_sessions_to_end(
     assert sidecar.running
     await app.send(op="end", call_id="call-1", session_id="s-2", reason="call-over")
     assert await sidecar.wait(10) == 0
-    assert time.monotonic() - started < 15, "exited when the last session ended, not at the timeout"
+    assert "drained (0 sessions cut off at the timeout)" in sidecar.log(), "exited at the last end"
     for session_id in ("s-1", "s-2"):
         ended = await peer.get_ended("call-1", session_id)
         assert ended is not None and ended.reason == "call-over"
