@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -77,8 +78,9 @@ class ThreadedLease:
     async def __aexit__(self, *exc: object) -> None:
         if self._thread is None:
             return
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._alive() and self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+                self._loop.call_soon_threadsafe(self._stopping.set)
         await asyncio.to_thread(self._thread.join, STOP_TIMEOUT)
         if self._thread.is_alive():
             logger.warning("the lease renewal thread did not stop within %.0fs", STOP_TIMEOUT)
@@ -108,7 +110,7 @@ class ThreadedLease:
 
     async def release(self) -> None:
         """Stop renewing and hand the lease over at once (:meth:`LeaderLease.release`)."""
-        if self._loop is not None:
+        if self._alive():
             await self._call(self._stop_and_release)
 
     # -- the thread --------------------------------------------------------------------------
@@ -133,6 +135,9 @@ class ThreadedLease:
                 await self._stopping.wait()
             finally:
                 await self._stop_and_release(self._lease)
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._loop is not None
 
     async def _call(self, work: Callable[[LeaderLease], Coroutine[Any, Any, T]]) -> T:
         assert self._loop is not None and self._lease is not None, "use ThreadedLease in `async with`"
