@@ -32,7 +32,13 @@ from tests.support.waiting import wait_until
 #: Operator timings for tests: seconds, not minutes (see `callboard operator --help`).
 FAST_OPERATOR = {
     "CALLBOARD_TTL": "10",
-    "CALLBOARD_START_TIMEOUT": "3",
+    # As long as the ttl allows (a start request must outlive its wait). A refusal or an
+    # acceptance ends its attempt the moment it is read, so this only bounds a node that never
+    # answers, and only test_late_start is about that (it sets its own). With 3 s, a loaded
+    # node's answer (start request -> sidecar -> app -> answer) came after the deadline and
+    # the attempt counted as "no answer" (seen: test_every_node_refuses_then_failed,
+    # test_no_capacity_stays_pending_then_runs_when_a_node_appears, test_g10_...).
+    "CALLBOARD_START_TIMEOUT": "10",
     "CALLBOARD_MAX_START_ATTEMPTS": "3",
     "CALLBOARD_DELETE_TIMEOUT": "10",
     "CALLBOARD_SYNC_INTERVAL": "0.25",

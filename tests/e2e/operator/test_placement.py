@@ -7,7 +7,7 @@ import pytest
 from callboard.kube.resource.naming import parse_session_id
 
 from .conftest import NodeFactory, OperatorFactory
-from .harness import FAST_OPERATOR, Kube
+from .harness import Kube
 
 pytestmark = pytest.mark.e2e
 
@@ -93,13 +93,7 @@ async def test_every_node_refuses_then_failed(
     for name in ("r1", "r2"):
         await node_factory(name, pool="strict", on_start="reject")
     await node_factory("elsewhere", pool="lenient")
-    # A refusal ends its attempt the moment it is read; the start timeout only bounds a node
-    # that never answers, and there is none here. With the harness's 3 s, a loaded node's
-    # refusal (start request -> sidecar -> app -> answer) can come in after the deadline, and the
-    # attempt then counts as "no answer" (start_tracker's TIMEOUT), not as the refusal under test.
-    # So: the longest start timeout the harness's 10 s registry ttl allows (a start request
-    # must outlive its wait).
-    await operator_factory(CALLBOARD_START_TIMEOUT=FAST_OPERATOR["CALLBOARD_TTL"])
+    await operator_factory()
     await kube.apply("doomed", "call-doomed", pool="strict")
     # Two refusals and nothing else in the pool: Pending, saying what happened so far.
     obj = await kube.wait_phase("doomed", "Pending")
