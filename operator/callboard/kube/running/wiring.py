@@ -156,9 +156,16 @@ class Runtime:
         self._advance_term = advance_term
         self.cache = ObjectCache()
         self.changed = Pulse()
-        # Events through a pool of their own when given: a burst's two Events per object
+        # Events through a pool of their own when given, at a bounded rate: a burst's Events
         # must not queue the status patches that move objects to Running.
-        self.events = EventPoster(events_api if events_api is not None else api, instance=instance)
+        dropped = self.metrics.events_dropped
+        self.events = EventPoster(
+            events_api if events_api is not None else api,
+            instance=instance,
+            rate=settings.events.rate,
+            burst=settings.events.burst,
+            on_dropped=dropped.inc,
+        )
         writes = self.metrics.status_writes
         self.writer = StatusWriter(
             api=api,
