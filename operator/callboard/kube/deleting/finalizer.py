@@ -26,6 +26,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -59,6 +60,10 @@ CHECK_INTERVAL = 1.0
 #: (kopf's on.delete retried every second; an API outage must not turn into a busy loop).
 RETRY_MIN = 1.0
 RETRY_MAX = 10.0
+#: Uids whose finalizer this process released, remembered (newest) so that a watch event
+#: that left the queue after the release (it still shows our finalizer) starts no second
+#: delete: such events arrive within seconds, far fewer than this many deletes apart.
+RELEASED_MEMORY = 4096
 #: API statuses of a failed precondition: 409 (resourceVersion moved), 422 (a ``test`` failed).
 PRECONDITION_FAILED = frozenset({409, 422})
 
@@ -154,6 +159,7 @@ class Finalizers:
         self._added = added
         self._adding: dict[str, asyncio.Task[None]] = {}
         self._deleting: dict[str, asyncio.Task[None]] = {}
+        self._released: OrderedDict[str, None] = OrderedDict()
         self._throttle = LogThrottle()
         self.running = False
 
@@ -169,7 +175,7 @@ class Finalizers:
         step = finalizer_step(obj)
         if step is FinalizerStep.ADD and obj.uid not in self._adding and obj.uid not in self._deleting:
             self._spawn(self._adding, obj.uid, self._add(obj))
-        elif step is FinalizerStep.CLOSE and obj.uid not in self._deleting:
+        elif step is FinalizerStep.CLOSE and obj.uid not in self._deleting and obj.uid not in self._released:
             self._spawn(self._deleting, obj.uid, self._delete(obj))
 
     def start(self) -> None:
@@ -254,6 +260,7 @@ class Finalizers:
                 return
             try:
                 await self._api.json_patch(agentsession_path(obj.namespace, obj.name), patch)
+                self._remember(obj.uid)
                 return
             except NotFoundError:
                 return
@@ -266,6 +273,11 @@ class Finalizers:
                 if exc.status not in PRECONDITION_FAILED:
                     delay = min(delay * 2, RETRY_MAX)
                 obj = fresh
+
+    def _remember(self, uid: str) -> None:
+        self._released[uid] = None
+        if len(self._released) > RELEASED_MEMORY:
+            self._released.popitem(last=False)
 
     async def _reread(
         self, obj: AgentSessionObject, exc: KubeApiError, what: str, delay: float
