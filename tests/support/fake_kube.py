@@ -3,7 +3,8 @@
 :class:`FakeKube` stands in for the API server behind :class:`~callboard.kube.k8s.client.KubeApi`:
 AgentSessions (with status subresource, finalizers, deletion timestamps and resource
 versions), pods, Events, Leases and Deployments' scale subresource, with JSON merge-patch
-semantics. Each change of an AgentSession is delivered to ``watchers`` as a watch event
+semantics (and RFC 6902 JSON patches of an AgentSession, whose failed ``test`` is a 422 as
+the API server's). Each change of an AgentSession is delivered to ``watchers`` as a watch event
 would be, on the next loop iteration. :class:`FakeDeployment` plays the ReplicaSet
 controller: it keeps ``replicas`` pods and removes the ones the real controller would.
 Every request is recorded in ``calls`` as ``(method, path, body)``.
@@ -19,7 +20,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError
+import jsonpatch  # type: ignore[import-untyped]  # kopf's dependency
+
+from callboard.kube.k8s.client import JSON_PATCH, ConflictError, KubeApi, KubeApiError, NotFoundError
 from callboard.kube.resource.constants import POD_DELETION_COST
 from callboard.kube.resource.fields import format_time
 
@@ -172,6 +175,8 @@ class FakeKube(KubeApi):
             ), f"pods listed by {selector!r}, which is no Deployment's selector"
             return {"items": [copy.deepcopy(p) for p in self._select(parts[3], selector)]}
         if parts[:3] == ["apis", "callboard.dev", "v1alpha1"]:
+            if content_type == JSON_PATCH:
+                return self._json_patch(method, parts[3:], body)
             return self._agentsessions(method, parts[3:], body)
         if parts[:2] == ["api", "v1"] and parts[4] == "events":
             assert body is not None
@@ -229,6 +234,24 @@ class FakeKube(KubeApi):
                 del self.objects[key]
                 self._notify("DELETED", obj)
                 return copy.deepcopy(obj)
+        self._bump(obj, "MODIFIED")
+        return copy.deepcopy(obj)
+
+    def _json_patch(self, method: str, parts: list[str], body: Any) -> Any:
+        assert method == "PATCH" and len(parts) == 4 and isinstance(body, list)
+        key = (parts[1], parts[3])
+        obj = self.objects.get(key)
+        if obj is None:
+            raise NotFoundError(404, f"{parts[3]} not found")
+        try:
+            patched = jsonpatch.apply_patch(obj, body)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise KubeApiError(422, f"the test operation failed: {exc}", reason="Invalid") from exc
+        obj["metadata"] = patched["metadata"]
+        if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers"):
+            del self.objects[key]
+            self._notify("DELETED", obj)
+            return copy.deepcopy(obj)
         self._bump(obj, "MODIFIED")
         return copy.deepcopy(obj)
 

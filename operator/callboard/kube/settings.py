@@ -22,6 +22,7 @@ from callboard.registry import DEFAULT_KEY_PREFIX
 __all__ = [
     "AdoptionSettings",
     "DeletionSettings",
+    "EventSettings",
     "LeaderSettings",
     "PlacementSettings",
     "PodSettings",
@@ -127,6 +128,33 @@ class DeletionSettings:
     """Seconds a deleted object waits for its session to close (counted from the later of the
     deletion and the operator's start) before the finalizer is released anyway, with a
     Warning Event. The owner died or the registry is down: a delete must not hang forever."""
+
+
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be a number of Events per second, >= 0 (0: post none)")
+    return value
+
+
+@dataclass
+class EventSettings:
+    rate: float = setting(
+        10.0,
+        env="CALLBOARD_EVENT_RATE",
+        parse=_rate,
+        help="Kubernetes Events the operator posts per second at most (0: none); beyond a "
+        "bounded queue, Events are dropped and counted.",
+    )
+    """Events per second the operator posts at most, over all objects (``burst`` saved up
+    for a quiet operator); beyond it, Events wait in a bounded queue, then are dropped and
+    counted (``callboard_operator_events_dropped_total``). Events are for humans, the status
+    is the record: a 1,000-object burst must not spend the API server on 2,000 Events before
+    the status writes that move the objects to Running. 10/s is a fifth of a kubelet's default
+    (``--event-qps`` 50, for a whole node); with the burst of 100, a ``kubectl apply`` of
+    a few dozen objects still gets every Event at once."""
+    burst: int = 100
+    """Events posted at once after a quiet spell, before the rate applies."""
 
 
 @dataclass
@@ -246,6 +274,7 @@ class Settings:
     placement: PlacementSettings = field(default_factory=PlacementSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     deletion: DeletionSettings = field(default_factory=DeletionSettings)
+    events: EventSettings = field(default_factory=EventSettings)
     adoption: AdoptionSettings = field(default_factory=AdoptionSettings)
     pods: PodSettings = field(default_factory=PodSettings)
     leader: LeaderSettings = field(default_factory=LeaderSettings)

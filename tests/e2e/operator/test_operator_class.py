@@ -15,7 +15,7 @@ from .harness import AgentNode, Kube, OperatorIdentity, install_operator_identit
 pytestmark = pytest.mark.e2e
 
 FINALIZER = "callboard.dev/close-session"
-#: Each class its own: kopf strips its finalizer from objects its filters refuse.
+#: Each class its own: an operator adds and releases only its class's.
 FINALIZER_B = "tenant-b.callboard.dev/close-session"
 
 

@@ -1,7 +1,7 @@
 """Fake neighbours of the operator for its unit tests: agent nodes and kopf.
 
 :class:`FakeNode` is an agent node on the shared registry that answers start requests;
-:class:`FakeKopf` does what kopf does for the operator (finalizer, delete handler). The
+:class:`FakeKopf` does what kopf does for the operator (relays watch events). The
 Kubernetes API itself is faked once for every tier, in :mod:`tests.support.fake_kube`.
 """
 
@@ -116,57 +116,28 @@ class FakeNode:
 
 
 class FakeKopf:
-    """What kopf does for the operator: add the finalizer, run the delete handler, release."""
+    """What kopf does for the operator: relay each watch event to ``runtime.observe``.
+
+    The finalizer is the runtime's own; ``outcomes`` records what each delete's close said
+    (by object name), through the runtime's :attr:`Finalizers.close`.
+    """
 
     def __init__(self, kube: FakeKube, runtime: Any) -> None:
         self.kube = kube
         self.runtime = runtime
         self.outcomes: dict[str, str] = {}
-        self._deleting: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        close = runtime.finalizers.close
+
+        async def recording(obj: Any) -> str:
+            outcome: str = await close(obj)
+            self.outcomes[obj.name] = outcome
+            return outcome
+
+        runtime.finalizers.close = recording
         kube.watchers.append(self.on_event)
 
     def on_event(self, type_: str, body: dict[str, Any]) -> None:
-        from callboard.kube.resource.constants import FINALIZER
-
         self.runtime.observe(type_, body)
-        meta = body["metadata"]
-        if type_ == "DELETED":
-            return
-        if meta.get("deletionTimestamp"):
-            if FINALIZER in meta.get("finalizers", []) and meta["uid"] not in self._deleting:
-                self._deleting.add(meta["uid"])
-                self._spawn(self._delete(body))
-        elif FINALIZER not in meta.get("finalizers", []):
-            self._spawn(self._add_finalizer(meta["namespace"], meta["name"], meta.get("finalizers", [])))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _add_finalizer(self, namespace: str, name: str, finalizers: list[str]) -> None:
-        from callboard.kube.k8s.client import agentsession_path
-        from callboard.kube.resource.constants import FINALIZER
-
-        await self.kube.merge_patch(
-            agentsession_path(namespace, name), {"metadata": {"finalizers": [*finalizers, FINALIZER]}}
-        )
-
-    async def _delete(self, body: dict[str, Any]) -> None:
-        from callboard.kube.k8s.client import agentsession_path
-        from callboard.kube.resource.constants import FINALIZER
-
-        meta = body["metadata"]
-        self.outcomes[meta["name"]] = await self.runtime.close_for_deletion(body)
-        current = self.kube.get_object(meta["name"], meta["namespace"])
-        if current is not None:
-            rest = [f for f in current["metadata"].get("finalizers", []) if f != FINALIZER]
-            await self.kube.merge_patch(
-                agentsession_path(meta["namespace"], meta["name"]), {"metadata": {"finalizers": rest or None}}
-            )
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        return None

@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 #: Retries of a transient failure, with these delays in seconds between them.
 RETRY_DELAYS = (0.2, 0.5, 1.0)
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class KubeApiError(CallboardError):
@@ -162,7 +163,7 @@ class KubeApi:
         method: str,
         path: str,
         *,
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | list[dict[str, Any]] | None = None,
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
@@ -207,6 +208,11 @@ class KubeApi:
 
     async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
         return await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+
+    async def json_patch(self, path: str, operations: list[dict[str, Any]]) -> Any:
+        """An RFC 6902 patch: its ``test`` operations make it a precondition on exactly the
+        fields it names (a list another controller changed fails it, a status write does not)."""
+        return await self.request("PATCH", path, body=operations, content_type=JSON_PATCH)
 
     async def replace(self, path: str, body: Mapping[str, Any]) -> Any:
         return await self.request("PUT", path, body=body)

@@ -85,8 +85,8 @@ def operator_class_of(spec: Mapping[str, Any]) -> str:
 def finalizer_for(operator_class: str) -> str:
     """The finalizer an operator of ``operator_class`` puts on its objects.
 
-    One per class: kopf removes its finalizer from an object no handler of its accepts, so
-    with a shared name each operator would strip the other's. The default class keeps the
+    One per class: each operator adds and releases only its class's, so two classes in one
+    cluster never release each other's objects. The default class keeps the
     plain name (objects of a single release keep theirs across an upgrade); another class
     ``tenant-b`` (a DNS label) gets ``tenant-b.callboard.dev/close-session``.
     """

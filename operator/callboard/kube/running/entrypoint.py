@@ -207,9 +207,7 @@ async def _lead(
     try:
         await kopf.operator(
             registry=build_kopf_registry(runtime, login=login_fn, stop_flag=stop),
-            settings=build_kopf_settings(
-                clusterwide=settings.clusterwide, operator_class=settings.operator_class
-            ),
+            settings=build_kopf_settings(clusterwide=settings.clusterwide),
             clusterwide=settings.clusterwide,
             namespaces=list(settings.namespaces),
             standalone=True,

@@ -23,6 +23,7 @@ from callboard.kube.k8s.status_writer import StatusWriter
 from callboard.kube.mirroring.loop import Syncer
 from callboard.kube.placing.loop import Placer
 from callboard.kube.placing.start_tracker import StartTracker
+from callboard.kube.resource.objects import AgentSessionObject, finalizer_for
 from callboard.kube.running.loop_lag import watch_loop_lag
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
@@ -155,9 +156,16 @@ class Runtime:
         self._advance_term = advance_term
         self.cache = ObjectCache()
         self.changed = Pulse()
-        # Events through a pool of their own when given: a burst's two Events per object
+        # Events through a pool of their own when given, at a bounded rate: a burst's Events
         # must not queue the status patches that move objects to Running.
-        self.events = EventPoster(events_api if events_api is not None else api, instance=instance)
+        dropped = self.metrics.events_dropped
+        self.events = EventPoster(
+            events_api if events_api is not None else api,
+            instance=instance,
+            rate=settings.events.rate,
+            burst=settings.events.burst,
+            on_dropped=dropped.inc,
+        )
         writes = self.metrics.status_writes
         self.writer = StatusWriter(
             api=api,
@@ -195,6 +203,13 @@ class Runtime:
         self.connect_error: str | None = None
         """Why the registry could not be reached yet (None once connected, or before a try)."""
         """Set once the registry answered the first time."""
+        self.finalizers = deletion.Finalizers(
+            api,
+            finalizer=finalizer_for(settings.operator_class),
+            close=self._close_deleted,
+            latest=self._latest,
+            added=lambda body: self.observe("MODIFIED", body),
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
 
@@ -211,6 +226,7 @@ class Runtime:
         self.started_at = time.time()
         self.events.start()
         self.placer.start()
+        self.finalizers.start()
         self._tasks = [
             guarded_task(self._connect(), name="registry-connect", logger=logger),
             guarded_task(self.tracker.run(), name="start-tracker", logger=logger),
@@ -228,6 +244,7 @@ class Runtime:
         if not self._running:
             return
         self._running = False
+        await self.finalizers.stop()  # before the placer: a delete in flight cancels placements
         await stop_tasks(self._tasks, timeout=2.0, logger=logger)
         self._tasks = []
         await self.placer.stop()
@@ -245,10 +262,14 @@ class Runtime:
             self.placer.forget(uid)
             return
         obj = self.cache.put_body(body)
+        self.finalizers.observe(obj)
         self.placer.offer(obj)
 
-    async def close_for_deletion(self, body: Mapping[str, Any]) -> str:
-        obj = self.cache.put_body(body)
+    def _latest(self, obj: AgentSessionObject) -> AgentSessionObject:
+        latest = self.cache.get(obj.key)
+        return latest if latest is not None and latest.uid == obj.uid else obj
+
+    async def _close_deleted(self, obj: AgentSessionObject) -> str:
         return await deletion.close_for_deletion(
             obj,
             cache=self.cache,

@@ -79,6 +79,11 @@ class OperatorMetrics:
         self.sync_errors = PromCounter(
             "callboard_operator_sync_errors", "Sync cycles that could not read the registry.", registry=r
         )
+        self.events_dropped = PromCounter(
+            "callboard_operator_events_dropped",
+            "Kubernetes Events not posted: a full queue over --event-rate, or unposted at exit.",
+            registry=r,
+        )
         self.pod_patches = PromCounter(
             "callboard_operator_pod_patches", "Annotation patches of agent pods.", registry=r
         )

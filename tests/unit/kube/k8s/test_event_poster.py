@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from callboard.kube.k8s import event_poster
-from callboard.kube.k8s.event_poster import EventPoster
+from callboard.kube.k8s.event_poster import EventPoster, TokenBucket
 from callboard.kube.resource.constants import REPORTING_COMPONENT
 from tests.support.fake_kube import FakeKube
 
@@ -97,3 +97,39 @@ async def test_a_full_queue_drops_the_newest_and_counts_it(monkeypatch: pytest.M
     events.start()
     await events.stop()  # posts what is queued before the workers stop
     assert kube.reasons("a") == ["first", "second"]
+
+
+def test_the_token_bucket_lets_a_burst_through_then_spaces_the_rest_at_the_rate() -> None:
+    now = [100.0]
+    bucket = TokenBucket(rate=10.0, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    # Takers that find no token reserve the next ones: 0.1 s, 0.2 s, ... from now, in all at 10/s.
+    assert [round(bucket.take(), 6) for _ in range(3)] == [0.1, 0.2, 0.3]
+    now[0] += 10.0  # a quiet spell refills up to the burst, never more
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take() > 0
+    with pytest.raises(ValueError, match="rate > 0"):
+        TokenBucket(rate=0.0, burst=1)
+
+
+async def test_a_rate_of_zero_posts_no_event_and_counts_each_as_dropped() -> None:
+    kube = FakeKube()
+    counted: list[int] = []
+    events = EventPoster(kube, instance="operator-0", rate=0.0, on_dropped=counted.append)
+    events.start()
+    try:
+        for reason in ("Started", "Closed"):
+            events.post(_ref("a"), type="Normal", reason=reason, message="m")
+        await events.flushed()
+    finally:
+        await events.stop()
+    assert kube.events == [] and events.dropped == 2 and sum(counted) == 2
+
+
+async def test_a_full_queue_counts_its_drops_in_the_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_poster, "QUEUE_SIZE", 1)
+    counted: list[int] = []
+    events = EventPoster(FakeKube(), instance="operator-0", rate=10.0, on_dropped=counted.append)
+    for reason in ("first", "second", "third"):  # not started: nothing drains the queue
+        events.post(_ref("a"), type="Normal", reason=reason, message="m")
+    assert events.dropped == 2 and counted == [1, 1]
