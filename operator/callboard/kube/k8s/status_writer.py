@@ -1,4 +1,5 @@
-"""Writing an object's status: one merge patch per real change, an Event per phase change.
+"""Writing an object's status: one merge patch per real change, an Event per phase change
+(none for entering Scheduled, a step on the way to the placement's outcome).
 
 Every status write of the operator goes through :class:`StatusWriter`, which skips writes
 that would change nothing, keeps the cache up to date with the API server's answer and
