@@ -140,6 +140,7 @@ def _sum(text: str, name: str, keep: Callable[[dict[str, str]], bool] = lambda _
 
 
 LAG = "callboard_operator_event_loop_lag_seconds"
+STATUS_WRITES = "callboard_operator_status_writes_total"
 
 
 def _lag(before: str, after: str) -> tuple[float | None, float | None]:
@@ -306,6 +307,9 @@ class Burst:
     lag_p99: float | None = None
     operator_exited: bool = False
     """The operator process ended during the burst (see its log: a lost Lease, say)."""
+    status_writes: float | None = None
+    """The operator's status writes from the burst's start until every object ran, per object
+    (``callboard_operator_status_writes_total``)."""
 
 
 async def _floor(client: Client, n: int, round_no: int) -> Burst:
@@ -349,6 +353,8 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     result.apiserver_cpu = _cpu(client.apiserver) - cpu_api
     result.operator_cpu = _cpu(client.operator) - cpu_op
     result.up = [watch.running[x] - started for x in names if x in watch.running]
+    writes = _sum(await client.operator_metrics_text(), STATUS_WRITES) - _sum(op_before, STATUS_WRITES)
+    result.status_writes = writes / n if op_before else None
     if delete:
         started = time.perf_counter()
         await client.delete_all(names)
@@ -887,6 +893,11 @@ def _med_s(bursts: list[Burst], q: float | None, *, down: bool = False) -> str:
     return f"{_med(per_run):.2f} s" if per_run else "-"
 
 
+def _writes_cell(bursts: list[Burst]) -> str:
+    per_object = [b.status_writes for b in bursts if b.status_writes is not None]
+    return f"{_med(per_object):.2f}" if per_object else "-"
+
+
 def _by_size(bursts: list[Burst]) -> dict[int, list[Burst]]:
     out: dict[int, list[Burst]] = {}
     for b in bursts:
@@ -915,6 +926,7 @@ def _table(results: Results) -> None:
         "429s",
         "apiserver CPU floor/op",
         "operator CPU",
+        "status writes/object",
         "loop lag mean/p99≤",
     ]
     rows = []
@@ -944,6 +956,7 @@ def _table(results: Results) -> None:
                 f"{_med([b.rejected for b in fl]):.0f}/{_med([b.rejected for b in ops]):.0f}",
                 f"{_med([b.apiserver_cpu for b in fl]):.1f}/{_med([b.apiserver_cpu for b in ops]):.1f} s",
                 f"{_med([b.operator_cpu for b in ops]):.1f} s",
+                _writes_cell(ops),
                 _lag_cell(lag_mean, _med(lag_p99s) if lag_p99s else None),
             ]
         )
@@ -982,6 +995,7 @@ def _slow_table(results: Results) -> None:
                 f"{_med([b.up_wall for b in bursts]):.1f} s",
                 f"{_med(rates):.0f}" if rates else "-",
                 f"{_med([b.operator_cpu for b in bursts]):.1f} s",
+                _writes_cell(bursts),
             ]
         )
     _print_table(
@@ -993,6 +1007,7 @@ def _slow_table(results: Results) -> None:
             "all Running",
             "starts/s sustained",
             "operator CPU",
+            "status writes/object",
         ],
         rows,
     )
