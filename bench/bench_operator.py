@@ -830,6 +830,7 @@ async def _run(kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: 
                     print(f"  operator: burst of {n}...", flush=True)
                     if client.operator_alive():
                         results.operator.append(await _operator_burst(client, n, round_no))
+                        _progress(results.operator[-1])
                     else:
                         results.operator.append(Burst(n=n, complete=False, operator_exited=True))
                 if plan.slow and client.operator_alive():
@@ -842,6 +843,7 @@ async def _run(kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: 
                         )
                         if client.operator_alive():
                             results.slow.append(await _operator_burst(client, plan.slow, 1000 + run))
+                            _progress(results.slow[-1])
                 if not client.operator_alive():
                     print(f"  the operator exited: see {log_dir}/operator-1.log", flush=True)
                 results.client_429 = client.client_429
@@ -891,6 +893,17 @@ def _med_s(bursts: list[Burst], q: float | None, *, down: bool = False) -> str:
     """The median over the runs of each run's ``q`` quantile (p50 with None) of up (or down) times."""
     per_run = [v for b in bursts if (v := _q(b.down if down else b.up, q)) is not None]
     return f"{_med(per_run):.2f} s" if per_run else "-"
+
+
+def _progress(burst: Burst) -> None:
+    """One line per burst as it ends: a run cut short still shows what it measured."""
+    rate = _starts_per_s(burst)
+    print(
+        f"    -> p99 {_med_s([burst], 0.99)}, all Running {burst.up_wall:.1f} s, "
+        f"{'-' if rate is None else f'{rate:.0f}'} starts/s, {_writes_cell([burst])} status writes/object, "
+        f"operator CPU {burst.operator_cpu:.1f} s" + ("" if burst.complete else " (incomplete)"),
+        flush=True,
+    )
 
 
 def _writes_cell(bursts: list[Burst]) -> str:
