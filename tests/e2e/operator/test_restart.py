@@ -2,8 +2,9 @@
 
 State lives in the registry and the objects: placements in flight are followed by the next
 process (a Scheduled status, or, for a request sent before any status write, the attempt's
-deterministic session id: the kill below often lands in that window), deletions made while it was down are finished, objects
-applied meanwhile are placed, and no object ever gets a second live session.
+deterministic session id: the kill below often lands in that window), deletions made while
+it was down are finished, objects applied meanwhile are placed, and no object ever gets a
+second live session.
 """
 
 from __future__ import annotations

@@ -158,6 +158,8 @@ class Placer:
         """One task per attempt in flight: outcome, withdrawal, settle, the re-queue for the next one."""
         self._following: set[str] = set()
         """Objects (uid) whose attempt in flight a follower task holds (with the object's lock)."""
+        self._sessions_in_flight: set[tuple[str, str]] = set()
+        """(call id, session id) of the attempts in flight: sessions no status names yet."""
         self._made: dict[str, int] = {}
         """The last attempt this process sent per object: the status records it only when written."""
         self._settled: dict[str, int] = {}
@@ -187,6 +189,11 @@ class Placer:
             or self._busy(obj.uid)
             or obj.uid in self._following
         )
+
+    def placing(self, call_id: str, session_id: str) -> bool:
+        """Whether an attempt in flight here is for this session: it is not a leftover, though
+        no status names it until the attempt is recorded (Running, or Scheduled for a slow node)."""
+        return (call_id, session_id) in self._sessions_in_flight
 
     def _busy(self, uid: str) -> bool:
         lock = self._locks.get(uid)
@@ -390,6 +397,7 @@ class Placer:
 
     def _hand_off(self, attempt: _Attempt, lock: asyncio.Lock) -> None:
         self._following.add(attempt.obj.uid)
+        self._sessions_in_flight.add((attempt.obj.spec.call_id, attempt.session_id))
         task = asyncio.create_task(self._run_attempt(attempt, lock), name=f"attempt-{attempt.session_id}")
         self._followers.add(task)
         task.add_done_callback(self._followers.discard)
@@ -411,6 +419,7 @@ class Placer:
             again = RETRY_DELAY
         finally:
             self._following.discard(uid)
+            self._sessions_in_flight.discard((attempt.obj.spec.call_id, attempt.session_id))
             lock.release()
         if again is None:
             self._slot_settled(key)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from callboard.kube.resource.constants import FINALIZER
 from callboard.kube.resource.naming import parse_session_id, session_id_for
@@ -415,3 +418,30 @@ async def test_g1_a_request_left_by_an_operator_killed_before_any_status_write_i
         for n in h.nodes:
             await n.kill()
         await h.runtime.stop()
+
+
+async def test_a_session_up_before_its_running_write_is_not_closed_as_a_leftover(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No status names the session until Running is written: a slow write (a loaded API
+    # server) outlasts the leftover grace (0.1 s here), and several sync cycles run meanwhile.
+    node = await harness.node("n1", capacity=4)
+    request = harness.kube.request
+    cycles_before_write = 5
+
+    async def slow_running(method: str, path: str, **kw: Any) -> Any:
+        body = kw.get("body") or {}
+        if (
+            method == "PATCH"
+            and path.endswith("/status")
+            and body.get("status", {}).get("phase") == "Running"
+        ):
+            syncer = harness.runtime.syncer
+            for _ in range(cycles_before_write):
+                await harness.until(_changed(syncer.last_cycle, lambda: syncer.last_cycle))
+        return await request(method, path, **kw)
+
+    monkeypatch.setattr(harness.kube, "request", slow_running)
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    assert node.sessions == [status["sessionId"]] and node.closes == 0
