@@ -423,6 +423,11 @@ class Placer:
             lock.release()
         if again is None:
             self._slot_settled(key)
+            latest = self._cache.get(key)
+            if latest is not None and needs_placement(latest):
+                # A change that came while the attempt was in flight found it busy (place()
+                # returns at once then): it is placed now instead of waiting for another event.
+                self._queue.add(key)
         elif again > 0:
             self._queue.add_later(key, again)
         else:
