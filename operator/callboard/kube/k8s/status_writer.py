@@ -59,12 +59,16 @@ class StatusWriter:
         updated = await self.patch(obj, patch, precondition=precondition, reason=transition.reason)
         if updated is not None and event is not None:
             self.event(obj, type=event.type, reason=event.reason, message=event.message)
+        if (
+            updated is not None and obj.status.phase is not transition.phase
+        ):  # logged with or without an Event
             logger.info(
-                "%s/%s: %s (%s)",
+                "%s/%s: %s: %s (%s)",
                 obj.namespace,
                 obj.name,
-                event.message,
-                event.reason,
+                transition.phase.value,
+                transition.message,
+                transition.reason,
                 extra={"resource": f"{obj.namespace}/{obj.name}", "call_id": obj.spec.call_id},
             )
         return updated
