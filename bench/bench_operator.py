@@ -18,8 +18,8 @@ connections (like one ``kubectl apply`` of a big file) and one watch follows the
    own request: the queueing behind the burst is part of what the user waits for.
 
 The ratio is operator p99 / floor p99. Per burst the table also shows the 429s the API
-server answered in the meantime (APF rejections), and the CPU seconds the API server and
-the operator burned.
+server answered in the meantime (APF rejections), the CPU seconds the API server and the
+operator burned, and the operator's status writes per object until every object ran.
 
 Then a **steady state** of ``CALLBOARD_BENCH_OPERATOR_STEADY`` live objects (default
 10,000; 0 skips it): with the operator stopped, the bench writes that many Running objects
