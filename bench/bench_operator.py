@@ -18,8 +18,8 @@ connections (like one ``kubectl apply`` of a big file) and one watch follows the
    own request: the queueing behind the burst is part of what the user waits for.
 
 The ratio is operator p99 / floor p99. Per burst the table also shows the 429s the API
-server answered in the meantime (APF rejections), and the CPU seconds the API server and
-the operator burned.
+server answered in the meantime (APF rejections), the CPU seconds the API server and the
+operator burned, and the operator's status writes per object until every object ran.
 
 Then a **steady state** of ``CALLBOARD_BENCH_OPERATOR_STEADY`` live objects (default
 10,000; 0 skips it): with the operator stopped, the bench writes that many Running objects
@@ -30,6 +30,17 @@ measures a window in which nothing changes: the operator's API writes per second
 core), its RSS, its event-loop lag, and the Redis commands it sends per sync cycle
 (``MONITOR``, attributed by the operator's own connections; commands run inside its Lua
 scripts counted apart).
+
+Then a **slow-node row**: the four nodes are replaced by four whose agent takes 1 s to be
+ready (:mod:`bench.slow_agent`: a node confirms a start request a second after it claimed
+it, like a real agent joining a call), and a burst of ``CALLBOARD_BENCH_OPERATOR_SLOW``
+objects (default 1,000; 0 skips it) goes to Running. It reports the sustained starts/s
+(objects Running after the first one, per second until the last one): placement that held
+a worker while a node confirmed would cap it at workers/second.
+
+Every burst (floor, operator, slow) is repeated ``CALLBOARD_BENCH_OPERATOR_RUNS`` times
+(default 3); the tables print the median of the runs' figures (the p99 of each run, then
+the median of those).
 
 ``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes;
 ``CALLBOARD_BENCH_OPERATOR_PROFILE=<file>`` runs the operator under cProfile (the stats
@@ -79,6 +90,12 @@ NODE_CAPACITY = 2600
 #: Keep-alive connections of the one client that issues a burst (kubectl-like, one big apply).
 CONNECTIONS = 64
 DEFAULT_SIZES = (1, 100, 1000)
+DEFAULT_RUNS = 3
+DEFAULT_SLOW = 1000
+#: The slow row's agent (confirms 1 s after the claim) and the built-in session body.
+SLOW_AGENT = "bench.slow_agent:create_agent"
+SLOW_JOIN = "bench.slow_agent:join_call"
+REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STEADY = 10_000
 #: Seconds a batch may take before the bench reports what it got and moves on.
 BATCH_TIMEOUT = 600.0
@@ -123,6 +140,7 @@ def _sum(text: str, name: str, keep: Callable[[dict[str, str]], bool] = lambda _
 
 
 LAG = "callboard_operator_event_loop_lag_seconds"
+STATUS_WRITES = "callboard_operator_status_writes_total"
 
 
 def _lag(before: str, after: str) -> tuple[float | None, float | None]:
@@ -289,6 +307,9 @@ class Burst:
     lag_p99: float | None = None
     operator_exited: bool = False
     """The operator process ended during the burst (see its log: a lost Lease, say)."""
+    status_writes: float | None = None
+    """The operator's status writes from the burst's start until every object ran, per object
+    (``callboard_operator_status_writes_total``)."""
 
 
 async def _floor(client: Client, n: int, round_no: int) -> Burst:
@@ -332,6 +353,8 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     result.apiserver_cpu = _cpu(client.apiserver) - cpu_api
     result.operator_cpu = _cpu(client.operator) - cpu_op
     result.up = [watch.running[x] - started for x in names if x in watch.running]
+    writes = _sum(await client.operator_metrics_text(), STATUS_WRITES) - _sum(op_before, STATUS_WRITES)
+    result.status_writes = writes / n if op_before else None
     if delete:
         started = time.perf_counter()
         await client.delete_all(names)
@@ -649,21 +672,32 @@ class Processes:
         self.operator: subprocess.Popen[bytes] | None = None
         self._runs = 0
 
-    def start_nodes(self) -> None:
+    def start_nodes(self, *, slow: bool = False) -> None:
+        """Start the nodes: the built-in agent, or (``slow``) :mod:`bench.slow_agent`."""
         for i in range(NODES):
-            env = self.base | {
-                "CALLBOARD_NODE_ID": f"bench-node-{i}",
-                "CALLBOARD_PORT": str(free_port()),
-                "CALLBOARD_CAPACITY": str(NODE_CAPACITY),
-                "CALLBOARD_IDLE_TIMEOUT": "0",
-                "CALLBOARD_DRAIN_TIMEOUT": "1",
-            }
-            with (self.log_dir / f"node-{i}.log").open("wb") as log:
+            extra = {"CALLBOARD_AGENT": SLOW_AGENT, "CALLBOARD_JOIN_CALL": SLOW_JOIN} if slow else {}
+            env = (
+                self.base
+                | extra
+                | {
+                    "PYTHONPATH": str(REPO),  # bench.slow_agent is not installed
+                    "CALLBOARD_NODE_ID": f"bench-{'slow-' if slow else ''}node-{i}",
+                    "CALLBOARD_PORT": str(free_port()),
+                    "CALLBOARD_CAPACITY": str(NODE_CAPACITY),
+                    "CALLBOARD_IDLE_TIMEOUT": "0",
+                    "CALLBOARD_DRAIN_TIMEOUT": "1",
+                }
+            )
+            with (self.log_dir / f"node-{'slow-' if slow else ''}{i}.log").open("wb") as log:
                 self.nodes.append(
                     subprocess.Popen(
                         [str(self.script), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
                     )
                 )
+
+    def stop_nodes(self) -> None:
+        _stop(self.nodes, timeout=30)
+        self.nodes = []
 
     def start_operator(self) -> int:
         """Start ``callboard operator`` (under cProfile on the first run if asked); its pid."""
@@ -725,6 +759,8 @@ async def _ready(liveness: int) -> None:
 class Results:
     floor: list[Burst] = field(default_factory=list)
     operator: list[Burst] = field(default_factory=list)
+    slow: list[Burst] = field(default_factory=list)
+    """Bursts on nodes that confirm after 1 s (:mod:`bench.slow_agent`)."""
     steady: Steady | None = None
     client_429: int = 0
 
@@ -752,9 +788,17 @@ def _apiserver_process() -> psutil.Process | None:
     return None
 
 
-async def _run(
-    kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: Path, sizes: list[int], steady: int
-) -> Results:
+@dataclass(frozen=True)
+class Plan:
+    """What to run: burst sizes, how many times each, the slow row's size, the steady state's."""
+
+    sizes: list[int]
+    runs: int
+    slow: int
+    steady: int
+
+
+async def _run(kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: Path, plan: Plan) -> Results:
     info = login()
     results = Results()
     connector = aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=CONNECTIONS)
@@ -768,7 +812,10 @@ async def _run(
         watcher = asyncio.create_task(client.watch.run(watch_session, info.server, version))
         try:
             await asyncio.sleep(0.5)
-            for round_no, n in enumerate(sizes):
+            rounds = [
+                (run * len(plan.sizes) + i, n) for run in range(plan.runs) for i, n in enumerate(plan.sizes)
+            ]
+            for round_no, n in rounds:
                 print(f"  floor: burst of {n} (no operator)...", flush=True)
                 results.floor.append(await _floor(client, n, round_no))
             procs = Processes(kube, redis.url, log_dir, kubeconfig)
@@ -779,19 +826,32 @@ async def _run(
                 client.liveness, client.redis_url = procs.liveness, redis.url
                 await _ready(procs.liveness)
                 await asyncio.sleep(1.0)  # nodes heartbeat within their first second
-                for round_no, n in enumerate(sizes):
+                for round_no, n in rounds:
                     print(f"  operator: burst of {n}...", flush=True)
                     if client.operator_alive():
                         results.operator.append(await _operator_burst(client, n, round_no))
+                        _progress(results.operator[-1])
                     else:
                         results.operator.append(Burst(n=n, complete=False, operator_exited=True))
+                if plan.slow and client.operator_alive():
+                    procs.stop_nodes()
+                    procs.start_nodes(slow=True)
+                    await asyncio.sleep(2.0)  # the old nodes' records go, the new ones heartbeat
+                    for run in range(plan.runs):
+                        print(
+                            f"  operator: burst of {plan.slow} on nodes that confirm after 1 s...", flush=True
+                        )
+                        if client.operator_alive():
+                            results.slow.append(await _operator_burst(client, plan.slow, 1000 + run))
+                            _progress(results.slow[-1])
                 if not client.operator_alive():
                     print(f"  the operator exited: see {log_dir}/operator-1.log", flush=True)
                 results.client_429 = client.client_429
                 _table(results)  # now: a failure of the steady state must not lose it
-                if steady:
+                _slow_table(results)
+                if plan.steady:
                     procs.stop_operator()
-                    results.steady = await _steady(client, steady, redis.port, 1.0, procs.start_operator)
+                    results.steady = await _steady(client, plan.steady, redis.port, 1.0, procs.start_operator)
             finally:
                 procs.stop()
         finally:
@@ -812,12 +872,6 @@ def _print_table(header: list[str], rows: list[list[str]]) -> None:
             print("-+-".join("-" * w for w in widths))
 
 
-def _s(samples: list[float], q: float | None = None) -> str:
-    if not samples:
-        return "-"
-    return f"{statistics.median(samples) if q is None else _percentile(samples, q):.2f} s"
-
-
 def _lag_cell(mean: float | None, p99: float | None) -> str:
     if mean is None:
         return "-"
@@ -825,9 +879,55 @@ def _lag_cell(mean: float | None, p99: float | None) -> str:
     return f"{mean * 1000:.1f}/{bound} ms"
 
 
+def _med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _q(samples: list[float], q: float | None) -> float | None:
+    if not samples:
+        return None
+    return statistics.median(samples) if q is None else _percentile(samples, q)
+
+
+def _med_s(bursts: list[Burst], q: float | None, *, down: bool = False) -> str:
+    """The median over the runs of each run's ``q`` quantile (p50 with None) of up (or down) times."""
+    per_run = [v for b in bursts if (v := _q(b.down if down else b.up, q)) is not None]
+    return f"{_med(per_run):.2f} s" if per_run else "-"
+
+
+def _progress(burst: Burst) -> None:
+    """One line per burst as it ends: a run cut short still shows what it measured."""
+    rate = _starts_per_s(burst)
+    print(
+        f"    -> p99 {_med_s([burst], 0.99)}, all Running {burst.up_wall:.1f} s, "
+        f"{'-' if rate is None else f'{rate:.0f}'} starts/s, {_writes_cell([burst])} status writes/object, "
+        f"operator CPU {burst.operator_cpu:.1f} s" + ("" if burst.complete else " (incomplete)"),
+        flush=True,
+    )
+
+
+def _writes_cell(bursts: list[Burst]) -> str:
+    per_object = [b.status_writes for b in bursts if b.status_writes is not None]
+    return f"{_med(per_object):.2f}" if per_object else "-"
+
+
+def _by_size(bursts: list[Burst]) -> dict[int, list[Burst]]:
+    out: dict[int, list[Burst]] = {}
+    for b in bursts:
+        out.setdefault(b.n, []).append(b)
+    return out
+
+
+def _flags(bursts: list[Burst]) -> str:
+    return (" (operator exited)" if any(b.operator_exited for b in bursts) else "") + (
+        "" if all(b.complete for b in bursts) else " (incomplete)"
+    )
+
+
 def _table(results: Results) -> None:
     header = [
         "objects",
+        "runs",
         "floor p50",
         "p99",
         "operator apply→Running p50",
@@ -839,28 +939,38 @@ def _table(results: Results) -> None:
         "429s",
         "apiserver CPU floor/op",
         "operator CPU",
+        "status writes/object",
         "loop lag mean/p99≤",
     ]
     rows = []
-    for floor, op in zip(results.floor, results.operator, strict=True):
-        ratio = _percentile(op.up, 0.99) / _percentile(floor.up, 0.99) if op.up and floor.up else None
+    floors = _by_size(results.floor)
+    for n, ops in _by_size(results.operator).items():
+        fl = floors.get(n, [])
+        ratios = [
+            _percentile(op.up, 0.99) / _percentile(f.up, 0.99)
+            for f, op in zip(fl, ops, strict=False)
+            if op.up and f.up
+        ]
+        lags = [(b.lag_mean, b.lag_p99) for b in ops if b.lag_mean is not None]
+        lag_mean = _med([m for m, _ in lags if m is not None]) if lags else None
+        lag_p99s = [p for _, p in lags if p is not None]
         rows.append(
             [
-                f"{op.n:,}"
-                + (" (operator exited)" if op.operator_exited else "")
-                + ("" if op.complete and floor.complete else " (incomplete)"),
-                _s(floor.up),
-                _s(floor.up, 0.99),
-                _s(op.up),
-                _s(op.up, 0.99),
-                "-" if ratio is None else f"{ratio:.1f}x",
-                f"{op.up_wall:.1f} s",
-                _s(op.down, 0.99),
-                f"{op.down_wall:.1f} s",
-                f"{floor.rejected:.0f}/{op.rejected:.0f}",
-                f"{floor.apiserver_cpu:.1f}/{op.apiserver_cpu:.1f} s",
-                f"{op.operator_cpu:.1f} s",
-                _lag_cell(op.lag_mean, op.lag_p99),
+                f"{n:,}" + _flags([*fl, *ops]),
+                str(len(ops)),
+                _med_s(fl, None),
+                _med_s(fl, 0.99),
+                _med_s(ops, None),
+                _med_s(ops, 0.99),
+                f"{_med(ratios):.1f}x" if ratios else "-",
+                f"{_med([b.up_wall for b in ops]):.1f} s",
+                _med_s(ops, 0.99, down=True),
+                f"{_med([b.down_wall for b in ops]):.1f} s",
+                f"{_med([b.rejected for b in fl]):.0f}/{_med([b.rejected for b in ops]):.0f}",
+                f"{_med([b.apiserver_cpu for b in fl]):.1f}/{_med([b.apiserver_cpu for b in ops]):.1f} s",
+                f"{_med([b.operator_cpu for b in ops]):.1f} s",
+                _writes_cell(ops),
+                _lag_cell(lag_mean, _med(lag_p99s) if lag_p99s else None),
             ]
         )
     _print_table(header, rows)
@@ -869,7 +979,55 @@ def _table(results: Results) -> None:
         f"floor = the watch sees the object, no operator running. {NODES} callboard serve nodes x "
         f"{NODE_CAPACITY} slots, operator defaults (sync every 1 s) as the chart's ServiceAccount "
         f"(default APF); 429s floor/operator; the bench client itself got {results.client_429} 429s. "
+        f"Each figure is the median of the runs' figures. "
         f"{os.cpu_count()} CPUs; local etcd + kube-apiserver + kwok on the same machine"
+    )
+
+
+def _starts_per_s(burst: Burst) -> float | None:
+    """Objects that went Running after the first one, per second until the last one did."""
+    if len(burst.up) < 2:
+        return None
+    span = max(burst.up) - min(burst.up)
+    return (len(burst.up) - 1) / span if span > 0 else None
+
+
+def _slow_table(results: Results) -> None:
+    if not results.slow:
+        return
+    print()
+    rows = []
+    for n, bursts in _by_size(results.slow).items():
+        rates = [r for b in bursts if (r := _starts_per_s(b)) is not None]
+        rows.append(
+            [
+                f"{n:,}" + _flags(bursts),
+                str(len(bursts)),
+                _med_s(bursts, None),
+                _med_s(bursts, 0.99),
+                f"{_med([b.up_wall for b in bursts]):.1f} s",
+                f"{_med(rates):.0f}" if rates else "-",
+                f"{_med([b.operator_cpu for b in bursts]):.1f} s",
+                _writes_cell(bursts),
+            ]
+        )
+    _print_table(
+        [
+            "objects (nodes confirm after 1 s)",
+            "runs",
+            "apply→Running p50",
+            "p99",
+            "all Running",
+            "starts/s sustained",
+            "operator CPU",
+            "status writes/object",
+        ],
+        rows,
+    )
+    print(
+        f"slow nodes: {NODES} callboard serve nodes whose agent is ready 1 s after the claim "
+        "(bench.slow_agent); starts/s = objects Running after the first, per second until the last. "
+        "Medians of the runs."
     )
 
 
@@ -918,8 +1076,12 @@ def _steady_table(results: Results) -> None:
 
 def main() -> None:
     sizes = [int(s) for s in os.environ.get("CALLBOARD_BENCH_OPERATOR_SIZES", "").split(",") if s.strip()]
-    sizes = sizes or list(DEFAULT_SIZES)
-    steady = int(os.environ.get("CALLBOARD_BENCH_OPERATOR_STEADY", str(DEFAULT_STEADY)))
+    plan = Plan(
+        sizes=sizes or list(DEFAULT_SIZES),
+        runs=max(1, int(os.environ.get("CALLBOARD_BENCH_OPERATOR_RUNS", str(DEFAULT_RUNS)))),
+        slow=int(os.environ.get("CALLBOARD_BENCH_OPERATOR_SLOW", str(DEFAULT_SLOW))),
+        steady=int(os.environ.get("CALLBOARD_BENCH_OPERATOR_STEADY", str(DEFAULT_STEADY))),
+    )
     # A SIGTERM unwinds like Ctrl-C: the processes and the control plane are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kh.ensure_tools()
@@ -936,7 +1098,7 @@ def main() -> None:
             kubeconfig = _operator_kubeconfig(kube, log_dir / "operator-kubeconfig")
             os.environ["KUBECONFIG"] = str(kube.kubeconfig)
             print(f"  process logs in {log_dir}", flush=True)
-            results = asyncio.run(_run(kube, redis, log_dir, kubeconfig, sizes, steady))
+            results = asyncio.run(_run(kube, redis, log_dir, kubeconfig, plan))
             _steady_table(results)
     finally:
         redis.stop()

@@ -92,6 +92,10 @@ class PlacementSettings:
     workers: int = 64
     """Objects placed concurrently. Each mostly waits on the node; 64 keeps a burst of 1,000
     new objects moving without flooding the API server."""
+    scheduled_after: float = 2.0
+    """Seconds an attempt waits for its node's confirmation before ``Scheduled`` is written
+    (at most half the start timeout). A node that confirms sooner costs one status write,
+    Running, which records the attempt; 0 writes Scheduled, the claim, before the request."""
     poll_interval: float = 0.1
     """Seconds between the batched reads (one MGET for all pending starts) of start answers."""
 

@@ -1,8 +1,10 @@
 """The operator killed mid-way and restarted: nothing lost, nothing duplicated.
 
 State lives in the registry and the objects: placements in flight are followed by the next
-process (write-ahead status), deletions made while it was down are finished, objects
-applied meanwhile are placed, and no object ever gets a second live session.
+process (a Scheduled status, or, for a request sent before any status write, the attempt's
+deterministic session id: the kill below often lands in that window), deletions made while
+it was down are finished, objects applied meanwhile are placed, and no object ever gets a
+second live session.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Writing an object's status: one merge patch per real change, an Event per phase change.
+"""Writing an object's status: one merge patch per real change, an Event per phase change
+(none for entering Scheduled, a step on the way to the placement's outcome).
 
 Every status write of the operator goes through :class:`StatusWriter`, which skips writes
 that would change nothing, keeps the cache up to date with the API server's answer and
@@ -58,12 +59,16 @@ class StatusWriter:
         updated = await self.patch(obj, patch, precondition=precondition, reason=transition.reason)
         if updated is not None and event is not None:
             self.event(obj, type=event.type, reason=event.reason, message=event.message)
+        if (
+            updated is not None and obj.status.phase is not transition.phase
+        ):  # logged with or without an Event
             logger.info(
-                "%s/%s: %s (%s)",
+                "%s/%s: %s: %s (%s)",
                 obj.namespace,
                 obj.name,
-                event.message,
-                event.reason,
+                transition.phase.value,
+                transition.message,
+                transition.reason,
                 extra={"resource": f"{obj.namespace}/{obj.name}", "call_id": obj.spec.call_id},
             )
         return updated

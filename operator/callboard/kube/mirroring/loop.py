@@ -240,7 +240,8 @@ class Syncer:
             return []
         found = classify(
             snap.sessions.values(),
-            claimed=lambda c, s: self._cache.claiming(c, s) is not None,
+            # An attempt in flight claims its session before any status names it.
+            claimed=lambda c, s: self._cache.claiming(c, s) is not None or self._placer.placing(c, s),
             watched=self._settings.watches,
         )
         adopting = self._settings.adoption.namespace is not None

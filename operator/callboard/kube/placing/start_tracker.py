@@ -41,8 +41,11 @@ class Outcome:
     session: SessionInfo | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
+    """One awaited start (compared by identity: with every attempt in flight tracked here, a
+    removal from the list must not compare the fields of a thousand others)."""
+
     call_id: str
     session_id: str
     request_id: str | None

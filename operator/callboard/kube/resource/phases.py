@@ -178,6 +178,9 @@ class Status:
         return next((c for c in self.conditions if c.type == type_), None)
 
 
+#: Phases entered without an Event: Scheduled is a step, not an outcome. One placement posts
+#: one Event, its outcome (Started, or a Warning per failed attempt, Failed, NoCapacity).
+_SILENT_PHASES = frozenset({Phase.SCHEDULED})
 #: Phases whose Event is a Warning.
 _WARNING_PHASES = frozenset({Phase.FAILED, Phase.LOST})
 
@@ -235,7 +238,8 @@ def _set_condition(
 def apply_transition(
     current: Status, transition: Transition, *, now: str, generation: int
 ) -> tuple[dict[str, Any], EventSpec | None]:
-    """The status merge patch for ``transition`` and the Event to post (None if not a phase change).
+    """The status merge patch for ``transition`` and the Event to post (None if not a phase change,
+    or the change to Scheduled).
 
     ``now`` is the RFC 3339 time of the change; ``generation`` the object's
     ``metadata.generation`` the decision was based on.
@@ -271,7 +275,7 @@ def apply_transition(
         **transition.fields,
     }
     event = None
-    if current.phase is not phase:
+    if current.phase is not phase and phase not in _SILENT_PHASES:
         event = EventSpec(
             type="Warning" if phase in _WARNING_PHASES else "Normal",
             reason=transition.reason,

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-from callboard.kube.resource.naming import parse_session_id
+import pytest
+
+from callboard.kube.resource.constants import FINALIZER
+from callboard.kube.resource.naming import parse_session_id, session_id_for
 from callboard.kube.settings import Settings
 from tests.unit.kube.conftest import Harness
 
@@ -27,7 +31,8 @@ async def test_apply_places_on_the_packed_node_and_runs(harness: Harness) -> Non
     assert busy.requests[0].params == {"greeting": "hi"} and busy.requests[0].call_type == "default"
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions == {"Placed": "True", "Ready": "True"}
-    assert await harness.reasons("a1") == ["StartRequested", "Started"]
+    # One Event per placement outcome: no Scheduled one on the way.
+    assert await harness.reasons("a1") == ["Started"]
 
 
 async def test_g9_a_node_marked_draining_by_the_autoscaler_gets_no_placement(harness: Harness) -> None:
@@ -173,6 +178,7 @@ async def test_g1_a_restart_during_a_later_attempt_gets_that_attempt_s_full_time
     settings: Settings,
 ) -> None:
     settings.placement.start_timeout = 5.0
+    settings.placement.scheduled_after = 0.5  # the node is slower: Scheduled is written
     h = Harness(settings)
     await h.runtime.start()
     try:
@@ -208,7 +214,12 @@ async def test_g1_a_restart_during_a_later_attempt_gets_that_attempt_s_full_time
         await h.runtime.stop()
 
 
-async def test_g8_a_claim_on_a_stale_view_is_refused_and_sends_no_start(harness: Harness) -> None:
+async def test_g8_a_claim_on_a_stale_view_is_refused_and_sends_no_start(
+    settings: Settings, harness: Harness
+) -> None:
+    # Claim first (no window): the claim is what refuses the stale replica. With the window
+    # (the default) the request goes first and the nodes' fence refuses a deposed leader's.
+    settings.placement.scheduled_after = 0.0
     harness.kube.apply("a1", "call-1")
     await harness.phase("a1", "Pending")  # no node yet
     # This replica's watch goes silent (a deposed leader's view): it keeps the Pending copy.
@@ -304,3 +315,133 @@ async def test_a_capacity_change_places_again_only_as_many_waiting_objects_as_fi
     writes = harness.runtime.metrics.registry.get_sample_value
     assert writes("callboard_operator_status_writes_total", {"reason": "Started"}) == 3
     assert writes("callboard_operator_status_writes_total", {"reason": "NoCapacity"}) == 5
+
+
+# -- non-blocking attempts and status writes on the way to Running (#15) ---------------------
+
+
+def _status_patches(harness: Harness, name: str) -> list[dict[str, object]]:
+    return [
+        patch
+        for method, path, patch in harness.kube.calls
+        if method == "PATCH" and path.endswith(f"/{name}/status")
+    ]
+
+
+async def test_a_node_that_confirms_within_the_window_costs_one_status_write(harness: Harness) -> None:
+    await harness.node("n1", capacity=4)
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    # The one write carries what Scheduled would have: where, which attempt, which request.
+    assert (status["nodeId"], status["attempts"]) == ("n1", 1) and status["sessionId"].endswith(".1")
+    assert status["requestId"] and status["attemptStartedAt"] and status["startedAt"]
+    [patch] = _status_patches(harness, "a1")
+    # The first write of an unclaimed attempt is the claim: on the version the decision read.
+    assert patch["status"]["phase"] == "Running" and patch["metadata"]["resourceVersion"]  # type: ignore[index]
+    writes = harness.runtime.metrics.registry.get_sample_value
+    assert writes("callboard_operator_status_writes_total", {"reason": "StartRequested"}) is None
+
+
+async def test_a_node_slower_than_the_window_gets_scheduled_then_running(settings: Settings) -> None:
+    settings.placement.start_timeout = 4.0
+    settings.placement.scheduled_after = 0.2
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        await h.node("slow", accept_delay=1.0)
+        h.kube.apply("a1", "call-1")
+        status = await h.phase("a1", "Running")
+        phases = [p["status"]["phase"] for p in _status_patches(h, "a1")]  # type: ignore[index]
+        assert phases == ["Scheduled", "Running"]
+        assert status["attempts"] == 1 and status["nodeId"] == "slow"
+        assert await h.reasons("a1") == ["Started"]
+    finally:
+        await h.kopf.stop()
+        for n in h.nodes:
+            await n.kill()
+        await h.runtime.stop()
+
+
+async def test_a_worker_is_not_held_while_a_node_confirms(settings: Settings) -> None:
+    settings.placement.workers = 2
+    settings.placement.start_timeout = 20.0
+    settings.placement.scheduled_after = 10.0
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        node = await h.node("slow", capacity=8, accept_delay=3.0)
+        names = [f"a{i}" for i in range(8)]
+        for i, name in enumerate(names):
+            h.kube.apply(name, f"call-{i}")
+        # Two workers, eight requests out before the first confirmation: none waits on the node.
+        await h.until(lambda: len(node.requests) == 8)
+        assert not any(h.status(name).get("phase") == "Running" for name in names)
+        for name in names:
+            await h.phase(name, "Running", timeout=10)
+        assert sorted(node.sessions) == sorted(h.status(name)["sessionId"] for name in names)
+    finally:
+        await h.kopf.stop()
+        for n in h.nodes:
+            await n.kill()
+        await h.runtime.stop()
+
+
+async def test_g1_a_request_left_by_an_operator_killed_before_any_status_write_is_not_duplicated(
+    settings: Settings,
+) -> None:
+    settings.placement.start_timeout = 3.0
+    h = Harness(settings)
+    await h.runtime.start()
+    try:
+        late = await h.node("late", pool="other", capacity=4, accept_delay=1.0)
+        refuses = await h.node("refuses", pool="p", capacity=4, mode="reject")
+        await h.runtime.stop()  # the operator is killed...
+        h.kube.apply("a1", "call-1", pool="p")
+        obj = h.kube.get_object("a1")
+        assert obj is not None
+        obj["metadata"]["finalizers"] = [FINALIZER]  # kopf's, added before the kill
+        session_id = session_id_for("ns", obj["metadata"]["uid"], 1)
+        # ...right after its request for attempt 1, before it wrote any status.
+        await late.registry.request_start("late", "call-1", session_id=session_id, expires_in=3.0)
+        h.runtime = type(h.runtime)(settings=settings, api=h.kube, store=h.store)
+        h.kopf.runtime = h.runtime
+        await h.runtime.start()
+        h.runtime.observe(None, obj)
+        # The new process asks the only node of the pool with the same session id; it refuses,
+        # and the request left behind starts meanwhile: that session is the object's, no other.
+        status = await h.phase("a1", "Running", timeout=10)
+        assert (status["nodeId"], status["sessionId"], status["attempts"]) == ("late", session_id, 1)
+        assert [r.session_id for r in refuses.requests] == [session_id]
+        assert [s.session_id for s in await h.runtime.registry.get_for_call("call-1")] == [session_id]
+    finally:
+        await h.kopf.stop()
+        for n in h.nodes:
+            await n.kill()
+        await h.runtime.stop()
+
+
+async def test_a_session_up_before_its_running_write_is_not_closed_as_a_leftover(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No status names the session until Running is written: a slow write (a loaded API
+    # server) outlasts the leftover grace (0.1 s here), and several sync cycles run meanwhile.
+    node = await harness.node("n1", capacity=4)
+    request = harness.kube.request
+    cycles_before_write = 5
+
+    async def slow_running(method: str, path: str, **kw: Any) -> Any:
+        body = kw.get("body") or {}
+        if (
+            method == "PATCH"
+            and path.endswith("/status")
+            and body.get("status", {}).get("phase") == "Running"
+        ):
+            syncer = harness.runtime.syncer
+            for _ in range(cycles_before_write):
+                await harness.until(_changed(syncer.last_cycle, lambda: syncer.last_cycle))
+        return await request(method, path, **kw)
+
+    monkeypatch.setattr(harness.kube, "request", slow_running)
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    assert node.sessions == [status["sessionId"]] and node.closes == 0
