@@ -33,8 +33,9 @@ scripts counted apart).
 
 ``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes;
 ``CALLBOARD_BENCH_OPERATOR_PROFILE=<file>`` runs the operator under cProfile (the stats
-file is written when it exits). Figures depend on the machine: read them next to its
-core count and its load.
+file is written when it exits), and ``CALLBOARD_BENCH_OPERATOR_STEADY_PROFILE=<file>`` the
+steady state's operator (its start, settling and measured window). Figures depend on the
+machine: read them next to its core count and its load.
 """
 
 from __future__ import annotations
@@ -665,8 +666,9 @@ class Processes:
                     )
                 )
 
-    def start_operator(self) -> int:
-        """Start ``callboard operator`` (under cProfile on the first run if asked); its pid."""
+    def start_operator(self, profile: str | None = None) -> int:
+        """Start ``callboard operator`` (under cProfile on the first run, or with ``profile``,
+        if asked); its pid."""
         env = self.base | {
             "KUBECONFIG": str(self.kubeconfig),
             "CALLBOARD_NAMESPACES": NAMESPACE,
@@ -678,7 +680,9 @@ class Processes:
             "POD_NAME": "bench-operator",
         }
         argv = [str(self.script), "operator"]
-        if (profile := os.environ.get("CALLBOARD_BENCH_OPERATOR_PROFILE")) and not self._runs:
+        if not profile and not self._runs:
+            profile = os.environ.get("CALLBOARD_BENCH_OPERATOR_PROFILE")
+        if profile:
             argv = [sys.executable, "-m", "cProfile", "-o", profile, *argv]
         self._runs += 1
         with (self.log_dir / f"operator-{self._runs}.log").open("wb") as log:
@@ -791,7 +795,10 @@ async def _run(
                 _table(results)  # now: a failure of the steady state must not lose it
                 if steady:
                     procs.stop_operator()
-                    results.steady = await _steady(client, steady, redis.port, 1.0, procs.start_operator)
+                    profile = os.environ.get("CALLBOARD_BENCH_OPERATOR_STEADY_PROFILE")
+                    results.steady = await _steady(
+                        client, steady, redis.port, 1.0, lambda: procs.start_operator(profile)
+                    )
             finally:
                 procs.stop()
         finally:

@@ -114,6 +114,8 @@ class RegistryCore:
         self._node = NodeInfo(node_id=self._node_id)
         self._local = LocalSessions()
         self._local_close: set[tuple[str, str]] = set()
+        self._live_copy: dict[str, tuple[bytes, list[SessionInfo]]] = {}
+        """:meth:`list_live`'s sessions per node, with the node's version when read."""
         self._tasks: list[asyncio.Task[None]] = []
         self._throttle = LogThrottle()
         self._running = False

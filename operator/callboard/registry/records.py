@@ -314,22 +314,33 @@ class SessionRecords(RegistryCore):
         return SessionPage([s for _, s in page], paging.encode_cursor(resume) if resume else None)
 
     async def list_live(self) -> tuple[list[NodeInfo], list[SessionInfo]]:
-        """Every live node and session of the cluster, at O(nodes + sessions) when it can.
+        """Every live node and session of the cluster, at O(nodes + changed nodes' sessions)
+        when it can.
 
         Through the node-id and per-node indexes (one script, no SCAN) while they can be
         trusted to name everything (see :meth:`SessionIndex.live_indexed`); else, as
         :meth:`list_nodes` and :meth:`list_sessions` do, by scanning the key space.
-        Sessions no node index names (a write that lost its index entry) show up again
-        with their node's next heartbeat (G3); callers that must not miss one scan now and
-        then (the operator's sync does, every ``FULL_READ_INTERVAL``).
+        The sessions of a node whose version did not move since the last call are this
+        registry's decoded copy (the same objects), so a quiet cluster costs one GET per
+        node and no decoding. Sessions no node index names (a write that lost its index
+        entry) show up again with their node's next heartbeat (G3); callers that must not
+        miss one scan now and then (the operator's sync does, every ``FULL_READ_INTERVAL``).
         """
-        indexed = await self._index.live_indexed(exact=self._exact)
+        copy = self._live_copy
+        indexed = await self._index.live_indexed(
+            exact=self._exact, known={node_id: version for node_id, (version, _) in copy.items() if version}
+        )
         if indexed is None:
+            copy.clear()
             nodes, sessions = await asyncio.gather(self.list_nodes(), self.list_sessions())
             return nodes, sessions
         warn = self._warn_malformed("node")
-        decoded = (decode_or_none(NodeInfo.from_json, raw, on_error=warn) for raw in indexed[0])
-        return [n for n in decoded if n is not None], self._decode_sessions(indexed[1])
+        decoded = (decode_or_none(NodeInfo.from_json, raw, on_error=warn) for raw in indexed.nodes)
+        fresh = {node_id: copy[node_id] for node_id in indexed.unchanged if node_id in copy}
+        for node_id, (version, raws) in indexed.changed.items():
+            fresh[node_id] = (version, self._decode_sessions(raws))
+        self._live_copy = fresh
+        return [n for n in decoded if n is not None], [s for _, part in fresh.values() for s in part]
 
     async def list_nodes(self) -> list[NodeInfo]:
         """Every node with a live record (heartbeat within the TTL)."""

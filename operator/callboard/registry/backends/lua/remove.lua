@@ -3,7 +3,18 @@
 -- ARGV[1] = fallback owner node id, ARGV[2] = session id, ARGV[3] = prefixed "index/nodes/",
 -- ARGV[4] = node index member "call_id/session_id", ARGV[5] = tombstone JSON ('' = none),
 -- ARGV[6] = tombstone TTL in ms, ARGV[7] = prefixed "index/digests/" (the owner's node
--- index digest follows its membership, see heartbeat.lua). Returns 1 if the record existed.
+-- index digest follows its membership, see heartbeat.lua), ARGV[8] = prefixed
+-- "index/versions/" ('' = none): the owner's version moves on when its set or a record
+-- changes. Returns 1 if the record existed.
+-- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
+-- had (the clock in microseconds, or one more), so a reader that holds an older one reads
+-- the node's sessions again; it lives ttl_ms (the heartbeat renews it).
+local function bump_version(key, ttl_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = tonumber(redis.call('GET', key) or '0') or 0
+  redis.call('SET', key, string.format('%.0f', math.max(now, old + 1)), 'PX', ttl_ms)
+end
 local raw = redis.call('GET', KEYS[1])
 local owner = ARGV[1]
 if raw then
@@ -14,7 +25,11 @@ if raw then
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[2])
-if redis.call('SREM', ARGV[3] .. owner, ARGV[4]) == 1 then
+local unindexed = redis.call('SREM', ARGV[3] .. owner, ARGV[4]) == 1
+if (raw or unindexed) and (ARGV[8] or '') ~= '' then
+  bump_version(ARGV[8] .. owner, tonumber(ARGV[6]))
+end
+if unindexed then
   local digest = ARGV[7] .. owner
   local d = redis.call('GET', digest)
   if d then
