@@ -116,6 +116,8 @@ class RegistryCore:
         self._local_close: set[tuple[str, str]] = set()
         self._live_copy: dict[str, tuple[bytes, list[SessionInfo]]] = {}
         """:meth:`list_live`'s sessions per node, with the node's version when read."""
+        self._live_sessions: list[SessionInfo] | None = None
+        """:meth:`list_live`'s last answer, handed back while nothing changed."""
         self._tasks: list[asyncio.Task[None]] = []
         self._throttle = LogThrottle()
         self._running = False

@@ -321,10 +321,12 @@ class SessionRecords(RegistryCore):
         trusted to name everything (see :meth:`SessionIndex.live_indexed`); else, as
         :meth:`list_nodes` and :meth:`list_sessions` do, by scanning the key space.
         The sessions of a node whose version did not move since the last call are this
-        registry's decoded copy (the same objects), so a quiet cluster costs one GET per
-        node and no decoding. Sessions no node index names (a write that lost its index
-        entry) show up again with their node's next heartbeat (G3); callers that must not
-        miss one scan now and then (the operator's sync does, every ``FULL_READ_INTERVAL``).
+        registry's decoded copy (the same objects), so a quiet cluster costs two GETs per
+        node and no decoding; while no node changed, the session list is the very list of
+        the last call (callers must not modify it, and may compare it by identity).
+        Sessions no node index names (a write that lost its index entry) show up again
+        with their node's next heartbeat (G3); callers that must not miss one scan now and
+        then (the operator's sync does, every ``FULL_READ_INTERVAL``).
         """
         copy = self._live_copy
         indexed = await self._index.live_indexed(
@@ -332,6 +334,7 @@ class SessionRecords(RegistryCore):
         )
         if indexed is None:
             copy.clear()
+            self._live_sessions = None
             nodes, sessions = await asyncio.gather(self.list_nodes(), self.list_sessions())
             return nodes, sessions
         warn = self._warn_malformed("node")
@@ -339,8 +342,12 @@ class SessionRecords(RegistryCore):
         fresh = {node_id: copy[node_id] for node_id in indexed.unchanged if node_id in copy}
         for node_id, (version, raws) in indexed.changed.items():
             fresh[node_id] = (version, self._decode_sessions(raws))
+        live = [n for n in decoded if n is not None]
+        if not indexed.changed and fresh.keys() == copy.keys() and self._live_sessions is not None:
+            return live, self._live_sessions  # the same list: nothing changed since the last read
         self._live_copy = fresh
-        return [n for n in decoded if n is not None], [s for _, part in fresh.values() for s in part]
+        self._live_sessions = [s for _, part in fresh.values() for s in part]
+        return live, self._live_sessions
 
     async def list_nodes(self) -> list[NodeInfo]:
         """Every node with a live record (heartbeat within the TTL)."""

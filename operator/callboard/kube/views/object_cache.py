@@ -30,6 +30,10 @@ class ObjectCache:
         self._by_session: dict[tuple[str, str], Key] = {}
         self._expected: set[str] | None = None
         self.primed = asyncio.Event()
+        self.version = 0
+        """Moves on with every change of the objects held: a reader that derived something
+        from all of them (the sync loop's unclaimed sessions, the phase metrics) at one
+        version need not derive it again while the version stays."""
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -72,6 +76,7 @@ class ObjectCache:
             return current
         if current is not None:
             self._unindex(current)
+        self.version += 1
         self._objects[obj.key] = obj
         self._by_uid[obj.uid] = obj.key
         if obj.session is not None:
@@ -89,6 +94,7 @@ class ObjectCache:
                 self._seen(uid)
             return None
         del self._objects[key]
+        self.version += 1
         self._unindex(current)
         self._seen(current.uid)
         return current
