@@ -76,7 +76,8 @@ class ObjectCache:
             return current
         if current is not None:
             self._unindex(current)
-        self.version += 1
+        if current is None or (current.uid, current.resource_version) != (obj.uid, obj.resource_version):
+            self.version += 1  # the same resourceVersion again (a re-delivered event) is no change
         self._objects[obj.key] = obj
         self._by_uid[obj.uid] = obj.key
         if obj.session is not None:
