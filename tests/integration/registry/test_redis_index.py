@@ -389,3 +389,27 @@ async def test_list_live_sees_a_vision_agents_session_after_reading_through_the_
     assert await a._index.index_foreign() == 1  # what the one scanner of the cluster does
     _, sessions = await reader.list_live()
     assert sorted(s.session_id for s in sessions) == ["s-1", "s-foreign"]
+
+
+async def test_list_live_reads_a_node_that_keeps_no_version_whole_even_after_a_removal(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """A node of an older callboard writes no version: a removal by another process must not
+    make one for it (it would stand still while that node registers), so every read takes
+    that node's sessions whole."""
+    a, reader = await nodes("node-a"), await nodes("operator")
+    for registry in (a, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await a.register("call-3", "s-3")
+    await raw.delete(P + "index/versions/node-a")  # what an older node looks like
+    await reader.list_live()
+    await reader.remove("call-1", "s-1")
+    assert await raw.exists(P + "index/versions/node-a") == 0
+    # The older node registers a session: its own script moves no version.
+    await raw.set(
+        P + "sessions/call-2/s-2", SessionInfo("s-2", "call-2", "node-a", time.time()).to_json(), px=30_000
+    )
+    await raw.sadd(P + "index/nodes/node-a", "call-2/s-2")
+    _, sessions = await reader.list_live()
+    assert sorted(s.session_id for s in sessions) == ["s-2", "s-3"]

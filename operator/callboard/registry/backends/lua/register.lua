@@ -32,12 +32,18 @@ local version_key = ARGV[base + 3 * n + 1] or ''
 
 -- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
 -- had (the clock in microseconds, or one more), so a reader that holds an older one reads
--- the node's sessions again; it lives ttl_ms (the heartbeat renews it).
+-- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
+-- renews it).
 local function bump_version(key, ttl_ms)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local old = tonumber(redis.call('GET', key) or '0') or 0
-  redis.call('SET', key, string.format('%.0f', math.max(now, old + 1)), 'PX', ttl_ms)
+  local value = string.format('%.0f', math.max(now, old + 1))
+  if ttl_ms then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, value, 'KEEPTTL')
+  end
 end
 
 -- Add (sign 1) or take away (-1) one member's words in a node index's digest.

@@ -8,12 +8,18 @@
 -- changes. Returns 1 if the record existed.
 -- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
 -- had (the clock in microseconds, or one more), so a reader that holds an older one reads
--- the node's sessions again; it lives ttl_ms (the heartbeat renews it).
+-- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
+-- renews it).
 local function bump_version(key, ttl_ms)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local old = tonumber(redis.call('GET', key) or '0') or 0
-  redis.call('SET', key, string.format('%.0f', math.max(now, old + 1)), 'PX', ttl_ms)
+  local value = string.format('%.0f', math.max(now, old + 1))
+  if ttl_ms then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, value, 'KEEPTTL')
+  end
 end
 local raw = redis.call('GET', KEYS[1])
 local owner = ARGV[1]
@@ -26,8 +32,10 @@ end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[2])
 local unindexed = redis.call('SREM', ARGV[3] .. owner, ARGV[4]) == 1
-if (raw or unindexed) and (ARGV[8] or '') ~= '' then
-  bump_version(ARGV[8] .. owner, tonumber(ARGV[6]))
+-- Only a version the owner keeps moves on (a node of an older callboard keeps none: a
+-- version made here would stand still while that node registers sessions).
+if (raw or unindexed) and (ARGV[8] or '') ~= '' and redis.call('EXISTS', ARGV[8] .. owner) == 1 then
+  bump_version(ARGV[8] .. owner, nil)
 end
 if unindexed then
   local digest = ARGV[7] .. owner
