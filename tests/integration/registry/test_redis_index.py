@@ -413,3 +413,24 @@ async def test_list_live_reads_a_node_that_keeps_no_version_whole_even_after_a_r
     await raw.sadd(P + "index/nodes/node-a", "call-2/s-2")
     _, sessions = await reader.list_live()
     assert sorted(s.session_id for s in sessions) == ["s-2", "s-3"]
+
+
+async def test_a_full_list_live_scan_hands_back_the_same_objects_for_unchanged_records(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """The sync loop's periodic scan must not make every session look new (each object would
+    be decided again): a record read again unchanged is the object decoded before."""
+    a, reader = await nodes("node-a"), await nodes("operator")
+    for registry in (a, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await a.register("call-2", "s-2")
+    _, indexed = await reader.list_live()
+    await a.register("call-3", "s-3")
+    _, scanned = await reader.list_live(full=True)
+    by_id = {s.session_id: s for s in scanned}
+    assert sorted(by_id) == ["s-1", "s-2", "s-3"]
+    assert all(by_id[s.session_id] is s for s in indexed)
+    _, again = await reader.list_live()  # the index read after a scan: node-a moved on
+    assert sorted(s.session_id for s in again) == ["s-1", "s-2", "s-3"]
+    assert all(next(x for x in again if x.session_id == s.session_id) is s for s in indexed)

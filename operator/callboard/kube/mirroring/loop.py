@@ -173,7 +173,7 @@ class Syncer:
         now = time.monotonic()
         if self._last_full_read is not None and now - self._last_full_read < FULL_READ_INTERVAL:
             return await self._registry.list_live()
-        nodes, sessions = await asyncio.gather(self._registry.list_nodes(), self._registry.list_sessions())
+        nodes, sessions = await self._registry.list_live(full=True)
         self._last_full_read = now
         return nodes, sessions
 
