@@ -368,6 +368,9 @@ class Steady:
     cpu_percent: float = 0.0
     rss_mib: float = 0.0
     cycles: float = 0.0
+    window_cycles: float = 0.0
+    """Sync cycles in the measured window, and their mean duration (s): the cycle's own cost."""
+    cycle_mean: float | None = None
     redis_per_cycle: float = 0.0
     redis_script_per_cycle: float = 0.0
     redis_by: dict[str, float] = field(default_factory=dict)
@@ -588,6 +591,10 @@ async def _measure(client: Client, result: Steady, redis_port: int, sync_interva
     result.cpu_percent = 100 * (cpu1 - cpu0) / elapsed
     result.rss_mib = client.operator.memory_info().rss / 2**20
     result.lag_mean, result.lag_p99 = _lag(op0, op1)
+    sync = "callboard_operator_sync_seconds"
+    count = _sum(op1, f"{sync}_count") - _sum(op0, f"{sync}_count")
+    total = _sum(op1, f"{sync}_sum") - _sum(op0, f"{sync}_sum")
+    result.window_cycles, result.cycle_mean = count, (total / count if count else None)
     cycles0 = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count")
     top, inner, by = await _monitor(redis_port, client.operator, MONITOR_WINDOW)
     cycles = _sum(await client.operator_metrics_text(), "callboard_operator_sync_seconds_count") - cycles0
@@ -901,6 +908,7 @@ def _steady_table(results: Results) -> None:
             "RSS",
             "Redis cmds/sync cycle",
             "+ in scripts",
+            "sync cycles, mean",
             "loop lag mean/p99≤",
         ],
         [
@@ -913,6 +921,8 @@ def _steady_table(results: Results) -> None:
                 f"{s.rss_mib:.0f} MiB",
                 f"{s.redis_per_cycle:.1f}",
                 f"{s.redis_script_per_cycle:.1f}",
+                f"{s.window_cycles:.0f}, "
+                + ("-" if s.cycle_mean is None else f"{1000 * s.cycle_mean:.0f} ms"),
                 _lag_cell(s.lag_mean, s.lag_p99),
             ]
         ],
