@@ -37,7 +37,7 @@ TTL = 10.0
 LEAST_PRIVILEGE_COMMANDS = (
     "-@all +ping +info +get +set +mget +del +exists +pexpire +pttl +scan +sadd +srem +scard "
     "+smembers +sismember +zadd +zrem +zrange +zrangebylex +publish +subscribe +unsubscribe +evalsha +eval "
-    "+script|load +select"
+    "+script|load +select +time"
 )
 
 

@@ -114,6 +114,10 @@ class RegistryCore:
         self._node = NodeInfo(node_id=self._node_id)
         self._local = LocalSessions()
         self._local_close: set[tuple[str, str]] = set()
+        self._live_copy: dict[str, tuple[bytes, dict[bytes, SessionInfo]]] = {}
+        """:meth:`list_live`'s sessions per node (by raw record), with the node's version when read."""
+        self._live_sessions: list[SessionInfo] | None = None
+        """:meth:`list_live`'s last answer, handed back while nothing changed."""
         self._tasks: list[asyncio.Task[None]] = []
         self._throttle = LogThrottle()
         self._running = False

@@ -18,6 +18,7 @@ The others are callboard's own; Vision Agents nodes never look at them.
 | ``index/nodes/{node_id}``              | set of "call_id/session_id" (Redis) | ttl, renewed |
 | ``index/digests/{node_id}``            | digest of that set's members (Redis) | ttl, renewed |
 | ``index/node_ids``                     | sorted set of node ids, score 0 (Redis) | none; pruned when read |
+| ``index/versions/{node_id}``           | version of that node's records and set (Redis) | ttl, renewed |
 | ``start_requests/{node_id}/{request_id}`` | JSON StartRequest       | its expiry   |
 | ``start_claims/{request_id}``          | claimed/started + claimant, or withdrawn | ENDED_TTL |
 | ``start_results/{request_id}``         | JSON StartResult          | ENDED_TTL    |
@@ -45,6 +46,7 @@ __all__ = [
     "NODE_DIGEST_PREFIX",
     "NODE_DIRECTORY",
     "NODE_INDEX_PREFIX",
+    "NODE_VERSION_PREFIX",
     "NO_FOREIGN_MARKER",
     "SESSIONS_PREFIX",
     "START_CHANNEL_PREFIX",
@@ -59,6 +61,7 @@ __all__ = [
     "node_digest_key",
     "node_index_key",
     "node_key",
+    "node_version_key",
     "session_key",
     "split_session_key",
     "start_channel",
@@ -74,6 +77,10 @@ ENDED_PREFIX = "ended/"
 CALL_INDEX_PREFIX = "index/calls/"
 NODE_INDEX_PREFIX = "index/nodes/"
 NODE_DIGEST_PREFIX = "index/digests/"
+#: A node's version: moved on (to a value it never had) by every script that writes one of
+#: the node's session records or changes its index set, so the operator's sync read skips
+#: the sessions of nodes whose version it already holds (``live_indexed.lua``).
+NODE_VERSION_PREFIX = "index/versions/"
 CLOSE_CHANNEL_PREFIX = "channels/close/"
 START_CHANNEL_PREFIX = "channels/start/"
 START_REQUESTS_PREFIX = "start_requests/"
@@ -142,6 +149,11 @@ def node_index_key(node_id: str) -> str:
 def node_digest_key(node_id: str) -> str:
     """The digest ("count:sum1:sum2") of a node index's members, kept by the scripts."""
     return f"{NODE_DIGEST_PREFIX}{node_id}"
+
+
+def node_version_key(node_id: str) -> str:
+    """The version of a node's session records and index set (see ``NODE_VERSION_PREFIX``)."""
+    return f"{NODE_VERSION_PREFIX}{node_id}"
 
 
 def close_channel(node_id: str) -> str:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from callboard.errors import (
     DeposedLeaderError,
@@ -33,6 +34,7 @@ from callboard.registry.store import PubSubSupport, SessionKVStore
 
 __all__ = [
     "KVSessionIndex",
+    "LiveRead",
     "MembershipDigest",
     "SessionIndex",
     "close_flag",
@@ -156,6 +158,19 @@ def deposed_error(what: str, token: int, fence: int) -> DeposedLeaderError:
     )
 
 
+@dataclass(slots=True)
+class LiveRead:
+    """One read through the indexes (:meth:`SessionIndex.live_indexed`)."""
+
+    nodes: list[bytes]
+    """Raw records of every live node."""
+    changed: dict[str, tuple[bytes, list[bytes]]] = field(default_factory=dict)
+    """Per node whose version the caller did not hold: its version (``b""``: it keeps none,
+    read it whole every time) and the raw records of all its sessions."""
+    unchanged: list[str] = field(default_factory=list)
+    """Nodes whose version the caller holds: their sessions are the caller's copy."""
+
+
 class SessionIndex(ABC):
     """The registry's multi-key operations; each is O(1) round trips in a good backend."""
 
@@ -213,10 +228,14 @@ class SessionIndex(ABC):
     async def sessions_for_node(self, node_id: str) -> list[bytes]:
         """Raw records of the sessions of one node."""
 
-    async def live_indexed(self, *, exact: bool | None = None) -> tuple[list[bytes], list[bytes]] | None:
-        """Raw records of every live node and of those nodes' sessions, read through the
-        indexes (no scan of the key space), or None when the indexes cannot be trusted to
-        name them all (``exact`` as for :meth:`sessions_for_call`): the caller scans then.
+    async def live_indexed(
+        self, *, exact: bool | None = None, known: Mapping[str, bytes] | None = None
+    ) -> LiveRead | None:
+        """Raw records of every live node and of the sessions of the nodes whose version is
+        not in ``known`` (node id → the version the caller holds), read through the indexes
+        (no scan of the key space), or None when the indexes cannot be trusted to name them
+        all (``exact`` as for :meth:`sessions_for_call`): the caller scans then. The caller
+        keeps the sessions of unchanged nodes, so a quiet cluster costs O(nodes) a read.
         A plain store keeps no node index."""
         return None
 

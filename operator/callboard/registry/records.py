@@ -313,23 +313,65 @@ class SessionRecords(RegistryCore):
         resume = paging.PagePosition(*page[-1][0]) if len(places) > limit else None
         return SessionPage([s for _, s in page], paging.encode_cursor(resume) if resume else None)
 
-    async def list_live(self) -> tuple[list[NodeInfo], list[SessionInfo]]:
-        """Every live node and session of the cluster, at O(nodes + sessions) when it can.
+    async def list_live(self, *, full: bool = False) -> tuple[list[NodeInfo], list[SessionInfo]]:
+        """Every live node and session of the cluster, at O(nodes + changed nodes' sessions)
+        when it can.
 
         Through the node-id and per-node indexes (one script, no SCAN) while they can be
-        trusted to name everything (see :meth:`SessionIndex.live_indexed`); else, as
-        :meth:`list_nodes` and :meth:`list_sessions` do, by scanning the key space.
+        trusted to name everything (see :meth:`SessionIndex.live_indexed`); else, and with
+        ``full``, as :meth:`list_nodes` and :meth:`list_sessions` do, by scanning the key
+        space. The sessions of a node whose version did not move since the last call are
+        this registry's decoded copy (the same objects), so a quiet cluster costs two GETs
+        per node and no decoding; while no node changed, the session list is the very list
+        of the last call (callers must not modify it, and may compare it by identity). A
+        record read again unchanged (a changed node's other sessions, a full scan) is not
+        decoded again: it is the same object too.
         Sessions no node index names (a write that lost its index entry) show up again
         with their node's next heartbeat (G3); callers that must not miss one scan now and
-        then (the operator's sync does, every ``FULL_READ_INTERVAL``).
+        then (the operator's sync does, every ``FULL_READ_INTERVAL``, with ``full``).
         """
-        indexed = await self._index.live_indexed(exact=self._exact)
+        copy = self._live_copy
+        indexed = None
+        if not full:
+            indexed = await self._index.live_indexed(
+                exact=self._exact,
+                known={node_id: version for node_id, (version, _) in copy.items() if version},
+            )
         if indexed is None:
-            nodes, sessions = await asyncio.gather(self.list_nodes(), self.list_sessions())
-            return nodes, sessions
+            nodes, raws = await asyncio.gather(self.list_nodes(), self._read_prefix(k.SESSIONS_PREFIX))
+            known: dict[bytes, SessionInfo] = {}
+            for _, part in copy.values():
+                known.update(part)
+            if not full:
+                copy.clear()
+                self._live_sessions = None
+            return nodes, list(self._decode_reusing(raws, known).values())
         warn = self._warn_malformed("node")
-        decoded = (decode_or_none(NodeInfo.from_json, raw, on_error=warn) for raw in indexed[0])
-        return [n for n in decoded if n is not None], self._decode_sessions(indexed[1])
+        decoded = (decode_or_none(NodeInfo.from_json, raw, on_error=warn) for raw in indexed.nodes)
+        fresh = {node_id: copy[node_id] for node_id in indexed.unchanged if node_id in copy}
+        for node_id, (version, raws) in indexed.changed.items():
+            fresh[node_id] = (version, self._decode_reusing(raws, copy.get(node_id, (b"", {}))[1]))
+        live = [n for n in decoded if n is not None]
+        if not indexed.changed and fresh.keys() == copy.keys() and self._live_sessions is not None:
+            return live, self._live_sessions  # the same list: nothing changed since the last read
+        self._live_copy = fresh
+        self._live_sessions = [s for _, part in fresh.values() for s in part.values()]
+        return live, self._live_sessions
+
+    def _decode_reusing(
+        self, raws: Iterable[bytes], known: Mapping[bytes, SessionInfo]
+    ) -> dict[bytes, SessionInfo]:
+        """Decoded records by their raw bytes; a record in ``known`` is that object again."""
+        warn = self._warn_malformed("session")
+        out: dict[bytes, SessionInfo] = {}
+        for raw in raws:
+            session = known.get(raw)
+            if session is None:
+                session = decode_or_none(SessionInfo.from_json, raw, on_error=warn)
+                if session is None:
+                    continue
+            out[raw] = session
+        return out
 
     async def list_nodes(self) -> list[NodeInfo]:
         """Every node with a live record (heartbeat within the TTL)."""

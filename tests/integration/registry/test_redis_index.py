@@ -251,3 +251,186 @@ async def test_list_live_leaves_out_and_prunes_a_node_whose_record_and_index_exp
     assert [s.session_id for s in sessions] == ["s-1"]
     assert await raw.zscore(P + "index/node_ids", "node-c") is None  # pruned by the read
     assert await raw.zscore(P + "index/node_ids", "node-a") is not None
+
+
+# -- the sync read's cost follows the changes (node versions) -------------------------------------
+
+
+async def _read_commands(raw: aioredis.Redis) -> int:
+    """Commands the server ran so far (scripts' inner commands included), without INFO."""
+    stats = await raw.info("commandstats")
+    return sum(int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info")
+
+
+async def _commands_of_one_read(reader: SessionRegistry, raw: aioredis.Redis) -> int:
+    before = await _read_commands(raw)
+    await reader.list_live()
+    return await _read_commands(raw) - before
+
+
+async def test_list_live_costs_the_same_redis_commands_however_many_sessions_did_not_change(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    a, b = await nodes("node-a"), await nodes("node-b")
+    reader = await nodes("operator")
+    for registry in (a, b, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-0", "s-0")
+    await b.register("call-1", "s-1")
+    await reader.list_live()
+    small = await _commands_of_one_read(reader, raw)
+    for i in range(300):
+        await a.register(f"call-{i}", f"s-a{i}")
+    await a.heartbeat()
+    await b.heartbeat()
+    _, sessions = await reader.list_live()  # reads node-a whole once: it changed
+    assert len(sessions) == 302
+    big = await _commands_of_one_read(reader, raw)
+    assert big == small  # 302 unchanged sessions cost what 2 did: nothing per session
+    _, again = await reader.list_live()
+    assert sorted(s.session_id for s in again) == sorted(s.session_id for s in sessions)
+
+
+async def test_a_nodes_version_stays_through_heartbeats_that_change_nothing(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    a = await nodes("node-a")
+    await a.register("call-1", "s-1")
+    version = await raw.get(P + "index/versions/node-a")
+    assert version is not None
+    for _ in range(FULL_HEARTBEAT_EVERY + 1):  # cheap ones and a full one
+        await a.heartbeat()
+    assert await raw.get(P + "index/versions/node-a") == version
+    assert await raw.pttl(P + "index/versions/node-a") > 0  # renewed, never leaked
+    await a.register("call-2", "s-2")
+    moved = await raw.get(P + "index/versions/node-a")
+    assert moved is not None and int(moved) > int(version)
+    await a.remove("call-2", "s-2")
+    removed = await raw.get(P + "index/versions/node-a")
+    assert removed is not None and int(removed) > int(moved)
+
+
+async def test_list_live_sees_a_registration_and_a_removal_on_a_node_it_read_before(
+    nodes: Callable[..., Awaitable[SessionRegistry]],
+) -> None:
+    a, reader = await nodes("node-a"), await nodes("operator")
+    for registry in (a, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    _, sessions = await reader.list_live()
+    assert [s.session_id for s in sessions] == ["s-1"]
+    await a.register("call-2", "s-2")
+    _, sessions = await reader.list_live()
+    assert sorted(s.session_id for s in sessions) == ["s-1", "s-2"]
+    await a.remove("call-1", "s-1")
+    _, sessions = await reader.list_live()
+    assert [s.session_id for s in sessions] == ["s-2"]
+
+
+async def test_g3_list_live_drops_a_session_whose_record_expired_once_its_node_beats(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """A record that expires on its own (evicted, deleted by hand) while its node lives: the
+    node's next heartbeat finds it missing and moves the node's version on, so the reader's
+    copy is not trusted past that beat; the write-back then shows the session again."""
+    a, reader = await nodes("node-a"), await nodes("operator")
+    for registry in (a, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await a.register("call-2", "s-2")
+    await reader.list_live()
+    version = await raw.get(P + "index/versions/node-a")
+    a._local.pop(("call-2", "s-2"))  # the node no longer runs it: no write-back
+    await raw.delete(P + "sessions/call-2/s-2")
+    await a.heartbeat()
+    assert await raw.get(P + "index/versions/node-a") != version
+    _, sessions = await reader.list_live()
+    assert [s.session_id for s in sessions] == ["s-1"]
+
+
+async def test_list_live_drops_the_sessions_of_a_dead_node_it_read_before(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """A node that stops heartbeating moves no version: its record's expiry alone makes the
+    reader read its sessions again (they expire with it)."""
+    a, b, reader = await nodes("node-a"), await nodes("node-b"), await nodes("operator")
+    for registry in (a, b, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await b.register("call-2", "s-2")
+    nodes_live, sessions = await reader.list_live()
+    assert sorted(n.node_id for n in nodes_live) == ["node-a", "node-b", "operator"]
+    # node-b died: its record expired, then its session's.
+    await raw.delete(P + "nodes/node-b")
+    nodes_live, sessions = await reader.list_live()
+    assert sorted(n.node_id for n in nodes_live) == ["node-a", "operator"]
+    assert sorted(s.session_id for s in sessions) == ["s-1", "s-2"]  # still live until it expires
+    await raw.delete(P + "sessions/call-2/s-2")
+    nodes_live, sessions = await reader.list_live()
+    assert [s.session_id for s in sessions] == ["s-1"]
+
+
+async def test_list_live_sees_a_vision_agents_session_after_reading_through_the_indexes(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """With a warm copy of every node, a documented-layout session (no index, no version)
+    still shows up: the foreign scan takes the callboard-only marker away, and the read
+    scans again."""
+    a, reader = await nodes("node-a"), await nodes("operator")
+    await a.register("call-1", "s-1")
+    await raw.set(P + "index/callboard_only", b"1")
+    _, sessions = await reader.list_live()
+    assert [s.session_id for s in sessions] == ["s-1"]
+    await raw.set(
+        P + "sessions/call-1/s-foreign",
+        SessionInfo("s-foreign", "call-1", "va-node", time.time()).to_json(),
+        px=30_000,
+    )
+    assert await a._index.index_foreign() == 1  # what the one scanner of the cluster does
+    _, sessions = await reader.list_live()
+    assert sorted(s.session_id for s in sessions) == ["s-1", "s-foreign"]
+
+
+async def test_list_live_reads_a_node_that_keeps_no_version_whole_even_after_a_removal(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """A node of an older callboard writes no version: a removal by another process must not
+    make one for it (it would stand still while that node registers), so every read takes
+    that node's sessions whole."""
+    a, reader = await nodes("node-a"), await nodes("operator")
+    for registry in (a, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await a.register("call-3", "s-3")
+    await raw.delete(P + "index/versions/node-a")  # what an older node looks like
+    await reader.list_live()
+    await reader.remove("call-1", "s-1")
+    assert await raw.exists(P + "index/versions/node-a") == 0
+    # The older node registers a session: its own script moves no version.
+    await raw.set(
+        P + "sessions/call-2/s-2", SessionInfo("s-2", "call-2", "node-a", time.time()).to_json(), px=30_000
+    )
+    await raw.sadd(P + "index/nodes/node-a", "call-2/s-2")
+    _, sessions = await reader.list_live()
+    assert sorted(s.session_id for s in sessions) == ["s-2", "s-3"]
+
+
+async def test_a_full_list_live_scan_hands_back_the_same_objects_for_unchanged_records(
+    nodes: Callable[..., Awaitable[SessionRegistry]], raw: aioredis.Redis
+) -> None:
+    """The sync loop's periodic scan must not make every session look new (each object would
+    be decided again): a record read again unchanged is the object decoded before."""
+    a, reader = await nodes("node-a"), await nodes("operator")
+    for registry in (a, reader):
+        registry.fleet = FleetMode.CALLBOARD_ONLY
+    await a.register("call-1", "s-1")
+    await a.register("call-2", "s-2")
+    _, indexed = await reader.list_live()
+    await a.register("call-3", "s-3")
+    _, scanned = await reader.list_live(full=True)
+    by_id = {s.session_id: s for s in scanned}
+    assert sorted(by_id) == ["s-1", "s-2", "s-3"]
+    assert all(by_id[s.session_id] is s for s in indexed)
+    _, again = await reader.list_live()  # the index read after a scan: node-a moved on
+    assert sorted(s.session_id for s in again) == ["s-1", "s-2", "s-3"]
+    assert all(next(x for x in again if x.session_id == s.session_id) is s for s in indexed)

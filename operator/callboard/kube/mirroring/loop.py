@@ -30,7 +30,7 @@ from callboard.errors import StoreError
 from callboard.kube.k8s.client import ConflictError, KubeApi, KubeApiError, NotFoundError, agentsession_path
 from callboard.kube.k8s.pod_annotator import PodAnnotator
 from callboard.kube.k8s.status_writer import StatusWriter
-from callboard.kube.mirroring.adoption import adopted_manifest, classify
+from callboard.kube.mirroring.adoption import Unclaimed, adopted_manifest, classify
 from callboard.kube.mirroring.policy import MirrorDecision, decide_mirror, gone_transition
 from callboard.kube.placing.loop import Placer
 from callboard.kube.resource.naming import parse_session_id
@@ -97,6 +97,10 @@ class Syncer:
         """``time.monotonic()`` of the last finished cycle (read or not): the liveness probe."""
         self.last_error: str | None = None
         self._last_full_read: float | None = None
+        self._quiet: dict[str, tuple[AgentSessionObject, SessionInfo, str | None]] = {}
+        """Objects whose last decision was "nothing to do", with the inputs it had."""
+        self._classified: tuple[dict[SessionRef, SessionInfo], int, Unclaimed] | None = None
+        self._observed: int | None = None
 
     def note_closed(self, ref: SessionRef) -> None:
         """The operator asked ``ref`` to close: do not adopt it while it winds down."""
@@ -128,21 +132,29 @@ class Syncer:
         self.last_error = None
         self._throttle.reset("read")
         now = self._clock()
-        snap = Snapshot.build(nodes, sessions, now=now, drain_marked=marked)
+        snap = Snapshot.build(nodes, sessions, now=now, drain_marked=marked, previous=self.snapshot)
         self.snapshot = snap
         self._placer.set_snapshot(snap)
         self._changed.fire()
 
         jobs: list[Awaitable[None]] = []
         seen: set[str] = set()
+        quiet: dict[str, tuple[AgentSessionObject, SessionInfo, str | None]] = {}
         for obj in self._cache:
             if obj.deleting or self._placer.owns(obj):
+                continue
+            inputs = _quiet_inputs(obj, snap)
+            if inputs is not None and self._quiet.get(obj.uid) == inputs:
+                quiet[obj.uid] = inputs  # nothing it depends on changed: still nothing to do
                 continue
             decision = decide_mirror(obj, snap, now=now)
             if decision.check_gone:
                 seen.add(obj.uid)
             if not decision.empty:
                 jobs.append(self._apply(obj, decision, now))
+            elif inputs is not None:
+                quiet[obj.uid] = inputs
+        self._quiet = quiet
         for uid in set(self._missing_since) - seen:
             del self._missing_since[uid]
         jobs.extend(await self._unclaimed(snap, now))
@@ -151,7 +163,9 @@ class Syncer:
         if self._pods is not None:
             patched = await self._pods.update(snap.pod_counts(), pools=snap.pod_pools())
             self._metrics.pod_patches.inc(patched)
-        self._metrics.observe_objects(self._cache)
+        if self._observed != self._cache.version:
+            self._observed = self._cache.version
+            self._metrics.observe_objects(self._cache)
         self._metrics.observe_snapshot(snap, freshness=self._settings.placement.node_freshness)
 
     async def _read(self) -> tuple[list[NodeInfo], list[SessionInfo]]:
@@ -159,7 +173,7 @@ class Syncer:
         now = time.monotonic()
         if self._last_full_read is not None and now - self._last_full_read < FULL_READ_INTERVAL:
             return await self._registry.list_live()
-        nodes, sessions = await asyncio.gather(self._registry.list_nodes(), self._registry.list_sessions())
+        nodes, sessions = await self._registry.list_live(full=True)
         self._last_full_read = now
         return nodes, sessions
 
@@ -238,12 +252,18 @@ class Syncer:
     async def _unclaimed(self, snap: Snapshot, now: float) -> list[Awaitable[None]]:
         if not self._cache.primed.is_set():
             return []
-        found = classify(
-            snap.sessions.values(),
-            # An attempt in flight claims its session before any status names it.
-            claimed=lambda c, s: self._cache.claiming(c, s) is not None or self._placer.placing(c, s),
-            watched=self._settings.watches,
-        )
+        last = self._classified
+        in_flight = self._placer.in_flight_sessions()
+        if last is not None and last[0] is snap.sessions and last[1] == self._cache.version and not in_flight:
+            found = last[2]  # the same sessions, the same objects, no attempt: the same answer
+        else:
+            found = classify(
+                snap.sessions.values(),
+                # An attempt in flight claims its session before any status names it.
+                claimed=lambda c, s: self._cache.claiming(c, s) is not None or (c, s) in in_flight,
+                watched=self._settings.watches,
+            )
+            self._classified = (snap.sessions, self._cache.version, found)
         adopting = self._settings.adoption.namespace is not None
         current = {(s.call_id, s.session_id) for s in found.close}
         if adopting:
@@ -355,3 +375,25 @@ class Syncer:
             manifest["metadata"]["name"],
             extra={"call_id": session.call_id, "session_id": session.session_id},
         )
+
+
+def _quiet_inputs(
+    obj: AgentSessionObject, snap: Snapshot
+) -> tuple[AgentSessionObject, SessionInfo, str | None] | None:
+    """What :func:`decide_mirror` reads for a Running object whose decision depends on nothing
+    else (no clock: no ``maxDurationSeconds``; no other session: not Lost): the object (the
+    cache's instance, replaced on every change), its session (the registry's decoded copy,
+    replaced when its node's sessions change) and its node's pod. None for any other object:
+    it is decided every cycle.
+
+    A quiet cycle at 10,000 Running objects then costs a dict look-up per object instead of a
+    decision per object.
+    """
+    if obj.status.phase is not Phase.RUNNING or obj.spec.max_duration_seconds is not None:
+        return None
+    ref = obj.session
+    session = snap.sessions.get(ref) if ref is not None else None
+    if session is None:
+        return None
+    node = snap.nodes.get(session.node_id)
+    return obj, session, node.pod_name if node is not None else None

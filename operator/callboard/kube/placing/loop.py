@@ -190,10 +190,11 @@ class Placer:
             or obj.uid in self._following
         )
 
-    def placing(self, call_id: str, session_id: str) -> bool:
-        """Whether an attempt in flight here is for this session: it is not a leftover, though
-        no status names it until the attempt is recorded (Running, or Scheduled for a slow node)."""
-        return (call_id, session_id) in self._sessions_in_flight
+    def in_flight_sessions(self) -> frozenset[tuple[str, str]]:
+        """The sessions of the attempts in flight: not leftovers, though no status names them
+        until the attempt is recorded (Running, or Scheduled for a slow node). A copy: the set
+        changes as attempts end."""
+        return frozenset(self._sessions_in_flight)
 
     def _busy(self, uid: str) -> bool:
         lock = self._locks.get(uid)

@@ -30,6 +30,10 @@ class ObjectCache:
         self._by_session: dict[tuple[str, str], Key] = {}
         self._expected: set[str] | None = None
         self.primed = asyncio.Event()
+        self.version = 0
+        """Moves on with every change of the objects held: a reader that derived something
+        from all of them (the sync loop's unclaimed sessions, the phase metrics) at one
+        version need not derive it again while the version stays."""
 
     def __len__(self) -> int:
         return len(self._objects)
@@ -72,6 +76,8 @@ class ObjectCache:
             return current
         if current is not None:
             self._unindex(current)
+        if current is None or (current.uid, current.resource_version) != (obj.uid, obj.resource_version):
+            self.version += 1  # the same resourceVersion again (a re-delivered event) is no change
         self._objects[obj.key] = obj
         self._by_uid[obj.uid] = obj.key
         if obj.session is not None:
@@ -89,6 +95,7 @@ class ObjectCache:
                 self._seen(uid)
             return None
         del self._objects[key]
+        self.version += 1
         self._unindex(current)
         self._seen(current.uid)
         return current

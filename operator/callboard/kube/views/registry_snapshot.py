@@ -25,6 +25,9 @@ class Snapshot:
     drain_marked: frozenset[str] = frozenset()
     """Nodes the autoscaler marked draining (scale-down victims): shown in ``nodes`` as draining."""
 
+    source: object = None
+    """The sessions this snapshot was built from (the read's list object, compared by identity)."""
+
     @classmethod
     def build(
         cls,
@@ -33,14 +36,24 @@ class Snapshot:
         *,
         now: float,
         drain_marked: Collection[str] = (),
+        previous: Snapshot | None = None,
     ) -> Snapshot:
         """The snapshot of one read; a node in ``drain_marked`` takes no new session, so its
-        view says draining (the placer skips it, a waiting object is not woken for it)."""
-        snap = cls(taken_at=now, drain_marked=frozenset(drain_marked))
+        view says draining (the placer skips it, a waiting object is not woken for it).
+
+        When ``sessions`` is the very object ``previous`` was built from (the registry hands
+        back its list unchanged while no node's sessions changed,
+        :meth:`~callboard.registry.SessionRegistry.list_live`), the session maps are
+        ``previous``'s: a quiet cycle costs O(nodes), not O(sessions)."""
+        snap = cls(taken_at=now, drain_marked=frozenset(drain_marked), source=sessions)
         snap.nodes = {
             n.node_id: dataclasses.replace(n, draining=True) if n.node_id in snap.drain_marked else n
             for n in nodes
         }
+        if previous is not None and previous.source is sessions:
+            snap.sessions, snap.per_call = previous.sessions, previous.per_call
+            snap.per_node = Counter(previous.per_node)
+            return snap
         for s in sessions:
             snap.sessions[(s.call_id, s.session_id)] = s
             snap.per_node[s.node_id] += 1

@@ -20,13 +20,14 @@ first, O(key space) as in Vision Agents, then the script). ``exact=True`` always
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from callboard.errors import MaxSessionsPerCallExceeded
 from callboard.registry import _keys as k
 from callboard.registry.backends.redis import SCAN_COUNT, _lua, _ms, translate_errors
 from callboard.registry.index import (
+    LiveRead,
     SessionIndex,
     close_flag,
     close_notice,
@@ -119,6 +120,7 @@ class RedisSessionIndex(SessionIndex):
         for s in sessions:
             keys += [self._k(k.session_key(s.call_id, s.session_id)), self._k(k.call_index_key(s.call_id))]
             args += [s.session_id, f"{s.call_id}/{s.session_id}", s.to_json()]
+        args.append(self._k(k.node_version_key(node_id)))
         result: list[Any] = await self._run(self._register, "register", keys, args)
         return [r.decode() if isinstance(r, bytes) else r for r in result]
 
@@ -207,21 +209,38 @@ class RedisSessionIndex(SessionIndex):
             self._k(k.node_index_key(node_id)),
             self._k(k.node_digest_key(node_id)),
             self._k(k.NODE_DIRECTORY),
+            self._k(k.node_version_key(node_id)),
         ]
 
-    async def live_indexed(self, *, exact: bool | None = None) -> tuple[list[bytes], list[bytes]] | None:
+    async def live_indexed(
+        self, *, exact: bool | None = None, known: Mapping[str, bytes] | None = None
+    ) -> LiveRead | None:
         if exact:
             return None
         marker = self._k(k.NO_FOREIGN_MARKER) if exact is None else ""
-        result: list[list[bytes]] | None = await self._run(
+        pairs = [item for node_version in (known or {}).items() for item in node_version]
+        result: list[Any] | None = await self._run(
             self._live_indexed,
             "read through the indexes",
             [self._k(k.NODE_DIRECTORY), marker],
-            [self._k(k.NODES_PREFIX), self._k(k.NODE_INDEX_PREFIX), self._k(k.SESSIONS_PREFIX)],
+            [
+                self._k(k.NODES_PREFIX),
+                self._k(k.NODE_INDEX_PREFIX),
+                self._k(k.SESSIONS_PREFIX),
+                self._k(k.NODE_VERSION_PREFIX),
+                *pairs,
+            ],
         )
         if not result:
             return None
-        return list(result[0]), list(result[1])
+        read = LiveRead(nodes=list(result[0]))
+        for entry in result[1]:
+            node_id = entry[0].decode()
+            if entry[2]:
+                read.changed[node_id] = (bytes(entry[1]), list(entry[3]))
+            else:
+                read.unchanged.append(node_id)
+        return read
 
     async def _full_heartbeat(
         self,
@@ -262,6 +281,7 @@ class RedisSessionIndex(SessionIndex):
             ended.to_json() if ended else "",
             _ms(k.ENDED_TTL),
             self._k(k.NODE_DIGEST_PREFIX),
+            self._k(k.NODE_VERSION_PREFIX),
         ]
         await self._run(self._remove, "remove", keys, args)
 

@@ -220,3 +220,28 @@ async def test_g4_a_spec_edit_is_observed_without_a_phase_change(harness: Harnes
     await harness.until(lambda: harness.status("waiting").get("observedGeneration") == 2)
     assert harness.status("a1")["phase"] == "Running"
     assert harness.status("waiting")["phase"] == "Pending"
+
+
+async def test_a_quiet_running_object_still_gets_the_pod_its_node_names_later(harness: Harness) -> None:
+    """The sync loop skips deciding an object whose object, session and pod did not change:
+    a pod its node names afterwards is still one of those inputs."""
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    status = await harness.phase("a1", "Running")
+    assert "podName" not in status
+    uid = harness.kube.get_object("a1")["metadata"]["uid"]  # type: ignore[index]
+    await harness.until(lambda: uid in harness.runtime.syncer._quiet)  # decided once, then skipped
+    node.registry.set_node_info(pod_name="agent-0", namespace="agents")
+    await node.registry.heartbeat()
+    await harness.until(lambda: harness.status("a1").get("podName") == "agent-0")
+
+
+async def test_a_quiet_running_object_whose_session_ended_succeeds(harness: Harness) -> None:
+    node = await harness.node("n1")
+    harness.kube.apply("a1", "call-1")
+    await harness.phase("a1", "Running")
+    uid = harness.kube.get_object("a1")["metadata"]["uid"]  # type: ignore[index]
+    await harness.until(lambda: uid in harness.runtime.syncer._quiet)
+    await node.end(node.sessions[0])
+    await harness.phase("a1", "Succeeded")
+    assert uid not in harness.runtime.syncer._quiet

@@ -40,3 +40,24 @@ async def test_primed_when_every_listed_object_was_seen() -> None:
     empty = ObjectCache()
     empty.expect([])
     assert empty.primed.is_set()
+
+
+def test_the_cache_version_moves_with_every_change_and_only_then() -> None:
+    cache = ObjectCache()
+    body = {
+        "apiVersion": "callboard.dev/v1alpha1",
+        "kind": "AgentSession",
+        "metadata": {"name": "a1", "namespace": "ns", "uid": "u1", "resourceVersion": "5"},
+        "spec": {"callId": "call-1"},
+    }
+    start = cache.version
+    cache.put_body(body)
+    assert cache.version == start + 1
+    cache.put_body(body)  # the same resourceVersion again: nothing changed
+    assert cache.version == start + 1
+    cache.put_body(body | {"metadata": {**body["metadata"], "resourceVersion": "6"}})
+    assert cache.version == start + 2
+    cache.remove(("ns", "a1"))
+    assert cache.version == start + 3
+    cache.remove(("ns", "a1"))
+    assert cache.version == start + 3

@@ -17,6 +17,23 @@
 -- caller then runs the full heartbeat too). Each call's index gets the node's members of
 -- that call back (one SADD per call: a lost index, or lost members, are repaired); a
 -- repaired index gets its TTL back, only ever lengthened (other nodes share it).
+-- KEYS[5] = the node's version (see register.lua): renewed at every beat, moved on when a
+-- member's record is missing (a reader's copy of the node's sessions is stale).
+-- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
+-- had (the clock in microseconds, or one more), so a reader that holds an older one reads
+-- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
+-- renews it).
+local function bump_version(key, ttl_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = tonumber(redis.call('GET', key) or '0') or 0
+  local value = string.format('%.0f', math.max(now, old + 1))
+  if ttl_ms then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, value, 'KEEPTTL')
+  end
+end
 local function sadd_all(key, items)
   local added = 0
   for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
@@ -60,5 +77,12 @@ end
 if count > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
   redis.call('PEXPIRE', KEYS[3], ttl)
+end
+if KEYS[5] then
+  if #missing > 0 then
+    bump_version(KEYS[5], ttl)
+  else
+    redis.call('PEXPIRE', KEYS[5], ttl)
+  end
 end
 return missing

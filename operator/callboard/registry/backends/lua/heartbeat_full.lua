@@ -12,6 +12,23 @@
 -- is only ever lengthened. Returns the positions (1-based) of members whose record was
 -- missing (lost by a Redis restart, flush or long outage): the caller writes those back
 -- (register.lua then adds them to the index and the digest).
+-- KEYS[5] = the node's version (see register.lua): moved on when the rebuilt digest
+-- differs from the stored one (the set's membership changed), else renewed.
+-- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
+-- had (the clock in microseconds, or one more), so a reader that holds an older one reads
+-- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
+-- renews it).
+local function bump_version(key, ttl_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = tonumber(redis.call('GET', key) or '0') or 0
+  local value = string.format('%.0f', math.max(now, old + 1))
+  if ttl_ms then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, value, 'KEEPTTL')
+  end
+end
 local function sadd_all(key, items)
   local added = 0
   for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
@@ -59,8 +76,17 @@ for _, call_id in ipairs(calls) do
   end
 end
 sadd_all(KEYS[2], kept)
-redis.call('SET', KEYS[3], string.format('%d:%.0f:%.0f', #kept, s1, s2), 'PX', ttl)
+local digest = string.format('%d:%.0f:%.0f', #kept, s1, s2)
+local changed = redis.call('GET', KEYS[3]) ~= digest or #missing > 0
+redis.call('SET', KEYS[3], digest, 'PX', ttl)
 if #kept > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
+end
+if KEYS[5] then
+  if changed then
+    bump_version(KEYS[5], ttl)
+  else
+    redis.call('PEXPIRE', KEYS[5], ttl)
+  end
 end
 return missing

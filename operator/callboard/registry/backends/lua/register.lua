@@ -13,7 +13,8 @@
 -- ARGV[10] = how many
 -- extra session ids of the call follow (found by a scan: sessions of documented-layout
 -- nodes the index may not know), then those ids; then per session i:
--- session id, node index member "call_id/session_id", record JSON.
+-- session id, node index member "call_id/session_id", record JSON; last, the node's
+-- version key ('' = none): moved on when a record is written (see bump_version).
 -- Returns {'ok', written}, {'limit', live sessions in the call},
 -- {'conflict', owner node id}, {'draining'} when the operator marked the node for removal
 -- (checked here, in the write, so no session slips in after the mark), or {'exact'} when
@@ -27,6 +28,23 @@ local call_ttl = tonumber(ARGV[8])
 local n_extra = tonumber(ARGV[10])
 local base = 10 + n_extra
 local n = (#KEYS - 2) / 2
+local version_key = ARGV[base + 3 * n + 1] or ''
+
+-- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
+-- had (the clock in microseconds, or one more), so a reader that holds an older one reads
+-- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
+-- renews it).
+local function bump_version(key, ttl_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = tonumber(redis.call('GET', key) or '0') or 0
+  local value = string.format('%.0f', math.max(now, old + 1))
+  if ttl_ms then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, value, 'KEEPTTL')
+  end
+end
 
 -- Add (sign 1) or take away (-1) one member's words in a node index's digest.
 local function digest_update(key, member, sign)
@@ -128,5 +146,8 @@ end
 if written > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
+  if version_key ~= '' then
+    bump_version(version_key, ttl)
+  end
 end
 return {'ok', written}

@@ -3,7 +3,24 @@
 -- ARGV[1] = fallback owner node id, ARGV[2] = session id, ARGV[3] = prefixed "index/nodes/",
 -- ARGV[4] = node index member "call_id/session_id", ARGV[5] = tombstone JSON ('' = none),
 -- ARGV[6] = tombstone TTL in ms, ARGV[7] = prefixed "index/digests/" (the owner's node
--- index digest follows its membership, see heartbeat.lua). Returns 1 if the record existed.
+-- index digest follows its membership, see heartbeat.lua), ARGV[8] = prefixed
+-- "index/versions/" ('' = none): the owner's version moves on when its set or a record
+-- changes. Returns 1 if the record existed.
+-- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
+-- had (the clock in microseconds, or one more), so a reader that holds an older one reads
+-- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
+-- renews it).
+local function bump_version(key, ttl_ms)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local old = tonumber(redis.call('GET', key) or '0') or 0
+  local value = string.format('%.0f', math.max(now, old + 1))
+  if ttl_ms then
+    redis.call('SET', key, value, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, value, 'KEEPTTL')
+  end
+end
 local raw = redis.call('GET', KEYS[1])
 local owner = ARGV[1]
 if raw then
@@ -14,7 +31,13 @@ if raw then
 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[2])
-if redis.call('SREM', ARGV[3] .. owner, ARGV[4]) == 1 then
+local unindexed = redis.call('SREM', ARGV[3] .. owner, ARGV[4]) == 1
+-- Only a version the owner keeps moves on (a node of an older callboard keeps none: a
+-- version made here would stand still while that node registers sessions).
+if (raw or unindexed) and (ARGV[8] or '') ~= '' and redis.call('EXISTS', ARGV[8] .. owner) == 1 then
+  bump_version(ARGV[8] .. owner, nil)
+end
+if unindexed then
   local digest = ARGV[7] .. owner
   local d = redis.call('GET', digest)
   if d then
