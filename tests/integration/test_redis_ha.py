@@ -330,6 +330,33 @@ async def test_the_documented_least_privilege_acl_user_works(
         assert all(key.startswith(b"vision_agents:") for key in admin.keys("*"))
 
 
+@pytest.mark.parametrize(
+    "commands",
+    [
+        LEAST_PRIVILEGE_COMMANDS.replace(" +time", ""),  # the documented user before node versions
+        "+@read +@write +@keyspace +@scripting +@pubsub -@dangerous +ping",  # category rules
+    ],
+    ids=["least-privilege-of-an-earlier-release", "category-rules"],
+)
+async def test_an_acl_user_that_may_not_run_time_still_registers_and_moves_the_node_version(
+    redis_server: RedisServer, redis_url: str, commands: str
+) -> None:
+    url = create_acl_user(redis_server, "callboard-old", "pw", commands=commands)
+    version_key = "vision_agents:index/versions/node-a"
+    with redis.Redis(port=redis_server.port) as admin:
+        async with SessionRegistry(store_from_url(url), node_id="node-a", ttl=30) as a:
+            await a.register("call-1", "s-1")
+            first = admin.get(version_key)
+            await a.register("call-1", "s-2")
+            second = admin.get(version_key)
+            await a.heartbeat()
+            await a.remove("call-1", "s-1")
+            third = admin.get(version_key)
+            assert [s.session_id for s in await a.get_for_call("call-1")] == ["s-2"]
+    assert first is not None and second is not None and third is not None
+    assert int(first) < int(second) < int(third)
+
+
 async def test_a_user_without_channel_rights_is_reported_at_start(
     redis_server: RedisServer, redis_url: str
 ) -> None:
