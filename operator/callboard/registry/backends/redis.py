@@ -70,10 +70,16 @@ def _ms(ttl: float) -> int:
     return max(int(ttl * 1000), 1)
 
 
+#: A script's line ``-- include: NAME ...`` is replaced by ``lua/NAME.lua``: Redis runs each
+#: script alone (no ``require``), and four scripts move a node's version the same way.
+_INCLUDE = re.compile(r"^-- include: (\w+)\b.*$", re.MULTILINE)
+
+
 @cache
 def _lua(name: str) -> str:
-    """A Lua script of ``lua/`` (package data), read once."""
-    return resources.files("callboard.registry.backends").joinpath(f"lua/{name}.lua").read_text()
+    """A Lua script of ``lua/`` (package data) with its includes inlined, read once."""
+    text = resources.files("callboard.registry.backends").joinpath(f"lua/{name}.lua").read_text()
+    return _INCLUDE.sub(lambda m: _lua(m.group(1)), text)
 
 
 @contextlib.contextmanager

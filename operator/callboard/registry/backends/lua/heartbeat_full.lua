@@ -14,26 +14,7 @@
 -- (register.lua then adds them to the index and the digest).
 -- KEYS[5] = the node's version (see register.lua): moved on when the rebuilt digest
 -- differs from the stored one (the set's membership changed), else renewed.
--- Move the node's version (index/versions/{node_id}) on: a new value that no earlier one
--- had (the clock in microseconds, or one more), so a reader that holds an older one reads
--- the node's sessions again; it lives ttl_ms (nil: as long as it did; the heartbeat
--- renews it).
-local function bump_version(key, ttl_ms)
-  -- pcall: a user whose ACL leaves TIME out (category rules such as +@read +@write do)
-  -- still writes; its versions then only count up.
-  local t = redis.pcall('TIME')
-  local now = 0
-  if type(t) == 'table' and not t.err then
-    now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  end
-  local old = tonumber(redis.call('GET', key) or '0') or 0
-  local value = string.format('%.0f', math.max(now, old + 1))
-  if ttl_ms then
-    redis.call('SET', key, value, 'PX', ttl_ms)
-  else
-    redis.call('SET', key, value, 'KEEPTTL')
-  end
-end
+-- include: _bump_version (bump_version(key, ttl_ms), see _bump_version.lua)
 local function sadd_all(key, items)
   local added = 0
   for first = 1, #items, 1000 do  -- stay well below Lua's limit on unpack()
