@@ -99,7 +99,11 @@ async def test_restarted_app_has_the_sessions_of_its_previous_run_removed_at_its
     await app.kill()
     assert await sidecar.session_ids() == ["s-1", "s-2", "x"]  # nothing noticed the death
     restarted = await app_factory(python_app(sidecar, log_dir=tmp_path, name="py-2"))
-    await wait_until(lambda: gone(peer, "call-1", "s-1"), timeout=10, what="the dead run's sessions removed")
+    # The sidecar removes the stale sessions concurrently: wait for both, not the first one.
+    for session_id in ("s-1", "s-2"):
+        await wait_until(
+            lambda sid=session_id: gone(peer, "call-1", sid), timeout=10, what=f"{session_id} removed"
+        )
     for session_id in ("s-1", "s-2"):
         ended = await peer.get_ended("call-1", session_id)
         assert ended is not None and (ended.reason, ended.node_id) == (EndReason.APP_RESTARTED, "node-a")
