@@ -181,6 +181,7 @@ class PushStreams(RegistryCore):
             try:
                 subscription = await store.subscribe(channel)
             except StoreError as exc:
+                _stop_if_cancelled(exc)
                 self._log_store_failure(f"subscribe {channel}", exc)
                 ready.set()  # start() must not hang on an outage
                 await asyncio.sleep(delay)
@@ -197,9 +198,23 @@ class PushStreams(RegistryCore):
                 async for message in subscription:
                     handler(message)
             except StoreError as exc:
+                _stop_if_cancelled(exc)
                 self._log_store_failure(f"listen {channel}", exc)
                 resubscribed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RESUBSCRIBE_CAP)
             finally:
                 await subscription.aclose()
+
+
+def _stop_if_cancelled(exc: StoreError) -> None:
+    """Re-raise the cancellation a client library turned into a connection error.
+
+    redis-py can answer a cancelled read or reconnect with ``ConnectionError`` (a store
+    error here) instead of ``CancelledError``: the listener would then back off and
+    resubscribe for ever, and ``stop()``, or the event loop's own shutdown, wait on it for
+    good (a failover test's teardown hung so). The task still counts the request.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
