@@ -317,6 +317,22 @@ class Kube:
         assert obj is not None
         return obj
 
+    async def wait_finalizer(
+        self, name: str, finalizer: str, *, timeout: float = 30.0, namespace: str | None = None
+    ) -> dict[str, Any]:
+        """Watch until the object's first finalizer is ``finalizer`` (the operator adds it after
+        its first status write); the object then."""
+        ns = namespace or self.ns
+        proc = await self.run(
+            "wait", f"ags/{name}", "-n", ns, f"--for=jsonpath={{.metadata.finalizers[0]}}={finalizer}",
+            f"--timeout={timeout:.0f}s", check=False, timeout=timeout + 30,
+        )  # fmt: skip
+        obj = await self.get(name, namespace=ns)
+        if proc.returncode != 0:
+            raise AssertionError(f"ags/{name} has no {finalizer} after {timeout}s: {proc.stderr}\nnow: {obj}")
+        assert obj is not None
+        return obj
+
     async def wait_gone(self, name: str, *, timeout: float = 30.0, namespace: str | None = None) -> float:
         """Watch until the object is deleted; the seconds it took."""
         started = time.monotonic()

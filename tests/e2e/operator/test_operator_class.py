@@ -67,8 +67,8 @@ async def test_g8_two_operators_each_reconcile_only_their_own_class(
         assert plain["status"]["nodeId"] == "node-a"
         assert tenant["status"]["nodeId"] == "node-b"
         for name, finalizer in (("plain", FINALIZER), ("tenant", FINALIZER_B)):
-            obj = await kube.get(name)
-            assert obj is not None and obj["metadata"]["finalizers"] == [finalizer], obj
+            obj = await kube.wait_finalizer(name, finalizer)  # it follows the Running write
+            assert obj["metadata"]["finalizers"] == [finalizer], obj
         assert len(await node_b.sessions()) == 1
         # The class cannot be changed (it would hand a running session to the other operator).
         proc = await kube.run(

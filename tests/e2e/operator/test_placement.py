@@ -31,6 +31,8 @@ async def test_apply_runs_on_the_node_with_capacity(
     assert placed is not None and placed.namespace == kube.ns and placed.uid == obj["metadata"]["uid"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {"Placed": "True", "Ready": "True"}
     assert status["startedAt"] and "lastHeartbeatAt" not in status  # liveness is not status
+    # The finalizer follows the Running write (placement does not wait for it).
+    obj = await kube.wait_finalizer("greeter", "callboard.dev/close-session")
     assert obj["metadata"]["finalizers"] == ["callboard.dev/close-session"]
 
     # The agent app of that node got the start request with the params, and runs the session.

@@ -64,6 +64,9 @@ RETRY_MAX = 10.0
 #: that left the queue after the release (it still shows our finalizer) starts no second
 #: delete: such events arrive within seconds, far fewer than this many deletes apart.
 RELEASED_MEMORY = 4096
+#: Finalizer adds in flight at once. Each is a write as costly as a status write: bounded,
+#: a burst's adds queue behind its placements instead of sharing the API server with them.
+ADDS_IN_FLIGHT = 2
 #: API statuses of a failed precondition: 409 (resourceVersion moved), 422 (a ``test`` failed).
 PRECONDITION_FAILED = frozenset({409, 422})
 
@@ -73,21 +76,26 @@ class FinalizerStep(enum.Enum):
 
     NONE = "none"
     ADD = "add"
-    """Alive without our finalizer: add it (placement waits for it, so a delete always closes)."""
+    """Alive and placed (it has a phase) without our finalizer: add it."""
     CLOSE = "close"
     """Deleted while our finalizer holds it: close its session, then remove the finalizer."""
 
 
 def finalizer_step(obj: AgentSessionObject) -> FinalizerStep:
-    """The step ``obj`` needs, from its deletion timestamp and finalizers alone.
+    """The step ``obj`` needs, from its deletion timestamp, finalizers and phase alone.
 
-    A deleted object without our finalizer needs nothing here: it never got one, so it was
-    never placed (or a previous process released it); the sync loop's leftover closer ends
-    any session it still has.
+    The finalizer follows the placer's first status write (a phase): placement does not wait
+    for it, and in a burst the adds come after the writes users wait for. A deleted object
+    without our finalizer needs nothing here (deleted before it got one, or released by a
+    previous process): its session is closed when its DELETED event arrives
+    (:meth:`~callboard.kube.running.wiring.Runtime.observe`), by the placer if its attempt
+    was in flight, and else by the sync loop's leftover closer.
     """
     if obj.deleting:
         return FinalizerStep.CLOSE if obj.has_finalizer else FinalizerStep.NONE
-    return FinalizerStep.NONE if obj.has_finalizer else FinalizerStep.ADD
+    if obj.has_finalizer or obj.status.phase is None:
+        return FinalizerStep.NONE
+    return FinalizerStep.ADD
 
 
 def adding_patch(
@@ -160,6 +168,7 @@ class Finalizers:
         self._adding: dict[str, asyncio.Task[None]] = {}
         self._deleting: dict[str, asyncio.Task[None]] = {}
         self._released: OrderedDict[str, None] = OrderedDict()
+        self._add_gate = asyncio.Semaphore(ADDS_IN_FLIGHT)
         self._throttle = LogThrottle()
         self.running = False
 
@@ -174,9 +183,9 @@ class Finalizers:
             return
         step = finalizer_step(obj)
         if step is FinalizerStep.ADD and obj.uid not in self._adding and obj.uid not in self._deleting:
-            self._spawn(self._adding, obj.uid, self._add(obj))
+            self._spawn(self._adding, obj.uid, lambda: self._add(obj))
         elif step is FinalizerStep.CLOSE and obj.uid not in self._deleting and obj.uid not in self._released:
-            self._spawn(self._deleting, obj.uid, self._delete(obj))
+            self._spawn(self._deleting, obj.uid, lambda: self._delete(obj))
 
     def start(self) -> None:
         self.running = True
@@ -189,10 +198,14 @@ class Finalizers:
         self._adding.clear()
         self._deleting.clear()
 
-    def _spawn(self, tasks: dict[str, asyncio.Task[None]], uid: str, coro: Awaitable[None]) -> None:
+    def _spawn(
+        self, tasks: dict[str, asyncio.Task[None]], uid: str, work: Callable[[], Awaitable[None]]
+    ) -> None:
+        # A factory, not a coroutine: a task cancelled before its first step (stop() while
+        # adds queue for the gate) would leave a coroutine that was never awaited.
         async def run() -> None:
             try:
-                await coro
+                await work()
             except NotLeaderError:
                 pass  # this replica stops: the next leader's relist takes over
             except Exception:
@@ -204,7 +217,15 @@ class Finalizers:
         task = asyncio.create_task(run(), name=f"finalizer-{uid}")
         tasks[uid] = task
 
+    def released(self, uid: str) -> bool:
+        """Whether this process released its finalizer from ``uid`` (its delete closed the session)."""
+        return uid in self._released
+
     async def _add(self, obj: AgentSessionObject) -> None:
+        async with self._add_gate:
+            await self._add_now(self._latest(obj))
+
+    async def _add_now(self, obj: AgentSessionObject) -> None:
         delay = RETRY_MIN
         while self.running:
             patch = adding_patch(obj.finalizers, obj.resource_version, self.finalizer)

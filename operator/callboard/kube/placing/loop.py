@@ -46,9 +46,12 @@ and is queued again as soon as a sync cycle sees the capacity change; untried no
 first then, and when none is left a node that refused before is asked again. Only as many
 waiting objects (oldest first) are queued again as there are free slots for them; when one
 of them does not take its slot (refused again), the next waiting object gets it.
-Placement starts only once the object holds the operator's finalizer, so every placed
-session is closed when its object is deleted (a Pending or Failed write after a failed
-attempt records that attempt's session id for it). A restarted operator resumes a
+Placement starts on the object's first watch event; the operator's finalizer follows the
+first status write (:func:`~callboard.kube.deleting.finalizer.finalizer_step`), so a
+burst's finalizer writes queue behind its placements. An object deleted before it holds
+the finalizer has its session closed all the same: by this placer when the Running write
+finds it gone, or at its DELETED event when a status named the session (a Pending or
+Failed write after a failed attempt records that attempt's session id for it). A restarted operator resumes a
 Scheduled attempt with what is left of its own timeout (``status.attemptStartedAt``), and
 withdraws it (``status.requestId``) when that runs out.
 """
@@ -742,7 +745,11 @@ class Placer:
                 # finds this session live at once (a second request is refused by the registry).
                 self._made[obj.uid] = attempt.attempt - 1
                 raise
-            if running is not None and latest.created_at is not None:
+            if running is None:
+                # Deleted while the attempt was in flight, before any status named its
+                # session (and so before it held the finalizer): nobody else knows it.
+                await self._registry.request_close(*ref)
+            elif latest.created_at is not None:
                 self._metrics.placement_seconds.observe(max(now - latest.created_at, 0.0))
             self._tried.pop(obj.uid, None)
             self._failures.pop(obj.uid, None)

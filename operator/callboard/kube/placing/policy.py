@@ -184,7 +184,7 @@ def share_free_slots(
 
 def needs_placement(obj: AgentSessionObject) -> bool:
     """Whether the placer owns ``obj`` now (pure: in-process attempts are checked apart)."""
-    if obj.deleting or obj.adopted_session is not None or not obj.has_finalizer:
+    if obj.deleting or obj.adopted_session is not None:
         return False
     return obj.status.phase in (None, Phase.PENDING, Phase.SCHEDULED)
 

@@ -24,6 +24,7 @@ from callboard.kube.mirroring.loop import Syncer
 from callboard.kube.placing.loop import Placer
 from callboard.kube.placing.start_tracker import StartTracker
 from callboard.kube.resource.objects import AgentSessionObject, finalizer_for
+from callboard.kube.resource.phases import TERMINAL
 from callboard.kube.running.loop_lag import watch_loop_lag
 from callboard.kube.settings import Settings
 from callboard.kube.views.metrics import OperatorMetrics
@@ -211,6 +212,8 @@ class Runtime:
             added=lambda body: self.observe("MODIFIED", body),
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing: set[asyncio.Task[None]] = set()
+        """Close requests for objects deleted before they held the finalizer."""
         self._running = False
 
     async def start(self) -> None:
@@ -245,7 +248,7 @@ class Runtime:
             return
         self._running = False
         await self.finalizers.stop()  # before the placer: a delete in flight cancels placements
-        await stop_tasks(self._tasks, timeout=2.0, logger=logger)
+        await stop_tasks([*self._tasks, *self._closing], timeout=2.0, logger=logger)
         self._tasks = []
         await self.placer.stop()
         await self.events.stop()
@@ -256,14 +259,39 @@ class Runtime:
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event of an AgentSession (``None`` for the initial listing)."""
         if event_type == "DELETED":
-            meta = body.get("metadata") or {}
-            uid = str(meta.get("uid", ""))
-            self.cache.remove((str(meta.get("namespace", "")), str(meta.get("name", ""))), uid)
-            self.placer.forget(uid)
+            gone = AgentSessionObject.from_body(body)
+            self.cache.remove(gone.key, gone.uid)
+            self.placer.forget(gone.uid)
+            self._close_gone(gone)
             return
         obj = self.cache.put_body(body)
         self.finalizers.observe(obj)
         self.placer.offer(obj)
+
+    def _close_gone(self, obj: AgentSessionObject) -> None:
+        """Close the session of an object deleted before it got the finalizer (which follows
+        the first status write): at once, not a leftover closer's grace later. One whose
+        finalizer this process released was closed by that delete; a terminal one has none
+        (a late one is the leftover closer's)."""
+        ref = obj.session
+        if ref is None or obj.status.phase in TERMINAL or self.finalizers.released(obj.uid):
+            return
+
+        async def close() -> None:
+            try:
+                await self.registry.request_close(*ref)
+            except (StoreError, NotLeaderError) as exc:
+                logger.warning("%s/%s deleted: cannot close session %s yet: %s", *obj.key, ref[1], exc)
+                return  # the leftover closer tries again
+            self.syncer.note_closed(ref)
+            logger.info(
+                "%s/%s deleted before it held the finalizer: closing session %s",
+                *obj.key, ref[1], extra={"resource": "/".join(obj.key), "call_id": ref[0]},
+            )  # fmt: skip
+
+        task = asyncio.create_task(close(), name=f"close-gone-{obj.uid}")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _latest(self, obj: AgentSessionObject) -> AgentSessionObject:
         latest = self.cache.get(obj.key)

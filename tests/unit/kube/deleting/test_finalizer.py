@@ -7,11 +7,12 @@ from typing import Any
 import jsonpatch  # type: ignore[import-untyped]  # kopf's dependency
 import pytest
 
+from callboard.kube.deleting import finalizer as finalizer_module
 from callboard.kube.deleting.finalizer import FinalizerStep, adding_patch, finalizer_step, removing_patch
 from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.running.wiring import Runtime
-from callboard.kube.settings import Settings
-from tests.unit.kube.conftest import Harness
+from callboard.kube.settings import AdoptionSettings, Settings
+from tests.unit.kube.conftest import Harness, fast_settings
 
 
 async def test_delete_closes_the_session_then_releases(harness: Harness) -> None:
@@ -80,13 +81,21 @@ async def test_g1_deleting_a_failed_object_still_closes_a_late_session(harness: 
 OURS = "callboard.dev/close-session"
 
 
-def _obj(finalizers: list[str], *, deleting: bool = False, rv: str = "7") -> AgentSessionObject:
+def _obj(
+    finalizers: list[str], *, deleting: bool = False, rv: str = "7", phase: str | None = "Running"
+) -> AgentSessionObject:
     meta: dict[str, Any] = {"name": "a", "namespace": "ns", "uid": "u", "resourceVersion": rv}
     if finalizers:
         meta["finalizers"] = finalizers
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return AgentSessionObject.from_body({"metadata": meta, "spec": {"callId": "c"}})
+    status = {"phase": phase} if phase else {}
+    return AgentSessionObject.from_body({"metadata": meta, "spec": {"callId": "c"}, "status": status})
+
+
+def test_the_finalizer_follows_the_first_status_write_so_placement_never_waits_for_it() -> None:
+    assert finalizer_step(_obj([], phase=None)) is FinalizerStep.NONE
+    assert finalizer_step(_obj([], phase="Pending")) is FinalizerStep.ADD
 
 
 def test_a_live_object_without_the_finalizer_gets_it_and_a_deleted_one_with_it_is_closed() -> None:
@@ -149,8 +158,8 @@ def _patches(harness: Harness, name: str) -> list[Any]:
 async def test_the_finalizer_is_added_once_and_released_once_keeping_the_others(harness: Harness) -> None:
     node = await harness.node("n1")
     harness.kube.apply("a1", "call-1")
-    # Another controller adds its first finalizer before ours lands (a new resourceVersion):
-    # the runtime's add, decided on the ADDED body, must fail, re-read and append.
+    # Another controller adds its first finalizer before ours: ours (after the Running write)
+    # is appended behind it, on the newest body the cache holds.
     obj = harness.kube.objects[("ns", "a1")]
     obj["metadata"]["finalizers"] = ["other.io/x"]
     harness.kube._bump(obj, "MODIFIED")
@@ -160,9 +169,9 @@ async def test_the_finalizer_is_added_once_and_released_once_keeping_the_others(
     await harness.until(lambda: OURS not in harness.kube.objects[("ns", "a1")]["metadata"]["finalizers"])
     assert harness.kube.objects[("ns", "a1")]["metadata"]["finalizers"] == ["other.io/x"]
     assert node.sessions == []
-    # The refused add, the add, the release: no progress records, no second add for the
-    # MODIFIED event that came while the first add was in flight.
-    assert len(_patches(harness, "a1")) == 3
+    # The add and the release: no progress records, no second add for the MODIFIED events
+    # (Running, the add's own echo) that came while the first add was in flight.
+    assert len(_patches(harness, "a1")) == 2
 
 
 async def test_a_delete_in_flight_is_not_started_again_by_later_watch_events(harness: Harness) -> None:
@@ -229,3 +238,54 @@ async def test_a_watch_event_that_left_the_queue_after_the_release_starts_no_sec
     harness.runtime.finalizers.observe(stale)
     assert harness.runtime.finalizers.deletions == 0
     assert len(harness.kopf.outcomes) == 1
+
+
+# -- deleted before the finalizer: it follows the first status write -------------------------
+
+
+def _no_leftover_closer() -> Settings:
+    """The sync loop's leftover closer would close a forgotten session after its grace: with
+    a minute of grace, only the paths under test can close it within a test's seconds."""
+    settings = fast_settings(adoption=AdoptionSettings(namespace=None, grace=60.0, prime_timeout=1.0))
+    settings.placement.start_timeout = 5.0
+    return settings
+
+
+async def test_an_object_deleted_while_its_start_is_in_flight_has_its_session_closed() -> None:
+    h = Harness(_no_leftover_closer())
+    await h.runtime.start()
+    try:
+        node = await h.node("n1", accept_delay=0.5)  # confirms within the 2 s window: no write before
+        h.kube.apply("a1", "call-1")
+        await h.until(lambda: node.requests)
+        assert "phase" not in h.status("a1")  # no status yet, so no finalizer either
+        h.kube.delete_object("a1")
+        assert h.kube.get_object("a1") is None
+        await h.until(lambda: node.closes >= 1 and node.sessions == [])
+    finally:
+        await h.kopf.stop()
+        for n in h.nodes:
+            await n.kill()
+        await h.runtime.stop()
+
+
+async def test_an_object_deleted_before_its_finalizer_landed_has_its_session_closed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(finalizer_module, "ADDS_IN_FLIGHT", 0)  # every add waits: none lands
+    h = Harness(_no_leftover_closer())
+    await h.runtime.start()
+    try:
+        node = await h.node("n1")
+        h.kube.apply("a1", "call-1")
+        status = await h.phase("a1", "Running")
+        assert node.sessions == [status["sessionId"]]
+        assert "finalizers" not in h.kube.objects[("ns", "a1")]["metadata"]
+        h.kube.delete_object("a1")
+        assert h.kube.get_object("a1") is None  # nothing held it
+        await h.until(lambda: node.closes >= 1 and node.sessions == [])
+    finally:
+        await h.kopf.stop()
+        for n in h.nodes:
+            await n.kill()
+        await h.runtime.stop()

@@ -167,8 +167,8 @@ def test_objects_past_placement_do_not(phase: str) -> None:
     assert not needs_placement(agent_session(phase=phase))
 
 
-def test_objects_without_finalizer_or_being_deleted_are_not_placed() -> None:
-    assert not needs_placement(agent_session(finalizer=False))
+def test_objects_being_deleted_are_not_placed_and_the_finalizer_is_not_waited_for() -> None:
+    assert needs_placement(agent_session(finalizer=False))  # it follows the first status write
     assert not needs_placement(agent_session(deletionTimestamp="2026-01-01T00:00:00Z"))
 
 
