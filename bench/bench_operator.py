@@ -46,8 +46,13 @@ the median of those).
 ``CALLBOARD_BENCH_OPERATOR_SIZES`` (default ``1,100,1000``) picks the batch sizes;
 ``CALLBOARD_BENCH_OPERATOR_PROFILE=<file>`` runs the operator under cProfile (the stats
 file is written when it exits), and ``CALLBOARD_BENCH_OPERATOR_STEADY_PROFILE=<file>`` the
-steady state's operator (its start, settling and measured window). Figures depend on the
-machine: read them next to its core count and its load.
+steady state's operator (its start, settling and measured window).
+``CALLBOARD_BENCH_APISERVER_PROFILE=<dir>`` starts the API server with ``--profiling`` and
+writes a pprof CPU profile of it for each burst of 1,000 objects or more (the floor's first
+3 s, the operator's first 12 s) to ``<dir>`` (read it with ``go tool pprof -top
+<kube-apiserver binary> <file>``). Each burst also prints its API requests per object by
+verb, resource and subresource. Figures depend on the machine: read them next to its core
+count and its load.
 """
 
 from __future__ import annotations
@@ -260,6 +265,26 @@ class Client:
             response.raise_for_status()
             return await response.text()
 
+    def profile_apiserver(self, name: str, n: int) -> asyncio.Task[None] | None:
+        """With ``CALLBOARD_BENCH_APISERVER_PROFILE=<dir>``: a CPU profile (pprof) of the API
+        server over the next seconds of a burst of at least 1,000 objects, written to <dir>."""
+        target = os.environ.get("CALLBOARD_BENCH_APISERVER_PROFILE")
+        if not target or n < 1000:
+            return None
+        seconds = 3 if name.startswith("floor") else 12
+
+        url = self.server + f"/debug/pprof/profile?seconds={seconds}"
+        out = Path(target, f"{name}.pb.gz")
+
+        async def fetch() -> None:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=60)) as response:
+                response.raise_for_status()
+                data = await response.read()
+            await asyncio.to_thread(out.write_bytes, data)
+
+        Path(target).mkdir(parents=True, exist_ok=True)
+        return asyncio.create_task(fetch())
+
     async def operator_metrics_text(self) -> str:
         if self.operator_metrics is None:
             return ""
@@ -323,6 +348,7 @@ async def _floor(client: Client, n: int, round_no: int) -> Burst:
     watch = client.watch
     before = await client.apiserver_metrics()
     cpu = _cpu(client.apiserver)
+    profile = client.profile_apiserver(f"floor-{n}-{round_no}", n)
     started = time.perf_counter()
     await client.create_all(names)
     complete = await _wait(watch, lambda: all(x in watch.seen for x in names), started + BATCH_TIMEOUT)
@@ -332,9 +358,27 @@ async def _floor(client: Client, n: int, round_no: int) -> Burst:
         before, "apiserver_request_total", _is_429
     )
     result.up = [watch.seen[x] - started for x in names if x in watch.seen]
+    _print_requests(before, await client.apiserver_metrics(), n)
+    if profile is not None:
+        await profile
     await client.delete_all(names)
     await _wait(watch, lambda: all(x in watch.gone for x in names), time.perf_counter() + BATCH_TIMEOUT)
     return result
+
+
+def _print_requests(before: str, after: str, n: int) -> None:
+    """API requests per object during a burst, by verb, resource and subresource."""
+
+    def key(labels: dict[str, str]) -> str:
+        return f"{labels.get('verb')} {labels.get('resource')}/{labels.get('subresource', '')}"
+
+    counts: dict[str, float] = {}
+    for labels, v in _metrics(after, "apiserver_request_total"):
+        counts[key(labels)] = counts.get(key(labels), 0.0) + v
+    for labels, v in _metrics(before, "apiserver_request_total"):
+        counts[key(labels)] = counts.get(key(labels), 0.0) - v
+    rows = sorted(((v / n, k) for k, v in counts.items() if v >= 1), reverse=True)
+    print("    requests/object: " + ", ".join(f"{k} {v:.2f}" for v, k in rows), flush=True)
 
 
 def _is_429(labels: dict[str, str]) -> bool:
@@ -348,6 +392,7 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     before = await client.apiserver_metrics()
     op_before = await client.operator_metrics_text()
     cpu_api, cpu_op = _cpu(client.apiserver), _cpu(client.operator)
+    profile = client.profile_apiserver(f"operator-{n}-{round_no}", n)
     started = time.perf_counter()
     await client.create_all(names)
     complete = await _wait(
@@ -360,6 +405,9 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     result.up = [watch.running[x] - started for x in names if x in watch.running]
     writes = _sum(await client.operator_metrics_text(), STATUS_WRITES) - _sum(op_before, STATUS_WRITES)
     result.status_writes = writes / n if op_before else None
+    _print_requests(before, await client.apiserver_metrics(), n)
+    if profile is not None:
+        await profile
     if delete:
         started = time.perf_counter()
         await client.delete_all(names)

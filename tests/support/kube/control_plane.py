@@ -234,7 +234,8 @@ def apiserver_argv(
         f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
         f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
         *extra,
-        "--profiling=false",
+        # The bench's CALLBOARD_BENCH_APISERVER_PROFILE needs /debug/pprof; tests never do.
+        f"--profiling={'true' if os.environ.get('CALLBOARD_BENCH_APISERVER_PROFILE') else 'false'}",
         "--v=0",
     ]
 
