@@ -237,6 +237,10 @@ def _cpu(proc: psutil.Process | None) -> float:
     return float(times.user + times.system)
 
 
+def _cpus(procs: list[psutil.Process]) -> float:
+    return sum(_cpu(p) for p in procs)
+
+
 @dataclass
 class Client:
     """The bench's one admin client (system:masters, like a user's kubectl) and what it reads."""
@@ -246,6 +250,8 @@ class Client:
     watch: Watch
     apiserver: psutil.Process | None
     operator: psutil.Process | None = None
+    nodes: list[psutil.Process] = field(default_factory=list)
+    """The ``callboard serve`` nodes (their CPU is part of what a burst costs the machine)."""
     operator_metrics: str | None = None
     client_429: int = 0
     redis_url: str = ""
@@ -293,9 +299,13 @@ class Client:
                 return await response.text()
         return ""
 
-    async def _send(self, method: str, path: str, body: Any = None) -> None:
+    async def _send(
+        self, method: str, path: str, body: Any = None, *, content_type: str | None = None
+    ) -> None:
+        headers = {"Content-Type": content_type} if content_type else None
+        url = self.server + path
         for _ in range(20):
-            async with self.session.request(method, self.server + path, json=body) as response:
+            async with self.session.request(method, url, json=body, headers=headers) as response:
                 await response.read()
                 if response.status == 429:
                     self.client_429 += 1
@@ -306,7 +316,10 @@ class Client:
                 return
         raise RuntimeError(f"{method} {path}: 429 twenty times")
 
-    async def create_all(self, names: list[str]) -> None:
+    async def create_all(self, names: list[str], *, then_run: bool = False) -> None:
+        """Create ``names``; with ``then_run``, each one's create is followed at once by one
+        status write as big as the operator's Running (the write floor: no operator)."""
+
         def body(name: str) -> dict[str, Any]:
             return {
                 "apiVersion": "callboard.dev/v1alpha1",
@@ -315,10 +328,44 @@ class Client:
                 "spec": {"callId": f"call-{name}"},
             }
 
-        await asyncio.gather(*(self._send("POST", agentsession_path(NAMESPACE), body(n)) for n in names))
+        async def one(name: str) -> None:
+            await self._send("POST", agentsession_path(NAMESPACE), body(name))
+            if then_run:
+                await self._send(
+                    "PATCH",
+                    agentsession_path(NAMESPACE, name) + "/status",
+                    {"status": _running_status(name)},
+                    content_type="application/merge-patch+json",
+                )
+
+        await asyncio.gather(*(one(n) for n in names))
 
     async def delete_all(self, names: list[str]) -> None:
         await asyncio.gather(*(self._send("DELETE", agentsession_path(NAMESPACE, n)) for n in names))
+
+
+def _running_status(name: str) -> dict[str, Any]:
+    """A status with the fields and sizes of the operator's Running write."""
+    now = format_time(time.time())
+    uid = "00000000-0000-0000-0000-000000000000"
+    message = "session runs on node bench-node-0"
+    condition = {"status": "True", "reason": "Started", "message": message, "lastTransitionTime": now}
+    return {
+        "phase": "Running",
+        "reason": "Started",
+        "message": message,
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Placed", **condition, "observedGeneration": 1},
+            {"type": "Ready", **condition, "observedGeneration": 1},
+        ],
+        "sessionId": f"ags.{NAMESPACE}.{uid}.1",
+        "nodeId": "bench-node-0",
+        "attempts": 1,
+        "attemptStartedAt": now,
+        "requestId": f"{name}-0123456789abcdef0123456789abcdef"[-32:],
+        "startedAt": now,
+    }
 
 
 @dataclass
@@ -333,6 +380,7 @@ class Burst:
     """429s the API server answered during the burst (every client's)."""
     apiserver_cpu: float = 0.0
     operator_cpu: float = 0.0
+    nodes_cpu: float = 0.0
     lag_mean: float | None = None
     lag_p99: float | None = None
     operator_exited: bool = False
@@ -342,22 +390,28 @@ class Burst:
     (``callboard_operator_status_writes_total``)."""
 
 
-async def _floor(client: Client, n: int, round_no: int) -> Burst:
-    """No operator: burst start → the watch sees each object; then delete them all."""
-    names = [f"f{round_no}-{i:05d}" for i in range(n)]
+async def _floor(client: Client, n: int, round_no: int, *, write: bool = False) -> Burst:
+    """No operator: burst start → the watch sees each object; then delete them all.
+
+    ``write``: the write floor, each create followed by one Running status write of the
+    bench's own (burst start → the watch sees Running): what the API server costs for the
+    least an operator must do, with no operator's work at all.
+    """
+    names = [f"{'w' if write else 'f'}{round_no}-{i:05d}" for i in range(n)]
     watch = client.watch
     before = await client.apiserver_metrics()
     cpu = _cpu(client.apiserver)
-    profile = client.profile_apiserver(f"floor-{n}-{round_no}", n)
+    profile = client.profile_apiserver(f"{'write-' if write else ''}floor-{n}-{round_no}", n)
     started = time.perf_counter()
-    await client.create_all(names)
-    complete = await _wait(watch, lambda: all(x in watch.seen for x in names), started + BATCH_TIMEOUT)
+    await client.create_all(names, then_run=write)
+    seen = watch.running if write else watch.seen
+    complete = await _wait(watch, lambda: all(x in seen for x in names), started + BATCH_TIMEOUT)
     result = Burst(n=n, complete=complete, up_wall=time.perf_counter() - started)
     result.apiserver_cpu = _cpu(client.apiserver) - cpu
     result.rejected = _sum(await client.apiserver_metrics(), "apiserver_request_total", _is_429) - _sum(
         before, "apiserver_request_total", _is_429
     )
-    result.up = [watch.seen[x] - started for x in names if x in watch.seen]
+    result.up = [seen[x] - started for x in names if x in seen]
     _print_requests(before, await client.apiserver_metrics(), n)
     if profile is not None:
         await profile
@@ -391,7 +445,7 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     watch = client.watch
     before = await client.apiserver_metrics()
     op_before = await client.operator_metrics_text()
-    cpu_api, cpu_op = _cpu(client.apiserver), _cpu(client.operator)
+    cpu_api, cpu_op, cpu_nodes = _cpu(client.apiserver), _cpu(client.operator), _cpus(client.nodes)
     profile = client.profile_apiserver(f"operator-{n}-{round_no}", n)
     started = time.perf_counter()
     await client.create_all(names)
@@ -402,6 +456,7 @@ async def _operator_burst(client: Client, n: int, round_no: int, *, delete: bool
     result.operator_exited = not client.operator_alive()
     result.apiserver_cpu = _cpu(client.apiserver) - cpu_api
     result.operator_cpu = _cpu(client.operator) - cpu_op
+    result.nodes_cpu = _cpus(client.nodes) - cpu_nodes
     result.up = [watch.running[x] - started for x in names if x in watch.running]
     writes = _sum(await client.operator_metrics_text(), STATUS_WRITES) - _sum(op_before, STATUS_WRITES)
     result.status_writes = writes / n if op_before else None
@@ -823,6 +878,8 @@ async def _ready(liveness: int) -> None:
 @dataclass
 class Results:
     floor: list[Burst] = field(default_factory=list)
+    write_floor: list[Burst] = field(default_factory=list)
+    """Creates each followed by one Running status write of the bench's own (no operator)."""
     operator: list[Burst] = field(default_factory=list)
     slow: list[Burst] = field(default_factory=list)
     """Bursts on nodes that confirm after 1 s (:mod:`bench.slow_agent`)."""
@@ -883,9 +940,12 @@ async def _run(kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: 
             for round_no, n in rounds:
                 print(f"  floor: burst of {n} (no operator)...", flush=True)
                 results.floor.append(await _floor(client, n, round_no))
+                print(f"  write floor: burst of {n}, each with one status write (no operator)...", flush=True)
+                results.write_floor.append(await _floor(client, n, round_no, write=True))
             procs = Processes(kube, redis.url, log_dir, kubeconfig)
             try:
                 procs.start_nodes()
+                client.nodes = [psutil.Process(p.pid) for p in procs.nodes]
                 client.operator = psutil.Process(procs.start_operator())
                 client.operator_metrics = f"http://127.0.0.1:{procs.metrics}/metrics"
                 client.liveness, client.redis_url = procs.liveness, redis.url
@@ -901,6 +961,7 @@ async def _run(kube: kh.KubeEnv, redis: RedisServer, log_dir: Path, kubeconfig: 
                 if plan.slow and client.operator_alive():
                     procs.stop_nodes()
                     procs.start_nodes(slow=True)
+                    client.nodes = [psutil.Process(p.pid) for p in procs.nodes]
                     await asyncio.sleep(2.0)  # the old nodes' records go, the new ones heartbeat
                     for run in range(plan.runs):
                         print(
@@ -969,7 +1030,8 @@ def _progress(burst: Burst) -> None:
     print(
         f"    -> p99 {_med_s([burst], 0.99)}, all Running {burst.up_wall:.1f} s, "
         f"{'-' if rate is None else f'{rate:.0f}'} starts/s, {_writes_cell([burst])} status writes/object, "
-        f"operator CPU {burst.operator_cpu:.1f} s" + ("" if burst.complete else " (incomplete)"),
+        f"operator CPU {burst.operator_cpu:.1f} s, nodes CPU {burst.nodes_cpu:.1f} s"
+        + ("" if burst.complete else " (incomplete)"),
         flush=True,
     )
 
@@ -1001,23 +1063,33 @@ def _table(results: Results) -> None:
         "operator apply→Running p50",
         "p99",
         "ratio p99",
+        "write floor p99",
+        "ratio to it",
         "all Running",
         "delete→gone p99",
         "all gone",
         "429s",
-        "apiserver CPU floor/op",
+        "apiserver CPU floor/write floor/op",
         "operator CPU",
+        "nodes CPU",
         "status writes/object",
         "loop lag mean/p99≤",
     ]
     rows = []
     floors = _by_size(results.floor)
+    write_floors = _by_size(results.write_floor)
     for n, ops in _by_size(results.operator).items():
         fl = floors.get(n, [])
+        wf = write_floors.get(n, [])
         ratios = [
             _percentile(op.up, 0.99) / _percentile(f.up, 0.99)
             for f, op in zip(fl, ops, strict=False)
             if op.up and f.up
+        ]
+        write_ratios = [
+            _percentile(op.up, 0.99) / _percentile(w.up, 0.99)
+            for w, op in zip(wf, ops, strict=False)
+            if op.up and w.up
         ]
         lags = [(b.lag_mean, b.lag_p99) for b in ops if b.lag_mean is not None]
         lag_mean = _med([m for m, _ in lags if m is not None]) if lags else None
@@ -1031,12 +1103,15 @@ def _table(results: Results) -> None:
                 _med_s(ops, None),
                 _med_s(ops, 0.99),
                 f"{_med(ratios):.1f}x" if ratios else "-",
+                _med_s(wf, 0.99),
+                f"{_med(write_ratios):.1f}x" if write_ratios else "-",
                 f"{_med([b.up_wall for b in ops]):.1f} s",
                 _med_s(ops, 0.99, down=True),
                 f"{_med([b.down_wall for b in ops]):.1f} s",
                 f"{_med([b.rejected for b in fl]):.0f}/{_med([b.rejected for b in ops]):.0f}",
-                f"{_med([b.apiserver_cpu for b in fl]):.1f}/{_med([b.apiserver_cpu for b in ops]):.1f} s",
+                "/".join(f"{_med([b.apiserver_cpu for b in bs]):.1f}" for bs in (fl, wf, ops)) + " s",
                 f"{_med([b.operator_cpu for b in ops]):.1f} s",
+                f"{_med([b.nodes_cpu for b in ops]):.1f} s",
                 _writes_cell(ops),
                 _lag_cell(lag_mean, _med(lag_p99s) if lag_p99s else None),
             ]
@@ -1044,7 +1119,9 @@ def _table(results: Results) -> None:
     _print_table(header, rows)
     print(
         f"burst: one client, {CONNECTIONS} keep-alive connections, times from the burst's start; "
-        f"floor = the watch sees the object, no operator running. {NODES} callboard serve nodes x "
+        f"floor = the watch sees the object, no operator running; write floor = each create followed "
+        f"by one Running status write of the bench's own, the watch sees Running (the least any "
+        f"operator must cost the API server). {NODES} callboard serve nodes x "
         f"{NODE_CAPACITY} slots, operator defaults (sync every 1 s) as the chart's ServiceAccount "
         f"(default APF); 429s floor/operator; the bench client itself got {results.client_429} 429s. "
         f"Each figure is the median of the runs' figures. "
@@ -1076,6 +1153,7 @@ def _slow_table(results: Results) -> None:
                 f"{_med([b.up_wall for b in bursts]):.1f} s",
                 f"{_med(rates):.0f}" if rates else "-",
                 f"{_med([b.operator_cpu for b in bursts]):.1f} s",
+                f"{_med([b.nodes_cpu for b in bursts]):.1f} s",
                 _writes_cell(bursts),
             ]
         )
@@ -1088,6 +1166,7 @@ def _slow_table(results: Results) -> None:
             "all Running",
             "starts/s sustained",
             "operator CPU",
+            "nodes CPU",
             "status writes/object",
         ],
         rows,
