@@ -306,30 +306,29 @@ class Kube:
         self, name: str, phase: str, *, timeout: float = 30.0, namespace: str | None = None
     ) -> dict[str, Any]:
         """Watch until ``status.phase`` is ``phase`` (kubectl wait); the object then."""
-        ns = namespace or self.ns
-        proc = await self.run(
-            "wait", f"ags/{name}", "-n", ns, f"--for=jsonpath={{.status.phase}}={phase}",
-            f"--timeout={timeout:.0f}s", check=False, timeout=timeout + 30,
-        )  # fmt: skip
-        obj = await self.get(name, namespace=ns)
-        if proc.returncode != 0:
-            raise AssertionError(f"ags/{name} not {phase} within {timeout}s: {proc.stderr}\nnow: {obj}")
-        assert obj is not None
-        return obj
+        return await self._wait_for(name, "{.status.phase}", phase, timeout=timeout, namespace=namespace)
 
     async def wait_finalizer(
         self, name: str, finalizer: str, *, timeout: float = 30.0, namespace: str | None = None
     ) -> dict[str, Any]:
         """Watch until the object's first finalizer is ``finalizer`` (the operator adds it after
         its first status write); the object then."""
+        return await self._wait_for(
+            name, "{.metadata.finalizers[0]}", finalizer, timeout=timeout, namespace=namespace
+        )
+
+    async def _wait_for(
+        self, name: str, path: str, value: str, *, timeout: float, namespace: str | None
+    ) -> dict[str, Any]:
+        """``kubectl wait`` until the JSONPath ``path`` of the object is ``value``; the object then."""
         ns = namespace or self.ns
         proc = await self.run(
-            "wait", f"ags/{name}", "-n", ns, f"--for=jsonpath={{.metadata.finalizers[0]}}={finalizer}",
+            "wait", f"ags/{name}", "-n", ns, f"--for=jsonpath={path}={value}",
             f"--timeout={timeout:.0f}s", check=False, timeout=timeout + 30,
         )  # fmt: skip
         obj = await self.get(name, namespace=ns)
         if proc.returncode != 0:
-            raise AssertionError(f"ags/{name} has no {finalizer} after {timeout}s: {proc.stderr}\nnow: {obj}")
+            raise AssertionError(f"ags/{name}: {path} not {value} in {timeout}s: {proc.stderr}\nnow: {obj}")
         assert obj is not None
         return obj
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -88,8 +89,9 @@ def settings() -> Settings:
     return fast_settings()
 
 
-@pytest.fixture
-async def harness(settings: Settings) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Harness]:
+    """A started harness, stopped on the way out: the ``harness`` fixture, with own settings."""
     h = Harness(settings)
     await h.runtime.start()
     try:
@@ -99,3 +101,9 @@ async def harness(settings: Settings) -> AsyncIterator[Harness]:
         for node in h.nodes:
             await node.kill()
         await h.runtime.stop()
+
+
+@pytest.fixture
+async def harness(settings: Settings) -> AsyncIterator[Harness]:
+    async with running(settings) as h:
+        yield h

@@ -12,7 +12,7 @@ from callboard.kube.deleting.finalizer import FinalizerStep, adding_patch, final
 from callboard.kube.resource.objects import AgentSessionObject
 from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import AdoptionSettings, Settings
-from tests.unit.kube.conftest import Harness, fast_settings
+from tests.unit.kube.conftest import Harness, fast_settings, running
 
 
 async def test_delete_closes_the_session_then_releases(harness: Harness) -> None:
@@ -252,9 +252,7 @@ def _no_leftover_closer() -> Settings:
 
 
 async def test_an_object_deleted_while_its_start_is_in_flight_has_its_session_closed() -> None:
-    h = Harness(_no_leftover_closer())
-    await h.runtime.start()
-    try:
+    async with running(_no_leftover_closer()) as h:
         node = await h.node("n1", accept_delay=0.5)  # confirms within the 2 s window: no write before
         h.kube.apply("a1", "call-1")
         await h.until(lambda: node.requests)
@@ -262,20 +260,13 @@ async def test_an_object_deleted_while_its_start_is_in_flight_has_its_session_cl
         h.kube.delete_object("a1")
         assert h.kube.get_object("a1") is None
         await h.until(lambda: node.closes >= 1 and node.sessions == [])
-    finally:
-        await h.kopf.stop()
-        for n in h.nodes:
-            await n.kill()
-        await h.runtime.stop()
 
 
 async def test_an_object_deleted_before_its_finalizer_landed_has_its_session_closed_at_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(finalizer_module, "ADDS_IN_FLIGHT", 0)  # every add waits: none lands
-    h = Harness(_no_leftover_closer())
-    await h.runtime.start()
-    try:
+    async with running(_no_leftover_closer()) as h:
         node = await h.node("n1")
         h.kube.apply("a1", "call-1")
         status = await h.phase("a1", "Running")
@@ -284,8 +275,3 @@ async def test_an_object_deleted_before_its_finalizer_landed_has_its_session_clo
         h.kube.delete_object("a1")
         assert h.kube.get_object("a1") is None  # nothing held it
         await h.until(lambda: node.closes >= 1 and node.sessions == [])
-    finally:
-        await h.kopf.stop()
-        for n in h.nodes:
-            await n.kill()
-        await h.runtime.stop()
