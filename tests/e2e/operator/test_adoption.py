@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from callboard.kube.resource.constants import FINALIZER
 from tests.support.waiting import wait_until
 
 from .conftest import OperatorFactory
@@ -39,6 +40,7 @@ async def test_http_api_session_is_adopted_and_kubectl_delete_closes_it(
     listed = (await kube.run("get", "ags", "-A")).stdout
     assert name in listed and "web-call-7" in listed  # type: ignore[operator]
 
+    await kube.wait_finalizer(name, FINALIZER)  # type: ignore[arg-type]  # the delete waits for the close
     await kube.delete(name)  # type: ignore[arg-type]
     await kube.wait_gone(name)  # type: ignore[arg-type]
     # Closed on its node (so nothing is left to adopt a second time).
@@ -57,6 +59,7 @@ async def test_serve_node_takes_placements(
     assert await node.has_session("call-placed", obj["status"]["sessionId"])
     # Placed sessions are never mistaken for sessions to adopt.
     assert [o["metadata"]["name"] for o in await kube.list()] == ["placed"]
+    await kube.wait_finalizer("placed", FINALIZER)  # the delete waits for the close
     await kube.delete("placed")
     await kube.wait_gone("placed")
     assert not await node.has_session("call-placed", obj["status"]["sessionId"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from callboard.kube.resource.constants import FINALIZER
 from callboard.registry import RedisSessionKVStore, SessionRegistry
 from tests.support.waiting import wait_until
 
@@ -22,6 +23,7 @@ async def test_delete_closes_the_session_on_its_node(
     await operator_factory()
     await kube.apply("bye", "call-bye")
     sid = (await kube.wait_phase("bye", "Running"))["status"]["sessionId"]
+    await kube.wait_finalizer("bye", FINALIZER)  # from here on a delete waits for the close
 
     await kube.delete("bye")
     await kube.wait_gone("bye")
@@ -41,6 +43,7 @@ async def test_delete_after_the_owner_was_killed_is_bounded(
     await operator_factory()
     await kube.apply("orphan", "call-orphan")
     await kube.wait_phase("orphan", "Running")
+    await kube.wait_finalizer("orphan", FINALIZER)
 
     await node.kill()
     await kube.delete("orphan")
@@ -59,6 +62,7 @@ async def test_delete_gives_up_after_the_timeout_when_the_owner_never_closes(
     await operator_factory(CALLBOARD_DELETE_TIMEOUT=4)
     await kube.apply("stuck", "call-stuck")
     await kube.wait_phase("stuck", "Running")
+    await kube.wait_finalizer("stuck", FINALIZER)
     await kube.delete("stuck")
     took = await kube.wait_gone("stuck", timeout=30)
     assert 3 < took < 10, f"delete took {took:.1f}s"

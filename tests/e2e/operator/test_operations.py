@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from callboard.kube.resource.constants import FINALIZER
 from tests.support.redis_server import RedisServer
 from tests.support.waiting import wait_until
 
@@ -90,6 +91,7 @@ async def test_registry_outage_loses_nothing_and_deletes_are_bounded(
     await kube.apply("drop", "call-drop")
     await kube.wait_phase("keep", "Running")
     await kube.wait_phase("drop", "Running")
+    await kube.wait_finalizer("drop", FINALIZER)  # the delete below goes through its close
     try:
         redis_server.stop()
 

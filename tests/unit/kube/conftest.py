@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from callboard.kube.resource.constants import FINALIZER
 from callboard.kube.running.wiring import Runtime
 from callboard.kube.settings import (
     AdoptionSettings,
@@ -82,6 +83,20 @@ class Harness:
     ) -> dict[str, Any]:
         await self.until(lambda: self.status(name, namespace).get("phase") == phase, timeout)
         return self.status(name, namespace)
+
+    async def held(
+        self, name: str, phase: str, timeout: float = 5.0, namespace: str = "ns"
+    ) -> dict[str, Any]:
+        """``phase``, and the operator's finalizer on the object (it follows the first status
+        write): a delete from here on goes through the finalizer's close."""
+        status = await self.phase(name, phase, timeout, namespace)
+
+        def holds() -> bool:
+            meta = (self.kube.get_object(name, namespace) or {}).get("metadata") or {}
+            return FINALIZER in (meta.get("finalizers") or [])
+
+        await self.until(holds, timeout)
+        return status
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from tests.unit.kube.conftest import Harness, fast_settings, running
 async def test_delete_closes_the_session_then_releases(harness: Harness) -> None:
     node = await harness.node("n1")
     harness.kube.apply("a1", "call-1")
-    status = await harness.phase("a1", "Running")
+    status = await harness.held("a1", "Running")
     harness.kube.delete_object("a1")
     await harness.until(lambda: harness.kube.get_object("a1") is None)
     assert node.sessions == []
@@ -30,7 +30,7 @@ async def test_delete_closes_the_session_then_releases(harness: Harness) -> None
 
 async def test_delete_of_a_pending_object_releases_at_once(harness: Harness) -> None:
     harness.kube.apply("a1", "call-1")
-    await harness.phase("a1", "Pending")
+    await harness.held("a1", "Pending")
     harness.kube.delete_object("a1")
     await harness.until(lambda: harness.kube.get_object("a1") is None, timeout=1.0)
     assert harness.kopf.outcomes["a1"] == "no session was placed"
@@ -39,7 +39,7 @@ async def test_delete_of_a_pending_object_releases_at_once(harness: Harness) -> 
 async def test_delete_when_the_owner_died_releases_once_its_record_expired(harness: Harness) -> None:
     node = await harness.node("n1", ttl=0.3)
     harness.kube.apply("a1", "call-1")
-    await harness.phase("a1", "Running")
+    await harness.held("a1", "Running")
     await node.kill()
     harness.kube.delete_object("a1")
     await harness.until(lambda: harness.kube.get_object("a1") is None, timeout=3.0)
@@ -49,7 +49,7 @@ async def test_delete_when_the_owner_died_releases_once_its_record_expired(harne
 async def test_delete_gives_up_after_the_timeout_with_a_warning(harness: Harness) -> None:
     node = await harness.node("n1")
     harness.kube.apply("a1", "call-1")
-    await harness.phase("a1", "Running")
+    await harness.held("a1", "Running")
     await node.kill()  # alive in the registry (ttl 30 s) but deaf to close requests
     harness.kube.delete_object("a1")
     await harness.until(lambda: harness.kube.get_object("a1") is None, timeout=3.0)
@@ -62,7 +62,7 @@ async def test_g1_deleting_a_failed_object_still_closes_a_late_session(harness: 
     for name in ("n1", "n2", "n3"):
         await harness.node(name, mode="reject")
     harness.kube.apply("a1", "call-1")
-    status = await harness.phase("a1", "Failed")
+    status = await harness.held("a1", "Failed")
     # Only the finalizer acts from here: the sync loop (which closes such sessions too) stops.
     [sync] = [t for t in harness.runtime._tasks if t.get_name() == "sync"]
     sync.cancel()
@@ -163,7 +163,7 @@ async def test_the_finalizer_is_added_once_and_released_once_keeping_the_others(
     obj = harness.kube.objects[("ns", "a1")]
     obj["metadata"]["finalizers"] = ["other.io/x"]
     harness.kube._bump(obj, "MODIFIED")
-    await harness.phase("a1", "Running")
+    await harness.held("a1", "Running")
     assert harness.kube.objects[("ns", "a1")]["metadata"]["finalizers"] == ["other.io/x", OURS]
     harness.kube.delete_object("a1")
     await harness.until(lambda: OURS not in harness.kube.objects[("ns", "a1")]["metadata"]["finalizers"])
@@ -177,7 +177,7 @@ async def test_the_finalizer_is_added_once_and_released_once_keeping_the_others(
 async def test_a_delete_in_flight_is_not_started_again_by_later_watch_events(harness: Harness) -> None:
     node = await harness.node("n1", deaf=True)  # the close waits for its timeout (1 s)
     harness.kube.apply("a1", "call-1")
-    await harness.phase("a1", "Running")
+    await harness.held("a1", "Running")
     calls = 0
     close = harness.runtime.finalizers.close
 
@@ -203,7 +203,7 @@ async def test_a_delete_interrupted_by_a_restart_resumes_from_the_relist(setting
     await first.runtime.start()
     await first.node("n1", deaf=True)
     first.kube.apply("a1", "call-1")
-    await first.phase("a1", "Running")
+    await first.held("a1", "Running")
     first.kube.delete_object("a1")
     await first.until(lambda: first.runtime.finalizers.deletions == 1)
     await first.runtime.stop()  # the process goes mid-delete: the finalizer stays
@@ -228,7 +228,7 @@ async def test_a_watch_event_that_left_the_queue_after_the_release_starts_no_sec
     for an event of the deleting object that kopf delivered after the finalizer was gone."""
     await harness.node("n1")
     harness.kube.apply("a1", "call-1")
-    await harness.phase("a1", "Running")
+    await harness.held("a1", "Running")
     harness.kube.delete_object("a1")
     await harness.until(lambda: harness.runtime.finalizers.deletions == 1)
     stale = harness.runtime.cache.get(("ns", "a1"))
