@@ -158,7 +158,8 @@ class Finalizers:
     ) -> None:
         """``close`` closes a deleted object's session (a one-line outcome); ``latest`` is the
         cache's newest copy of an object; ``added`` takes the body the finalizer patch
-        answered (placement may begin without waiting for the watch to echo it)."""
+        answered (the cache holds its version before the watch echoes it, so a status
+        write's precondition is not taken on the version before the add)."""
         self._api = api
         self.finalizer = finalizer
         self.close = close

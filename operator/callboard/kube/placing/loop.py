@@ -51,9 +51,9 @@ first status write (:func:`~callboard.kube.deleting.finalizer.finalizer_step`), 
 burst's finalizer writes queue behind its placements. An object deleted before it holds
 the finalizer has its session closed all the same: by this placer when the Running write
 finds it gone, or at its DELETED event when a status named the session (a Pending or
-Failed write after a failed attempt records that attempt's session id for it). A restarted operator resumes a
-Scheduled attempt with what is left of its own timeout (``status.attemptStartedAt``), and
-withdraws it (``status.requestId``) when that runs out.
+Failed write after a failed attempt records that attempt's session id for it). A
+restarted operator resumes a Scheduled attempt with what is left of its own timeout
+(``status.attemptStartedAt``), and withdraws it (``status.requestId``) when that runs out.
 """
 
 from __future__ import annotations
